@@ -1,0 +1,237 @@
+"""The ``kdistill`` command line: parse, call the library, print, write files.
+
+Every error caused by input (a :class:`~kdistill.errors.KDistillError`) is printed
+as one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import KDistillError
+
+DATASET_HELP = "digits, mnist, fashion_mnist, cifar10, cifar100, svhn, or a path to an .npz of your own arrays"
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KDistillError as e:
+            click.echo(f"error: {_one_line(str(e))}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _configure_jax() -> None:
+    import jax
+
+    # Kernel values and solves in float64: KRR is ill-conditioned at small reg.
+    jax.config.update("jax_enable_x64", True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kdistill")
+def cli() -> None:
+    """Dataset distillation with kernel ridge regression."""
+    _configure_jax()
+
+
+def _data_dir_option(f):
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Where dataset files live (default: $KDISTILL_DATA, else ~/.cache/kdistill).")(f)
+
+
+@cli.command()
+@_data_dir_option
+def datasets(data_dir):
+    """List every dataset, whether it is available here, and from where."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .data import availability
+
+    table = Table(title="datasets")
+    for col in ("name", "available", "source / how to get it"):
+        table.add_column(col)
+    for st in availability(data_dir=data_dir):
+        table.add_row(st.name, "yes" if st.available else "no",
+                      st.source if st.available else f"{st.how_to_get} (looked in: {', '.join(st.looked_in)})")
+    Console(width=160).print(table)
+
+
+@cli.command()
+@click.argument("dataset")
+@_data_dir_option
+def download(dataset, data_dir):
+    """Download a dataset's official files (needs internet; checksums verified)."""
+    from .data import download as _download
+
+    for p in _download(dataset, data_dir=data_dir, progress=True):
+        click.echo(str(p))
+
+
+def _load_dataset(name: str, data_dir, download_: bool = False):
+    from ._progress import status
+    from .data import load
+
+    with status(f"loading {name}"):
+        return load(name, data_dir=data_dir, download=download_)
+
+
+def _print_table(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(col, justify="right" if col not in ("dataset", "method", "kernel") else "left")
+    for r in rows:
+        table.add_row(*[str(v) for v in r.values()])
+    Console().print(table)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def summary_rows(summary: dict) -> list[dict]:
+    """The short result table printed after a run."""
+    sec = summary["seconds"]
+    return [{
+        "dataset": summary["dataset"],
+        "method": summary["method"],
+        "kernel": summary["kernel"],
+        "ipc": summary["ipc"],
+        "distilled acc": _pct(summary["test_accuracy"]),
+        "full-data acc": _pct(summary["full_test_accuracy"]),
+        "distill s": f"{sec.get('distill', 0):.2f}",
+        "total s": f"{sec.get('total', 0):.2f}",
+    }]
+
+
+def _run_and_write(dataset, config, out: Path) -> dict:
+    from . import io
+    from ._atomic import write_json
+    from .distill import run
+
+    result = run(dataset, config, progress=True)
+    out.mkdir(parents=True, exist_ok=True)
+    io.save(out / "distilled.npz", result.distilled)
+    write_json(out / "summary.json", result.summary)
+    return result.summary
+
+
+@cli.command()
+@click.option("--dataset", "dataset_name", required=True, help=DATASET_HELP)
+@click.option("--method", default="random", show_default=True, help="Distillation method.")
+@click.option("--ipc", type=int, default=10, show_default=True, help="Images per class.")
+@click.option("--kernel", default="linear", show_default=True, help="Kernel spec, e.g. linear, rbf:gamma=0.01.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default="standardize",
+              show_default=True)
+@click.option("--reg", type=float, default=1e-6, show_default=True,
+              help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m).")
+@click.option("--full/--no-full", default=True, show_default=True,
+              help="Also train on the whole training set for comparison.")
+@click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
+@click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
+@_data_dir_option
+def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, download_, data_dir):
+    """Distil a dataset; writes OUT/distilled.npz, OUT/distilled.json and OUT/summary.json."""
+    from .distill import METHODS, RunConfig
+    from .errors import InvalidInputError
+    from .evaluate import MAX_DUAL_N
+    from .kernels import from_spec
+
+    if method not in METHODS:
+        raise InvalidInputError(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
+    if ipc < 1:
+        raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
+    from_spec(kernel)  # fail on a bad spec before loading data
+    dataset = _load_dataset(dataset_name, data_dir, download_)
+    config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess, reg=reg,
+                       full_reference=full, max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n)
+    summary = _run_and_write(dataset, config, out)
+    _print_table(summary_rows(summary), f"kdistill distill -> {out}")
+    if summary.get("full_test_accuracy_note"):
+        click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataset", "dataset_name", required=True, help=DATASET_HELP)
+@click.option("--kernel", default=None, help="Kernel spec (default: the one in the file's sidecar).")
+@click.option("--reg", type=float, default=None, help="Relative ridge (default: the sidecar's, else 1e-6).")
+@click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default=None,
+              help="Preprocessing for files without stored preprocessing (e.g. KIP's released sets).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
+@_data_dir_option
+def evaluate(file, dataset_name, kernel, reg, preprocess, as_json, data_dir):
+    """KRR test accuracy of any distilled-set file on a dataset's full test set."""
+    from .evaluate import evaluate_file
+
+    res = evaluate_file(file, _load_dataset(dataset_name, data_dir), kernel=kernel, reg=reg, preprocess=preprocess)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(f"{file}: KRR test accuracy {_pct(res['test_accuracy'])} on {res['dataset']} "
+                   f"({res['n_test']} test images, kernel {res['kernel']}, reg {res['reg']:g}, m={res['m']})")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@click.option("--max-per-row", type=int, default=20, show_default=True)
+def show(file, out, max_per_row):
+    """Draw a distilled set as a PNG grid, one row per class, in pixel space."""
+    from . import io
+    from .data import Preprocessor
+    from .report import image_grid
+
+    ds = io.load(file)
+    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
+    meta = ds.meta
+    title = " ".join(str(meta[k]) for k in ("dataset", "method", "kernel") if k in meta) or None
+    image_grid(pixels, ds.labels, out, class_names=meta.get("class_names"), max_per_row=max_per_row, title=title)
+    click.echo(str(out))
+
+
+DEMO = dict(dataset="mnist", method="random", ipc=10, kernel="linear")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+              show_default=True)
+@_data_dir_option
+def demo(out, data_dir):
+    """The quick-start job: distil MNIST and print the result next to the full-data model."""
+    from .distill import RunConfig
+
+    click.echo(f"kdistill demo: {DEMO['method']} method, {DEMO['kernel']} kernel, ipc {DEMO['ipc']} on "
+               f"{DEMO['dataset']}")
+    dataset = _load_dataset(DEMO["dataset"], data_dir)
+    click.echo(f"loaded {dataset.name}: {dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test "
+               f"from {dataset.source}")
+    config = RunConfig(method=DEMO["method"], ipc=DEMO["ipc"], kernel=DEMO["kernel"])
+    summary = _run_and_write(dataset, config, out)
+    _print_table(summary_rows(summary), f"kdistill demo -> {out}")
+
+
+def main() -> None:
+    cli(prog_name="kdistill")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""One distillation run: preprocess, distil, evaluate, and describe the result.
+
+The CLI's ``kdistill distill`` is a thin wrapper around :func:`run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .. import evaluate
+from .._io import DistilledSet
+from .._machine import machine_info, versions
+from ..data import Dataset, fit_preprocessor, one_hot
+from ..errors import InvalidInputError
+from ..kernels import Kernel, from_spec
+from ._random import random_real
+
+__all__ = ["RunConfig", "RunResult", "MethodOutput", "Context", "METHODS", "run"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Settings of a run, saved next to its result.
+
+    Attributes:
+      method: a name in :data:`METHODS`.
+      ipc: images per class (>= 1).
+      kernel: kernel spec string (``kdistill.kernels.from_spec``).
+      seed: seeds every random choice of the run.
+      preprocess: ``"none"``, ``"standardize"`` or ``"zca"``.
+      reg: relative ridge of the model trained on the distilled set.
+      full_reference: also fit the whole training set for comparison.
+      max_dual_n: largest n for a dual full-data reference.
+      val_fraction: held-out share of the training set for choosing the full model's ridge.
+      options: method-specific settings.
+    """
+
+    method: str = "random"
+    ipc: int = 10
+    kernel: str = "linear"
+    seed: int = 0
+    preprocess: str = "standardize"
+    reg: float = 1e-6
+    full_reference: bool = True
+    max_dual_n: int = evaluate.MAX_DUAL_N
+    val_fraction: float = 0.05
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a distillation method receives (training data already preprocessed)."""
+
+    x_train: np.ndarray  # (n, h, w, c) float32, preprocessed
+    labels: np.ndarray  # (n,) int
+    targets: np.ndarray  # (n, k) float32, mean-centred one-hot
+    num_classes: int
+    kernel: Kernel
+    config: RunConfig
+    progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodOutput:
+    """What a method returns: the support set, extra summary fields, and optionally the
+    full-data reference when the method had to fit it anyway."""
+
+    images: np.ndarray  # (m, h, w, c)
+    labels: np.ndarray  # (m, k)
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    full_reference: evaluate.FullReference | None = None
+    reg: float | None = None  # ridge the distilled set is meant to be used with, if not config.reg
+
+
+def _random(ctx: Context) -> MethodOutput:
+    images, labels, idx = random_real(
+        ctx.x_train, ctx.labels, ipc=ctx.config.ipc, num_classes=ctx.num_classes, seed=ctx.config.seed
+    )
+    return MethodOutput(images, labels, {"indices": idx.tolist()})
+
+
+METHODS: dict[str, Callable[[Context], MethodOutput]] = {"random": _random}
+"""Distillation methods by CLI name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    distilled: DistilledSet
+    summary: dict
+
+
+def _validate(config: RunConfig, dataset: Dataset) -> None:
+    if config.method not in METHODS:
+        raise InvalidInputError(f"unknown method {config.method!r}; valid methods: {', '.join(sorted(METHODS))}")
+    if not isinstance(config.ipc, int) or config.ipc < 1:
+        raise InvalidInputError(f"ipc must be an integer >= 1, got {config.ipc}")
+    counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
+    if config.ipc > counts.min():
+        c = int(counts.argmin())
+        raise InvalidInputError(
+            f"ipc={config.ipc} is more than class {c} ({dataset.class_names[c]!r}) has in the training set "
+            f"({int(counts[c])} images); use --ipc {int(counts.min())} or less"
+        )
+    if not (config.reg >= 0 and np.isfinite(config.reg)):
+        raise InvalidInputError(f"reg must be a finite number >= 0, got {config.reg}")
+
+
+def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunResult:
+    """Distil ``dataset`` with ``config`` and evaluate the result.
+
+    Returns the distilled set (images in the preprocessed space, preprocessing
+    state in ``arrays``) and a summary dict with accuracies, seconds per phase,
+    machine and versions.
+    """
+    t_start = time.perf_counter()
+    _validate(config, dataset)
+    kernel = from_spec(config.kernel)
+    seconds: dict[str, float] = {}
+
+    t = time.perf_counter()
+    prep = fit_preprocessor(dataset.x_train, config.preprocess)
+    x_train = prep.apply(dataset.x_train)
+    x_test = prep.apply(dataset.x_test)
+    targets = one_hot(dataset.y_train, dataset.num_classes)
+    seconds["preprocess"] = time.perf_counter() - t
+
+    ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress)
+    t = time.perf_counter()
+    out = METHODS[config.method](ctx)
+    seconds["distill"] = time.perf_counter() - t
+
+    reg = config.reg if out.reg is None else out.reg
+    t = time.perf_counter()
+    test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg)
+    seconds["evaluate"] = time.perf_counter() - t
+
+    full = out.full_reference
+    if full is None and config.full_reference:
+        t = time.perf_counter()
+        full = evaluate.full_data_reference(
+            kernel, x_train, targets, x_test, dataset.y_test, val_fraction=config.val_fraction,
+            seed=config.seed, max_dual_n=config.max_dual_n, progress=progress,
+        )
+        seconds["full_reference"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t_start
+
+    summary: dict[str, Any] = {
+        "dataset": dataset.name,
+        "dataset_source": dataset.source,
+        "method": config.method,
+        "kernel": kernel.spec,
+        "ipc": config.ipc,
+        "seed": config.seed,
+        "n_train": int(dataset.x_train.shape[0]),
+        "n_test": int(dataset.x_test.shape[0]),
+        "num_classes": dataset.num_classes,
+        "image_shape": list(dataset.image_shape),
+        "preprocess": prep.describe(),
+        "reg": reg,
+        "test_accuracy": test_acc,
+        "full_test_accuracy": None if full is None else full.test_accuracy,
+        "full_reg": None if full is None else full.reg,
+        "full_form": None if full is None else full.form,
+        "full_reg_selection": None if full is None or full.selection is None else full.selection.as_dict(),
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "config": {k: v for k, v in dataclasses.asdict(config).items()},
+        **{k: v for k, v in out.info.items()},
+        "machine": machine_info(),
+        "versions": versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if full is None:
+        summary["full_test_accuracy_note"] = "not requested (--no-full)"
+    elif full.note:
+        summary["full_test_accuracy_note"] = full.note
+    meta = {
+        k: summary[k]
+        for k in ("dataset", "method", "kernel", "ipc", "seed", "preprocess", "reg", "seconds", "num_classes",
+                  "image_shape", "created")
+    }
+    meta["class_names"] = list(dataset.class_names)
+    distilled = DistilledSet(
+        images=np.asarray(out.images, dtype=np.float32),
+        labels=np.asarray(out.labels, dtype=np.float32),
+        meta=meta,
+        arrays=prep.to_arrays(),
+    )
+    return RunResult(distilled, summary)

@@ -1,0 +1,53 @@
+"""Evaluate any distilled-set file (ours or KIP's released npz files) on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import io
+from ..data import Dataset, Preprocessor, fit_preprocessor
+from ..errors import InvalidInputError
+from ..kernels import from_spec
+from ._krr import support_accuracy
+
+__all__ = ["evaluate_file"]
+
+
+def evaluate_file(
+    path: str | Path, dataset: Dataset, *, kernel: str | None = None, reg: float | None = None,
+    preprocess: str | None = None,
+) -> dict:
+    """KRR test accuracy of the distilled set in ``path`` on ``dataset``'s full test set.
+
+    The test images go through the preprocessing stored in the file (so they
+    land in the same space as the distilled images); files without stored
+    preprocessing use ``preprocess`` fitted on the training set (default none).
+    Kernel and reg default to the sidecar's.
+    """
+    ds = io.load(path)
+    meta = ds.meta
+    spec = kernel or meta.get("kernel")
+    if spec is None:
+        raise InvalidInputError(f"{path}: no kernel recorded in a sidecar; pass --kernel")
+    k = from_spec(spec)
+    if ds.image_shape != dataset.image_shape:
+        raise InvalidInputError(
+            f"{path}: images are {ds.image_shape} but {dataset.name} images are {dataset.image_shape}; "
+            "wrong --dataset?"
+        )
+    if ds.num_classes != dataset.num_classes:
+        raise InvalidInputError(
+            f"{path}: labels have {ds.num_classes} classes but {dataset.name} has {dataset.num_classes}"
+        )
+    stored = Preprocessor.from_arrays(ds.arrays)
+    if preprocess is not None and preprocess != stored.kind and ds.arrays:
+        raise InvalidInputError(
+            f"{path}: file was made with preprocessing {stored.kind!r}; --preprocess {preprocess!r} would "
+            "put the test set in a different space"
+        )
+    prep = stored if any(key.startswith("prep_") for key in ds.arrays) else fit_preprocessor(
+        dataset.x_train, preprocess or "none")
+    r = float(reg if reg is not None else meta.get("reg", 1e-6))
+    acc = support_accuracy(k, ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, reg=r)
+    return {"file": str(path), "dataset": dataset.name, "kernel": k.spec, "reg": r, "m": int(ds.images.shape[0]),
+            "n_test": int(dataset.x_test.shape[0]), "preprocess": prep.kind, "test_accuracy": acc}

@@ -1,0 +1,84 @@
+"""KRR evaluation: accuracy of a (distilled) support set, and the full-data reference model."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from .. import krr
+from .._typing import Array
+from ..kernels import Kernel
+
+__all__ = ["support_accuracy", "FullReference", "full_data_reference", "MAX_DUAL_N", "MAX_PRIMAL_P"]
+
+MAX_DUAL_N = 10_000
+"""Largest training set for which the full-data reference is fitted in the dual (an n x n kernel)."""
+
+MAX_PRIMAL_P = 16_384
+"""Largest feature dimension for which primal ridge is used (a p x p Gram matrix)."""
+
+
+def support_accuracy(
+    kernel: Kernel, x_support: Array, y_support: Array, x_test: Array, labels_test: Array, *, reg: float = 1e-6
+) -> float:
+    """Test accuracy of KRR trained on ``(x_support: (m,h,w,c), y_support: (m,k))`` with ``reg``."""
+    model = krr.fit(kernel, x_support, y_support, reg=reg)
+    return krr.accuracy(krr.predict(kernel, model, x_test), labels_test)
+
+
+@dataclasses.dataclass(frozen=True)
+class FullReference:
+    """The model trained on the whole training set (or why there is none)."""
+
+    test_accuracy: float | None
+    reg: float | None
+    form: str | None  # "primal" | "dual" | None
+    selection: krr.RegSelection | None
+    note: str | None
+    model: krr.PrimalModel | krr.DualModel | None = None
+
+
+def full_data_reference(
+    kernel: Kernel,
+    x_train: Array,
+    y_train: Array,
+    x_test: Array,
+    labels_test: Array,
+    *,
+    grid: Sequence[float] = krr.DEFAULT_GRID,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+    max_dual_n: int = MAX_DUAL_N,
+    chunk_size: int = 2048,
+    progress: bool = False,
+) -> FullReference:
+    """Fit on all of ``x_train`` with reg chosen on a held-out ``val_fraction``; test it.
+
+    Primal when the kernel has an explicit feature map of dimension at most
+    ``MAX_PRIMAL_P`` (memory independent of n), dual when n <= ``max_dual_n``,
+    otherwise no reference (``test_accuracy=None`` and a ``note`` saying why).
+    """
+    x_train = np.asarray(x_train)
+    n = x_train.shape[0]
+    if kernel.features is not None:
+        p = int(np.asarray(kernel.features(x_train[:1])).shape[1])
+        if p <= MAX_PRIMAL_P:
+            model, sel = krr.fit_primal_selected(
+                kernel.features, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,
+                chunk_size=chunk_size, progress=progress,
+            )
+            pred = krr.predict_primal(kernel.features, model, x_test)
+            return FullReference(krr.accuracy(pred, labels_test), sel.reg, "primal", sel, None, model)
+    if n <= max_dual_n:
+        sel = krr.select_dual(kernel, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed)
+        model = krr.fit(kernel, x_train, y_train, reg=sel.reg)
+        pred = krr.predict(kernel, model, x_test)
+        return FullReference(krr.accuracy(pred, labels_test), sel.reg, "dual", sel, None, model)
+    why = "has no explicit feature map" if kernel.features is None else "has a feature map too large for primal ridge"
+    return FullReference(
+        None, None, None, None,
+        f"not computed: n_train={n} exceeds max_dual_n={max_dual_n} (an n x n kernel matrix) and "
+        f"kernel {kernel.spec!r} {why}; raise --max-dual-n to force it",
+    )

@@ -1,0 +1,18 @@
+"""Kernels on NHWC images, all reachable from spec strings (``from_spec("rbf:gamma=0.01")``).
+
+Every kernel is a pure JAX function ``k(x1, x2) -> (n1, n2)``, differentiable in
+both arguments and jit-compatible; kernels with an explicit feature map expose
+it as ``Kernel.features`` so that ridge regression can run in the primal.
+"""
+
+from ._spec import Kernel as Kernel
+from ._spec import KernelFamily as KernelFamily
+from ._spec import Param as Param
+from ._spec import families as families
+from ._spec import from_spec as from_spec
+from ._spec import parse_spec as parse_spec
+from ._spec import register as register
+from ._classical import flatten as flatten
+from ._classical import linear as linear
+from ._classical import rbf as rbf
+from ._classical import sq_distances as sq_distances

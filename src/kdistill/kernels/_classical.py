@@ -1,0 +1,58 @@
+"""Classical kernels: linear and Gaussian (RBF)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._spec import Kernel, Param, register
+
+__all__ = ["flatten", "linear", "rbf", "sq_distances"]
+
+
+def flatten(x: jax.Array) -> jax.Array:
+    """``x: (n, h, w, c) -> (n, h*w*c)``."""
+    x = jnp.asarray(x)
+    return x.reshape(x.shape[0], -1)
+
+
+def sq_distances(f1: jax.Array, f2: jax.Array) -> jax.Array:
+    """Squared Euclidean distances ``(n1, p), (n2, p) -> (n1, n2)``, clipped at 0."""
+    d = (
+        jnp.sum(f1 * f1, axis=1)[:, None]
+        + jnp.sum(f2 * f2, axis=1)[None, :]
+        - 2.0 * f1 @ f2.T
+    )
+    return jnp.maximum(d, 0.0)
+
+
+def _unflatten(f: jax.Array, image_shape: tuple[int, ...]) -> jax.Array:
+    f = jnp.asarray(f)
+    return f.reshape((f.shape[0], *image_shape))
+
+
+@register("linear", doc="k(x, y) = <x, y> on flattened pixels (linear ridge regression)", aliases=("identity",))
+def linear() -> Kernel:
+    def fn(x1, x2):
+        return flatten(x1) @ flatten(x2).T
+
+    return Kernel("linear", (), fn, features=flatten, inverse=_unflatten)
+
+
+@register(
+    "rbf",
+    params={"gamma": Param(float, 0.0, "width; k = exp(-gamma ||x - y||^2); 0 means 1 / (h*w*c)")},
+    doc="Gaussian kernel exp(-gamma ||x - y||^2) on flattened pixels",
+)
+def rbf(*, gamma: float = 0.0) -> Kernel:
+    if gamma < 0:
+        from ..errors import SpecError
+
+        raise SpecError(f"kernel 'rbf': gamma must be >= 0 (0 means 1/d), got {gamma}")
+
+    def fn(x1, x2):
+        f1, f2 = flatten(x1), flatten(x2)
+        g = gamma if gamma > 0 else 1.0 / f1.shape[1]
+        return jnp.exp(-g * sq_distances(f1, f2))
+
+    return Kernel("rbf", (("gamma", gamma),), fn)

@@ -1,0 +1,4 @@
+"""Figures and reports of distilled sets."""
+
+from ._grid import image_grid as image_grid
+from ._grid import rows_by_class as rows_by_class
