@@ -98,7 +98,7 @@ def _print_table(rows: list[dict], title: str) -> None:
         table.add_column(col, justify="right" if col not in ("dataset", "method", "kernel") else "left")
     for r in rows:
         table.add_row(*[str(v) for v in r.values()])
-    Console().print(table)
+    Console(width=max(Console().width, 130)).print(table)
 
 
 def _pct(v) -> str:
@@ -146,11 +146,23 @@ def _run_and_write(dataset, config, out: Path) -> dict:
 @click.option("--full/--no-full", default=True, show_default=True,
               help="Also train on the whole training set for comparison.")
 @click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
+@click.option("--init", type=click.Choice(["noise", "real"]), default=None,
+              help="analytic: start from noise (paper Sec. 4.1, default) or from real images (Sec. 4.2).")
+@click.option("--lambda-s", default=None,
+              help="analytic: ridge of the distilled model, a number or a fraction of its bound such as "
+                   "'0.5xbound' (default 0).")
+@click.option("--clamp-lambda-s", is_flag=True, help="analytic: clamp --lambda-s to its bound instead of failing.")
 @click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
 @_data_dir_option
-def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, download_, data_dir):
-    """Distil a dataset; writes OUT/distilled.npz, OUT/distilled.json and OUT/summary.json."""
+def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, init, lambda_s,
+            clamp_lambda_s, download_, data_dir):
+    """Distil a dataset; writes OUT/distilled.npz, OUT/distilled.json and OUT/summary.json.
+
+    Methods: random (class-balanced real images), analytic (closed form of Chen et al. 2024; kernels
+    identity/linear, fcnn, rff).
+    """
     from .distill import METHODS, RunConfig
+    from .distill._methods import parse_lambda_s
     from .errors import InvalidInputError
     from .evaluate import MAX_DUAL_N
     from .kernels import from_spec
@@ -160,9 +172,16 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
     if ipc < 1:
         raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
     from_spec(kernel)  # fail on a bad spec before loading data
+    options = {}
+    if method == "analytic":
+        options = {"init": init or "noise", "lambda_s": lambda_s or 0.0, "clamp": clamp_lambda_s}
+        parse_lambda_s(options["lambda_s"])
+    elif init or lambda_s or clamp_lambda_s:
+        raise InvalidInputError("--init, --lambda-s and --clamp-lambda-s apply to --method analytic only")
     dataset = _load_dataset(dataset_name, data_dir, download_)
     config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess, reg=reg,
-                       full_reference=full, max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n)
+                       full_reference=full, max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n,
+                       options=options)
     summary = _run_and_write(dataset, config, out)
     _print_table(summary_rows(summary), f"kdistill distill -> {out}")
     if summary.get("full_test_accuracy_note"):

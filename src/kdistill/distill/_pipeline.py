@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -17,75 +17,11 @@ from .._io import DistilledSet
 from .._machine import machine_info, versions
 from ..data import Dataset, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
-from ..kernels import Kernel, from_spec
-from ._random import random_real
+from ..kernels import from_spec
+from ._methods import METHODS
+from ._types import Context, RunConfig
 
-__all__ = ["RunConfig", "RunResult", "MethodOutput", "Context", "METHODS", "run"]
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Settings of a run, saved next to its result.
-
-    Attributes:
-      method: a name in :data:`METHODS`.
-      ipc: images per class (>= 1).
-      kernel: kernel spec string (``kdistill.kernels.from_spec``).
-      seed: seeds every random choice of the run.
-      preprocess: ``"none"``, ``"standardize"`` or ``"zca"``.
-      reg: relative ridge of the model trained on the distilled set.
-      full_reference: also fit the whole training set for comparison.
-      max_dual_n: largest n for a dual full-data reference.
-      val_fraction: held-out share of the training set for choosing the full model's ridge.
-      options: method-specific settings.
-    """
-
-    method: str = "random"
-    ipc: int = 10
-    kernel: str = "linear"
-    seed: int = 0
-    preprocess: str = "standardize"
-    reg: float = 1e-6
-    full_reference: bool = True
-    max_dual_n: int = evaluate.MAX_DUAL_N
-    val_fraction: float = 0.05
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Context:
-    """What a distillation method receives (training data already preprocessed)."""
-
-    x_train: np.ndarray  # (n, h, w, c) float32, preprocessed
-    labels: np.ndarray  # (n,) int
-    targets: np.ndarray  # (n, k) float32, mean-centred one-hot
-    num_classes: int
-    kernel: Kernel
-    config: RunConfig
-    progress: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class MethodOutput:
-    """What a method returns: the support set, extra summary fields, and optionally the
-    full-data reference when the method had to fit it anyway."""
-
-    images: np.ndarray  # (m, h, w, c)
-    labels: np.ndarray  # (m, k)
-    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    full_reference: evaluate.FullReference | None = None
-    reg: float | None = None  # ridge the distilled set is meant to be used with, if not config.reg
-
-
-def _random(ctx: Context) -> MethodOutput:
-    images, labels, idx = random_real(
-        ctx.x_train, ctx.labels, ipc=ctx.config.ipc, num_classes=ctx.num_classes, seed=ctx.config.seed
-    )
-    return MethodOutput(images, labels, {"indices": idx.tolist()})
-
-
-METHODS: dict[str, Callable[[Context], MethodOutput]] = {"random": _random}
-"""Distillation methods by CLI name."""
+__all__ = ["RunResult", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,23 +65,28 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
     targets = one_hot(dataset.y_train, dataset.num_classes)
     seconds["preprocess"] = time.perf_counter() - t
 
-    ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress)
+    def full_reference(max_dual_n: int = config.max_dual_n) -> evaluate.FullReference:
+        return evaluate.full_data_reference(
+            kernel, x_train, targets, x_test, dataset.y_test, val_fraction=config.val_fraction,
+            seed=config.seed, max_dual_n=max_dual_n, progress=progress,
+        )
+
+    ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress, full_reference)
     t = time.perf_counter()
     out = METHODS[config.method](ctx)
     seconds["distill"] = time.perf_counter() - t
 
-    reg = config.reg if out.reg is None else out.reg
+    seconds.update(out.seconds)
+    reg = config.reg
     t = time.perf_counter()
-    test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg)
+    test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg,
+                                         lam=out.lam)
     seconds["evaluate"] = time.perf_counter() - t
 
     full = out.full_reference
     if full is None and config.full_reference:
         t = time.perf_counter()
-        full = evaluate.full_data_reference(
-            kernel, x_train, targets, x_test, dataset.y_test, val_fraction=config.val_fraction,
-            seed=config.seed, max_dual_n=config.max_dual_n, progress=progress,
-        )
+        full = full_reference()
         seconds["full_reference"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_start
 
@@ -162,6 +103,7 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         "image_shape": list(dataset.image_shape),
         "preprocess": prep.describe(),
         "reg": reg,
+        "lam": out.lam,
         "test_accuracy": test_acc,
         "full_test_accuracy": None if full is None else full.test_accuracy,
         "full_reg": None if full is None else full.reg,
@@ -180,7 +122,7 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         summary["full_test_accuracy_note"] = full.note
     meta = {
         k: summary[k]
-        for k in ("dataset", "method", "kernel", "ipc", "seed", "preprocess", "reg", "seconds", "num_classes",
+        for k in ("dataset", "method", "kernel", "ipc", "seed", "preprocess", "reg", "lam", "seconds", "num_classes",
                   "image_shape", "created")
     }
     meta["class_names"] = list(dataset.class_names)

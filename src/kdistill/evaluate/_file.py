@@ -48,6 +48,9 @@ def evaluate_file(
     prep = stored if any(key.startswith("prep_") for key in ds.arrays) else fit_preprocessor(
         dataset.x_train, preprocess or "none")
     r = float(reg if reg is not None else meta.get("reg", 1e-6))
-    acc = support_accuracy(k, ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, reg=r)
-    return {"file": str(path), "dataset": dataset.name, "kernel": k.spec, "reg": r, "m": int(ds.images.shape[0]),
+    # an absolute ridge (closed-form sets are built for one) wins unless the user gives --reg
+    lam = meta.get("lam") if reg is None else None
+    acc = support_accuracy(k, ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, reg=r, lam=lam)
+    return {"file": str(path), "dataset": dataset.name, "kernel": k.spec, "reg": r, "lam": lam,
+            "m": int(ds.images.shape[0]),
             "n_test": int(dataset.x_test.shape[0]), "preprocess": prep.kind, "test_accuracy": acc}

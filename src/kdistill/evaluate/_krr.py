@@ -21,10 +21,12 @@ MAX_PRIMAL_P = 16_384
 
 
 def support_accuracy(
-    kernel: Kernel, x_support: Array, y_support: Array, x_test: Array, labels_test: Array, *, reg: float = 1e-6
+    kernel: Kernel, x_support: Array, y_support: Array, x_test: Array, labels_test: Array, *, reg: float = 1e-6,
+    lam: float | None = None,
 ) -> float:
-    """Test accuracy of KRR trained on ``(x_support: (m,h,w,c), y_support: (m,k))`` with ``reg``."""
-    model = krr.fit(kernel, x_support, y_support, reg=reg)
+    """Test accuracy of KRR trained on ``(x_support: (m,h,w,c), y_support: (m,k))`` with relative ``reg``
+    (or absolute ``lam`` when given)."""
+    model = krr.fit(kernel, x_support, y_support, reg=reg, lam=lam)
     return krr.accuracy(krr.predict(kernel, model, x_test), labels_test)
 
 

@@ -16,3 +16,5 @@ from ._classical import flatten as flatten
 from ._classical import linear as linear
 from ._classical import rbf as rbf
 from ._classical import sq_distances as sq_distances
+from ._feature_maps import fcnn as fcnn
+from ._feature_maps import rff as rff

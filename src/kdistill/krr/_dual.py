@@ -74,13 +74,14 @@ def absolute_reg(trace: float, m: int, reg: float) -> float:
     return float(reg) * float(trace) / max(int(m), 1)
 
 
-def solve(k_ss: Array, y: Array, *, reg: float = 1e-6) -> Solution:
+def solve(k_ss: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None) -> Solution:
     """Solve ``(K + lam I) alpha = Y`` with ``lam = reg * tr(K) / m``.
 
     Args:
       k_ss: (m, m) symmetric PSD kernel matrix.
       y: (m, k) targets.
       reg: relative regulariser.
+      lam: absolute ridge; when given it is used as is and ``reg`` is ignored.
 
     Cholesky first. If it fails (K + lam I not numerically positive definite,
     e.g. duplicate points with reg = 0), falls back to a symmetric
@@ -99,7 +100,11 @@ def solve(k_ss: Array, y: Array, *, reg: float = 1e-6) -> Solution:
     check_finite("kernel matrix", k)
     check_finite("targets", yy)
     m = k.shape[0]
-    lam = absolute_reg(np.trace(k), m, reg)
+    if lam is None:
+        lam = absolute_reg(np.trace(k), m, reg)
+    elif not (lam >= 0 and np.isfinite(lam)):
+        raise InvalidInputError(f"lam must be a finite number >= 0, got {lam}")
+    lam = float(lam)
     a = k + lam * np.eye(m)
     try:
         c = scipy.linalg.cho_factor(a, lower=True, check_finite=False)
@@ -141,14 +146,17 @@ def kernel_matrix(
     return out
 
 
-def fit(kernel: KernelFn, x: Array, y: Array, *, reg: float = 1e-6) -> DualModel:
-    """Fit dual KRR on support images ``x: (m, h, w, c)`` and targets ``y: (m, k)``."""
+def fit(kernel: KernelFn, x: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None) -> DualModel:
+    """Fit dual KRR on support images ``x: (m, h, w, c)`` and targets ``y: (m, k)``.
+
+    The ridge is ``lam = reg * tr(K_SS) / m``, or ``lam`` itself when given (absolute).
+    """
     x = np.asarray(x)
     y = np.asarray(y)
     check_finite("support images", x)
     if y.shape[0] != x.shape[0]:
         raise InvalidInputError(f"{x.shape[0]} images but {y.shape[0]} label rows; they must match")
-    sol = solve(kernel_matrix(kernel, x, x), y, reg=reg)
+    sol = solve(kernel_matrix(kernel, x, x), y, reg=reg, lam=lam)
     return DualModel(x_support=x, alpha=sol.alpha, reg=float(reg), lam=sol.lam, method=sol.method)
 
 

@@ -22,8 +22,8 @@ from ._primal import GramStats, PrimalModel, accumulate, features_of, gram_stats
 
 __all__ = ["DEFAULT_GRID", "RegSelection", "split_indices", "select_primal", "select_dual", "fit_primal_selected"]
 
-DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in 10.0 ** np.arange(-8, 2))
-"""Relative ridge values tried by default: 1e-8, 1e-7, ..., 10."""
+DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in 10.0 ** np.arange(-8, 3))
+"""Relative ridge values tried by default: 1e-8, 1e-7, ..., 100."""
 
 
 @dataclasses.dataclass(frozen=True)

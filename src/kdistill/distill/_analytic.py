@@ -1,0 +1,173 @@
+"""Closed-form distilled sets for linear and kernel ridge regression.
+
+Chen, Huang & Weng, "Provable and Efficient Dataset Distillation for Kernel
+Ridge Regression", NeurIPS 2024. Notation of the paper: W (k, p) are the
+weights of ridge regression on the full data, Y_S (k, m) the distilled labels
+(rank k, or at least W's columns in their range), Z (m, p) free.
+
+    D = Y_S^+ W + (I_m - Y_S^+ Y_S) Z                       (m, p)
+    lambda_S = 0:  phi(X_S) = D^+                            (p, m)
+    lambda_S > 0:  D = V diag(s) U^T, need lambda_S <= 1 / (4 s_1^2),
+                   sigma_i = (1 + sqrt(1 - 4 lambda_S s_i^2)) / (2 s_i),
+                   phi(X_S) = U diag(sigma) V^T
+    then W_S = Y_S phi_lambda_S(X_S)^+ = W exactly.
+
+Functions here return feature matrices with one row per distilled image,
+``phi_s: (m, p)`` (the transpose of the paper's phi(X_S)); images are
+``kernel.inverse(phi_s, image_shape)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+__all__ = [
+    "distilled_features",
+    "lambda_s_bound",
+    "noise_z",
+    "realistic_labels_and_z",
+    "regularised_pinv",
+    "weights_from_support",
+    "weight_agreement",
+    "WeightAgreement",
+]
+
+
+def _check(w: np.ndarray, y_s: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    w = np.asarray(w, dtype=np.float64)
+    y_s = np.asarray(y_s, dtype=np.float64)
+    if w.ndim != 2 or y_s.ndim != 2 or w.shape[0] != y_s.shape[0]:
+        raise InvalidInputError(f"expected W (k, p) and Y_S (k, m) with the same k, got {w.shape} and {y_s.shape}")
+    k, m = y_s.shape
+    if m < k:
+        raise InvalidInputError(
+            f"m={m} distilled images for k={k} classes: with fewer images than classes no distilled set "
+            "reproduces W in general (Chen et al. 2024, Thm 4.1); use at least one image per class"
+        )
+    for name, a in (("W", w), ("Y_S", y_s)):
+        if not np.all(np.isfinite(a)):
+            raise InvalidInputError(f"{name} contains NaN or inf")
+    if z is not None and np.shape(z) != (m, w.shape[1]):
+        raise InvalidInputError(f"Z must be (m, p) = {(m, w.shape[1])}, got {np.shape(z)}")
+    y_pinv = np.linalg.pinv(y_s)
+    resid = np.linalg.norm(w - y_s @ (y_pinv @ w))
+    if resid > 1e-8 * max(np.linalg.norm(w), 1e-300):
+        raise InvalidInputError(
+            f"W is not in the range of the labels Y_S (relative residual {resid / np.linalg.norm(w):.2e}); "
+            "Y_S needs rank k (or the rank of W)"
+        )
+    return w, y_s
+
+
+def _d_matrix(w: np.ndarray, y_s: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+    y_pinv = np.linalg.pinv(y_s)
+    d = y_pinv @ w
+    if z is not None:
+        z = np.asarray(z, dtype=np.float64)
+        d = d + z - y_pinv @ (y_s @ z)
+    return d
+
+
+def lambda_s_bound(w, y_s, z=None) -> float:
+    """Largest admissible ridge of the distilled model, ``1 / (4 s_1^2)`` with s_1 = ||D||_2."""
+    w, y_s = _check(np.asarray(w), np.asarray(y_s), z)
+    s1 = np.linalg.norm(_d_matrix(w, y_s, z), 2)
+    return float(np.inf if s1 == 0 else 1.0 / (4.0 * s1 * s1))
+
+
+def distilled_features(w, y_s, z=None, *, lambda_s: float = 0.0, clamp: bool = False) -> np.ndarray:
+    """Features of the distilled images, ``(m, p)``, such that ridge on them with ``lambda_s`` gives W.
+
+    Args:
+      w: (k, p) weights of the original model.
+      y_s: (k, m) distilled labels.
+      z: (m, p) free matrix (None means 0).
+      lambda_s: absolute ridge of the distilled model (>= 0).
+      clamp: if ``lambda_s`` exceeds the bound 1/(4 s_1^2), clamp it (with a warning)
+        instead of raising.
+    """
+    w, y_s = _check(np.asarray(w), np.asarray(y_s), z)
+    if not (lambda_s >= 0 and np.isfinite(lambda_s)):
+        raise InvalidInputError(f"lambda_s must be a finite number >= 0, got {lambda_s}")
+    d = _d_matrix(w, y_s, z)
+    if lambda_s == 0:
+        return np.linalg.pinv(d).T
+    v, s, ut = np.linalg.svd(d, full_matrices=False)  # d = v diag(s) ut
+    bound = 1.0 / (4.0 * s[0] ** 2) if s[0] > 0 else np.inf
+    if lambda_s > bound:
+        if not clamp:
+            raise InvalidInputError(
+                f"lambda_s={lambda_s:.6g} exceeds the bound 1/(4 s_1^2) = {bound:.6g} (s_1 = {s[0]:.6g}); "
+                "no distilled set reproduces W with it: use a smaller lambda_s or clamp"
+            )
+        warnings.warn(f"lambda_s={lambda_s:.6g} clamped to the bound {bound:.6g}", RuntimeWarning, stacklevel=2)
+        lambda_s = bound
+    pos = s > s[0] * max(d.shape) * np.finfo(np.float64).eps
+    disc = np.sqrt(np.clip(1.0 - 4.0 * lambda_s * s**2, 0.0, None))
+    sigma = np.where(pos, (1.0 + disc) / (2.0 * np.where(pos, s, 1.0)), 0.0)
+    # phi(X_S) = U diag(sigma) V^T  (p, m); return its transpose
+    return (v * sigma) @ ut
+
+
+def regularised_pinv(phi: np.ndarray, lam: float) -> np.ndarray:
+    """``phi_lam^+ = (phi^T phi + lam I)^-1 phi^T`` for ``phi: (p, m)`` (the pseudo-inverse when lam = 0)."""
+    if lam == 0:
+        return np.linalg.pinv(phi)
+    m = phi.shape[1]
+    return np.linalg.solve(phi.T @ phi + lam * np.eye(m), phi.T)
+
+
+def noise_z(w, y_s, *, seed: int, scale: float = 0.1) -> np.ndarray:
+    """Gaussian Z (m, p) with standard deviation ``scale * std(Y_S^+ W)`` (paper Sec. 4.1)."""
+    w = np.asarray(w, dtype=np.float64)
+    base = np.linalg.pinv(np.asarray(y_s, dtype=np.float64)) @ w
+    return scale * float(np.std(base)) * np.random.default_rng(seed).standard_normal(base.shape)
+
+
+def realistic_labels_and_z(w, phi0: np.ndarray, *, lambda_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and Z that keep the distilled features near ``phi0`` (paper Sec. 4.2).
+
+    Args:
+      w: (k, p) original weights. phi0: (m, p) features of the starting real images.
+    Returns: Y_S = W phi(X0) (k, m), the labels the original model gives X0, and
+      Z = (I - Y_S^+ Y_S)(phi_lam(X0)^+ - Y_S^+ W) (m, p), where phi_lam^+ is the
+      regularised pseudo-inverse when lambda_s > 0.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    phi = np.asarray(phi0, dtype=np.float64).T  # (p, m)
+    y_s = w @ phi
+    y_pinv = np.linalg.pinv(y_s)
+    target = regularised_pinv(phi, lambda_s) - y_pinv @ w
+    z = target - y_pinv @ (y_s @ target)
+    return y_s, z
+
+
+def weights_from_support(phi_s: np.ndarray, y_s: np.ndarray, *, lam: float) -> np.ndarray:
+    """W_S (k, p) of ridge regression with absolute ridge ``lam`` on features ``phi_s: (m, p)``, labels (k, m)."""
+    phi_s = np.asarray(phi_s, dtype=np.float64)
+    k_ss = phi_s @ phi_s.T
+    m = k_ss.shape[0]
+    if lam == 0:
+        alpha = np.linalg.lstsq(k_ss, np.asarray(y_s, dtype=np.float64).T, rcond=None)[0]
+    else:
+        alpha = np.linalg.solve(k_ss + lam * np.eye(m), np.asarray(y_s, dtype=np.float64).T)
+    return (phi_s.T @ alpha).T
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightAgreement:
+    cosine: float
+    relative_error: float
+
+
+def weight_agreement(w_s: np.ndarray, w: np.ndarray) -> WeightAgreement:
+    """cos(W_S, W) (Frobenius) and ||W_S - W|| / ||W||."""
+    a = np.asarray(w_s, dtype=np.float64).ravel()
+    b = np.asarray(w, dtype=np.float64).ravel()
+    nb = np.linalg.norm(b)
+    return WeightAgreement(float(a @ b / (np.linalg.norm(a) * nb)), float(np.linalg.norm(a - b) / nb))

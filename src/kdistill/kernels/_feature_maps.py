@@ -1,0 +1,120 @@
+"""Explicit, invertible feature maps for closed-form distillation (Chen, Huang & Weng, NeurIPS 2024).
+
+Each is registered as a kernel ``k(x1, x2) = phi(x1) . phi(x2)`` with ``features``
+and ``inverse`` set, so ridge regression can run in the primal and a target
+feature matrix can be mapped back to images.
+
+- ``fcnn``: phi(x) = LeakyReLU(A_L ... LeakyReLU(A_1 x)), every A_l square (d x d)
+  with iid N(0, w_std^2 / d) entries (invertible with probability 1), slope 0.1.
+- ``rff``: random Fourier features phi(x) = sqrt(2/p) cos(A x + b), p = d,
+  A ~ N(0, 2 gamma), b ~ U[0, 2 pi) (approximates exp(-gamma ||x - y||^2)).
+  Its inverse exists only inside the range of phi (|sqrt(p/2) f_i| <= 1);
+  outside it the coordinates are clipped and the round trip is not exact.
+
+Weights are drawn from ``jax.random.key(seed)`` and the input dimension, so the
+same spec always gives the same map.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import SpecError
+from ._classical import flatten
+from ._spec import Kernel, Param, register
+
+__all__ = ["fcnn", "rff", "leaky_relu", "leaky_relu_inverse"]
+
+
+def leaky_relu(z, slope):
+    return jnp.where(z > 0, z, slope * z)
+
+
+def leaky_relu_inverse(z, slope):
+    return jnp.where(z > 0, z, z / slope)
+
+
+def _fcnn_weights(seed: int, d: int, depth: int, w_std: float, dtype) -> list[jax.Array]:
+    # drawn in float32 whatever the input dtype, so float32 and float64 inputs see the same map
+    keys = jax.random.split(jax.random.key(seed), depth)
+    return [(w_std / np.sqrt(d) * jax.random.normal(k, (d, d), dtype=jnp.float32)).astype(dtype) for k in keys]
+
+
+def _linear_kernel_of(features):
+    def fn(x1, x2):
+        return features(x1) @ features(x2).T
+
+    return fn
+
+
+@register(
+    "fcnn",
+    params={
+        "depth": Param(int, 1, "number of square LeakyReLU layers"),
+        "slope": Param(float, 0.1, "LeakyReLU negative slope"),
+        "w_std": Param(float, float(np.sqrt(2.0)), "weight scale: A_ij ~ N(0, w_std^2 / d)"),
+        "seed": Param(int, 0, "seed of the random weights"),
+    },
+    doc="linear kernel on invertible random LeakyReLU features of width d (Chen et al. 2024)",
+)
+def fcnn(*, depth: int = 1, slope: float = 0.1, w_std: float = float(np.sqrt(2.0)), seed: int = 0) -> Kernel:
+    if depth < 1:
+        raise SpecError(f"kernel 'fcnn': depth must be >= 1, got {depth}")
+    if not 0 < slope:
+        raise SpecError(f"kernel 'fcnn': slope must be > 0 for the map to be invertible, got {slope}")
+    if w_std <= 0:
+        raise SpecError(f"kernel 'fcnn': w_std must be > 0, got {w_std}")
+
+    def features(x):
+        h = flatten(x)
+        for a in _fcnn_weights(seed, h.shape[1], depth, w_std, h.dtype):
+            h = leaky_relu(h @ a.T, slope)
+        return h
+
+    def inverse(f, image_shape):
+        h = jnp.asarray(f)
+        for a in reversed(_fcnn_weights(seed, h.shape[1], depth, w_std, h.dtype)):
+            h = jnp.linalg.solve(a, leaky_relu_inverse(h, slope).T).T
+        return h.reshape((h.shape[0], *image_shape))
+
+    params = (("depth", depth), ("slope", slope), ("w_std", w_std), ("seed", seed))
+    return Kernel("fcnn", params, _linear_kernel_of(features), features=features, inverse=inverse)
+
+
+def _rff_weights(seed: int, d: int, gamma: float, dtype):
+    g = gamma if gamma > 0 else 1.0 / d
+    ka, kb = jax.random.split(jax.random.key(seed))
+    a = jax.random.normal(ka, (d, d), dtype=jnp.float32).astype(dtype) * np.sqrt(2.0 * g)
+    b = jax.random.uniform(kb, (d,), dtype=jnp.float32, maxval=2 * np.pi).astype(dtype)
+    return a, b
+
+
+@register(
+    "rff",
+    params={
+        "gamma": Param(float, 0.0, "RBF width the features approximate; 0 means 1 / d"),
+        "seed": Param(int, 0, "seed of the random frequencies and phases"),
+    },
+    doc="linear kernel on d random Fourier features sqrt(2/d) cos(Ax + b) (approximates rbf)",
+)
+def rff(*, gamma: float = 0.0, seed: int = 0) -> Kernel:
+    if gamma < 0:
+        raise SpecError(f"kernel 'rff': gamma must be >= 0 (0 means 1/d), got {gamma}")
+
+    def features(x):
+        h = flatten(x)
+        a, b = _rff_weights(seed, h.shape[1], gamma, h.dtype)
+        return jnp.sqrt(2.0 / h.shape[1]) * jnp.cos(h @ a.T + b)
+
+    def inverse(f, image_shape):
+        f = jnp.asarray(f)
+        p = f.shape[1]
+        a, b = _rff_weights(seed, p, gamma, f.dtype)
+        c = jnp.clip(f * jnp.sqrt(p / 2.0), -1.0, 1.0)  # outside [-1, 1] no preimage exists
+        x = jnp.linalg.solve(a, (jnp.arccos(c) - b).T).T
+        return x.reshape((x.shape[0], *image_shape))
+
+    return Kernel("rff", (("gamma", gamma), ("seed", seed)), _linear_kernel_of(features), features=features,
+                  inverse=inverse)
