@@ -121,15 +121,39 @@ def summary_rows(summary: dict) -> list[dict]:
 
 
 def _run_and_write(dataset, config, out: Path) -> dict:
+    """Run, then write distilled.npz (+ .json sidecar), summary.json and PNG grids into ``out``."""
+    import numpy as np
+
     from . import io
     from ._atomic import write_json
+    from .data import Preprocessor
     from .distill import run
+    from .report import image_grid
 
     result = run(dataset, config, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     io.save(out / "distilled.npz", result.distilled)
-    write_json(out / "summary.json", result.summary)
-    return result.summary
+    s = result.summary
+    ds = result.distilled
+    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
+    title = f"{s['dataset']} {s['method']} {s['kernel'].split(':')[0]} ipc={s['ipc']}"
+    s["figures"] = {"distilled": str(image_grid(pixels, ds.labels, out / "distilled.png",
+                                                class_names=dataset.class_names, title=title))}
+    if s.get("init") == "real" and "init_indices" in s:
+        # starting real images above the distilled images, class by class (paper Fig. 2)
+        idx = np.asarray(s["init_indices"])
+        both = np.concatenate([dataset.x_train[idx], pixels])
+        m = len(idx)
+        per = max(1, m // dataset.num_classes)
+        rows = []
+        for c in range(dataset.num_classes):
+            sel = np.arange(c * per, (c + 1) * per)[:10]
+            rows += [(f"{dataset.class_names[c]} X0", sel), (f"{dataset.class_names[c]} X_S", sel + m)]
+        s["figures"]["init_vs_distilled"] = str(image_grid(
+            both, np.zeros((2 * m, 1)), out / "init_vs_distilled.png", rows=rows,
+            title=f"{title}: X0 (real start) above X_S"))
+    write_json(out / "summary.json", s)
+    return s
 
 
 @cli.command()
@@ -222,12 +246,12 @@ def show(file, out, max_per_row):
     ds = io.load(file)
     pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
     meta = ds.meta
-    title = " ".join(str(meta[k]) for k in ("dataset", "method", "kernel") if k in meta) or None
+    title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta) or None
     image_grid(pixels, ds.labels, out, class_names=meta.get("class_names"), max_per_row=max_per_row, title=title)
     click.echo(str(out))
 
 
-DEMO = dict(dataset="mnist", method="random", ipc=10, kernel="linear")
+DEMO = dict(dataset="mnist", method="analytic", ipc=1, kernel="fcnn")
 
 
 @cli.command()
@@ -243,9 +267,10 @@ def demo(out, data_dir):
     dataset = _load_dataset(DEMO["dataset"], data_dir)
     click.echo(f"loaded {dataset.name}: {dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test "
                f"from {dataset.source}")
-    config = RunConfig(method=DEMO["method"], ipc=DEMO["ipc"], kernel=DEMO["kernel"])
+    config = RunConfig(method=DEMO["method"], ipc=DEMO["ipc"], kernel=DEMO["kernel"], options={"init": "noise"})
     summary = _run_and_write(dataset, config, out)
     _print_table(summary_rows(summary), f"kdistill demo -> {out}")
+    click.echo(f"weight cosine cos(W_S, W) = {summary['weight_cosine']:.8f}; images: {summary['figures']['distilled']}")
 
 
 def main() -> None:

@@ -20,13 +20,20 @@ Functions here return feature matrices with one row per distilled image,
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
+from typing import Any
 
 import numpy as np
 
+from ..data import class_balanced_indices, one_hot
 from ..errors import InvalidInputError
+from ..kernels import Kernel
 
 __all__ = [
+    "AnalyticResult",
+    "check_kernel",
+    "distill",
     "distilled_features",
     "lambda_s_bound",
     "noise_z",
@@ -99,6 +106,8 @@ def distilled_features(w, y_s, z=None, *, lambda_s: float = 0.0, clamp: bool = F
         return np.linalg.pinv(d).T
     v, s, ut = np.linalg.svd(d, full_matrices=False)  # d = v diag(s) ut
     bound = 1.0 / (4.0 * s[0] ** 2) if s[0] > 0 else np.inf
+    if bound < lambda_s <= bound * (1 + 1e-9):  # the bound itself, up to rounding: a double root
+        lambda_s = bound
     if lambda_s > bound:
         if not clamp:
             raise InvalidInputError(
@@ -171,3 +180,104 @@ def weight_agreement(w_s: np.ndarray, w: np.ndarray) -> WeightAgreement:
     b = np.asarray(w, dtype=np.float64).ravel()
     nb = np.linalg.norm(b)
     return WeightAgreement(float(a @ b / (np.linalg.norm(a) * nb)), float(np.linalg.norm(a - b) / nb))
+
+
+def check_kernel(kernel: Kernel) -> None:
+    """The analytic method needs an explicit, invertible feature map."""
+    if kernel.features is None or kernel.inverse is None:
+        raise InvalidInputError(
+            f"the analytic method needs a kernel with an invertible feature map (identity/linear, fcnn, rff); "
+            f"{kernel.spec!r} has none"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyticResult:
+    """images: (m, h, w, c) float32; labels: (m, k) float32 (Y_S^T); lambda_s: the ridge they are built for;
+    info: diagnostics (weight_cosine, relative_weight_error, round-trip errors, ...); seconds: build time."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    lambda_s: float
+    info: dict[str, Any]
+    seconds: float
+
+
+def distill(
+    kernel: Kernel,
+    w: np.ndarray,
+    x_train: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    ipc: int,
+    seed: int,
+    init: str = "noise",
+    lambda_s: float = 0.0,
+    lambda_s_relative: bool = False,
+    clamp: bool = False,
+    z_scale: float = 0.1,
+) -> AnalyticResult:
+    """Closed-form distilled set of ``ipc`` images per class for the model ``w: (k, p)``.
+
+    Args:
+      kernel: kernel with invertible ``features``/``inverse`` (identity, fcnn, rff).
+      w: (k, p) weights of ridge regression on the full training set (features of ``kernel``).
+      x_train: (n, h, w, c) training images (preprocessed); labels: (n,) ints.
+      init: ``"noise"`` (paper Sec. 4.1: balanced one-hot labels, Gaussian Z) or ``"real"``
+        (Sec. 4.2: start from class-balanced real images X0, labels W phi(X0)).
+      lambda_s: ridge of the distilled model; with ``lambda_s_relative`` a fraction of the bound.
+      clamp: clamp lambda_s to its bound instead of raising.
+    Diagnostics in ``info`` use features recomputed from the float32 images, i.e. the round
+    trip a user makes: ``weight_cosine`` = cos(W_S, W), ``relative_weight_error``.
+    """
+    check_kernel(kernel)
+    if init not in ("noise", "real"):
+        raise InvalidInputError(f"analytic method: init must be 'noise' or 'real', got {init!r}")
+    t = time.perf_counter()
+    w = np.asarray(w, dtype=np.float64)
+    image_shape = x_train.shape[1:]
+    idx = class_balanced_indices(labels, ipc, seed=seed, num_classes=num_classes)
+    info: dict[str, Any] = {"init": init}
+    phi0 = None
+    if init == "noise":
+        y_s = one_hot(labels[idx], num_classes).astype(np.float64).T  # (k, m)
+        z = noise_z(w, y_s, seed=seed, scale=z_scale)
+    else:
+        phi0 = np.asarray(kernel.features(x_train[idx]), dtype=np.float64)
+        y_s, z = realistic_labels_and_z(w, phi0, lambda_s=0.0)
+    bound = lambda_s_bound(w, y_s, z)
+    lam_s = lambda_s * bound if lambda_s_relative else float(lambda_s)
+    if phi0 is not None and lam_s > 0:  # Sec. 4.2 with lambda_S > 0: regularised pseudo-inverse of phi(X0)
+        y_s, z = realistic_labels_and_z(w, phi0, lambda_s=lam_s)
+        bound = lambda_s_bound(w, y_s, z)
+        if lambda_s_relative:
+            lam_s = lambda_s * bound
+    phi_s = distilled_features(w, y_s, z, lambda_s=lam_s, clamp=clamp)
+    lam_s = min(lam_s, bound)
+    images = np.asarray(kernel.inverse(phi_s, image_shape), dtype=np.float32)
+    seconds = time.perf_counter() - t
+
+    phi_back = np.asarray(kernel.features(images), dtype=np.float64)
+    agree = weight_agreement(weights_from_support(phi_back, y_s, lam=lam_s), w)
+    info.update(
+        weight_cosine=agree.cosine,
+        relative_weight_error=agree.relative_error,
+        lambda_s=lam_s,
+        lambda_s_bound=bound,
+        feature_round_trip_error=float(np.linalg.norm(phi_back - phi_s) / np.linalg.norm(phi_s)),
+        init_indices=idx.tolist(),
+    )
+    if kernel.name == "rff":
+        out = float(np.mean(np.abs(phi_s) * np.sqrt(phi_s.shape[1] / 2.0) > 1.0))
+        info["rff_out_of_range_fraction"] = out
+        info["rff_note"] = (
+            "rff is invertible only inside its range |sqrt(p/2) f| <= 1; coordinates outside were clipped, so "
+            "the images reproduce W only approximately (see feature_round_trip_error, weight_cosine)"
+            if out > 0 else "all target features inside the range of rff: the round trip is exact"
+        )
+    if init == "real":
+        x0 = x_train[idx].reshape(len(idx), -1)
+        dist = np.linalg.norm(images.reshape(len(idx), -1) - x0, axis=1) / np.linalg.norm(x0, axis=1)
+        info["mean_relative_distance_to_init"] = float(np.mean(dist))
+    return AnalyticResult(images, y_s.T.astype(np.float32), lam_s, info, seconds)

@@ -10,7 +10,23 @@ import numpy as np
 from .._atomic import atomic_path
 from ..errors import InvalidInputError
 
-__all__ = ["image_grid", "rows_by_class"]
+__all__ = ["image_grid", "rows_by_class", "displayable"]
+
+
+def displayable(pixels: np.ndarray, *, slack: float = 0.1) -> tuple[np.ndarray, bool]:
+    """Map images to [0, 1] for display: clip those within [-slack, 1 + slack], min-max rescale the others
+    (closed-form distilled images can lie far outside pixel range). Returns the images and whether any
+    was rescaled."""
+    out = np.empty_like(pixels)
+    rescaled = False
+    for i, img in enumerate(pixels):
+        lo, hi = float(img.min()), float(img.max())
+        if lo >= -slack and hi <= 1 + slack:
+            out[i] = np.clip(img, 0.0, 1.0)
+        else:
+            rescaled = True
+            out[i] = (img - lo) / (hi - lo) if hi > lo else 0.5
+    return out, rescaled
 
 
 def rows_by_class(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -39,9 +55,12 @@ def image_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pixels = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)
+    pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim != 4 or pixels.shape[-1] not in (1, 3):
         raise InvalidInputError(f"images must be (m, h, w, 1 or 3) to draw, got {pixels.shape}")
+    pixels, rescaled = displayable(pixels)
+    if rescaled and title:
+        title += " (some images rescaled to [0, 1])"
     k = labels.shape[1]
     names = list(class_names) if class_names is not None else [str(c) for c in range(k)]
     if rows is None:
