@@ -120,6 +120,17 @@ def summary_rows(summary: dict) -> list[dict]:
     }]
 
 
+def _parse_reg(value: str) -> float | str:
+    from .errors import InvalidInputError
+
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidInputError(f"--reg must be 'auto' or a number, got {value!r}") from None
+
+
 def _run_and_write(dataset, config, out: Path) -> dict:
     """Run, then write distilled.npz (+ .json sidecar), summary.json and PNG grids into ``out``."""
     import numpy as np
@@ -165,8 +176,9 @@ def _run_and_write(dataset, config, out: Path) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default="standardize",
               show_default=True)
-@click.option("--reg", type=float, default=1e-6, show_default=True,
-              help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m).")
+@click.option("--reg", default="auto", show_default=True,
+              help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m), or 'auto' "
+                   "to choose it on 2000 held-out training images.")
 @click.option("--full/--no-full", default=True, show_default=True,
               help="Also train on the whole training set for comparison.")
 @click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
@@ -196,6 +208,7 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
     if ipc < 1:
         raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
     from_spec(kernel)  # fail on a bad spec before loading data
+    reg = _parse_reg(reg)
     options = {}
     if method == "analytic":
         options = {"init": init or "noise", "lambda_s": lambda_s or 0.0, "clamp": clamp_lambda_s}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import evaluate
+from .. import evaluate, krr
 from .._io import DistilledSet
 from .._machine import machine_info, versions
 from ..data import Dataset, fit_preprocessor, one_hot
@@ -30,6 +30,19 @@ class RunResult:
     summary: dict
 
 
+def _support_reg(config: RunConfig, kernel, out, x_train, targets):
+    """The relative ridge of the model trained on the distilled set, and the selection behind it."""
+    if out.lam is not None:
+        return 0.0, None
+    if config.reg != "auto":
+        return float(config.reg), None
+    rng = np.random.default_rng(config.seed + 1)
+    pool = np.setdiff1d(np.arange(x_train.shape[0]), np.asarray(out.info.get("indices", []), dtype=int))
+    val = np.sort(rng.choice(pool, size=min(config.val_size, pool.size), replace=False))
+    sel = krr.select_support(kernel, out.images, out.labels, x_train[val], targets[val])
+    return sel.reg, sel
+
+
 def _validate(config: RunConfig, dataset: Dataset) -> None:
     if config.method not in METHODS:
         raise InvalidInputError(f"unknown method {config.method!r}; valid methods: {', '.join(sorted(METHODS))}")
@@ -42,8 +55,9 @@ def _validate(config: RunConfig, dataset: Dataset) -> None:
             f"ipc={config.ipc} is more than class {c} ({dataset.class_names[c]!r}) has in the training set "
             f"({int(counts[c])} images); use --ipc {int(counts.min())} or less"
         )
-    if not (config.reg >= 0 and np.isfinite(config.reg)):
-        raise InvalidInputError(f"reg must be a finite number >= 0, got {config.reg}")
+    if config.reg != "auto" and not (isinstance(config.reg, (int, float)) and config.reg >= 0
+                                     and np.isfinite(config.reg)):
+        raise InvalidInputError(f"reg must be 'auto' or a finite number >= 0, got {config.reg!r}")
 
 
 def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunResult:
@@ -77,8 +91,8 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
     seconds["distill"] = time.perf_counter() - t
 
     seconds.update(out.seconds)
-    reg = config.reg
     t = time.perf_counter()
+    reg, reg_selection = _support_reg(config, kernel, out, x_train, targets)
     test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg,
                                          lam=out.lam)
     seconds["evaluate"] = time.perf_counter() - t
@@ -104,6 +118,7 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         "preprocess": prep.describe(),
         "reg": reg,
         "lam": out.lam,
+        "reg_selection": None if reg_selection is None else reg_selection.as_dict(),
         "test_accuracy": test_acc,
         "full_test_accuracy": None if full is None else full.test_accuracy,
         "full_reg": None if full is None else full.reg,

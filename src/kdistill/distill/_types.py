@@ -23,7 +23,9 @@ class RunConfig:
       kernel: kernel spec string (``kdistill.kernels.from_spec``).
       seed: seeds every random choice of the run.
       preprocess: ``"none"``, ``"standardize"`` or ``"zca"``.
-      reg: relative ridge of the model trained on the distilled set.
+      reg: relative ridge of the model trained on the distilled set (lam = reg * tr(K_SS) / m), or
+        ``"auto"``: chosen from ``krr.DEFAULT_GRID`` on ``val_size`` held-out training images.
+        Methods that build a set for one ridge (analytic) override it.
       full_reference: also fit the whole training set for comparison.
       max_dual_n: largest n for a dual full-data reference.
       val_fraction: held-out share of the training set for choosing the full model's ridge.
@@ -35,7 +37,8 @@ class RunConfig:
     kernel: str = "linear"
     seed: int = 0
     preprocess: str = "standardize"
-    reg: float = 1e-6
+    reg: float | str = "auto"
+    val_size: int = 2000
     full_reference: bool = True
     max_dual_n: int = evaluate.MAX_DUAL_N
     val_fraction: float = 0.05

@@ -18,3 +18,7 @@ from ._classical import rbf as rbf
 from ._classical import sq_distances as sq_distances
 from ._feature_maps import fcnn as fcnn
 from ._feature_maps import rff as rff
+from ._fc import fc_ntk as fc_ntk
+from ._fc import fc_nngp as fc_nngp
+from ._convnet import convnet_ntk as convnet_ntk
+from ._convnet import convnet_nngp as convnet_nngp

@@ -25,4 +25,5 @@ from ._select import RegSelection as RegSelection
 from ._select import fit_primal_selected as fit_primal_selected
 from ._select import select_dual as select_dual
 from ._select import select_primal as select_primal
+from ._select import select_support as select_support
 from ._select import split_indices as split_indices

@@ -20,7 +20,8 @@ from ..errors import InvalidInputError
 from ._dual import absolute_reg, check_finite, kernel_matrix
 from ._primal import GramStats, PrimalModel, accumulate, features_of, gram_stats, solve_primal
 
-__all__ = ["DEFAULT_GRID", "RegSelection", "split_indices", "select_primal", "select_dual", "fit_primal_selected"]
+__all__ = ["DEFAULT_GRID", "RegSelection", "split_indices", "select_primal", "select_dual", "select_support",
+           "fit_primal_selected"]
 
 DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in 10.0 ** np.arange(-8, 3))
 """Relative ridge values tried by default: 1e-8, 1e-7, ..., 100."""
@@ -114,6 +115,32 @@ def select_dual(
     lams = [absolute_reg(tr, len(fit_idx), r) for r in g]
     accs, mses = _scan(k_val @ q, q.T @ y[fit_idx], e, lams, y[val_idx])
     return RegSelection(_pick(g, accs, mses), g, tuple(accs), tuple(mses), len(fit_idx), len(val_idx))
+
+
+def select_support(
+    kernel: KernelFn,
+    x_support: Array,
+    y_support: Array,
+    x_val: Array,
+    y_val: Array,
+    *,
+    grid: Sequence[float] = DEFAULT_GRID,
+) -> RegSelection:
+    """Ridge for KRR trained on a (distilled) support set, chosen on separate validation data.
+
+    ``x_support: (m, h, w, c)``, ``y_support: (m, k)``, ``x_val: (v, h, w, c)``, ``y_val: (v, k)``;
+    one ``eigh`` of K_SS serves the whole grid.
+    """
+    g = _grid(grid)
+    check_finite("support images", x_support)
+    k_ss = kernel_matrix(kernel, x_support, x_support)
+    k_vs = kernel_matrix(kernel, x_val, x_support)
+    e, q = np.linalg.eigh((k_ss + k_ss.T) / 2)
+    m = k_ss.shape[0]
+    lams = [absolute_reg(float(np.trace(k_ss)), m, r) for r in g]
+    accs, mses = _scan(k_vs @ q, q.T @ np.asarray(y_support, dtype=np.float64), e, lams,
+                       np.asarray(y_val, dtype=np.float64))
+    return RegSelection(_pick(g, accs, mses), g, tuple(accs), tuple(mses), m, int(k_vs.shape[0]))
 
 
 def fit_primal_selected(

@@ -1,0 +1,103 @@
+"""Infinite-width fully-connected ReLU network kernels: ``fc-ntk`` and ``fc-nngp``.
+
+Architecture (neural-tangents ``stax``, parameterization ``'ntk'``, arXiv:1912.02803):
+``[Dense(W_std, b_std), Relu] * depth, Dense(W_std, b_std)`` on flattened inputs,
+a Dense layer being ``h = W_std / sqrt(fan_in) * W x + b_std * b`` with W, b ~ N(0, 1).
+
+Closed-form recursion on ``x1: (n1, d)``, ``x2: (n2, d)`` (flattened images):
+
+    nngp_0 = x1 x2^T / d,  ntk_0 = 0
+    Dense:  nngp <- W_std^2 nngp + b_std^2,   ntk <- W_std^2 ntk + nngp
+    ReLU:   nngp <- sqrt(q1 q2) J1(rho),      ntk <- ntk J0(rho),   rho = nngp / sqrt(q1 q2)
+
+with q the variances (diagonal of the self-kernel) tracked alongside and
+J1, J0 the arc-cosine maps of :mod:`._arccos`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ..errors import SpecError
+from ._arccos import compute_dtype, relu_layer
+from ._classical import flatten
+from ._spec import Kernel, Param, register
+
+__all__ = ["fc_kernel", "fc_ntk", "fc_nngp", "check_common"]
+
+SQRT2 = math.sqrt(2.0)
+
+
+def check_common(family: str, *, depth: int, w_std: float, b_std: float, min_depth: int = 0) -> tuple[int, float, float]:
+    """Validate the shared ``depth, w_std, b_std`` parameters; return them normalised."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < min_depth:
+        raise SpecError(f"kernel {family!r}: depth must be an integer >= {min_depth}, got {depth!r}")
+    for name, v, lo in (("w_std", w_std, "> 0"), ("b_std", b_std, ">= 0")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SpecError(f"kernel {family!r}: {name} must be a finite number {lo}, got {v!r}")
+    if w_std <= 0 or b_std < 0:
+        bad = ("w_std", w_std, "> 0") if w_std <= 0 else ("b_std", b_std, ">= 0")
+        raise SpecError(f"kernel {family!r}: {bad[0]} must be {bad[2]}, got {bad[1]!r}")
+    return int(depth), float(w_std), float(b_std)
+
+
+def _sqrt_var(q: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.maximum(q, jnp.finfo(q.dtype).tiny))
+
+
+def fc_kernel(x1, x2, *, get: str = "ntk", depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1) -> jax.Array:
+    """Infinite-width FC ReLU network kernel.
+
+    Args:
+      x1: ``(n1, ...)`` inputs, flattened to ``(n1, d)``.
+      x2: ``(n2, ...)`` inputs with the same trailing size d.
+      get: ``"ntk"`` or ``"nngp"``.
+    Returns:
+      ``(n1, n2)`` kernel matrix, float64 when ``jax_enable_x64`` is on.
+    """
+    dtype = compute_dtype(x1, x2)
+    f1, f2 = flatten(x1).astype(dtype), flatten(x2).astype(dtype)
+    d = f1.shape[1]
+    w2, b2 = w_std**2, b_std**2
+    nngp = f1 @ f2.T / d
+    q1, q2 = jnp.sum(f1 * f1, axis=1) / d, jnp.sum(f2 * f2, axis=1) / d
+    ntk = jnp.zeros_like(nngp) if get == "ntk" else None
+    for _ in range(depth):
+        nngp, q1, q2 = w2 * nngp + b2, w2 * q1 + b2, w2 * q2 + b2
+        if ntk is not None:
+            ntk = w2 * ntk + nngp
+        nngp, ntk = relu_layer(nngp, ntk, _sqrt_var(q1)[:, None], _sqrt_var(q2)[None, :])
+        q1, q2 = q1 / 2, q2 / 2
+    nngp = w2 * nngp + b2
+    if ntk is None:
+        return nngp
+    return w2 * ntk + nngp
+
+
+def _build(get: str, family: str, depth: int, w_std: float, b_std: float) -> Kernel:
+    depth, w_std, b_std = check_common(family, depth=depth, w_std=w_std, b_std=b_std)
+
+    fn = jax.jit(functools.partial(fc_kernel, get=get, depth=depth, w_std=w_std, b_std=b_std))
+
+    return Kernel(family, (("depth", depth), ("w_std", w_std), ("b_std", b_std)), fn)
+
+
+FC_PARAMS = {
+    "depth": Param(int, 3, "number of [Dense, ReLU] blocks before the readout Dense"),
+    "w_std": Param(float, SQRT2, "weight std: W ~ N(0, w_std^2 / fan_in)"),
+    "b_std": Param(float, 0.1, "bias std: b ~ N(0, b_std^2)"),
+}
+
+
+@register("fc-ntk", params=FC_PARAMS, doc="NTK of an infinite-width FC ReLU network ([Dense, ReLU] x depth, Dense)")
+def fc_ntk(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1) -> Kernel:
+    return _build("ntk", "fc-ntk", depth, w_std, b_std)
+
+
+@register("fc-nngp", params=FC_PARAMS, doc="NNGP of an infinite-width FC ReLU network ([Dense, ReLU] x depth, Dense)")
+def fc_nngp(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1) -> Kernel:
+    return _build("nngp", "fc-nngp", depth, w_std, b_std)

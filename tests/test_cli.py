@@ -1,0 +1,202 @@
+"""The command line end to end on digits (always available), and its error handling.
+
+Every bad input must give a one-line message on stderr and exit status 2, never a
+traceback, and must leave earlier results untouched.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kdistill.cli import cli
+
+
+def _run(*args, env=None):
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def _error_line(result):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "5", "--kernel", "linear",
+             "--out", str(out), "--seed", "3")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_distill_writes_files_and_summary(random_run):
+    s = json.loads((random_run / "summary.json").read_text())
+    for key in ("dataset", "method", "kernel", "ipc", "seed", "n_train", "test_accuracy", "full_test_accuracy",
+                "seconds", "machine", "versions"):
+        assert key in s
+    assert (s["dataset"], s["method"], s["kernel"], s["ipc"], s["seed"]) == ("digits", "random", "linear", 5, 3)
+    assert s["n_train"] == 1437 and s["machine"]["cores"] >= 1 and "jax" in s["versions"]
+    assert 0.5 < s["test_accuracy"] < s["full_test_accuracy"] <= 1.0
+    sel = s["reg_selection"]  # --reg auto (default): chosen on held-out training images
+    assert s["reg"] in sel["grid"] and sel["n_val"] == 1437 - 50
+    z = np.load(random_run / "distilled.npz")
+    assert z["images"].shape == (50, 8, 8, 1) and z["labels"].shape == (50, 10)
+    assert z["images"].dtype == np.float32 and z["labels"].dtype == np.float32
+    side = json.loads((random_run / "distilled.json").read_text())
+    assert side["method"] == "random" and side["preprocess"]["kind"] == "standardize"
+    assert (random_run / "distilled.png").stat().st_size > 1000
+
+
+def test_reg_option(tmp_path):
+    r = _run("distill", "--dataset", "digits", "--ipc", "2", "--reg", "0.01", "--no-full", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["reg"] == 0.01 and s["reg_selection"] is None and s["full_test_accuracy"] is None
+    assert "not requested" in s["full_test_accuracy_note"]
+    assert "reg" in _error_line(_run("distill", "--dataset", "digits", "--reg", "lots", "--out", str(tmp_path)))
+
+
+def test_evaluate_reproduces_distill_accuracy(random_run):
+    s = json.loads((random_run / "summary.json").read_text())
+    r = _run("evaluate", str(random_run / "distilled.npz"), "--dataset", "digits", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["test_accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-12)
+
+
+def test_evaluate_kip_style_file(tmp_path):
+    """A file with only images and labels (as KIP released them) is evaluated with an explicit kernel."""
+    from kdistill.data import load
+
+    ds = load("digits")
+    idx = np.arange(0, 200)
+    np.savez(tmp_path / "kip.npz", images=ds.x_train[idx], labels=np.eye(10, dtype=np.float32)[ds.y_train[idx]])
+    r = _run("evaluate", str(tmp_path / "kip.npz"), "--dataset", "digits", "--kernel", "rbf", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["test_accuracy"] > 0.8
+
+
+def test_analytic_cli_reproduces_full_model(tmp_path):
+    r = _run("distill", "--dataset", "digits", "--method", "analytic", "--kernel", "fcnn", "--ipc", "1",
+             "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["weight_cosine"] > 0.9999
+    assert abs(s["test_accuracy"] - s["full_test_accuracy"]) <= 0.0005
+    # evaluate recomputes features from the stored images with the stored absolute ridge
+    r = _run("evaluate", str(tmp_path / "distilled.npz"), "--dataset", "digits", "--json")
+    assert json.loads(r.stdout)["test_accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-12)
+
+
+def test_show_draws_png(random_run, tmp_path):
+    r = _run("show", str(random_run / "distilled.npz"), "--out", str(tmp_path / "g.png"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_datasets_lists_everything(tmp_path):
+    r = _run("datasets", "--data-dir", str(tmp_path))
+    assert r.exit_code == 0
+    for name in ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"):
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["distill", "--dataset", "nope", "--ipc", "1"], "nope"),
+        (["distill", "--dataset", "digits", "--ipc", "0"], "ipc"),
+        (["distill", "--dataset", "digits", "--ipc", "1000"], "use --ipc"),
+        (["distill", "--dataset", "digits", "--kernel", "rbf:gamma=x"], "gamma"),
+        (["distill", "--dataset", "digits", "--kernel", "ntk9"], "valid kernels"),
+        (["distill", "--dataset", "digits", "--method", "magic"], "valid methods"),
+        (["distill", "--dataset", "digits", "--method", "analytic", "--kernel", "rbf"], "invertible feature map"),
+        (["distill", "--dataset", "digits", "--method", "analytic", "--kernel", "fcnn", "--lambda-s", "1e9"],
+         "bound"),
+        (["distill", "--dataset", "cifar10", "--ipc", "1"], "looked in"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, args, needle):
+    env = {"KDISTILL_DATA": str(tmp_path / "empty")}
+    r = _run(*args, "--out", str(tmp_path / "out"), env=env)
+    assert needle in _error_line(r)
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_nan_in_user_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 4, 4, 1)).astype(np.float32)
+    x[3, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "mine.npz", x_train=x, y_train=np.arange(20) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
+    r = _run("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "1", "--out", str(tmp_path / "o"))
+    assert "NaN" in _error_line(r)
+
+
+def test_user_arrays_work(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 4, 4, 1)).astype(np.float32)
+    y = np.arange(40) % 2
+    x[y == 1] += 3.0  # two well separated clusters
+    np.savez(tmp_path / "mine.npz", x_train=x / 4, y_train=y, x_test=x[:10] / 4, y_test=y[:10])
+    r = _run("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "3", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["test_accuracy"] == 1.0
+
+
+def test_corrupt_and_malicious_files(tmp_path, random_run):
+    data = (random_run / "distilled.npz").read_bytes()
+    (tmp_path / "half.npz").write_bytes(data[:100])
+    assert "half.npz" in _error_line(_run("evaluate", str(tmp_path / "half.npz"), "--dataset", "digits"))
+    # a dataset pickle that tries to run code
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path}/pwned",))
+
+    cdir = tmp_path / "data" / "cifar10"
+    cdir.mkdir(parents=True)
+    import io as _io
+    import tarfile
+
+    payload = pickle.dumps(Evil(), protocol=2)
+    with tarfile.open(cdir / "cifar-10-python.tar.gz", "w:gz") as tar:
+        for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                     "test_batch", "batches.meta"]:
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, _io.BytesIO(payload))
+    r = _run("distill", "--dataset", "cifar10", "--ipc", "1", "--out", str(tmp_path / "o"),
+             "--data-dir", str(tmp_path / "data"))
+    assert "refusing" in _error_line(r)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_evaluate_wrong_dataset_shape(random_run, tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", x_train=rng.random((20, 5, 5, 1)), y_train=np.arange(20) % 10,
+             x_test=rng.random((10, 5, 5, 1)), y_test=np.arange(10))
+    r = _run("evaluate", str(random_run / "distilled.npz"), "--dataset", str(tmp_path / "mine.npz"))
+    assert "wrong --dataset" in _error_line(r)
+
+
+def test_failed_run_keeps_previous_results(random_run):
+    before = (random_run / "summary.json").read_bytes()
+    r = _run("distill", "--dataset", "digits", "--ipc", "999", "--out", str(random_run))
+    _error_line(r)
+    assert (random_run / "summary.json").read_bytes() == before
+
+
+def test_console_script_exit_status(tmp_path):
+    """The installed entry point (not only click's runner) exits 2 with one line."""
+    exe = os.path.join(os.path.dirname(sys.executable), "kdistill")
+    p = subprocess.run([exe, "distill", "--dataset", "digits", "--ipc", "-1", "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
