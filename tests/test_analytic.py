@@ -144,3 +144,20 @@ def test_realistic_init_stays_close_when_starting_images_fit():
     np.testing.assert_allclose(analytic.weights_from_support(phi_s, y_s, lam=0.0), w, rtol=1e-7, atol=1e-9)
     # distance to the start equals the part of W the start images cannot express (not larger)
     assert np.linalg.norm(phi_s - phi0) < np.linalg.norm(phi0)
+
+
+def test_rff_noise_init_scales_z_into_range():
+    """For rff the free Z is enlarged until the targets lie in the map's range (W_S = W for any Z)."""
+    from kdistill.data import load, fit_preprocessor
+
+    ds = load("digits")
+    x = fit_preprocessor(ds.x_train).apply(ds.x_train)
+    kernel = from_spec("rff")
+    w = krr.fit_primal(kernel.features, x, np.eye(10)[ds.y_train] - 0.1, reg=1e-3).w.T
+    kw = dict(num_classes=10, ipc=5, seed=0, init="noise")
+    fixed = analytic.distill(kernel, w, x, ds.y_train, z_scale_auto=False, **kw)
+    auto = analytic.distill(kernel, w, x, ds.y_train, **kw)
+    assert fixed.info["rff_out_of_range_fraction"] > 0.1
+    assert auto.info["rff_out_of_range_fraction"] < fixed.info["rff_out_of_range_fraction"]
+    assert auto.info["weight_cosine"] > fixed.info["weight_cosine"]
+    assert auto.info["z_scale"] > 0.1

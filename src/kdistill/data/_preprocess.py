@@ -231,10 +231,9 @@ def fit_preprocessor(x_train: Any, kind: str = "standardize", *, zca_reg: float 
     if kind == "none":
         return Preprocessor(kind="none")
     if kind == "standardize":
-        c = x.shape[-1]
-        per_channel = x.reshape(-1, c).astype(np.float64)
-        mean = per_channel.mean(axis=0)
-        std = per_channel.std(axis=0)
+        axes = (0, 1, 2)  # over every training pixel; float64 accumulation without a float64 copy
+        mean = x.mean(axis=axes, dtype=np.float64)
+        std = np.sqrt(np.mean(np.square(x - mean.astype(x.dtype)), axis=axes, dtype=np.float64))
         std = np.where(std > 0, std, 1.0)
         return Preprocessor(
             kind="standardize",

@@ -182,6 +182,11 @@ def weight_agreement(w_s: np.ndarray, w: np.ndarray) -> WeightAgreement:
     return WeightAgreement(float(a @ b / (np.linalg.norm(a) * nb)), float(np.linalg.norm(a - b) / nb))
 
 
+def _rff_out_of_range(phi_s: np.ndarray) -> float:
+    """Share of target rff features outside the map's range |sqrt(p/2) f| <= 1."""
+    return float(np.mean(np.abs(phi_s) * np.sqrt(phi_s.shape[1] / 2.0) > 1.0))
+
+
 def check_kernel(kernel: Kernel) -> None:
     """The analytic method needs an explicit, invertible feature map."""
     if kernel.features is None or kernel.inverse is None:
@@ -217,6 +222,7 @@ def distill(
     lambda_s_relative: bool = False,
     clamp: bool = False,
     z_scale: float = 0.1,
+    z_scale_auto: bool = True,
 ) -> AnalyticResult:
     """Closed-form distilled set of ``ipc`` images per class for the model ``w: (k, p)``.
 
@@ -228,6 +234,9 @@ def distill(
         (Sec. 4.2: start from class-balanced real images X0, labels W phi(X0)).
       lambda_s: ridge of the distilled model; with ``lambda_s_relative`` a fraction of the bound.
       clamp: clamp lambda_s to its bound instead of raising.
+      z_scale: noise init: std of Z relative to std(Y_S^+ W) (paper: 0.1).
+      z_scale_auto: for rff with noise init, multiply z_scale by 4 (up to 8 times) until the target
+        features lie inside rff's range, where its inverse is exact (W_S = W holds for any Z).
     Diagnostics in ``info`` use features recomputed from the float32 images, i.e. the round
     trip a user makes: ``weight_cosine`` = cos(W_S, W), ``relative_weight_error``.
     """
@@ -243,6 +252,14 @@ def distill(
     if init == "noise":
         y_s = one_hot(labels[idx], num_classes).astype(np.float64).T  # (k, m)
         z = noise_z(w, y_s, seed=seed, scale=z_scale)
+        if kernel.name == "rff" and z_scale_auto:
+            # Z is free: a larger Z shrinks D^+ = phi(X_S) into rff's range, where its inverse is exact
+            for _ in range(8):
+                if _rff_out_of_range(distilled_features(w, y_s, z, lambda_s=0.0)) == 0:
+                    break
+                z_scale *= 4.0
+                z = noise_z(w, y_s, seed=seed, scale=z_scale)
+            info["z_scale"] = z_scale
     else:
         phi0 = np.asarray(kernel.features(x_train[idx]), dtype=np.float64)
         y_s, z = realistic_labels_and_z(w, phi0, lambda_s=0.0)
@@ -269,7 +286,7 @@ def distill(
         init_indices=idx.tolist(),
     )
     if kernel.name == "rff":
-        out = float(np.mean(np.abs(phi_s) * np.sqrt(phi_s.shape[1] / 2.0) > 1.0))
+        out = _rff_out_of_range(phi_s)
         info["rff_out_of_range_fraction"] = out
         info["rff_note"] = (
             "rff is invertible only inside its range |sqrt(p/2) f| <= 1; coordinates outside were clipped, so "

@@ -5,3 +5,14 @@ from ._krr import FullReference as FullReference
 from ._krr import full_data_reference as full_data_reference
 from ._krr import support_accuracy as support_accuracy
 from ._file import evaluate_file as evaluate_file
+from ._models import MODELS as MODELS
+from ._models import make_model as make_model
+from ._finite import PROTOCOLS as PROTOCOLS
+from ._finite import FiniteSettings as FiniteSettings
+from ._finite import finite_settings as finite_settings
+from ._finite import training_targets as training_targets
+from ._finite import train as train
+from ._finite import accuracy as accuracy
+from ._finite import train_and_evaluate as train_and_evaluate
+from ._finite import finite_accuracy as finite_accuracy
+from ._finite import finite_evaluate_file as finite_evaluate_file

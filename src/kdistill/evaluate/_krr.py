@@ -53,7 +53,7 @@ def full_data_reference(
     val_fraction: float = 0.05,
     seed: int = 0,
     max_dual_n: int = MAX_DUAL_N,
-    chunk_size: int = 2048,
+    chunk_size: int = 4096,
     progress: bool = False,
 ) -> FullReference:
     """Fit on all of ``x_train`` with reg chosen on a held-out ``val_fraction``; test it.

@@ -151,7 +151,7 @@ def fit_primal_selected(
     grid: Sequence[float] = DEFAULT_GRID,
     val_fraction: float = 0.05,
     seed: int = 0,
-    chunk_size: int = 2048,
+    chunk_size: int = 4096,
     progress: bool = False,
 ) -> tuple[PrimalModel, RegSelection]:
     """Choose reg on a held-out split, then refit on all of ``x``.

@@ -1,0 +1,440 @@
+"""Finite-network transfer: train a network on a distilled set, report its test accuracy.
+
+Protocols (defaults per model, every one overridable):
+
+- ``convnet`` (DC/DSA, arXiv:2006.05929, arXiv:2102.08259): cross-entropy, SGD
+  with momentum 0.9, lr 0.01, weight decay 5e-4 (added to the gradient, as
+  PyTorch's SGD does), batch 256, lr x0.1 at half the epochs ("step"). DC trains
+  1000 epochs with the decay at 500; the default here is 300 epochs (decay at
+  150), which is what the CPU budget allows (benchmarks/finite.py measures it).
+- ``convnet-kip`` (KIP, arXiv:2107.13034): MSE on the stored labels
+  ``0.5 * mean_i ||f(x_i) - y_i||^2``, SGD momentum 0.9, cosine decay to 0, no
+  weight decay, NTK parameterisation (so the lr does not depend on the width).
+- ``fc``: cross-entropy, as ``convnet`` but with a cosine schedule.
+
+Labels are used as stored. For MSE the targets are the label rows themselves.
+For cross-entropy the target distribution of a row ``y`` (k classes) is:
+one-hot rows and probability rows (non-negative, summing to 1) as they are; a
+mean-centred one-hot row (``y + 1/k`` is one-hot, KIP's convention) is turned
+back into that one-hot row; any other (learned, real-valued) row gives
+``softmax(y / T)`` with ``T = label_temperature`` (default 0.1). Learned labels
+in this package are regression targets on the centred one-hot scale (the true
+class about 1 above the others); ``T = 0.1`` maps a centred one-hot row to 99.96%
+on its class, so soft rows grade continuously into the one-hot case rather than
+being argmaxed away. The loss is then ``-sum_c p_c log softmax(f(x))_c``.
+
+An epoch visits every image once in a random order, in batches of
+``min(batch_size, m)``; the last, partial batch is padded and masked, so it
+averages over its real images only (PyTorch's ``drop_last=False``). Optional
+augmentation (``augment=True``): random crop from the image zero-padded by
+``max(1, h // 8)`` pixels each side (4 for 32x32), plus a random horizontal flip
+for RGB images. Every source of randomness (init, order, augmentation) comes from
+``jax.random.key(seed)``; a run is deterministic for a fixed seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import io
+from .._progress import track
+from ..data import Dataset, Preprocessor, fit_preprocessor
+from ..errors import InvalidInputError
+from ._models import MODELS, make_model
+
+__all__ = [
+    "PROTOCOLS",
+    "FiniteSettings",
+    "finite_settings",
+    "training_targets",
+    "train",
+    "predict",
+    "accuracy",
+    "train_and_evaluate",
+    "finite_accuracy",
+    "finite_evaluate_file",
+]
+
+LOSSES = ("xent", "mse")
+SCHEDULES = ("step", "cosine", "constant")
+DEFAULT_LABEL_TEMPERATURE = 0.1
+_EPOCHS_PER_CALL = 10  # epochs run inside one jitted call (the progress bar ticks per call)
+_ACTIVATION_BUDGET = 2**26  # floats per conv activation when predicting in chunks (256 MiB)
+
+
+@dataclasses.dataclass(frozen=True)
+class FiniteSettings:
+    """Everything that defines one finite-network training run except the data and the seed.
+
+    Attributes:
+      model: a key of :data:`~kdistill.evaluate._models.MODELS`. width, depth: its size.
+      loss: ``"xent"`` (cross-entropy) or ``"mse"``.
+      lr, momentum, weight_decay: SGD settings. schedule: ``"step"`` (x0.1 at half the
+        epochs), ``"cosine"`` (to 0) or ``"constant"``.
+      epochs, batch_size: training length and batch.
+      augment: random crop (+ flip for RGB) during training.
+      label_temperature: T of ``softmax(labels / T)`` for real-valued labels under
+        cross-entropy (see the module docstring).
+    """
+
+    model: str
+    width: int
+    depth: int
+    loss: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    schedule: str
+    epochs: int
+    batch_size: int
+    augment: bool = False
+    label_temperature: float = DEFAULT_LABEL_TEMPERATURE
+
+    @property
+    def net(self):
+        return make_model(self.model, width=self.width, depth=self.depth)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "convnet": dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", epochs=300,
+                    batch_size=256),
+    "convnet-kip": dict(loss="mse", lr=0.5, momentum=0.9, weight_decay=0.0, schedule="cosine", epochs=300,
+                        batch_size=256),
+    "fc": dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine", epochs=300,
+               batch_size=256),
+}
+"""Default training settings per model (see the module docstring for their sources)."""
+
+
+def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
+    """The default :class:`FiniteSettings` of ``model`` with ``overrides`` (``None`` values ignored).
+
+    Raises :class:`InvalidInputError` for an unknown model or an impossible setting.
+    """
+    net = make_model(model, width=overrides.get("width"), depth=overrides.get("depth"))
+    fields = {f.name for f in dataclasses.fields(FiniteSettings)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise InvalidInputError(f"unknown finite-network settings {sorted(unknown)}; valid: {sorted(fields)}")
+    values = {"model": model, "width": net.width, "depth": net.depth, **PROTOCOLS[model]}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    s = FiniteSettings(**values)
+    if s.loss not in LOSSES:
+        raise InvalidInputError(f"unknown loss {s.loss!r}; valid: {', '.join(LOSSES)}")
+    if s.schedule not in SCHEDULES:
+        raise InvalidInputError(f"unknown schedule {s.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    for name in ("epochs", "batch_size"):
+        v = getattr(s, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InvalidInputError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("lr", "label_temperature"):
+        v = getattr(s, name)
+        if not (math.isfinite(v) and v > 0):
+            raise InvalidInputError(f"{name} must be a finite number > 0, got {v!r}")
+    if not (0 <= s.momentum < 1) or not (math.isfinite(s.weight_decay) and s.weight_decay >= 0):
+        raise InvalidInputError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {s.momentum}, {s.weight_decay}")
+    return s
+
+
+def training_targets(labels: Any, loss: str, *, temperature: float = DEFAULT_LABEL_TEMPERATURE
+                     ) -> tuple[np.ndarray, str]:
+    """The per-image training targets for ``loss`` and a short description of how they were made.
+
+    labels: (m, k) as stored. Returns ``(targets (m, k) float32, mode)``: for
+    ``"mse"`` the labels unchanged; for ``"xent"`` a probability row per image
+    (rules in the module docstring).
+    """
+    y = np.asarray(labels, dtype=np.float32)
+    if y.ndim != 2 or y.shape[1] < 1:
+        raise InvalidInputError(f"labels must be (m, k), got shape {y.shape}")
+    if loss == "mse":
+        return y, "stored labels (MSE)"
+    if loss != "xent":
+        raise InvalidInputError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    k = y.shape[1]
+
+    def is_one_hot(a: np.ndarray) -> bool:
+        hot = np.isclose(a, 1.0, atol=1e-5)
+        return bool(np.all(hot | np.isclose(a, 0.0, atol=1e-5)) and np.all(hot.sum(axis=1) == 1))
+
+    if is_one_hot(y):
+        return y, "one-hot"
+    if is_one_hot(y + np.float32(1.0 / k)):
+        return np.round(y + np.float32(1.0 / k)).astype(np.float32), "centred one-hot -> one-hot"
+    if np.all(y >= 0) and np.allclose(y.sum(axis=1), 1.0, atol=1e-4):
+        return y, "probabilities"
+    z = y.astype(np.float64) / float(temperature)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), f"softmax(labels / {temperature:g})"
+
+
+def _optimizer(s: FiniteSettings, steps_per_epoch: int):
+    import optax
+
+    total = s.epochs * steps_per_epoch
+    if s.schedule == "step":
+        lr = optax.piecewise_constant_schedule(s.lr, {(s.epochs // 2) * steps_per_epoch: 0.1})
+    elif s.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(s.lr, total)
+    else:
+        lr = s.lr
+    parts = [optax.add_decayed_weights(s.weight_decay)] if s.weight_decay > 0 else []
+    return optax.chain(*parts, optax.sgd(lr, momentum=s.momentum or None))
+
+
+def _augment(key, x: jax.Array) -> jax.Array:
+    """Random crop from the zero-padded image (pad ``max(1, h // 8)``), random flip when RGB."""
+    n, h, w, c = x.shape
+    p = max(1, h // 8)
+    kc, kf = jax.random.split(key)
+    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    offsets = jax.random.randint(kc, (n, 2), 0, 2 * p + 1)
+
+    def crop(img, off):
+        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
+
+    x = jax.vmap(crop)(padded, offsets)
+    if c == 3:
+        flip = jax.random.bernoulli(kf, 0.5, (n,))
+        x = jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+    return x
+
+
+def _loss(params, net, loss: str, x, t, mask):
+    out = net.apply(params, x)
+    if loss == "mse":
+        per = 0.5 * jnp.sum(jnp.square(out - t), axis=-1)
+    else:
+        per = -jnp.sum(t * jax.nn.log_softmax(out, axis=-1), axis=-1)
+    return jnp.sum(per * mask) / jnp.sum(mask)
+
+
+@functools.partial(jax.jit, static_argnames=("s", "n_epochs", "batch"))
+def _run_epochs(params, opt_state, key, epoch0, x, t, *, s: FiniteSettings, n_epochs: int, batch: int):
+    """``n_epochs`` epochs from epoch ``epoch0``; returns params, optimizer state, mean loss per epoch."""
+    import optax
+
+    net = s.net
+    m = x.shape[0]
+    steps = -(-m // batch)
+    tx = _optimizer(s, steps)
+    pad = steps * batch - m
+    grad_fn = jax.value_and_grad(_loss)
+
+    def step(carry, inp):
+        params, opt_state = carry
+        idx, mask, k = inp
+        xb = x[idx]
+        if s.augment:
+            xb = _augment(k, xb)
+        value, grads = grad_fn(params, net, s.loss, xb, t[idx], mask)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), value
+
+    def epoch(carry, e):
+        k_perm, k_aug = jax.random.split(jax.random.fold_in(key, e))
+        order = jnp.concatenate([jax.random.permutation(k_perm, m), jnp.zeros((pad,), jnp.int32)])
+        mask = jnp.concatenate([jnp.ones((m,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
+        inputs = (order.reshape(steps, batch), mask.reshape(steps, batch), jax.random.split(k_aug, steps))
+        carry, values = jax.lax.scan(step, carry, inputs)
+        return carry, values.mean()
+
+    (params, opt_state), losses = jax.lax.scan(epoch, (params, opt_state), epoch0 + jnp.arange(n_epochs))
+    return params, opt_state, losses
+
+
+def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(images, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.float32)
+    if x.ndim != 4:
+        raise InvalidInputError(f"images must be (m, h, w, c), got shape {x.shape}")
+    if y.ndim != 2 or y.shape[0] != x.shape[0]:
+        raise InvalidInputError(f"labels must be (m, k) with m = {x.shape[0]} rows, got shape {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise InvalidInputError("images or labels contain NaN or inf")
+    return x, y
+
+
+def _key(seed: int) -> jax.Array:
+    # XLA's RngBitGenerator: deterministic on a given backend, and it compiles in a fraction of a
+    # second where threefry takes seconds per array shape on CPU.
+    return jax.random.key(int(seed), impl="rbg")
+
+
+@functools.partial(jax.jit, static_argnames=("input_shape", "num_classes", "net"))
+def _init(key, input_shape, num_classes, *, net):
+    return net.init(key, input_shape, num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """A trained network: ``params`` for ``settings.net.apply``, the mean training loss per epoch,
+    and how the labels were turned into targets."""
+
+    params: Any
+    settings: FiniteSettings
+    losses: np.ndarray
+    label_mode: str
+
+
+def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool = False,
+          description: str = "") -> TrainResult:
+    """Train ``settings.net`` on ``images: (m, h, w, c)`` with ``labels: (m, k)`` from ``jax.random.key(seed)``."""
+    import optax  # noqa: F401  (fail early with ImportError if the optional dependency is missing)
+
+    x, y = _check_data(images, labels)
+    t, mode = training_targets(y, settings.loss, temperature=settings.label_temperature)
+    net = settings.net
+    key_init, key_train = jax.random.split(_key(seed))
+    params = _init(key_init, tuple(x.shape[1:]), y.shape[1], net=net)
+    batch = min(settings.batch_size, x.shape[0])
+    steps = -(-x.shape[0] // batch)
+    opt_state = _optimizer(settings, steps).init(params)
+    xj, tj = jnp.asarray(x), jnp.asarray(t)
+    chunks = []
+    for start in range(0, settings.epochs, _EPOCHS_PER_CALL):
+        chunks.append((start, min(_EPOCHS_PER_CALL, settings.epochs - start)))
+    losses = []
+    for start, n in track(chunks, total=len(chunks), description=description or f"{settings.model} epochs",
+                          enabled=progress):
+        params, opt_state, ls = _run_epochs(params, opt_state, key_train, jnp.asarray(start, jnp.int32), xj, tj,
+                                            s=settings, n_epochs=n, batch=batch)
+        losses.append(np.asarray(ls))
+    return TrainResult(params, settings, np.concatenate(losses), mode)
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def _logits(params, x, *, net):
+    return net.apply(params, x)
+
+
+def predict(net, params, x) -> np.ndarray:
+    """Logits ``(n, k)`` of ``x: (n, h, w, c)``, in fixed-size chunks (one compilation, bounded memory)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[0]
+    per_image = int(np.prod(x.shape[1:-1])) * getattr(net, "width", 1)
+    chunk = int(max(16, min(n, _ACTIVATION_BUDGET // max(per_image, 1))))
+    out = []
+    for start in range(0, n, chunk):
+        block = x[start:start + chunk]
+        short = chunk - block.shape[0]
+        if short:
+            block = np.concatenate([block, np.zeros((short,) + x.shape[1:], np.float32)])
+        out.append(np.asarray(_logits(params, jnp.asarray(block), net=net))[: chunk - short])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def accuracy(net, params, x, y) -> float:
+    """Fraction of ``x: (n, h, w, c)`` whose argmax logit equals ``y: (n,)`` ints."""
+    y = np.asarray(y)
+    return float(np.mean(predict(net, params, x).argmax(axis=1) == y))
+
+
+def _check_test(x_test, y_test, image_shape, k) -> np.ndarray:
+    x_test = np.asarray(x_test, dtype=np.float32)
+    if tuple(x_test.shape[1:]) != tuple(image_shape):
+        raise InvalidInputError(
+            f"test images are {tuple(x_test.shape[1:])} but the training images are {tuple(image_shape)}")
+    y_test = np.asarray(y_test)
+    if y_test.shape != (x_test.shape[0],) or (y_test.size and (y_test.min() < 0 or y_test.max() >= k)):
+        raise InvalidInputError(f"y_test must be ({x_test.shape[0]},) ints in [0, {k}), got shape {y_test.shape}")
+    return x_test
+
+
+def train_and_evaluate(images, labels, x_test, y_test, *, model: str = "convnet", seed: int = 0,
+                       epochs: int | None = None, progress: bool = False, **overrides: Any) -> float:
+    """Test accuracy of ``model`` trained on ``(images (m, h, w, c), labels (m, k))`` with ``seed``.
+
+    ``x_test: (n, h, w, c)`` must already be in the images' (preprocessed) space; ``y_test: (n,)`` ints.
+    ``overrides``: any :class:`FiniteSettings` field (width, lr, augment, ...).
+    """
+    s = finite_settings(model, epochs=epochs, **overrides)
+    x, y = _check_data(images, labels)
+    x_test = _check_test(x_test, y_test, x.shape[1:], y.shape[1])
+    res = train(x, y, s, seed=seed, progress=progress)
+    return accuracy(s.net, res.params, x_test, y_test)
+
+
+def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", seeds: int = 5,
+                    epochs: int | None = None, progress: bool = False, **overrides: Any) -> dict:
+    """Train ``model`` with seeds ``0 .. seeds-1`` and summarise the test accuracies.
+
+    Returns a JSON-able dict: ``mean``, ``std`` (population std over seeds, as DC
+    reports), ``accuracies``, ``seeds``, ``epochs``, ``seconds_per_seed`` (wall
+    clock of training + testing, the first seed including compilation),
+    ``seconds``, ``label_mode`` and the full ``settings``.
+    """
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise InvalidInputError(f"seeds must be an integer >= 1, got {seeds!r}")
+    s = finite_settings(model, epochs=epochs, **overrides)
+    x, y = _check_data(images, labels)
+    x_test = _check_test(x_test, y_test, x.shape[1:], y.shape[1])
+    accs, secs, mode = [], [], ""
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        res = train(x, y, s, seed=seed, progress=progress, description=f"{model} seed {seed + 1}/{seeds}")
+        accs.append(accuracy(s.net, res.params, x_test, y_test))
+        secs.append(time.perf_counter() - t0)
+        mode = res.label_mode
+    return {
+        "model": model,
+        "mean": float(np.mean(accs)),
+        "std": float(np.std(accs)),
+        "accuracies": [float(a) for a in accs],
+        "seeds": seeds,
+        "epochs": s.epochs,
+        "seconds_per_seed": float(np.mean(secs)),
+        "seconds": [round(v, 3) for v in secs],
+        "m": int(x.shape[0]),
+        "n_test": int(x_test.shape[0]),
+        "label_mode": mode,
+        "settings": s.as_dict(),
+    }
+
+
+def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "convnet", seeds: int = 5,
+                         epochs: int | None = None, augment: bool | None = None, preprocess: str | None = None,
+                         progress: bool = False, **overrides: Any) -> dict:
+    """:func:`finite_accuracy` of the distilled set in ``path`` on ``dataset``'s full test set.
+
+    Test images go through the preprocessing stored in the file (files without it
+    use ``preprocess`` fitted on the training set, default none). ``augment=None``
+    means on for RGB images, off for grayscale.
+    """
+    finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
+    if model not in MODELS:  # pragma: no cover - finite_settings raised already
+        raise InvalidInputError(f"unknown model {model!r}")
+    ds = io.load(path)
+    if ds.image_shape != dataset.image_shape:
+        raise InvalidInputError(
+            f"{path}: images are {ds.image_shape} but {dataset.name} images are {dataset.image_shape}; "
+            "wrong --dataset?"
+        )
+    if ds.num_classes != dataset.num_classes:
+        raise InvalidInputError(
+            f"{path}: labels have {ds.num_classes} classes but {dataset.name} has {dataset.num_classes}")
+    stored = Preprocessor.from_arrays(ds.arrays)
+    has_prep = any(key.startswith("prep_") for key in ds.arrays)
+    if preprocess is not None and has_prep and preprocess != stored.kind:
+        raise InvalidInputError(
+            f"{path}: file was made with preprocessing {stored.kind!r}; --preprocess {preprocess!r} would "
+            "put the test set in a different space"
+        )
+    prep = stored if has_prep else fit_preprocessor(dataset.x_train, preprocess or "none")
+    if augment is None:
+        augment = dataset.image_shape[-1] == 3
+    res = finite_accuracy(ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, model=model,
+                          seeds=seeds, epochs=epochs, augment=augment, progress=progress, **overrides)
+    return {"file": str(path), "dataset": dataset.name, "preprocess": prep.kind, **res}
