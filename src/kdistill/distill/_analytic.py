@@ -45,6 +45,13 @@ __all__ = [
 ]
 
 
+def _label_pinv(y_s: np.ndarray) -> np.ndarray:
+    """Pseudo-inverse of the labels (k, m), treating singular values below 1e-10 * s_max as zero:
+    rounding must not turn mean-centred one-hot labels (rank k - 1) into a rank-k matrix with a
+    tiny singular value, whose inverse would swamp D."""
+    return np.linalg.pinv(y_s, rcond=1e-10)
+
+
 def _check(w: np.ndarray, y_s: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     w = np.asarray(w, dtype=np.float64)
     y_s = np.asarray(y_s, dtype=np.float64)
@@ -61,9 +68,9 @@ def _check(w: np.ndarray, y_s: np.ndarray, z: np.ndarray | None) -> tuple[np.nda
             raise InvalidInputError(f"{name} contains NaN or inf")
     if z is not None and np.shape(z) != (m, w.shape[1]):
         raise InvalidInputError(f"Z must be (m, p) = {(m, w.shape[1])}, got {np.shape(z)}")
-    y_pinv = np.linalg.pinv(y_s)
+    y_pinv = _label_pinv(y_s)
     resid = np.linalg.norm(w - y_s @ (y_pinv @ w))
-    if resid > 1e-8 * max(np.linalg.norm(w), 1e-300):
+    if resid > 1e-6 * max(np.linalg.norm(w), 1e-300):
         raise InvalidInputError(
             f"W is not in the range of the labels Y_S (relative residual {resid / np.linalg.norm(w):.2e}); "
             "Y_S needs rank k (or the rank of W)"
@@ -72,7 +79,7 @@ def _check(w: np.ndarray, y_s: np.ndarray, z: np.ndarray | None) -> tuple[np.nda
 
 
 def _d_matrix(w: np.ndarray, y_s: np.ndarray, z: np.ndarray | None) -> np.ndarray:
-    y_pinv = np.linalg.pinv(y_s)
+    y_pinv = _label_pinv(y_s)
     d = y_pinv @ w
     if z is not None:
         z = np.asarray(z, dtype=np.float64)
@@ -134,7 +141,7 @@ def regularised_pinv(phi: np.ndarray, lam: float) -> np.ndarray:
 def noise_z(w, y_s, *, seed: int, scale: float = 0.1) -> np.ndarray:
     """Gaussian Z (m, p) with standard deviation ``scale * std(Y_S^+ W)`` (paper Sec. 4.1)."""
     w = np.asarray(w, dtype=np.float64)
-    base = np.linalg.pinv(np.asarray(y_s, dtype=np.float64)) @ w
+    base = _label_pinv(np.asarray(y_s, dtype=np.float64)) @ w
     return scale * float(np.std(base)) * np.random.default_rng(seed).standard_normal(base.shape)
 
 
@@ -150,7 +157,7 @@ def realistic_labels_and_z(w, phi0: np.ndarray, *, lambda_s: float = 0.0) -> tup
     w = np.asarray(w, dtype=np.float64)
     phi = np.asarray(phi0, dtype=np.float64).T  # (p, m)
     y_s = w @ phi
-    y_pinv = np.linalg.pinv(y_s)
+    y_pinv = _label_pinv(y_s)
     target = regularised_pinv(phi, lambda_s) - y_pinv @ w
     z = target - y_pinv @ (y_s @ target)
     return y_s, z
@@ -250,7 +257,7 @@ def distill(
     info: dict[str, Any] = {"init": init}
     phi0 = None
     if init == "noise":
-        y_s = one_hot(labels[idx], num_classes).astype(np.float64).T  # (k, m)
+        y_s = one_hot(labels[idx], num_classes, dtype=np.float64).T  # (k, m), exactly centred
         z = noise_z(w, y_s, seed=seed, scale=z_scale)
         if kernel.name == "rff" and z_scale_auto:
             # Z is free: a larger Z shrinks D^+ = phi(X_S) into rff's range, where its inverse is exact
