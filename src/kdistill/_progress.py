@@ -48,3 +48,34 @@ def status(message: str, *, enabled: bool = True):
 
     with Console(stderr=True).status(message):
         yield
+
+
+class _NoBar:
+    def update(self, **fields) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: bool = True):
+    """A progress bar for optimisation loops; ``bar.update(loss=..., val=...)`` advances one step
+    and shows the fields."""
+    if not enabled:
+        yield _NoBar()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+
+    class _Bar:
+        def update(self, **fields) -> None:
+            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+            progress.update(task, advance=1, info=info)
+
+    with progress:
+        task = progress.add_task(description, total=total, completed=completed, info="")
+        yield _Bar()

@@ -5,8 +5,15 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import dataclasses
+
+import numpy as np
+
+from ..data import class_balanced_indices, one_hot
 from ..errors import InvalidInputError
 from . import _analytic as analytic
+from ._kip import KIPSettings, kip
+from ._label_solve import label_solve
 from ._random import random_real
 from ._types import Context, MethodOutput
 
@@ -57,5 +64,57 @@ def _analytic(ctx: Context) -> MethodOutput:
                         seconds={"fit_original": t_fit, "build_distilled": res.seconds})
 
 
-METHODS: dict[str, Callable[[Context], MethodOutput]] = {"random": _random, "analytic": _analytic}
+KIP_OPTIONS = {f.name for f in dataclasses.fields(KIPSettings)} | {"checkpoint", "resume"}
+
+
+def _kip_reg(ctx: Context, default: float = 1e-6) -> float:
+    return default if ctx.config.reg == "auto" else float(ctx.config.reg)
+
+
+def _kip(ctx: Context) -> MethodOutput:
+    """KIP: learn the support images (and labels) by gradient descent on the KRR loss."""
+    opts = dict(ctx.config.options)
+    unknown = set(opts) - KIP_OPTIONS
+    if unknown:
+        raise InvalidInputError(f"kip method: unknown options {sorted(unknown)}; valid: {sorted(KIP_OPTIONS)}")
+    checkpoint, resume = opts.pop("checkpoint", None), bool(opts.pop("resume", False))
+    settings = KIPSettings(**{**opts, "reg": _kip_reg(ctx)})
+    res = kip(ctx.kernel, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
+              seed=ctx.config.seed, settings=settings, checkpoint=checkpoint, resume=resume,
+              fingerprint={"kernel": ctx.kernel.spec, "dataset_n": int(ctx.x_train.shape[0])},
+              progress=ctx.progress)
+    info = {"kip": dataclasses.asdict(settings), "steps_run": res.steps_run, "best_step": res.best_step,
+            "best_val_accuracy": res.best_val_accuracy, "stopped_early": res.stopped_early,
+            "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
+    return MethodOutput(res.images, res.labels, info, reg=settings.reg, seconds={"kip": res.seconds},
+                        history=res.history)
+
+
+def _label_solve(ctx: Context) -> MethodOutput:
+    """Label Solve: closed-form labels for fixed support images against the whole training set."""
+    opts = dict(ctx.config.options)
+    unknown = set(opts) - {"support_images"}
+    if unknown:
+        raise InvalidInputError(f"label-solve method: unknown options {sorted(unknown)}")
+    reg = _kip_reg(ctx)
+    info: dict = {}
+    support = opts.get("support_images")
+    if support is None:
+        idx = class_balanced_indices(ctx.labels, ctx.config.ipc, seed=ctx.config.seed, num_classes=ctx.num_classes)
+        support = ctx.x_train[idx]
+        info["indices"] = idx.tolist()
+        info["support"] = "class-balanced real images"
+    else:
+        support = np.asarray(support, dtype=ctx.x_train.dtype)
+        if support.shape[1:] != ctx.x_train.shape[1:]:
+            raise InvalidInputError(
+                f"support images are {support.shape[1:]} but the dataset's are {ctx.x_train.shape[1:]}")
+        info["support"] = "given file"
+    labels = label_solve(ctx.kernel, support, ctx.x_train, ctx.targets, reg=reg, progress=ctx.progress)
+    return MethodOutput(support, labels.astype(np.float32), info, reg=reg)
+
+
+METHODS: dict[str, Callable[[Context], MethodOutput]] = {
+    "random": _random, "analytic": _analytic, "kip": _kip, "label-solve": _label_solve,
+}
 """Distillation methods by CLI name."""

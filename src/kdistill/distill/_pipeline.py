@@ -28,6 +28,7 @@ __all__ = ["RunResult", "run"]
 class RunResult:
     distilled: DistilledSet
     summary: dict
+    history: dict | None = None
 
 
 def _support_reg(config: RunConfig, kernel, out, x_train, targets):
@@ -36,6 +37,8 @@ def _support_reg(config: RunConfig, kernel, out, x_train, targets):
         return 0.0, None
     if config.reg != "auto":
         return float(config.reg), None
+    if out.reg is not None:
+        return float(out.reg), None
     rng = np.random.default_rng(config.seed + 1)
     pool = np.setdiff1d(np.arange(x_train.shape[0]), np.asarray(out.info.get("indices", []), dtype=int))
     val = np.sort(rng.choice(pool, size=min(config.val_size, pool.size), replace=False))
@@ -147,4 +150,4 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         meta=meta,
         arrays=prep.to_arrays(),
     )
-    return RunResult(distilled, summary)
+    return RunResult(distilled, summary, None if out.history is None else dict(out.history))

@@ -75,4 +75,6 @@ class MethodOutput:
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     full_reference: evaluate.FullReference | None = None
     lam: float | None = None  # absolute ridge the distilled set is built for (overrides config.reg)
+    reg: float | None = None  # relative ridge the set was optimised for (used unless the user set --reg)
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    history: Mapping[str, list] | None = None  # per-step curves of iterative methods (history.json)

@@ -1,0 +1,74 @@
+"""Checkpoints of iterative methods: one npz, written atomically, with a checksum.
+
+Arrays are stored under their names; a JSON ``meta`` document (step, history,
+settings fingerprint, checksum of every array) is stored as a byte array in the
+same file, so the checkpoint is one atomic rename. Loading verifies the checksum
+and refuses anything truncated, corrupt or written by different settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..errors import CorruptFileError, InvalidInputError
+
+__all__ = ["save_checkpoint", "load_checkpoint"]
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+    """Write ``arrays`` and JSON-able ``meta`` to ``path`` atomically."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    doc = dict(meta, checksum=_digest(arrays))
+    buf = io.BytesIO()
+    np.savez(buf, __meta__=np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8), **arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None = None):
+    """Read a checkpoint; returns ``(arrays, meta)``.
+
+    Raises :class:`CorruptFileError` for a truncated/corrupt file or checksum mismatch, and
+    :class:`InvalidInputError` when ``fingerprint`` differs from the one it was written with.
+    """
+    path = Path(path)
+    hint = "delete it to start again, or resume from another run"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise CorruptFileError(f"checkpoint {path} is corrupt or partial ({type(e).__name__}: {e}); {hint}") from None
+    raw = arrays.pop("__meta__", None)
+    if raw is None:
+        raise CorruptFileError(f"checkpoint {path} has no metadata; {hint}")
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptFileError(f"checkpoint {path} has unreadable metadata ({e}); {hint}") from None
+    if meta.get("checksum") != _digest(arrays):
+        raise CorruptFileError(f"checkpoint {path} fails its checksum (contents changed or damaged); {hint}")
+    if fingerprint is not None and meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+        raise InvalidInputError(
+            f"checkpoint {path} was written by a run with different settings ({meta.get('fingerprint')}); "
+            "resume with the same settings or use another output directory"
+        )
+    return arrays, meta
