@@ -51,6 +51,7 @@ class KIPSettings:
       patience: stop after this many validations without improvement (0: never stop early).
       checkpoint_every: write a checkpoint every N steps (0: never).
       init: support initialisation, a name in ``INITS`` (``"real"``, ``"noise"``).
+      time_limit: stop (keeping the best set so far) after this many seconds of this process (0: none).
     """
 
     steps: int = 1000
@@ -64,6 +65,7 @@ class KIPSettings:
     patience: int = 0
     checkpoint_every: int = 100
     init: str = "real"
+    time_limit: float = 0.0
 
     def validate(self) -> None:
         for name in ("steps", "target_batch"):
@@ -72,6 +74,8 @@ class KIPSettings:
         for name in ("label_solve_every", "val_every", "val_size", "patience", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise InvalidInputError(f"KIP {name} must be >= 0, got {getattr(self, name)}")
+        if self.time_limit < 0:
+            raise InvalidInputError(f"KIP time_limit must be >= 0 seconds, got {self.time_limit}")
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise InvalidInputError(f"KIP learning rate must be > 0, got {self.lr}")
         if not (self.reg >= 0 and np.isfinite(self.reg)):
@@ -241,6 +245,10 @@ def kip(
             if checkpoint is not None and settings.checkpoint_every and (
                     (step + 1) % settings.checkpoint_every == 0 or last or stopped):
                 save(step + 1)
+            if settings.time_limit and time.perf_counter() - t0 > settings.time_limit and not last:
+                stopped = True
+                if checkpoint is not None and settings.checkpoint_every:
+                    save(step + 1)
             if stopped:
                 break
     if best["acc"] < 0:  # no validation: keep the final support set

@@ -31,6 +31,14 @@ class RunResult:
     history: dict | None = None
 
 
+def _describe_config(config: RunConfig) -> dict:
+    """The run's settings as JSON-able values (arrays in options are summarised by their shape)."""
+    d = dataclasses.asdict(config)
+    d["options"] = {k: (f"array{list(np.shape(v))}" if isinstance(v, np.ndarray) else v)
+                    for k, v in config.options.items()}
+    return d
+
+
 def _support_reg(config: RunConfig, kernel, out, x_train, targets):
     """The relative ridge of the model trained on the distilled set, and the selection behind it."""
     if out.lam is not None:
@@ -128,7 +136,7 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         "full_form": None if full is None else full.form,
         "full_reg_selection": None if full is None or full.selection is None else full.selection.as_dict(),
         "seconds": {k: round(v, 4) for k, v in seconds.items()},
-        "config": {k: v for k, v in dataclasses.asdict(config).items()},
+        "config": _describe_config(config),
         **{k: v for k, v in out.info.items()},
         "machine": machine_info(),
         "versions": versions(),
