@@ -22,3 +22,5 @@ from ._fc import fc_ntk as fc_ntk
 from ._fc import fc_nngp as fc_nngp
 from ._convnet import convnet_ntk as convnet_ntk
 from ._convnet import convnet_nngp as convnet_nngp
+from ._random_features import rf_convnet as rf_convnet
+from ._random_features import rf_fc as rf_fc

@@ -20,11 +20,17 @@ pre-activations. Starting from S_0(i, j) = <x_i, x'_j> / C and T_0 = 0:
 - AvgPool 2x2: average S and T over the 2x2 x 2x2 blocks of pixel pairs.
 - Flatten + Dense: nngp = W_std^2 mean_i S(i, i) + b_std^2, ntk = W_std^2 mean_i T(i, i) + nngp.
 
-Cost and memory are O((hw)^2) per pair of images. The work is done in tiles of
-image pairs whose working set is about ``block_mb`` MiB (``lax.map`` over tiles,
-each tile rematerialised in the backward pass), so peak memory does not grow
-with the number of images. The per-pixel variances of every layer come from a
-first pass over the single images (same recursion, NNGP only).
+Cost is O((hw)^2) per pair of images. The work is done in tiles of image pairs
+whose working set is about ``block_mb`` MiB (``lax.map`` over tiles, each tile
+rematerialised in the backward pass), so peak memory does not grow with the
+number of images; the small default keeps a tile in the CPU cache, which is
+faster than big tiles. The per-pixel variances of every layer come from a first
+pass over the single images (the same recursion on (x, x), NNGP only).
+
+Differentiation: reverse mode (``jax.grad``, ``jax.vjp``) in both arguments, with a
+hand-written backward pass for the tiles of pairs (XLA compiles JAX's own
+transpose of this code into many separate loops, several times slower).
+Forward mode (``jax.jvp``, ``jax.jacfwd``) is not supported.
 """
 
 from __future__ import annotations
@@ -34,17 +40,18 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ..errors import InvalidInputError, SpecError
-from ._arccos import compute_dtype, relu_layer
+from ._arccos import compute_dtype, j1_j0, relu_j0_slope, relu_layer
 from ._fc import SQRT2, check_common
 from ._spec import Kernel, Param, register
 
 __all__ = ["convnet_kernel", "convnet_ntk", "convnet_nngp", "patches3x3"]
 
-# Live full-resolution arrays per image pair in one tile during the backward pass
-# (forward values kept for the vjp plus cotangents); sets the tile size from block_mb.
+# Full-resolution arrays alive per image pair of a tile (forward values kept for the
+# backward pass plus cotangents); turns block_mb into a number of pairs per tile.
 _LIVE_ARRAYS = 12
 
 
@@ -55,31 +62,61 @@ def patches3x3(x: jax.Array) -> jax.Array:
     return jnp.concatenate([xp[:, a : a + h, b : b + w, :] for a in range(3) for b in range(3)], axis=-1)
 
 
-def _shift_sum(s: jax.Array, ax1: int, ax2: int) -> jax.Array:
-    """``out[.., i, .., j, ..] = sum_{d=-1,0,1} s[.., i+d, .., j+d, ..]`` (zero outside), axes ax1 < ax2."""
-    n = s.shape[ax1]
-    pad = [(0, 0, 0)] * s.ndim
-    pad[ax1] = pad[ax2] = (1, 1, 0)
-    p = lax.pad(s, jnp.zeros((), s.dtype), pad)
+def _pad_pixels(s: jax.Array) -> jax.Array:
+    """Zero border of one pixel on the four spatial axes of a ``(A, H, W, B, H, W)`` tile."""
+    return jnp.pad(s, ((0, 0), (1, 1), (1, 1), (0, 0), (1, 1), (1, 1)))
+
+
+@jax.custom_vjp
+def _conv_cov(s: jax.Array) -> jax.Array:
+    """``out[a, i, b, j] = sum_{d in {-1,0,1}^2} s[a, i + d, b, j + d]`` (zeros outside the image)
+    for a ``(A, H, W, B, H, W)`` tile: the 3x3 SAME conv on both images with equal offsets.
+
+    Nine slices of one padded array, which XLA fuses into a single loop. The map
+    is self-adjoint (the offsets are symmetric), which the custom vjp uses: the
+    transpose JAX would derive (nine pads) compiles to nine separate loops.
+    """
+    _, h, w = s.shape[:3]
+    p = _pad_pixels(s)
     out = None
-    for d in range(3):
-        part = lax.slice_in_dim(lax.slice_in_dim(p, d, d + n, axis=ax1), d, d + n, axis=ax2)
-        out = part if out is None else out + part
+    for dy in range(3):
+        for dx in range(3):
+            part = p[:, dy : dy + h, dx : dx + w, :, dy : dy + h, dx : dx + w]
+            out = part if out is None else out + part
     return out
 
 
-def _conv_cov(s: jax.Array) -> jax.Array:
-    """Sum over equal 3x3 offsets on both images of a ``(A, H, W, B, H, W)`` covariance tile."""
-    return _shift_sum(_shift_sum(s, 1, 4), 2, 5)
+_conv_cov.defvjp(lambda s: (_conv_cov(s), None), lambda _, g: (_conv_cov(g),))
 
 
 def _pool_cov(s: jax.Array) -> jax.Array:
-    """2x2 stride-2 VALID average pool of a ``(A, H, W, B, H, W)`` tile on both images."""
-    a, h, w, b = s.shape[:4]
-    h2, w2 = h // 2, w // 2
-    s = s[:, : 2 * h2, : 2 * w2, :, : 2 * h2, : 2 * w2]
-    s = s.reshape(a, h2, 2, w2, 2, b, h2, 2, w2, 2)
-    return jnp.sum(s, axis=(2, 4, 7, 9)) / 16.0
+    """2x2 stride-2 VALID average pool of a ``(A, H, W, B, H, W)`` tile on both images
+    (an odd last row or column is dropped, as in ``stax.AvgPool``)."""
+    h2, w2 = s.shape[1] // 2, s.shape[2] // 2
+    return _pool_even(s[:, : 2 * h2, : 2 * w2, :, : 2 * h2, : 2 * w2])
+
+
+@jax.custom_vjp
+def _pool_even(s: jax.Array) -> jax.Array:
+    window = (1, 2, 2, 1, 2, 2)
+    return lax.reduce_window(s, np.zeros((), s.dtype), lax.add, window, window, "VALID") / 16.0
+
+
+def _unpool(g: jax.Array) -> jax.Array:
+    """Adjoint of the (even-sized) pool: spread each cotangent over its 2x2 x 2x2 block, / 16."""
+    a, h2, w2, b = g.shape[:4]
+    up = jnp.broadcast_to(g[:, :, None, :, None, :, :, None, :, None], (a, h2, 2, w2, 2, b, h2, 2, w2, 2))
+    return up.reshape(a, 2 * h2, 2 * w2, b, 2 * h2, 2 * w2) / 16.0
+
+
+_pool_even.defvjp(lambda s: (_pool_even(s), None), lambda _, g: (_unpool(g),))
+
+
+def _pool_cov_bwd(shape: tuple[int, ...], g: jax.Array) -> jax.Array:
+    """Adjoint of :func:`_pool_cov` for an input of ``shape`` (zeros on a dropped odd row/column)."""
+    up = _unpool(g)
+    dh, dw = shape[1] - up.shape[1], shape[2] - up.shape[2]
+    return jnp.pad(up, ((0, 0), (0, dh), (0, dw), (0, 0), (0, dh), (0, dw)))
 
 
 def _diag(s: jax.Array) -> jax.Array:
@@ -92,47 +129,133 @@ def _sqrt_var(q: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.maximum(q, jnp.finfo(q.dtype).tiny))
 
 
-def _network(
-    p1: jax.Array,
-    p2: jax.Array,
-    variances: Callable[[int, jax.Array], tuple[jax.Array, jax.Array]],
-    *,
-    with_ntk: bool,
-    depth: int,
-    w_std: float,
-    b_std: float,
-) -> tuple[jax.Array, jax.Array | None]:
+def _rows(v: jax.Array) -> jax.Array:
+    """Per-pixel values of the x1 images ``(A, H, W)`` broadcast against a tile."""
+    return v[:, :, :, None, None, None]
+
+
+def _cols(v: jax.Array) -> jax.Array:
+    """Per-pixel values of the x2 images ``(B, H, W)`` broadcast against a tile."""
+    return v[None, None, None]
+
+
+def _forward(p1, p2, variances, *, with_ntk: bool, depth: int, w_std: float, b_std: float):
     """Propagate one tile of image pairs through the network.
 
-    ``p1: (A, H, W, 9C)``, ``p2: (B, H, W, 9C)`` are patch vectors;
-    ``variances(layer, nngp_tile)`` returns the square roots of the per-pixel
-    variances ``(A, H, W), (B, H, W)`` that ReLU number ``layer`` needs.
-    Returns the ``(A, B)`` readout NNGP and NTK (``None`` unless ``with_ntk``).
+    Args:
+      p1: ``(A, H, W, 9C)`` patch vectors of the x1 images; p2: ``(B, H, W, 9C)``.
+      variances: ``variances(layer, nngp) -> (sqrt_q1 (A, H_l, W_l), sqrt_q2 (B, H_l, W_l))``,
+        the per-pixel standard deviations that ReLU number ``layer`` needs, given
+        that layer's pre-activation NNGP tile.
+    Returns:
+      ``(nngp (A, B), ntk (A, B) or None, pre)`` with ``pre`` the list of
+      pre-activation ``(nngp, ntk)`` tiles of every ReLU (the backward pass uses them).
     """
     w2, b2 = w_std**2, b_std**2
     c = p1.shape[-1]
     nngp = jnp.einsum("ahwk,bijk->ahwbij", p1, p2) * (w2 / c) + b2
     ntk = nngp if with_ntk else None
+    pre = []
     for layer in range(depth + 1):
         if layer > 0:
             nngp_new = (w2 / 9.0) * _conv_cov(nngp) + b2
             ntk = None if ntk is None else (w2 / 9.0) * _conv_cov(ntk) + nngp_new
             nngp = nngp_new
+        pre.append((nngp, ntk))
         s1, s2 = variances(layer, nngp)
-        nngp, ntk = relu_layer(nngp, ntk, s1[:, :, :, None, None, None], s2[None, None, None])
+        nngp, ntk = relu_layer(nngp, ntk, _rows(s1), _cols(s2))
         if layer > 0:
             nngp = _pool_cov(nngp)
             ntk = None if ntk is None else _pool_cov(ntk)
     out_nngp = w2 * jnp.mean(_diag(nngp), axis=-1) + b2
     out_ntk = None if ntk is None else w2 * jnp.mean(_diag(ntk), axis=-1) + out_nngp
-    return out_nngp, out_ntk
+    return out_nngp, out_ntk, pre
+
+
+def _relu_backward(nngp, ntk, s1, s2, g_nngp, g_ntk):
+    """Cotangents of one ReLU layer ``(nngp, ntk, s1, s2) -> (s1 s2 J1(rho), ntk J0(rho))``,
+    rho = nngp / (s1 s2), given the output cotangents. Returns ``(g_nngp, g_ntk, g_s1, g_s2)``."""
+    r1, r2 = 1.0 / s1, 1.0 / s2
+    rho = nngp * (_rows(r1) * _cols(r2))
+    j1, j0 = j1_j0(rho)
+    scale = _rows(s1) * _cols(s2)
+    # d rho: from nngp' = scale J1 (dJ1 = J0 drho) and from ntk' = ntk J0
+    g_rho = g_nngp * scale * j0
+    g_ntk_in = None
+    if ntk is not None:
+        g_rho = g_rho + g_ntk * ntk * relu_j0_slope(rho)
+        g_ntk_in = g_ntk * j0
+    # scale = s1 s2 multiplies J1; rho = nngp / (s1 s2) gives d rho / d s1 = -rho / s1
+    both = g_nngp * j1
+    per = g_rho * rho
+    g_s1 = (jnp.sum(both * _cols(s2), axis=(3, 4, 5)) - jnp.sum(per, axis=(3, 4, 5)) * r1)
+    g_s2 = (jnp.sum(both * _rows(s1), axis=(0, 1, 2)) - jnp.sum(per, axis=(0, 1, 2)) * r2)
+    return g_rho * (_rows(r1) * _cols(r2)), g_ntk_in, g_s1, g_s2
+
+
+def _embed_diag(g: jax.Array, h: int, w: int) -> jax.Array:
+    """``(A, B) -> (A, H, W, B, H, W)`` with g on the pixel diagonal, zeros elsewhere."""
+    eye = jnp.eye(h * w, dtype=g.dtype).reshape(h, w, h, w)
+    return g[:, None, None, :, None, None] * eye[None, :, :, None]
+
+
+@functools.cache
+def _cross_tile(with_ntk: bool, depth: int, w_std: float, b_std: float):
+    """The kernel of one tile of pairs, ``(p1, p2, s1, s2) -> (A, B)``, with a hand-written vjp.
+
+    ``s1``/``s2`` are the lists of per-layer pixel standard deviations of the two image sets.
+    JAX's own transpose of the padded slices and pooling compiles to many separate
+    loops, about 5x slower than this backward pass.
+    """
+    settings = dict(with_ntk=with_ntk, depth=depth, w_std=w_std, b_std=b_std)
+    w2 = w_std**2
+
+    def run(p1, p2, s1, s2):
+        nngp, ntk, pre = _forward(p1, p2, lambda layer, _: (s1[layer], s2[layer]), **settings)
+        return (ntk if with_ntk else nngp), pre
+
+    @jax.custom_vjp
+    def tile(p1, p2, s1, s2):
+        return run(p1, p2, s1, s2)[0]
+
+    def fwd(p1, p2, s1, s2):
+        out, pre = run(p1, p2, s1, s2)
+        return out, (p1, p2, s1, s2, pre)
+
+    def bwd(res, g):
+        p1, p2, s1, s2, pre = res
+        h, w = s1[-1].shape[1:]
+        if depth > 0:
+            h, w = h // 2, w // 2
+        # the readout: nngp = w2 mean diag(S) + b2, ntk = w2 mean diag(T) + nngp
+        g_nngp = _embed_diag(g * (w2 / (h * w)), h, w)
+        g_ntk = g_nngp if with_ntk else None
+        g_s1, g_s2 = [None] * (depth + 1), [None] * (depth + 1)
+        for layer in range(depth, -1, -1):
+            nngp, ntk = pre[layer]
+            if layer > 0:
+                g_nngp = _pool_cov_bwd(nngp.shape, g_nngp)
+                g_ntk = None if g_ntk is None else _pool_cov_bwd(nngp.shape, g_ntk)
+            g_nngp, g_ntk, g_s1[layer], g_s2[layer] = _relu_backward(nngp, ntk, s1[layer], s2[layer], g_nngp, g_ntk)
+            if g_ntk is not None:
+                g_nngp = g_nngp + g_ntk  # T = conv(T) + S (and T_1 = S_1)
+            if layer > 0:
+                g_nngp = (w2 / 9.0) * _conv_cov(g_nngp)
+                g_ntk = None if g_ntk is None else (w2 / 9.0) * _conv_cov(g_ntk)
+        scale = w2 / p1.shape[-1]
+        g_p1 = scale * jnp.einsum("ahwbij,bijk->ahwk", g_nngp, p2)
+        g_p2 = scale * jnp.einsum("ahwbij,ahwk->bijk", g_nngp, p1)
+        return g_p1, g_p2, g_s1, g_s2
+
+    tile.defvjp(fwd, bwd)
+    return tile
 
 
 def _self_sqrt_variances(p: jax.Array, *, depth: int, w_std: float, b_std: float) -> list[jax.Array]:
     """Square roots of the per-pixel variances before each ReLU for one image ``p: (H, W, 9C)``.
 
-    Runs the NNGP recursion on the pair (x, x) and reads the variances off its diagonal;
-    returns ``depth + 1`` arrays ``(H_l, W_l)``.
+    Runs the NNGP recursion on the pair (x, x) and reads the variances off the
+    diagonal of each pre-activation; returns ``depth + 1`` arrays ``(H_l, W_l)``.
     """
     recorded: list[jax.Array] = []
 
@@ -142,12 +265,14 @@ def _self_sqrt_variances(p: jax.Array, *, depth: int, w_std: float, b_std: float
         recorded.append(s[0])
         return s, s
 
-    _network(p[None], p[None], variances, with_ntk=False, depth=depth, w_std=w_std, b_std=b_std)
+    _forward(p[None], p[None], variances, with_ntk=False, depth=depth, w_std=w_std, b_std=b_std)
     return recorded
 
 
-def _pad_rows(x: jax.Array, n: int) -> jax.Array:
-    return x if x.shape[0] == n else jnp.pad(x, [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+def _pad_rows(x: jax.Array, n: int, value: float = 0.0) -> jax.Array:
+    if x.shape[0] == n:
+        return x
+    return jnp.pad(x, [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1), constant_values=value)
 
 
 def _tile(n: int, size: int) -> tuple[int, int]:
@@ -158,7 +283,9 @@ def _tile(n: int, size: int) -> tuple[int, int]:
 
 
 def _map_tiles(f, xs, count: int):
-    """``f`` over ``count`` equal tiles of the leading axis of every array in ``xs`` (lax.map, rematerialised)."""
+    """Apply ``f`` to ``count`` equal tiles of the leading axis of the arrays ``xs`` and
+    concatenate the results: a ``lax.map`` whose body is rematerialised in the backward
+    pass, so only one tile's intermediates are ever alive."""
     if count == 1:
         return f(*xs)
     split = [x.reshape(count, x.shape[0] // count, *x.shape[1:]) for x in xs]
@@ -174,7 +301,7 @@ def convnet_kernel(
     depth: int = 3,
     w_std: float = SQRT2,
     b_std: float = 0.1,
-    block_mb: int = 1024,
+    block_mb: int = 16,
 ) -> jax.Array:
     """Exact infinite-width ConvNet NTK or NNGP (module docstring).
 
@@ -194,6 +321,8 @@ def convnet_kernel(
         )
     n1, h, w, _ = x1.shape
     n2 = x2.shape[0]
+    if n1 == 0 or n2 == 0:
+        return jnp.zeros((n1, n2), dtype)
     if min(h, w) < 2**depth:
         raise InvalidInputError(
             f"convnet kernel: {h}x{w} images are too small for depth={depth} (2x2 pooling {depth} times)"
@@ -216,15 +345,15 @@ def convnet_kernel(
     a_size, a_count = _tile(n1, max(1, pairs // b_size))
     p1 = _pad_rows(p1, a_size * a_count)
     p2 = _pad_rows(p2, b_size * b_count)
-    sv1 = [_pad_rows(s, a_size * a_count) for s in sv1]
-    sv2 = [_pad_rows(s, b_size * b_count) for s in sv2]
-    with_ntk = get == "ntk"
+    # padding rows get unit standard deviations: their (discarded) entries stay finite,
+    # so zero cotangents times them stay zero in the backward pass
+    sv1 = [_pad_rows(s, a_size * a_count, 1.0) for s in sv1]
+    sv2 = [_pad_rows(s, b_size * b_count, 1.0) for s in sv2]
+
+    cross = _cross_tile(get == "ntk", depth, w_std, b_std)
 
     def tile(ta, tb):
-        pa, sa = ta
-        pb, sb = tb
-        nngp, ntk = _network(pa, pb, lambda layer, _: (sa[layer], sb[layer]), with_ntk=with_ntk, **settings)
-        return ntk if with_ntk else nngp
+        return cross(ta[0], tb[0], ta[1], tb[1])
 
     def row(ta):
         # one tile-row of x1 against every tile of x2: (a_size, n2_padded)
@@ -250,15 +379,15 @@ CONVNET_PARAMS = {
     "depth": Param(int, 3, "number of [Conv3x3, ReLU, AvgPool2x2] blocks after the first Conv3x3, ReLU"),
     "w_std": Param(float, SQRT2, "weight std: W ~ N(0, w_std^2 / fan_in)"),
     "b_std": Param(float, 0.1, "bias std: b ~ N(0, b_std^2)"),
-    "block_mb": Param(int, 1024, "approximate working memory per tile of image pairs, MiB (speed/memory only)"),
+    "block_mb": Param(int, 16, "working memory per tile of image pairs, MiB (speed and memory only, not values)"),
 }
 
 
 @register("convnet-ntk", params=CONVNET_PARAMS, doc="exact NTK of the infinite-width KIP ConvNet (full pixel-pair covariance)")
-def convnet_ntk(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, block_mb: int = 1024) -> Kernel:
+def convnet_ntk(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, block_mb: int = 16) -> Kernel:
     return _build("ntk", "convnet-ntk", depth, w_std, b_std, block_mb)
 
 
 @register("convnet-nngp", params=CONVNET_PARAMS, doc="exact NNGP of the infinite-width KIP ConvNet (full pixel-pair covariance)")
-def convnet_nngp(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, block_mb: int = 1024) -> Kernel:
+def convnet_nngp(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, block_mb: int = 16) -> Kernel:
     return _build("nngp", "convnet-nngp", depth, w_std, b_std, block_mb)

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 
 from ..errors import SpecError
 from ._arccos import compute_dtype, relu_layer
-from ._classical import flatten
 from ._spec import Kernel, Param, register
 
 __all__ = ["fc_kernel", "fc_ntk", "fc_nngp", "check_common"]
@@ -32,17 +31,26 @@ __all__ = ["fc_kernel", "fc_ntk", "fc_nngp", "check_common"]
 SQRT2 = math.sqrt(2.0)
 
 
-def check_common(family: str, *, depth: int, w_std: float, b_std: float, min_depth: int = 0) -> tuple[int, float, float]:
-    """Validate the shared ``depth, w_std, b_std`` parameters; return them normalised."""
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < min_depth:
-        raise SpecError(f"kernel {family!r}: depth must be an integer >= {min_depth}, got {depth!r}")
-    for name, v, lo in (("w_std", w_std, "> 0"), ("b_std", b_std, ">= 0")):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise SpecError(f"kernel {family!r}: {name} must be a finite number {lo}, got {v!r}")
-    if w_std <= 0 or b_std < 0:
-        bad = ("w_std", w_std, "> 0") if w_std <= 0 else ("b_std", b_std, ">= 0")
-        raise SpecError(f"kernel {family!r}: {bad[0]} must be {bad[2]}, got {bad[1]!r}")
-    return int(depth), float(w_std), float(b_std)
+def check_common(family: str, *, depth: int, w_std: float, b_std: float) -> tuple[int, float, float]:
+    """Validate the parameters shared by the neural kernels; return them as (int, float, float).
+
+    Raises :class:`~kdistill.errors.SpecError` (one line, naming the parameter) for
+    a depth that is not an integer >= 0, a w_std that is not a finite number > 0
+    or a b_std that is not a finite number >= 0.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise SpecError(f"kernel {family!r}: depth must be an integer >= 0, got {depth!r}")
+    for name, value, positive in (("w_std", w_std, True), ("b_std", b_std, False)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise SpecError(f"kernel {family!r}: {name} must be a finite number {bound}, got {value!r}")
+    return depth, float(w_std), float(b_std)
+
+
+def _flat(x, dtype) -> jax.Array:
+    x = jnp.asarray(x, dtype)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: n may be 0
 
 
 def _sqrt_var(q: jax.Array) -> jax.Array:
@@ -60,7 +68,7 @@ def fc_kernel(x1, x2, *, get: str = "ntk", depth: int = 3, w_std: float = SQRT2,
       ``(n1, n2)`` kernel matrix, float64 when ``jax_enable_x64`` is on.
     """
     dtype = compute_dtype(x1, x2)
-    f1, f2 = flatten(x1).astype(dtype), flatten(x2).astype(dtype)
+    f1, f2 = _flat(x1, dtype), _flat(x2, dtype)
     d = f1.shape[1]
     w2, b2 = w_std**2, b_std**2
     nngp = f1 @ f2.T / d

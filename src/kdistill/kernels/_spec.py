@@ -42,8 +42,14 @@ class Kernel:
     features: FeatureFn | None = None
     inverse: Callable[[Array, tuple[int, ...]], jax.Array] | None = None
 
+    def __post_init__(self):
+        # One compiled program per input shape instead of one per primitive per shape.
+        object.__setattr__(self, "_fn_jit", jax.jit(self.fn))
+        if self.features is not None:
+            object.__setattr__(self, "features", jax.jit(self.features))
+
     def __call__(self, x1: Array, x2: Array) -> jax.Array:
-        return self.fn(x1, x2)
+        return self._fn_jit(x1, x2)
 
     @property
     def spec(self) -> str:

@@ -1,0 +1,119 @@
+"""Random-feature kernels: the empirical NNGP of random finite networks (RFAD, arXiv:2210.12067).
+
+``rf-convnet`` and ``rf-fc`` draw ``models`` networks of the ``convnet`` / ``fc``
+architecture (width ``width``, NTK parameterization, weights N(0, w_std^2 / fan_in),
+biases N(0, b_std^2), see :mod:`._finite`) from ``jax.random.key(seed)`` and use the
+readout's input activations phi_m(x) (after the last pool, flattened; p per network):
+
+    k(x1, x2) = w_std^2 / (models * p) * sum_m <phi_m(x1), phi_m(x2)> + b_std^2
+
+which is the NNGP of the readout Dense given the random features; as
+models * width -> infinity it tends to ``convnet-nngp`` / ``fc-nngp``. No
+normalisation is applied. The feature map is explicit (``Kernel.features``):
+``features(x) = [w_std / sqrt(models p) * phi_1(x), ..., phi_models(x), b_std]``,
+``(n, models * p + 1)``, so ridge regression can run in the primal, cost linear in n.
+
+Networks are drawn in float32 whatever the input dtype (so float32 and float64
+inputs see the same networks) and applied in the compute dtype (float64 when
+``jax_enable_x64`` is on). Images go through in chunks of ``_CHUNK`` to bound memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..errors import InvalidInputError, SpecError
+from ._arccos import compute_dtype
+from ._fc import SQRT2, check_common
+from ._finite import apply_convnet, apply_fc, convnet_shapes, draw, fc_shapes
+from ._spec import Kernel, Param, register
+
+__all__ = ["random_features", "rf_convnet", "rf_fc"]
+
+_CHUNK = 64  # images per step of the feature map (memory: chunk * h * w * width activations)
+
+
+def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int) -> jax.Array:
+    """Scaled random features ``x: (n, h, w, c) -> (n, models * p + 1)`` (module docstring)."""
+    dtype = compute_dtype(x)
+    x = jnp.asarray(x, dtype)
+    if x.ndim != 4:
+        raise InvalidInputError(f"rf-{arch}: expected NHWC images (n, h, w, c), got shape {x.shape}")
+    n, h, w, c = x.shape
+    if arch == "convnet":
+        if min(h, w) < 2**depth:
+            raise InvalidInputError(f"rf-convnet: {h}x{w} images are too small for depth={depth}")
+        shapes, apply = convnet_shapes(c, width=width, depth=depth, spatial=(h, w)), apply_convnet
+    else:
+        shapes, apply = fc_shapes(h * w * c, width=width, depth=depth), apply_fc
+    # The networks depend only on (seed, shapes): draw them eagerly, also while tracing,
+    # so they enter a jitted computation as constants (no random generator to compile).
+    with jax.ensure_compile_time_eval():
+        params = {"hidden": draw(jax.random.key(seed), shapes, batch=(models,))["hidden"]}
+
+    def chunk_features(xc):
+        # (chunk, h, w, c) -> (chunk, models * p), one network at a time
+        per_model = lax.map(lambda p: apply(p, xc, w_std=w_std, b_std=b_std, readout=False), params)
+        return jnp.moveaxis(per_model, 0, 1).reshape(xc.shape[0], models * per_model.shape[-1])
+
+    size = max(1, min(n, _CHUNK))
+    count = -(-n // size)
+    if count <= 1:
+        feats = chunk_features(x)
+    else:
+        xp = jnp.pad(x, ((0, size * count - n), (0, 0), (0, 0), (0, 0)))
+        feats = lax.map(jax.checkpoint(chunk_features), xp.reshape(count, size, h, w, c))
+        feats = feats.reshape(count * size, feats.shape[-1])[:n]
+    per_model = feats.shape[1] // models
+    feats = feats * (w_std / math.sqrt(models * per_model))
+    return jnp.concatenate([feats, jnp.full((n, 1), b_std, dtype)], axis=1)
+
+
+def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int) -> Kernel:
+    family = f"rf-{arch}"
+    depth, w_std, b_std = check_common(family, depth=depth, w_std=w_std, b_std=b_std)
+    for name, v, lo in (("models", models, 1), ("width", width, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise SpecError(f"kernel {family!r}: {name} must be an integer >= {lo}, got {v!r}")
+    settings = dict(arch=arch, models=models, width=width, depth=depth, w_std=w_std, b_std=b_std, seed=seed)
+    features = jax.jit(functools.partial(random_features, **settings))
+
+    def fn(x1, x2):
+        return features(x1) @ features(x2).T
+
+    params = (("models", models), ("width", width), ("depth", depth), ("w_std", w_std), ("b_std", b_std), ("seed", seed))
+    return Kernel(family, params, fn, features=features)
+
+
+def _params(width_doc: str) -> dict[str, Param]:
+    return {
+        "models": Param(int, 8, "number of random networks averaged"),
+        "width": Param(int, 128, width_doc),
+        "depth": Param(int, 3, "depth of the architecture, as in the exact kernel of the same name"),
+        "w_std": Param(float, SQRT2, "weight std: W ~ N(0, w_std^2 / fan_in)"),
+        "b_std": Param(float, 0.1, "bias std: b ~ N(0, b_std^2)"),
+        "seed": Param(int, 0, "networks are drawn from jax.random.key(seed)"),
+    }
+
+
+@register(
+    "rf-convnet",
+    params=_params("channels of every conv layer"),
+    doc="empirical NNGP of random finite ConvNets (RFAD random features; approaches convnet-nngp)",
+)
+def rf_convnet(*, models: int = 8, width: int = 128, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, seed: int = 0) -> Kernel:
+    return _build("convnet", models, width, depth, w_std, b_std, seed)
+
+
+@register(
+    "rf-fc",
+    params=_params("units of every hidden layer"),
+    doc="empirical NNGP of random finite FC ReLU networks (approaches fc-nngp)",
+)
+def rf_fc(*, models: int = 8, width: int = 128, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, seed: int = 0) -> Kernel:
+    return _build("fc", models, width, depth, w_std, b_std, seed)

@@ -1,0 +1,161 @@
+"""The contract every registered kernel family keeps (STYLE.md habit 11).
+
+Parametrised over ``kdistill.kernels.families()``, so a newly registered family is
+checked automatically: right shape, symmetric and positive semi-definite on
+(x, x), gradients in x1 and x2 equal to finite differences (float64), one compilation
+for repeated same-shape calls under ``jax.jit``, a canonical spec that rebuilds
+the same kernel, and one-line :class:`~kdistill.errors.SpecError` messages that
+name the valid choices.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kdistill.errors import SpecError
+from kdistill.kernels import families, from_spec
+
+# Cheap settings for families whose defaults are slow; everything else uses its defaults.
+SMALL = {
+    "convnet-ntk": "depth=1",
+    "convnet-nngp": "depth=1",
+    "fc-ntk": "depth=2",
+    "fc-nngp": "depth=2",
+    "rf-convnet": "depth=1,models=2,width=8",
+    "rf-fc": "depth=2,models=2,width=16",
+}
+
+FAMILIES = sorted({fam.name for fam in families().values()})
+SHAPE = (6, 6, 2)
+
+
+@functools.cache
+def _kernel(name: str):
+    return from_spec(f"{name}:{SMALL[name]}" if name in SMALL else name)
+
+
+def _inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((5, *SHAPE)), rng.standard_normal((4, *SHAPE))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_shape_symmetry_and_psd(name):
+    k = _kernel(name)
+    x1, x2 = _inputs()
+    with jax.enable_x64(True):
+        assert k(x1, x2).shape == (5, 4)
+        gram = np.asarray(k(x1, x1), dtype=np.float64)
+    assert gram.shape == (5, 5)
+    np.testing.assert_allclose(gram, gram.T, rtol=1e-10, atol=1e-12 * np.abs(gram).max())
+    eig = np.linalg.eigvalsh((gram + gram.T) / 2)
+    assert eig.min() >= -1e-6 * eig.max(), eig
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gradients_match_finite_differences(name):
+    k = _kernel(name)
+    x1, x2 = _inputs(1)
+    rng = np.random.default_rng(2)
+    weights, d1, d2 = rng.standard_normal((5, 4)), rng.standard_normal(x1.shape), rng.standard_normal(x2.shape)
+    eps = 1e-6
+    with jax.enable_x64(True):
+        loss = lambda a, b: jnp.sum(weights * k(a, b))  # noqa: E731
+        g1, g2 = jax.grad(loss, argnums=(0, 1))(x1, x2)
+        assert g1.shape == x1.shape and g2.shape == x2.shape and g1.dtype == jnp.float64
+        fd1 = (loss(x1 + eps * d1, x2) - loss(x1 - eps * d1, x2)) / (2 * eps)
+        fd2 = (loss(x1, x2 + eps * d2) - loss(x1, x2 - eps * d2)) / (2 * eps)
+    assert float(jnp.vdot(g1, d1)) == pytest.approx(float(fd1), rel=1e-5, abs=1e-8)
+    assert float(jnp.vdot(g2, d2)) == pytest.approx(float(fd2), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_jit_compiles_once_for_same_shapes(name):
+    k = _kernel(name)
+    traces = 0
+
+    def counted(a, b):
+        nonlocal traces
+        traces += 1
+        return k(a, b)
+
+    jitted = jax.jit(counted)
+    x1, x2 = _inputs(3)
+    first = jitted(x1, x2)
+    for s in (4, 5):
+        y1, y2 = _inputs(s)
+        jitted(y1, y2)
+    again = jitted(x1, x2)
+    assert traces == 1
+    np.testing.assert_array_equal(first, again)
+    # and the same values as without the outer jit
+    np.testing.assert_allclose(first, k(x1, x2), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_canonical_spec_round_trip(name):
+    for k in (from_spec(name), _kernel(name)):
+        rebuilt = from_spec(k.spec)
+        assert rebuilt.spec == k.spec
+        assert rebuilt.name == name
+        assert k.spec.startswith(name)
+
+
+def test_unknown_kernel_names_the_valid_ones():
+    with pytest.raises(SpecError) as err:
+        from_spec("no-such-kernel")
+    msg = str(err.value)
+    assert "\n" not in msg
+    for name in FAMILIES:
+        assert name in msg
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_unknown_parameter_names_the_valid_ones(name):
+    with pytest.raises(SpecError) as err:
+        from_spec(f"{name}:no_such_param=1")
+    msg = str(err.value)
+    assert "\n" not in msg and "no_such_param" in msg
+    for param in families()[name].params:
+        assert param in msg
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if families()[n].params])
+def test_badly_typed_value_is_a_spec_error(name):
+    for param, p in families()[name].params.items():
+        if p.type in (int, float):
+            with pytest.raises(SpecError) as err:
+                from_spec(f"{name}:{param}=not-a-number")
+            assert "\n" not in str(err.value) and param in str(err.value)
+
+
+NEURAL = ["fc-ntk", "fc-nngp", "convnet-ntk", "convnet-nngp", "rf-convnet", "rf-fc"]
+OUT_OF_RANGE = ["depth=-1", "w_std=0", "w_std=-1", "b_std=-0.5", "w_std=nan", "depth=1.5"]
+
+
+@pytest.mark.parametrize("name", NEURAL)
+@pytest.mark.parametrize("bad", OUT_OF_RANGE)
+def test_out_of_range_values_are_spec_errors(name, bad):
+    with pytest.raises(SpecError) as err:
+        from_spec(f"{name}:{bad}")
+    msg = str(err.value)
+    assert "\n" not in msg and name in msg and bad.split("=")[0] in msg
+
+
+@pytest.mark.parametrize("spec", ["rf-convnet:models=0", "rf-fc:width=0", "rf-fc:seed=-1", "convnet-ntk:block_mb=0"])
+def test_out_of_range_sizes_are_spec_errors(spec):
+    with pytest.raises(SpecError, match=spec.split(":")[1].split("=")[0]):
+        from_spec(spec)
+
+
+def test_python_overrides_are_validated_too():
+    assert from_spec("fc-ntk", depth=2).spec == "fc-ntk:depth=2,w_std=1.4142135623730951,b_std=0.1"
+    # an int where a float is expected is accepted and canonicalised
+    assert from_spec("fc-nngp", w_std=2).param("w_std") == 2.0
+    with pytest.raises(SpecError, match="depth"):
+        from_spec("fc-ntk", depth=2.5)
