@@ -6,6 +6,7 @@ as one line on stderr and exits with status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -139,11 +140,13 @@ def _run_and_write(dataset, config, out: Path) -> dict:
     from ._atomic import write_json
     from .data import Preprocessor
     from .distill import run
-    from .report import image_grid
+    from .report import image_grid, write_report
 
     result = run(dataset, config, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     io.save(out / "distilled.npz", result.distilled)
+    if result.history is not None:
+        write_json(out / "history.json", result.history)
     s = result.summary
     ds = result.distilled
     pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
@@ -164,65 +167,161 @@ def _run_and_write(dataset, config, out: Path) -> dict:
             both, np.zeros((2 * m, 1)), out / "init_vs_distilled.png", rows=rows,
             title=f"{title}: X0 (real start) above X_S"))
     write_json(out / "summary.json", s)
+    write_report(out)
     return s
 
 
+# Method-specific options: (CLI name, option key, methods that accept it).
+_METHOD_OPTIONS = {
+    "init": ("--init", ("analytic", "kip")),
+    "lambda_s": ("--lambda-s", ("analytic",)),
+    "clamp": ("--clamp-lambda-s", ("analytic",)),
+    "steps": ("--steps", ("kip",)),
+    "lr": ("--lr", ("kip",)),
+    "target_batch": ("--target-batch", ("kip",)),
+    "learn_labels": ("--learn-labels", ("kip",)),
+    "label_solve_every": ("--label-solve-every", ("kip",)),
+    "val_every": ("--val-every", ("kip",)),
+    "val_size": ("--val-size", ("kip",)),
+    "patience": ("--patience", ("kip",)),
+    "checkpoint_every": ("--checkpoint-every", ("kip",)),
+    "time_limit": ("--time-limit", ("kip",)),
+    "support": ("--support", ("label-solve",)),
+}
+
+
+def _method_options(method: str, given: dict) -> dict:
+    """Options for ``method`` from the CLI values that were given (not None); others are errors."""
+    from .errors import InvalidInputError
+
+    options = {}
+    for key, value in given.items():
+        if value is None or value is False:
+            continue
+        flag, methods = _METHOD_OPTIONS[key]
+        if method not in methods:
+            raise InvalidInputError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
+        options[key] = value
+    return options
+
+
 @cli.command()
-@click.option("--dataset", "dataset_name", required=True, help=DATASET_HELP)
-@click.option("--method", default="random", show_default=True, help="Distillation method.")
+@click.option("--dataset", "dataset_name", default=None, help=DATASET_HELP)
+@click.option("--method", default="random", show_default=True,
+              help="random, analytic, kip or label-solve.")
 @click.option("--ipc", type=int, default=10, show_default=True, help="Images per class.")
-@click.option("--kernel", default="linear", show_default=True, help="Kernel spec, e.g. linear, rbf:gamma=0.01.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--kernel", default="linear", show_default=True,
+              help="Kernel spec, e.g. linear, rbf:gamma=0.01, fcnn, fc-ntk:depth=3, convnet-ntk.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default="standardize",
               show_default=True)
 @click.option("--reg", default="auto", show_default=True,
-              help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m), or 'auto' "
-                   "to choose it on 2000 held-out training images.")
+              help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m), or 'auto': "
+                   "chosen on 2000 held-out training images (kip and label-solve: 1e-6, used for training too).")
 @click.option("--full/--no-full", default=True, show_default=True,
               help="Also train on the whole training set for comparison.")
 @click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
 @click.option("--init", type=click.Choice(["noise", "real"]), default=None,
-              help="analytic: start from noise (paper Sec. 4.1, default) or from real images (Sec. 4.2).")
+              help="analytic: noise (paper Sec. 4.1, default) or real images (Sec. 4.2); kip: real (default) "
+                   "or noise.")
 @click.option("--lambda-s", default=None,
               help="analytic: ridge of the distilled model, a number or a fraction of its bound such as "
                    "'0.5xbound' (default 0).")
-@click.option("--clamp-lambda-s", is_flag=True, help="analytic: clamp --lambda-s to its bound instead of failing.")
+@click.option("--clamp-lambda-s", "clamp", is_flag=True, default=None,
+              help="analytic: clamp --lambda-s to its bound instead of failing.")
+@click.option("--steps", type=int, default=None, help="kip: optimisation steps (default 1000).")
+@click.option("--lr", type=float, default=None, help="kip: Adam learning rate (default 0.01).")
+@click.option("--target-batch", type=int, default=None, help="kip: target images per step (default 5000).")
+@click.option("--learn-labels", is_flag=True, default=None, help="kip: learn the labels too.")
+@click.option("--label-solve-every", type=int, default=None, help="kip: re-solve labels every N steps.")
+@click.option("--val-every", type=int, default=None, help="kip: validate every N steps (default 100).")
+@click.option("--val-size", type=int, default=None, help="kip: held-out validation images (default 5000).")
+@click.option("--patience", type=int, default=None, help="kip: stop after N validations without gain.")
+@click.option("--checkpoint-every", type=int, default=None, help="kip: checkpoint every N steps (default 100).")
+@click.option("--time-limit", type=float, default=None,
+              help="kip: stop after this many seconds, keeping the best set so far.")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Continue the run in this directory from its last checkpoint (other options are taken "
+                   "from its run.json).")
+@click.option("--support", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="label-solve: support images from this distilled-set file (default: random real images).")
 @click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
 @_data_dir_option
-def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, init, lambda_s,
-            clamp_lambda_s, download_, data_dir):
-    """Distil a dataset; writes OUT/distilled.npz, OUT/distilled.json and OUT/summary.json.
+def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, resume, download_,
+            data_dir, **method_values):
+    """Distil a dataset; writes OUT/distilled.npz (+ .json sidecar), OUT/summary.json and figures.
 
     Methods: random (class-balanced real images), analytic (closed form of Chen et al. 2024; kernels
-    identity/linear, fcnn, rff).
+    identity/linear, fcnn, rff), kip (Nguyen et al. 2021; any kernel), label-solve (closed-form labels).
     """
+    import json as _json
+
+    from ._atomic import write_json
     from .distill import METHODS, RunConfig
     from .distill._methods import parse_lambda_s
     from .errors import InvalidInputError
     from .evaluate import MAX_DUAL_N
     from .kernels import from_spec
 
-    if method not in METHODS:
-        raise InvalidInputError(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
-    if ipc < 1:
-        raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
-    from_spec(kernel)  # fail on a bad spec before loading data
-    reg = _parse_reg(reg)
-    options = {}
-    if method == "analytic":
-        options = {"init": init or "noise", "lambda_s": lambda_s or 0.0, "clamp": clamp_lambda_s}
-        parse_lambda_s(options["lambda_s"])
-    elif init or lambda_s or clamp_lambda_s:
-        raise InvalidInputError("--init, --lambda-s and --clamp-lambda-s apply to --method analytic only")
-    dataset = _load_dataset(dataset_name, data_dir, download_)
-    config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess, reg=reg,
-                       full_reference=full, max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n,
-                       options=options)
+    if resume is not None:
+        run_file = resume / "run.json"
+        if not run_file.exists():
+            raise InvalidInputError(f"{resume} has no run.json: it is not a kdistill run directory")
+        try:
+            saved = _json.loads(run_file.read_text())
+            config = RunConfig(**saved["config"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidInputError(f"{run_file} is damaged ({e}); start a new run instead") from None
+        config = RunConfig(**{**saved["config"], "options": {**config.options, "resume": True}})
+        dataset = _load_dataset(saved["dataset"], saved.get("data_dir"), download_)
+        out = resume
+    else:
+        if dataset_name is None:
+            raise InvalidInputError("--dataset is required (or --resume DIR to continue a run)")
+        if out is None:
+            raise InvalidInputError("--out is required: the directory the results go to")
+        if method not in METHODS:
+            raise InvalidInputError(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
+        if ipc < 1:
+            raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
+        from_spec(kernel)  # fail on a bad spec before loading data
+        options = _method_options(method, method_values)
+        if method == "analytic":
+            options = {"init": "noise", "lambda_s": 0.0, "clamp": False, **options}
+            parse_lambda_s(options["lambda_s"])
+        if method == "kip":
+            options["checkpoint"] = str(out / "checkpoint.npz")
+        support = options.pop("support", None)
+        dataset = _load_dataset(dataset_name, data_dir, download_)
+        if support is not None:
+            options["support_images"] = _support_images(support, preprocess)
+        config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess,
+                           reg=_parse_reg(reg), full_reference=full,
+                           max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n, options=options)
+        if method == "kip":  # what --resume needs to rebuild this run
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "run.json", {"dataset": dataset_name,
+                                          "data_dir": None if data_dir is None else str(data_dir),
+                                          "config": dataclasses.asdict(config)})
     summary = _run_and_write(dataset, config, out)
     _print_table(summary_rows(summary), f"kdistill distill -> {out}")
     if summary.get("full_test_accuracy_note"):
         click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")
+
+
+def _support_images(path: Path, preprocess: str):
+    from . import io
+    from .data import Preprocessor
+    from .errors import InvalidInputError
+
+    ds = io.load(path)
+    kind = Preprocessor.from_arrays(ds.arrays).kind if ds.arrays else "none"
+    if kind != preprocess:
+        raise InvalidInputError(
+            f"{path} holds images preprocessed with {kind!r} but this run uses --preprocess {preprocess}; "
+            "use the same preprocessing")
+    return ds.images
 
 
 @cli.command()
@@ -232,18 +331,88 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
 @click.option("--reg", type=float, default=None, help="Relative ridge (default: the sidecar's, else 1e-6).")
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default=None,
               help="Preprocessing for files without stored preprocessing (e.g. KIP's released sets).")
+@click.option("--model", default=None,
+              help="Train this finite network on the set instead of KRR: convnet (DC: width 128, instance norm, "
+                   "cross-entropy), convnet-kip (KIP: width 1024, no norm, MSE on the stored labels) or fc (MLP).")
+@click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
+@click.option("--epochs", type=int, default=None, help="--model: epochs [default: 300].")
+@click.option("--width", type=int, default=None,
+              help="--model: channels / hidden units [default: convnet 128, convnet-kip 1024, fc 256].")
+@click.option("--lr", "lr", type=float, default=None,
+              help="--model: SGD learning rate [default: convnet 0.01, convnet-kip 0.5, fc 0.01].")
+@click.option("--augment/--no-augment", default=None,
+              help="--model: augment while training (RGB: random crop + flip; grayscale: DC's MNIST shift/scale/"
+                   "rotate) [default: on for RGB datasets, off for grayscale].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
 @_data_dir_option
-def evaluate(file, dataset_name, kernel, reg, preprocess, as_json, data_dir):
-    """KRR test accuracy of any distilled-set file on a dataset's full test set."""
-    from .evaluate import evaluate_file
+def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
+             data_dir):
+    """Test accuracy of any distilled-set file on a dataset's full test set: KRR, or with --model a
+    finite network trained on the set (mean ± std over seeds, also stored in FILE's run summary.json)."""
+    if model is None:
+        from .errors import InvalidInputError
 
-    res = evaluate_file(file, _load_dataset(dataset_name, data_dir), kernel=kernel, reg=reg, preprocess=preprocess)
+        given = [f"--{n}" for n, v in (("seeds", seeds), ("epochs", epochs), ("width", width), ("lr", lr),
+                                       ("augment", augment)) if v is not None]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} apply to finite-network evaluation only; add --model")
+        from .evaluate import evaluate_file
+
+        res = evaluate_file(file, _load_dataset(dataset_name, data_dir), kernel=kernel, reg=reg, preprocess=preprocess)
+        if as_json:
+            click.echo(json.dumps(res))
+        else:
+            click.echo(f"{file}: KRR test accuracy {_pct(res['test_accuracy'])} on {res['dataset']} "
+                       f"({res['n_test']} test images, kernel {res['kernel']}, reg {res['reg']:g}, m={res['m']})")
+        return
+    _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, 5 if seeds is None else seeds, epochs,
+                     width, lr, augment, as_json, data_dir)
+
+
+def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
+                     data_dir):
+    from ._atomic import write_json
+    from .errors import InvalidInputError
+    from .evaluate import finite_evaluate_file, finite_settings
+
+    if kernel is not None or reg is not None:
+        raise InvalidInputError("--kernel and --reg apply to KRR evaluation only; drop them or drop --model")
+    if seeds < 1:
+        raise InvalidInputError(f"--seeds must be >= 1, got {seeds}")
+    finite_settings(model, epochs=epochs, width=width, lr=lr)  # bad names and settings fail before loading data
+    if not file.exists():
+        raise InvalidInputError(f"{file}: no such file")
+    res = finite_evaluate_file(file, _load_dataset(dataset_name, data_dir), model=model, seeds=seeds, epochs=epochs,
+                               width=width, lr=lr, augment=augment, preprocess=preprocess, progress=not as_json)
+    summary_path = file.parent / "summary.json"
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            summary = None
+        if isinstance(summary, dict):
+            finite = summary.get("finite") if isinstance(summary.get("finite"), dict) else {}
+            finite[model] = res
+            summary["finite"] = finite
+            write_json(summary_path, summary)
+            res["summary"] = str(summary_path)
+            if (file.parent / "report.html").exists():  # keep the run's report in step with its summary
+                from .report import write_report
+
+                write_report(file.parent)
+        else:
+            click.echo(f"note: {summary_path} is not a JSON object; result not recorded there", err=True)
+    if res["diverged_seeds"]:
+        click.echo(f"note: training diverged (loss NaN/inf) for seeds {res['diverged_seeds']}; the images may be "
+                   "far outside the usual input scale, or the learning rate too high for them", err=True)
     if as_json:
         click.echo(json.dumps(res))
     else:
-        click.echo(f"{file}: KRR test accuracy {_pct(res['test_accuracy'])} on {res['dataset']} "
-                   f"({res['n_test']} test images, kernel {res['kernel']}, reg {res['reg']:g}, m={res['m']})")
+        s = res["settings"]
+        click.echo(f"{file}: {model} test accuracy {100 * res['mean']:.2f} ± {100 * res['std']:.2f}% on "
+                   f"{res['dataset']} over {res['seeds']} seeds ({res['epochs']} epochs, width {s['width']}, "
+                   f"augment {'on' if s['augment'] else 'off'}, labels: {res['label_mode']}, "
+                   f"{res['seconds_per_seed']:.1f} s per seed, m={res['m']})")
 
 
 @cli.command()
@@ -284,6 +453,15 @@ def demo(out, data_dir):
     summary = _run_and_write(dataset, config, out)
     _print_table(summary_rows(summary), f"kdistill demo -> {out}")
     click.echo(f"weight cosine cos(W_S, W) = {summary['weight_cosine']:.8f}; images: {summary['figures']['distilled']}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def report(run_dir):
+    """Write RUN_DIR/report.html: distilled images, accuracies, timings and training curves in one file."""
+    from .report import write_report
+
+    click.echo(str(write_report(run_dir)))
 
 
 def main() -> None:

@@ -1,16 +1,27 @@
 """Finite-network transfer: train a network on a distilled set, report its test accuracy.
 
-Protocols (defaults per model, every one overridable):
+Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
 
 - ``convnet`` (DC/DSA, arXiv:2006.05929, arXiv:2102.08259): cross-entropy, SGD
-  with momentum 0.9, lr 0.01, weight decay 5e-4 (added to the gradient, as
-  PyTorch's SGD does), batch 256, lr x0.1 at half the epochs ("step"). DC trains
-  1000 epochs with the decay at 500; the default here is 300 epochs (decay at
-  150), which is what the CPU budget allows (benchmarks/finite.py measures it).
+  with momentum 0.9, lr 0.01, weight decay 5e-4, batch 256, lr x0.1 at half the
+  epochs ("step"), 300 epochs: DC's ``epoch_eval_train`` (DSA/DM use 1000). DC
+  also augments MNIST (``augment=True`` here); benchmarks/finite.py measures both.
 - ``convnet-kip`` (KIP, arXiv:2107.13034): MSE on the stored labels
   ``0.5 * mean_i ||f(x_i) - y_i||^2``, SGD momentum 0.9, cosine decay to 0, no
-  weight decay, NTK parameterisation (so the lr does not depend on the width).
+  weight decay, 300 epochs, NTK parameterisation (so the lr does not depend on the
+  width). lr 0.5: on standardized MNIST the largest eigenvalue of the empirical
+  NTK divided by m is about 3, and heavy-ball SGD is stable for
+  ``lr < 2 (1 + momentum) / lambda_max`` (about 1.3). Images far outside that
+  scale (closed-form sets: std ~35) need an lr smaller by their variance, or the
+  loss diverges (reported in ``diverged_seeds``). Width 1024 is the KIP
+  setting but costs about 250x the DC ConvNet per image (9.7 vs 0.037 GMAC: the
+  first block's 1024x1024 conv runs at full resolution): ~90 s per SGD step on 10 MNIST images
+  on a shared 2-core machine; use ``width=64``/``128`` there.
 - ``fc``: cross-entropy, as ``convnet`` but with a cosine schedule.
+
+SGD is PyTorch's (no dampening, weight decay added to the gradient):
+``g = grad + wd * p; v = momentum * v + g; p = p - lr * v``, written here in a
+few lines so that no optimiser library is needed.
 
 Labels are used as stored. For MSE the targets are the label rows themselves.
 For cross-entropy the target distribution of a row ``y`` (k classes) is:
@@ -26,10 +37,12 @@ being argmaxed away. The loss is then ``-sum_c p_c log softmax(f(x))_c``.
 An epoch visits every image once in a random order, in batches of
 ``min(batch_size, m)``; the last, partial batch is padded and masked, so it
 averages over its real images only (PyTorch's ``drop_last=False``). Optional
-augmentation (``augment=True``): random crop from the image zero-padded by
-``max(1, h // 8)`` pixels each side (4 for 32x32), plus a random horizontal flip
-for RGB images. Every source of randomness (init, order, augmentation) comes from
-``jax.random.key(seed)``; a run is deterministic for a fixed seed.
+augmentation (``augment=True``, see ``_augment``): for RGB images a random crop
+(shift of up to 4 pixels at 32x32, zero padding) and a random horizontal flip;
+for grayscale images DC's MNIST augmentation, one of shift / scale / rotation
+per image. Every source of randomness (init, order, augmentation) comes from
+``jax.random.key(seed, impl="rbg")``; a run is deterministic for a fixed seed
+(on a given backend).
 """
 
 from __future__ import annotations
@@ -49,12 +62,13 @@ from .. import io
 from .._progress import track
 from ..data import Dataset, Preprocessor, fit_preprocessor
 from ..errors import InvalidInputError
-from ._models import MODELS, make_model
+from ._models import make_model
 
 __all__ = [
     "PROTOCOLS",
     "FiniteSettings",
     "finite_settings",
+    "learning_rate",
     "training_targets",
     "train",
     "predict",
@@ -67,7 +81,6 @@ __all__ = [
 LOSSES = ("xent", "mse")
 SCHEDULES = ("step", "cosine", "constant")
 DEFAULT_LABEL_TEMPERATURE = 0.1
-_EPOCHS_PER_CALL = 10  # epochs run inside one jitted call (the progress bar ticks per call)
 _ACTIVATION_BUDGET = 2**26  # floats per conv activation when predicting in chunks (256 MiB)
 
 
@@ -81,7 +94,7 @@ class FiniteSettings:
       lr, momentum, weight_decay: SGD settings. schedule: ``"step"`` (x0.1 at half the
         epochs), ``"cosine"`` (to 0) or ``"constant"``.
       epochs, batch_size: training length and batch.
-      augment: random crop (+ flip for RGB) during training.
+      augment: augment while training (RGB: shift + flip; grayscale: DC's shift / scale / rotate).
       label_temperature: T of ``softmax(labels / T)`` for real-valued labels under
         cross-entropy (see the module docstring).
     """
@@ -180,36 +193,58 @@ def training_targets(labels: Any, loss: str, *, temperature: float = DEFAULT_LAB
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), f"softmax(labels / {temperature:g})"
 
 
-def _optimizer(s: FiniteSettings, steps_per_epoch: int):
-    import optax
-
-    total = s.epochs * steps_per_epoch
+def learning_rate(s: FiniteSettings, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of SGD step ``step`` (0-based): constant, x0.1 from epoch ``epochs // 2`` on
+    (DC's step decay), or cosine ``lr * (1 + cos(pi * step / total)) / 2``."""
     if s.schedule == "step":
-        lr = optax.piecewise_constant_schedule(s.lr, {(s.epochs // 2) * steps_per_epoch: 0.1})
-    elif s.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(s.lr, total)
-    else:
-        lr = s.lr
-    parts = [optax.add_decayed_weights(s.weight_decay)] if s.weight_decay > 0 else []
-    return optax.chain(*parts, optax.sgd(lr, momentum=s.momentum or None))
+        return s.lr * (0.1 if step >= (s.epochs // 2) * steps_per_epoch else 1.0)
+    if s.schedule == "cosine":
+        return 0.5 * s.lr * (1.0 + math.cos(math.pi * step / (s.epochs * steps_per_epoch)))
+    return s.lr
 
 
 def _augment(key, x: jax.Array) -> jax.Array:
-    """Random crop from the zero-padded image (pad ``max(1, h // 8)``), random flip when RGB."""
+    """Random augmentation of a batch ``x: (n, h, w, c)``; ``p = max(1, h // 7)`` (4 for 28x28 and 32x32).
+
+    RGB: a random crop of the zero-padded image (a shift of up to ``p`` pixels) and a random
+    horizontal flip. Grayscale: DC's MNIST augmentation (``crop_scale_rotate``): each image gets
+    one of a shift of up to ``p`` pixels, a scaling of each axis by U[0.8, 1.2] or a rotation by
+    U[-45, 45] degrees, about the centre, bilinear, filled with the image's mean.
+    """
     n, h, w, c = x.shape
-    p = max(1, h // 8)
-    kc, kf = jax.random.split(key)
-    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    offsets = jax.random.randint(kc, (n, 2), 0, 2 * p + 1)
-
-    def crop(img, off):
-        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
-
-    x = jax.vmap(crop)(padded, offsets)
+    p = max(1, h // 7)
+    k_op, k_shift, k_scale, k_rot, k_flip = jax.random.split(key, 5)
+    shifts = jax.random.randint(k_shift, (n, 2), -p, p + 1)
     if c == 3:
-        flip = jax.random.bernoulli(kf, 0.5, (n,))
-        x = jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
-    return x
+        padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0] + p, o[1] + p, 0), (h, w, c)))(padded, shifts)
+        flip = jax.random.bernoulli(k_flip, 0.5, (n,))
+        return jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+    op = jax.random.randint(k_op, (n,), 0, 3)
+    scale = jax.random.uniform(k_scale, (n, 2), x.dtype, 0.8, 1.2)
+    angle = jax.random.uniform(k_rot, (n,), x.dtype, -jnp.pi / 4, jnp.pi / 4)
+    eye = jnp.eye(2, dtype=x.dtype)
+    # output pixel q samples the input at  A (q - centre) + centre + t
+    rot = jnp.stack([jnp.stack([jnp.cos(angle), -jnp.sin(angle)], -1),
+                     jnp.stack([jnp.sin(angle), jnp.cos(angle)], -1)], -2)
+    mats = jnp.where((op == 0)[:, None, None], eye,
+                     jnp.where((op == 1)[:, None, None], jax.vmap(jnp.diag)(1.0 / scale), rot))
+    offsets = jnp.where((op == 0)[:, None], -shifts.astype(x.dtype), 0.0)
+    centre = jnp.asarray([(h - 1) / 2, (w - 1) / 2], x.dtype)
+    grid = jnp.stack(jnp.meshgrid(jnp.arange(h, dtype=x.dtype), jnp.arange(w, dtype=x.dtype), indexing="ij"))
+    rel = grid.reshape(2, -1) - centre[:, None]
+
+    def warp(img, mat, off):
+        coords = mat @ rel + centre[:, None] + off[:, None]
+        mean = img.mean(axis=(0, 1))
+
+        def channel(ch, m):
+            vals = jax.scipy.ndimage.map_coordinates(ch - m, [coords[0], coords[1]], order=1, cval=0.0)
+            return vals.reshape(h, w) + m
+
+        return jax.vmap(channel, in_axes=(2, 0), out_axes=2)(img, mean)
+
+    return jax.vmap(warp)(x, mats, offsets)
 
 
 def _loss(params, net, loss: str, x, t, mask):
@@ -221,38 +256,31 @@ def _loss(params, net, loss: str, x, t, mask):
     return jnp.sum(per * mask) / jnp.sum(mask)
 
 
-@functools.partial(jax.jit, static_argnames=("s", "n_epochs", "batch"))
-def _run_epochs(params, opt_state, key, epoch0, x, t, *, s: FiniteSettings, n_epochs: int, batch: int):
-    """``n_epochs`` epochs from epoch ``epoch0``; returns params, optimizer state, mean loss per epoch."""
-    import optax
-
-    net = s.net
-    m = x.shape[0]
+@functools.partial(jax.jit, static_argnames=("m", "batch"))
+def _epoch_plan(key, epoch, *, m: int, batch: int):
+    """Batches of one epoch: indices ``(steps, batch)``, a mask of real (not padding) entries and a key per step."""
     steps = -(-m // batch)
-    tx = _optimizer(s, steps)
     pad = steps * batch - m
-    grad_fn = jax.value_and_grad(_loss)
+    k_perm, k_aug = jax.random.split(jax.random.fold_in(key, epoch))
+    order = jnp.concatenate([jax.random.permutation(k_perm, m), jnp.zeros((pad,), jnp.int32)])
+    mask = jnp.concatenate([jnp.ones((m,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
+    return order.reshape(steps, batch), mask.reshape(steps, batch), jax.random.split(k_aug, steps)
 
-    def step(carry, inp):
-        params, opt_state = carry
-        idx, mask, k = inp
-        xb = x[idx]
-        if s.augment:
-            xb = _augment(k, xb)
-        value, grads = grad_fn(params, net, s.loss, xb, t[idx], mask)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
 
-    def epoch(carry, e):
-        k_perm, k_aug = jax.random.split(jax.random.fold_in(key, e))
-        order = jnp.concatenate([jax.random.permutation(k_perm, m), jnp.zeros((pad,), jnp.int32)])
-        mask = jnp.concatenate([jnp.ones((m,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
-        inputs = (order.reshape(steps, batch), mask.reshape(steps, batch), jax.random.split(k_aug, steps))
-        carry, values = jax.lax.scan(step, carry, inputs)
-        return carry, values.mean()
-
-    (params, opt_state), losses = jax.lax.scan(epoch, (params, opt_state), epoch0 + jnp.arange(n_epochs))
-    return params, opt_state, losses
+# One jitted SGD step, driven from Python. (Deliberately not a lax.scan over steps: XLA's CPU
+# backend runs convolutions inside a while loop some 30x slower than at top level.) The
+# hyper-parameters are traced scalars, so one compilation serves every lr, schedule and length.
+@functools.partial(jax.jit, static_argnames=("net", "loss", "augment"), donate_argnums=(0, 1))
+def _step(params, velocity, x, t, idx, mask, key, lr, momentum, weight_decay, *, net, loss: str, augment: bool):
+    """SGD with momentum and coupled weight decay, as PyTorch's ``SGD``:
+    ``g = grad + wd * p;  v = momentum * v + g;  p = p - lr * v``."""
+    xb = x[idx]
+    if augment:
+        xb = _augment(key, xb)
+    value, grads = jax.value_and_grad(_loss)(params, net, loss, xb, t[idx], mask)
+    velocity = jax.tree.map(lambda v, g, p: momentum * v + g + weight_decay * p, velocity, grads, params)
+    params = jax.tree.map(lambda p, v: p - lr * v, params, velocity)
+    return params, velocity, value
 
 
 def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -292,8 +320,6 @@ class TrainResult:
 def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool = False,
           description: str = "") -> TrainResult:
     """Train ``settings.net`` on ``images: (m, h, w, c)`` with ``labels: (m, k)`` from ``jax.random.key(seed)``."""
-    import optax  # noqa: F401  (fail early with ImportError if the optional dependency is missing)
-
     x, y = _check_data(images, labels)
     t, mode = training_targets(y, settings.loss, temperature=settings.label_temperature)
     net = settings.net
@@ -301,18 +327,21 @@ def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool
     params = _init(key_init, tuple(x.shape[1:]), y.shape[1], net=net)
     batch = min(settings.batch_size, x.shape[0])
     steps = -(-x.shape[0] // batch)
-    opt_state = _optimizer(settings, steps).init(params)
+    velocity = jax.tree.map(jnp.zeros_like, params)
+    hyper = [jnp.asarray(v, jnp.float32) for v in (settings.momentum, settings.weight_decay)]
     xj, tj = jnp.asarray(x), jnp.asarray(t)
-    chunks = []
-    for start in range(0, settings.epochs, _EPOCHS_PER_CALL):
-        chunks.append((start, min(_EPOCHS_PER_CALL, settings.epochs - start)))
-    losses = []
-    for start, n in track(chunks, total=len(chunks), description=description or f"{settings.model} epochs",
-                          enabled=progress):
-        params, opt_state, ls = _run_epochs(params, opt_state, key_train, jnp.asarray(start, jnp.int32), xj, tj,
-                                            s=settings, n_epochs=n, batch=batch)
-        losses.append(np.asarray(ls))
-    return TrainResult(params, settings, np.concatenate(losses), mode)
+    losses = np.zeros(settings.epochs, np.float32)
+    for epoch in track(range(settings.epochs), total=settings.epochs,
+                       description=description or f"{settings.model} epochs", enabled=progress):
+        idx, mask, keys = _epoch_plan(key_train, epoch, m=x.shape[0], batch=batch)
+        values = []
+        for i in range(steps):
+            lr = jnp.asarray(learning_rate(settings, epoch * steps + i, steps), jnp.float32)
+            params, velocity, v = _step(params, velocity, xj, tj, idx[i], mask[i], keys[i], lr, *hyper, net=net,
+                                        loss=settings.loss, augment=settings.augment)
+            values.append(v)
+        losses[epoch] = float(np.mean(jax.device_get(values)))
+    return TrainResult(params, settings, losses, mode)
 
 
 @functools.partial(jax.jit, static_argnames=("net",))
@@ -374,19 +403,23 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
     Returns a JSON-able dict: ``mean``, ``std`` (population std over seeds, as DC
     reports), ``accuracies``, ``seeds``, ``epochs``, ``seconds_per_seed`` (wall
     clock of training + testing, the first seed including compilation),
-    ``seconds``, ``label_mode`` and the full ``settings``.
+    ``seconds``, ``label_mode``, ``final_losses`` (mean training loss of the last
+    epoch per seed; ``None`` where it became NaN/inf), ``diverged_seeds`` (those
+    seeds: lower the lr) and the full ``settings``.
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise InvalidInputError(f"seeds must be an integer >= 1, got {seeds!r}")
     s = finite_settings(model, epochs=epochs, **overrides)
     x, y = _check_data(images, labels)
     x_test = _check_test(x_test, y_test, x.shape[1:], y.shape[1])
-    accs, secs, mode = [], [], ""
+    accs, secs, final, mode = [], [], [], ""
     for seed in range(seeds):
         t0 = time.perf_counter()
         res = train(x, y, s, seed=seed, progress=progress, description=f"{model} seed {seed + 1}/{seeds}")
         accs.append(accuracy(s.net, res.params, x_test, y_test))
         secs.append(time.perf_counter() - t0)
+        last = float(res.losses[-1])
+        final.append(last if math.isfinite(last) else None)
         mode = res.label_mode
     return {
         "model": model,
@@ -400,6 +433,8 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         "m": int(x.shape[0]),
         "n_test": int(x_test.shape[0]),
         "label_mode": mode,
+        "final_losses": final,
+        "diverged_seeds": [i for i, v in enumerate(final) if v is None],
         "settings": s.as_dict(),
     }
 
@@ -414,8 +449,6 @@ def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "co
     means on for RGB images, off for grayscale.
     """
     finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
-    if model not in MODELS:  # pragma: no cover - finite_settings raised already
-        raise InvalidInputError(f"unknown model {model!r}")
     ds = io.load(path)
     if ds.image_shape != dataset.image_shape:
         raise InvalidInputError(

@@ -1,0 +1,206 @@
+"""A self-contained HTML report of one run directory (``kdistill report RUN_DIR``).
+
+Reads what a run leaves behind, each part optional but at least one of the first two needed:
+
+- ``distilled.npz`` (+ sidecar): drawn one row per class in pixel space;
+- ``summary.json``: accuracies (kernel, finite networks under ``"finite"``,
+  full-data reference), seconds per phase, machine;
+- ``history.json``: ``{"step": [...], "loss": [...], "val_step": [...],
+  "val_accuracy": [...]}`` from iterative methods, drawn as curves;
+- ``init_vs_distilled.png``: embedded as it is.
+
+Every figure is embedded as a ``data:image/png;base64`` URI, so the single file
+can be mailed or archived. Written atomically to ``RUN_DIR/report.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic import write_bytes
+from ..errors import CorruptFileError, InvalidInputError
+from ._grid import image_grid
+
+__all__ = ["report_html", "write_report"]
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; } td, th { padding: 3px 12px; border-bottom: 1px solid #eee; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.note { color: #666; font-size: 0.9em; } pre { background: #f6f6f6; padding: 8px; overflow-x: auto; }
+"""
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="{_data_uri(png)}">'
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: not valid JSON ({e}); fix or delete it") from None
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * float(v):.2f}%"
+
+
+def _distilled_png(npz: Path, summary: dict) -> bytes:
+    from .. import io as kio
+    from ..data import Preprocessor
+
+    ds = kio.load(npz)
+    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
+    meta = {**summary, **ds.meta}
+    title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta)
+    if "ipc" in meta:
+        title += f" ipc={meta['ipc']}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = image_grid(pixels, ds.labels, Path(tmp) / "grid.png", class_names=meta.get("class_names"),
+                          title=title or None)
+        return path.read_bytes()
+
+
+def _curves_png(history: dict) -> bytes | None:
+    """Training loss against step and validation accuracy against step, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(xk: str, yk: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y = history.get(xk) or [], history.get(yk) or []
+        n = min(len(x), len(y))
+        return np.asarray(x[:n], dtype=float), np.asarray(y[:n], dtype=float)
+
+    panels = [(p, s) for p, s in (("training loss", series("step", "loss")),
+                                  ("validation accuracy", series("val_step", "val_accuracy"))) if len(s[0])]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, (x, y)) in zip(axes[0], panels):
+        ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3)
+        if name == "training loss" and np.all(y[np.isfinite(y)] > 0):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td class='num'>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _summary_tables(s: dict) -> str:
+    parts = []
+    setup = [(k, str(s[k])) for k in ("dataset", "method", "kernel", "ipc", "seed") if k in s]
+    prep = s.get("preprocess")
+    if isinstance(prep, dict) and "kind" in prep:
+        setup.append(("preprocessing", str(prep["kind"])))
+    if s.get("created"):
+        setup.append(("created", str(s["created"])))
+    if setup:
+        parts.append(_rows(setup))
+    acc = []
+    if "test_accuracy" in s:
+        acc.append((f"kernel (KRR) test accuracy, {s.get('kernel', '')}", _pct(s["test_accuracy"])))
+    if "full_test_accuracy" in s:
+        note = s.get("full_test_accuracy_note")
+        acc.append(("full-data reference", _pct(s["full_test_accuracy"]) + (f" ({note})" if note else "")))
+    if acc:
+        parts.append("<h2>Accuracy</h2>" + _rows(acc))
+    finite = s.get("finite")
+    if isinstance(finite, dict) and finite:
+        head = ("<tr><th>model</th><th>test accuracy (mean ± std)</th><th>seeds</th><th>epochs</th>"
+                "<th>width</th><th>s / seed</th><th>labels</th></tr>")
+        body = ""
+        for name, r in finite.items():
+            if not isinstance(r, dict):
+                continue
+            width = (r.get("settings") or {}).get("width", "")
+            mean, std = r.get("mean"), r.get("std")
+            acc_s = "n/a" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0):.2f}%"
+            sps = r.get("seconds_per_seed")
+            cells = [name, acc_s, r.get("seeds", ""), r.get("epochs", ""), width,
+                     "" if sps is None else f"{sps:.1f}", r.get("label_mode", "")]
+            body += "<tr>" + "".join(
+                f"<td{'' if i in (0, 6) else ' class=num'}>{html.escape(str(c))}</td>" for i, c in enumerate(cells)
+            ) + "</tr>"
+        parts.append("<h2>Finite networks trained on the distilled set</h2>"
+                     f"<table>{head}{body}</table>")
+    sec = s.get("seconds")
+    if isinstance(sec, dict) and sec:
+        parts.append("<h2>Seconds</h2>" + _rows([(k, f"{float(v):.2f}") for k, v in sec.items()]))
+    machine = s.get("machine")
+    if isinstance(machine, dict):
+        parts.append("<p class='note'>machine: " + html.escape(
+            f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('memory_gib', '?')} GiB, "
+            f"JAX {machine.get('jax_backend', '?')}") + "</p>")
+    return "\n".join(parts)
+
+
+def report_html(run_dir: str | Path) -> str:
+    """The HTML text of the report of ``run_dir`` (see the module docstring for what it reads)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InvalidInputError(f"{run_dir}: no such run directory")
+    summary_path, npz, hist_path = run_dir / "summary.json", run_dir / "distilled.npz", run_dir / "history.json"
+    if not summary_path.exists() and not npz.exists():
+        raise InvalidInputError(
+            f"{run_dir}: has neither summary.json nor distilled.npz; is it the --out of a kdistill run?")
+    summary = _read_json(summary_path) if summary_path.exists() else {}
+    if not isinstance(summary, dict):
+        raise CorruptFileError(f"{summary_path}: expected a JSON object")
+    name = " ".join(str(summary[k]).split(":")[0] for k in ("dataset", "method") if k in summary)
+    title = f"kdistill report: {name}" if name else f"kdistill report: {run_dir.name}"
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='note'>{html.escape(str(run_dir.resolve()))}</p>"]
+    if summary:
+        body.append(_summary_tables(summary))
+    if npz.exists():
+        body.append("<h2>Distilled images (one row per class, pixel space)</h2>")
+        body.append(_img(_distilled_png(npz, summary), "distilled images"))
+    init = run_dir / "init_vs_distilled.png"
+    if init.exists():
+        body.append("<h2>Real starting images above the distilled images</h2>")
+        body.append(_img(init.read_bytes(), "initial vs distilled images"))
+    if hist_path.exists():
+        body.append("<h2>Training curves</h2>")
+        history = _read_json(hist_path)
+        png = _curves_png(history) if isinstance(history, dict) else None
+        body.append(_img(png, "training curves") if png else
+                    "<p class='note'>history.json holds no step/loss or val_step/val_accuracy series.</p>")
+    if summary:
+        body.append("<h2>summary.json</h2><details><summary>show</summary><pre>"
+                    + html.escape(json.dumps(summary, indent=2)) + "</pre></details>")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.html`` (atomically) and return its path."""
+    text = report_html(run_dir)
+    out = Path(run_dir) / "report.html"
+    write_bytes(out, text.encode("utf-8"))
+    return out

@@ -1,0 +1,223 @@
+"""Finite-network transfer evaluation (kdistill.evaluate._finite, _models) and `kdistill evaluate --model`.
+
+Everything runs on digits (8x8) with tiny widths and few epochs; the settings are
+shared between tests so that each jitted step compiles once per model.
+"""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kdistill import io
+from kdistill._io import DistilledSet
+from kdistill.cli import cli
+from kdistill.data import class_balanced_indices, fit_preprocessor, load, one_hot
+from kdistill.errors import InvalidInputError
+from kdistill.evaluate import (
+    MODELS,
+    accuracy,
+    finite_accuracy,
+    finite_evaluate_file,
+    finite_settings,
+    make_model,
+    train,
+    train_and_evaluate,
+    training_targets,
+)
+from kdistill.evaluate._finite import _augment
+
+# One tiny configuration per model that fits 20 digits images exactly.
+TINY = {
+    "convnet": dict(width=8, depth=2, epochs=30, lr=0.2),
+    "convnet-kip": dict(width=16, depth=2, epochs=100, lr=2.0),
+    "fc": dict(width=32, epochs=30, lr=0.1),
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits")
+
+
+@pytest.fixture(scope="module")
+def tiny(digits):
+    """20 standardized digits images (2 per class) with centred one-hot labels, and the test set."""
+    prep = fit_preprocessor(digits.x_train, "standardize")
+    idx = class_balanced_indices(digits.y_train, 2, seed=0)
+    x = prep.apply(digits.x_train[idx])
+    return x, one_hot(digits.y_train[idx], 10), digits.y_train[idx], prep.apply(digits.x_test), digits.y_test
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _error_line(result):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_model_overfits_a_tiny_set_and_is_deterministic(model, tiny):
+    x, y, cls, _, _ = tiny
+    s = finite_settings(model, **TINY[model])
+    a = train(x, y, s, seed=1)
+    assert a.losses.shape == (s.epochs,) and a.losses[-1] < a.losses[0]
+    assert accuracy(s.net, a.params, x, cls) == 1.0  # train accuracy 100%
+    b = train(x, y, s, seed=1)
+    for pa, pb in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(pa), np.asarray(pb))
+        assert np.asarray(pa).dtype == np.float32
+    np.testing.assert_array_equal(a.losses, b.losses)
+    c = train(x, y, s, seed=2)
+    assert any(not np.array_equal(pa, pc) for pa, pc in zip(jax.tree.leaves(a.params), jax.tree.leaves(c.params)))
+
+
+def test_models_shapes_and_names():
+    key = jax.random.key(0)
+    net = make_model("convnet", width=4)  # shapes only (jax.eval_shape): nothing is compiled
+    params = jax.eval_shape(lambda k: net.init(k, (8, 8, 1), 10), key)
+    assert params["head"]["w"].shape == (4, 10)  # 8 -> 4 -> 2 -> 1 after three 2x2 pools
+    assert [b["w"].shape for b in params["blocks"]] == [(3, 3, 1, 4), (3, 3, 4, 4), (3, 3, 4, 4)]
+    assert "stem" not in params and "scale" in params["blocks"][0]
+    kip = make_model("convnet-kip", width=4, depth=2)
+    kparams = jax.eval_shape(lambda k: kip.init(k, (8, 8, 3), 5), key)
+    assert kparams["stem"]["w"].shape == (3, 3, 3, 4) and "scale" not in kparams["blocks"][0]
+    assert kparams["head"]["w"].shape == (2 * 2 * 4, 5)
+    out = jax.eval_shape(kip.apply, kparams, jax.ShapeDtypeStruct((7, 8, 8, 3), np.float32))
+    assert out.shape == (7, 5) and out.dtype == np.float32
+    assert make_model("convnet-kip").width == 1024 and make_model("convnet").width == 128
+    with pytest.raises(InvalidInputError, match="too small"):
+        make_model("convnet", depth=4).init(key, (8, 8, 1), 10)
+    with pytest.raises(InvalidInputError, match="valid models: convnet, convnet-kip, fc"):
+        make_model("resnet18")
+    with pytest.raises(InvalidInputError, match="valid models"):
+        finite_settings("resnet18")
+    with pytest.raises(InvalidInputError, match="width"):
+        finite_settings("convnet", width=0)
+    with pytest.raises(InvalidInputError, match="schedule"):
+        finite_settings("convnet", schedule="linear")
+
+
+def test_mse_targets_are_the_stored_labels(rng):
+    soft = rng.normal(size=(6, 4)).astype(np.float32)
+    t, mode = training_targets(soft, "mse")
+    np.testing.assert_array_equal(t, soft)
+    assert mode == "stored labels (MSE)"
+
+
+def test_cross_entropy_targets():
+    y = np.eye(4, dtype=np.float32)[[0, 2, 3]]
+    t, mode = training_targets(y, "xent")
+    np.testing.assert_array_equal(t, y) and mode == "one-hot"
+    t, mode = training_targets(y - 0.25, "xent")  # mean-centred one-hot (KIP's convention)
+    np.testing.assert_array_equal(t, y)
+    assert mode == "centred one-hot -> one-hot"
+    probs = np.array([[0.7, 0.3, 0.0, 0.0]], np.float32)
+    t, mode = training_targets(probs, "xent")
+    np.testing.assert_array_equal(t, probs) and mode == "probabilities"
+    learned = np.array([[0.6, 0.5, -0.3, -0.8]], np.float32)  # real-valued learned labels: not argmaxed away
+    t, mode = training_targets(learned, "xent", temperature=0.1)
+    expect = np.exp(learned[0] / 0.1) / np.exp(learned[0] / 0.1).sum()
+    np.testing.assert_allclose(t[0], expect, rtol=1e-5)
+    assert 0.2 < t[0, 1] < t[0, 0] < 0.8 and mode == "softmax(labels / 0.1)"
+
+
+def test_mse_network_fits_soft_labels_as_stored(tiny):
+    """convnet-kip regresses onto the stored real-valued rows; they are not argmaxed away.
+
+    Soft rows split the mass between the true class c and class c+1 (0.4 each, centred); a network
+    trained on them outputs about 0.4 at c+1, one trained on the one-hot rows about -0.1 there.
+    """
+    x, y, cls, _, _ = tiny
+    s = finite_settings("convnet-kip", **TINY["convnet-kip"])
+    soft = (0.5 * (y + 0.1) + 0.5 * np.roll(y + 0.1, 1, axis=1) - 0.1).astype(np.float32)
+    rows, nxt = np.arange(len(cls)), (cls + 1) % 10
+    out_soft = np.asarray(s.net.apply(train(x, soft, s, seed=1).params, x))
+    out_hard = np.asarray(s.net.apply(train(x, y, s, seed=1).params, x))
+    assert out_soft[rows, nxt].mean() > 0.25 and out_hard[rows, nxt].mean() < 0.1
+    assert np.abs(out_soft - soft).mean() < np.abs(out_soft - y).mean()
+
+
+def test_augment():
+    key = jax.random.key(0, impl="rbg")
+    rgb = np.arange(2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3) + 1
+    out = np.asarray(_augment(key, rgb))  # shift + flip: every pixel is padding (0) or from the same image
+    assert out.shape == rgb.shape
+    for i in range(2):
+        assert set(np.unique(out[i])) <= set(np.unique(rgb[i])) | {0.0}
+    gray = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)  # DC's shift / scale / rotate
+    a, b = np.asarray(_augment(key, gray)), np.asarray(_augment(key, gray))
+    assert a.shape == gray.shape and a.dtype == np.float32 and np.array_equal(a, b)
+    assert not np.allclose(a, gray) and np.all(np.isfinite(a))
+    assert a.min() >= gray.min() - 1e-6 and a.max() <= gray.max() + 1e-6  # bilinear: no overshoot
+
+
+def test_train_and_evaluate_and_finite_accuracy(tiny):
+    x, y, _, x_test, y_test = tiny
+    kw = TINY["convnet"]
+    acc = train_and_evaluate(x, y, x_test, y_test, model="convnet", seed=1, **kw)
+    assert 0.3 < acc <= 1.0  # 20 images of 8x8 digits, 360 test images
+    res = finite_accuracy(x, y, x_test, y_test, model="convnet", seeds=2, **kw)
+    assert res["seeds"] == 2 and len(res["accuracies"]) == 2 and res["epochs"] == kw["epochs"]
+    assert res["accuracies"][1] == acc  # seed 1 again: the same number
+    assert res["mean"] == pytest.approx(np.mean(res["accuracies"]))
+    assert res["std"] == pytest.approx(np.std(res["accuracies"]))
+    assert res["seconds_per_seed"] > 0 and res["label_mode"] == "centred one-hot -> one-hot"
+    json.dumps(res)
+    with pytest.raises(InvalidInputError, match="test images"):
+        train_and_evaluate(x, y, x_test[:, :4], y_test, model="convnet", **kw)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "2", "--kernel", "linear",
+             "--no-full", "--out", str(out), "--seed", "0")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_cli_evaluate_model_writes_summary(run_dir):
+    before = json.loads((run_dir / "summary.json").read_text())
+    kw = TINY["fc"]
+    r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--model", "fc", "--width",
+             str(kw["width"]), "--epochs", str(kw["epochs"]), "--seeds", "2", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["model"] == "fc" and res["seeds"] == 2 and 0 < res["mean"] <= 1
+    assert res["preprocess"] == "standardize" and res["settings"]["augment"] is False  # grayscale: off
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert after["finite"]["fc"]["accuracies"] == res["accuracies"]
+    for k, v in before.items():  # existing keys untouched
+        assert after[k] == v
+    # the KRR path and its --json output are unchanged
+    r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--json")
+    assert r.exit_code == 0 and "test_accuracy" in json.loads(r.stdout)
+
+
+def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):
+    f = str(run_dir / "distilled.npz")
+    line = _error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet18"))
+    assert "resnet18" in line and "convnet, convnet-kip, fc" in line
+    line = _error_line(_run("evaluate", f, "--dataset", "digits", "--seeds", "3"))
+    assert "--model" in line
+    line = _error_line(_run("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))
+    assert "--seeds" in line
+    big = DistilledSet(images=np.zeros((10, 28, 28, 1), np.float32), labels=one_hot(np.arange(10), 10))
+    io.save(tmp_path / "mnist_shaped.npz", big)
+    line = _error_line(_run("evaluate", str(tmp_path / "mnist_shaped.npz"), "--dataset", "digits", "--model",
+                            "convnet"))
+    assert "(28, 28, 1)" in line and "(8, 8, 1)" in line and "wrong --dataset" in line
+    with pytest.raises(InvalidInputError, match="wrong --dataset"):
+        finite_evaluate_file(tmp_path / "mnist_shaped.npz", load("digits"), model="convnet")
+    three = DistilledSet(images=np.zeros((3, 8, 8, 1), np.float32), labels=one_hot(np.arange(3), 3))
+    io.save(tmp_path / "three.npz", three)
+    line = _error_line(_run("evaluate", str(tmp_path / "three.npz"), "--dataset", "digits", "--model", "fc"))
+    assert "3 classes" in line

@@ -1,0 +1,118 @@
+"""`kdistill report RUN_DIR`: a self-contained HTML report (images as base64 PNG data URIs).
+
+The last test renders the report in headless Chromium and checks the screenshot
+is a real page with pictures in it; it is skipped where Chromium is missing.
+"""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kdistill.cli import cli
+from kdistill.errors import CorruptFileError, InvalidInputError
+from kdistill.report import report_html, write_report
+
+HISTORY = {"step": [0, 10, 20, 30, 40], "loss": [1.0, 0.5, 0.3, 0.2, 0.15],
+           "val_step": [0, 20, 40], "val_accuracy": [0.3, 0.6, 0.7]}
+PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p and Path(p).exists()), None)
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "3", "--kernel", "linear",
+             "--no-full", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def _pngs(text: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in PNG.findall(text)]
+
+
+def test_distill_writes_a_report(run_dir):
+    text = (run_dir / "report.html").read_text()
+    pngs = _pngs(text)
+    assert pngs and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+    assert "kernel (KRR) test accuracy" in text and "Training curves" not in text
+    assert "src=\"http" not in text and "src='http" not in text  # self-contained
+
+
+def test_report_with_history_and_finite_results(run_dir, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(run_dir, d)
+    (d / "history.json").write_text(json.dumps(HISTORY))
+    s = json.loads((d / "summary.json").read_text())
+    s["finite"] = {"convnet": {"mean": 0.8123, "std": 0.0101, "accuracies": [0.80, 0.82], "seeds": 2, "epochs": 300,
+                               "seconds_per_seed": 12.5, "label_mode": "one-hot", "settings": {"width": 128}}}
+    (d / "summary.json").write_text(json.dumps(s))
+    r = _run("report", str(d))
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str(d / "report.html")
+    text = (d / "report.html").read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    pngs = _pngs(text)
+    assert len(pngs) >= 2  # distilled images + curves
+    assert "Training curves" in text and 'alt="training curves"' in text
+    assert "81.23 ± 1.01%" in text and "convnet" in text and "12.5" in text
+    from matplotlib.image import imread
+    import io
+
+    curves = imread(io.BytesIO(pngs[-1]))
+    assert curves.shape[0] > 200 and curves.shape[1] > 500
+
+
+def test_report_errors(tmp_path, run_dir):
+    with pytest.raises(InvalidInputError, match="no such run directory"):
+        report_html(tmp_path / "missing")
+    with pytest.raises(InvalidInputError, match="neither summary.json nor distilled.npz"):
+        report_html(tmp_path)
+    r = _run("report", str(tmp_path / "missing"))
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
+    d = tmp_path / "bad"
+    shutil.copytree(run_dir, d)
+    (d / "history.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="history.json"):
+        write_report(d)
+    # a history without usable series gives a note instead of a plot
+    (d / "history.json").write_text(json.dumps({"step": [], "loss": []}))
+    assert "holds no step/loss" in report_html(d)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not found; install it with "
+                                             "`apt-get install chromium` (Debian/Ubuntu) to run this test")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    from matplotlib.image import imread
+
+    d = tmp_path / "run"
+    shutil.copytree(run_dir, d)
+    (d / "history.json").write_text(json.dumps(HISTORY))
+    html = write_report(d)
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+           html.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), proc.stderr[-2000:]
+    img = imread(shot)
+    assert img.shape[:2] == (1600, 1200)
+    rgb = (np.asarray(img)[..., :3] * 255).round().astype(np.uint8)
+    assert rgb.std() > 10  # not a blank page
+    colours = np.unique(rgb.reshape(-1, 3), axis=0)
+    assert len(colours) > 50, len(colours)  # text alone is a few grey levels; embedded images add many
+    # the page has dark pixels (text, digits) and large white areas (background)
+    assert (rgb.max(axis=2) < 64).mean() > 0.001 and (rgb.min(axis=2) > 240).mean() > 0.3
