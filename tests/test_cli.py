@@ -200,3 +200,31 @@ def test_console_script_exit_status(tmp_path):
     p = subprocess.run([exe, "distill", "--dataset", "digits", "--ipc", "-1", "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_kernels_lists_every_family():
+    from kdistill.kernels import families
+
+    r = _run("kernels")
+    assert r.exit_code == 0
+    for name in families():
+        assert name in r.stdout
+
+
+def test_float32_precision_matches_float64(tmp_path):
+    """--precision float32 runs the kernels in float32 and lands on the same set for a simple method."""
+    import jax
+
+    args = ["distill", "--dataset", "digits", "--method", "label-solve", "--kernel", "fc-ntk:depth=1", "--ipc", "2",
+            "--no-full"]
+    try:
+        r32 = _run(*args, "--precision", "float32", "--out", str(tmp_path / "a"))
+        assert r32.exit_code == 0, r32.output
+        assert jax.config.jax_enable_x64 is False
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    r64 = _run(*args, "--out", str(tmp_path / "b"))
+    l32 = np.load(tmp_path / "a" / "distilled.npz")["labels"]
+    l64 = np.load(tmp_path / "b" / "distilled.npz")["labels"]
+    np.testing.assert_allclose(l32, l64, rtol=1e-3, atol=1e-3)
+    assert not np.array_equal(l32, l64)  # it really ran in another precision
