@@ -54,15 +54,16 @@ def features_of(features: FeatureFn, x: Array) -> np.ndarray:
 def gram_stats(phi: np.ndarray, y: np.ndarray) -> GramStats:
     """Statistics of one block of features ``phi: (n, p)`` and targets ``y: (n, k)``.
 
-    The block's products run in the features' own dtype (float32 features use
-    float32 BLAS, twice as fast); the result is float64, and sums across blocks
+    The Gram block runs in the features' own dtype (float32 features use
+    float32 BLAS, twice as fast), the cross term in float64; the result is float64, and sums across blocks
     (``+``) are float64, so rounding does not grow with n.
     """
     phi = np.asarray(phi)
     if phi.dtype not in (np.float32, np.float64):
         phi = phi.astype(np.float64)
-    y = np.asarray(y, dtype=phi.dtype)
-    return GramStats((phi.T @ phi).astype(np.float64), (phi.T @ y).astype(np.float64), phi.shape[0])
+    # the cross term is cheap (p x k): keep it in float64 so sums of centred labels stay centred
+    cross = phi.T.astype(np.float64) @ np.asarray(y, dtype=np.float64)
+    return GramStats((phi.T @ phi).astype(np.float64), cross, phi.shape[0])
 
 
 def accumulate(
