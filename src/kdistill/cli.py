@@ -167,7 +167,7 @@ def _run_and_write(dataset, config, out: Path) -> dict:
         write_json(out / "history.json", result.history)
     s = result.summary
     ds = result.distilled
-    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
+    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images, clip=False)
     title = f"{s['dataset']} {s['method']} {s['kernel'].split(':')[0]} ipc={s['ipc']}"
     s["figures"] = {"distilled": str(image_grid(pixels, ds.labels, out / "distilled.png",
                                                 class_names=dataset.class_names, title=title))}
@@ -451,7 +451,7 @@ def show(file, out, max_per_row):
     from .report import image_grid
 
     ds = io.load(file)
-    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
+    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images, clip=False)
     meta = ds.meta
     title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta) or None
     image_grid(pixels, ds.labels, out, class_names=meta.get("class_names"), max_per_row=max_per_row, title=title)

@@ -108,21 +108,23 @@ class Preprocessor:
             out[start : start + _CHUNK] = block @ self.whitening
         return out.reshape(x.shape)
 
-    def to_pixels(self, x: Any) -> np.ndarray:
+    def to_pixels(self, x: Any, *, clip: bool = True) -> np.ndarray:
         """Map preprocessed images back to ``[0, 1]`` pixels for display.
 
-        Exact (then clipped to ``[0, 1]``) for "none" and "standardize". For "zca"
+        Exact (then clipped to ``[0, 1]``, unless ``clip=False``: distilled images can lie far
+        outside pixel range) for "none" and "standardize". For "zca"
         the whitening and centring are undone, but layer norm is not invertible,
         so each image is min-max rescaled to ``[0, 1]`` (a constant image -> 0.5).
 
         x: ``(n, h, w, c)``; returns ``(n, h, w, c) float32`` in ``[0, 1]``.
         """
         x = self._check(x).astype(np.float32)
+        lo, hi = (0.0, 1.0) if clip else (-np.inf, np.inf)
         if self.kind == "none":
-            return np.clip(x, 0.0, 1.0)
+            return np.clip(x, lo, hi)
         if self.kind == "standardize":
             assert self.channel_mean is not None and self.channel_std is not None
-            return np.clip(x * self.channel_std + self.channel_mean, 0.0, 1.0).astype(np.float32)
+            return np.clip(x * self.channel_std + self.channel_mean, lo, hi).astype(np.float32)
         assert self.feature_mean is not None and self.unwhitening is not None
         n = x.shape[0]
         flat = x.reshape(n, -1) @ self.unwhitening + self.feature_mean

@@ -67,7 +67,7 @@ def image_grid(
         rows = [(names[c] if c < len(names) else str(c), idx) for c, idx in enumerate(rows_by_class(labels, k))]
     rows = [(t, np.asarray(i)[:max_per_row]) for t, i in rows if len(i)]
     ncols = max(len(i) for _, i in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(max(1.0 * ncols, 2.5) + 1.2, 1.0 * len(rows) + 0.4),
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(max(1.0 * ncols, 4.5) + 1.2, 1.0 * len(rows) + 0.4),
                              squeeze=False)
     for r, (name, idx) in enumerate(rows):
         for c in range(ncols):

@@ -65,7 +65,7 @@ def _distilled_png(npz: Path, summary: dict) -> bytes:
     from ..data import Preprocessor
 
     ds = kio.load(npz)
-    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images)
+    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images, clip=False)
     meta = {**summary, **ds.meta}
     title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta)
     if "ipc" in meta:
