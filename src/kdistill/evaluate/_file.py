@@ -10,7 +10,30 @@ from ..errors import InvalidInputError
 from ..kernels import from_spec
 from ._krr import support_accuracy
 
-__all__ = ["evaluate_file"]
+__all__ = ["evaluate_file", "preprocessor_for"]
+
+
+def preprocessor_for(ds: io.DistilledSet, dataset: Dataset, *, path, preprocess: str | None = None):
+    """Check that the distilled set fits ``dataset`` and return the preprocessing that puts the
+    dataset's images in the distilled images' space: the one stored in the file, else ``preprocess``
+    (default none) fitted on the training set."""
+    if ds.image_shape != dataset.image_shape:
+        raise InvalidInputError(
+            f"{path}: images are {ds.image_shape} but {dataset.name} images are {dataset.image_shape}; "
+            "wrong --dataset?"
+        )
+    if ds.num_classes != dataset.num_classes:
+        raise InvalidInputError(
+            f"{path}: labels have {ds.num_classes} classes but {dataset.name} has {dataset.num_classes}"
+        )
+    has_prep = any(key.startswith("prep_") for key in ds.arrays)
+    stored = Preprocessor.from_arrays(ds.arrays)
+    if preprocess is not None and has_prep and preprocess != stored.kind:
+        raise InvalidInputError(
+            f"{path}: file was made with preprocessing {stored.kind!r}; --preprocess {preprocess!r} would "
+            "put the test set in a different space"
+        )
+    return stored if has_prep else fit_preprocessor(dataset.x_train, preprocess or "none")
 
 
 def evaluate_file(
@@ -30,23 +53,7 @@ def evaluate_file(
     if spec is None:
         raise InvalidInputError(f"{path}: no kernel recorded in a sidecar; pass --kernel")
     k = from_spec(spec)
-    if ds.image_shape != dataset.image_shape:
-        raise InvalidInputError(
-            f"{path}: images are {ds.image_shape} but {dataset.name} images are {dataset.image_shape}; "
-            "wrong --dataset?"
-        )
-    if ds.num_classes != dataset.num_classes:
-        raise InvalidInputError(
-            f"{path}: labels have {ds.num_classes} classes but {dataset.name} has {dataset.num_classes}"
-        )
-    stored = Preprocessor.from_arrays(ds.arrays)
-    if preprocess is not None and preprocess != stored.kind and ds.arrays:
-        raise InvalidInputError(
-            f"{path}: file was made with preprocessing {stored.kind!r}; --preprocess {preprocess!r} would "
-            "put the test set in a different space"
-        )
-    prep = stored if any(key.startswith("prep_") for key in ds.arrays) else fit_preprocessor(
-        dataset.x_train, preprocess or "none")
+    prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)
     r = float(reg if reg is not None else meta.get("reg", 1e-6))
     # an absolute ridge (closed-form sets are built for one) wins unless the user gives --reg
     lam = meta.get("lam") if reg is None else None

@@ -60,8 +60,9 @@ import numpy as np
 
 from .. import io
 from .._progress import track
-from ..data import Dataset, Preprocessor, fit_preprocessor
+from ..data import Dataset
 from ..errors import InvalidInputError
+from ._file import preprocessor_for
 from ._models import make_model
 
 __all__ = [
@@ -450,22 +451,7 @@ def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "co
     """
     finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
     ds = io.load(path)
-    if ds.image_shape != dataset.image_shape:
-        raise InvalidInputError(
-            f"{path}: images are {ds.image_shape} but {dataset.name} images are {dataset.image_shape}; "
-            "wrong --dataset?"
-        )
-    if ds.num_classes != dataset.num_classes:
-        raise InvalidInputError(
-            f"{path}: labels have {ds.num_classes} classes but {dataset.name} has {dataset.num_classes}")
-    stored = Preprocessor.from_arrays(ds.arrays)
-    has_prep = any(key.startswith("prep_") for key in ds.arrays)
-    if preprocess is not None and has_prep and preprocess != stored.kind:
-        raise InvalidInputError(
-            f"{path}: file was made with preprocessing {stored.kind!r}; --preprocess {preprocess!r} would "
-            "put the test set in a different space"
-        )
-    prep = stored if has_prep else fit_preprocessor(dataset.x_train, preprocess or "none")
+    prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)
     if augment is None:
         augment = dataset.image_shape[-1] == 3
     res = finite_accuracy(ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, model=model,
