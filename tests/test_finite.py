@@ -197,6 +197,7 @@ def test_cli_evaluate_model_writes_summary(run_dir):
     assert after["finite"]["fc"]["accuracies"] == res["accuracies"]
     for k, v in before.items():  # existing keys untouched
         assert after[k] == v
+    assert "Finite networks trained on the distilled set" in (run_dir / "report.html").read_text()  # refreshed
     # the KRR path and its --json output are unchanged
     r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--json")
     assert r.exit_code == 0 and "test_accuracy" in json.loads(r.stdout)

@@ -421,10 +421,6 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
             summary["finite"] = finite
             write_json(summary_path, summary)
             res["summary"] = str(summary_path)
-            if (file.parent / "report.html").exists():  # keep the run's report in step with its summary
-                from .report import write_report
-
-                write_report(file.parent)
         else:
             click.echo(f"note: {summary_path} is not a JSON object; result not recorded there", err=True)
     if res["diverged_seeds"]:
@@ -438,6 +434,10 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
                    f"{res['dataset']} over {res['seeds']} seeds ({res['epochs']} epochs, width {s['width']}, "
                    f"augment {'on' if s['augment'] else 'off'}, labels: {res['label_mode']}, "
                    f"{res['seconds_per_seed']:.1f} s per seed, m={res['m']})")
+    if "summary" in res and (file.parent / "report.html").exists():  # keep the run's report in step
+        from .report import write_report
+
+        write_report(file.parent)
 
 
 @cli.command()
