@@ -13,19 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from _helpers import error_line
 from kdistill.cli import cli
 
 
 def _run(*args, env=None):
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
-def _error_line(result):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +54,7 @@ def test_reg_option(tmp_path):
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["reg"] == 0.01 and s["reg_selection"] is None and s["full_test_accuracy"] is None
     assert "not requested" in s["full_test_accuracy_note"]
-    assert "reg" in _error_line(_run("distill", "--dataset", "digits", "--reg", "lots", "--out", str(tmp_path)))
+    assert "reg" in error_line(_run("distill", "--dataset", "digits", "--reg", "lots", "--out", str(tmp_path)))
 
 
 def test_evaluate_reproduces_distill_accuracy(random_run):
@@ -126,7 +119,7 @@ def test_datasets_lists_everything(tmp_path):
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     env = {"KDISTILL_DATA": str(tmp_path / "empty")}
     r = _run(*args, "--out", str(tmp_path / "out"), env=env)
-    assert needle in _error_line(r)
+    assert needle in error_line(r)
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
@@ -136,7 +129,7 @@ def test_nan_in_user_arrays(tmp_path):
     x[3, 0, 0, 0] = np.nan
     np.savez(tmp_path / "mine.npz", x_train=x, y_train=np.arange(20) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
     r = _run("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "1", "--out", str(tmp_path / "o"))
-    assert "NaN" in _error_line(r)
+    assert "NaN" in error_line(r)
 
 
 def test_user_arrays_work(tmp_path):
@@ -153,7 +146,7 @@ def test_user_arrays_work(tmp_path):
 def test_corrupt_and_malicious_files(tmp_path, random_run):
     data = (random_run / "distilled.npz").read_bytes()
     (tmp_path / "half.npz").write_bytes(data[:100])
-    assert "half.npz" in _error_line(_run("evaluate", str(tmp_path / "half.npz"), "--dataset", "digits"))
+    assert "half.npz" in error_line(_run("evaluate", str(tmp_path / "half.npz"), "--dataset", "digits"))
     # a dataset pickle that tries to run code
     import pickle
 
@@ -175,7 +168,7 @@ def test_corrupt_and_malicious_files(tmp_path, random_run):
             tar.addfile(info, _io.BytesIO(payload))
     r = _run("distill", "--dataset", "cifar10", "--ipc", "1", "--out", str(tmp_path / "o"),
              "--data-dir", str(tmp_path / "data"))
-    assert "refusing" in _error_line(r)
+    assert "refusing" in error_line(r)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -184,13 +177,13 @@ def test_evaluate_wrong_dataset_shape(random_run, tmp_path):
     np.savez(tmp_path / "mine.npz", x_train=rng.random((20, 5, 5, 1)), y_train=np.arange(20) % 10,
              x_test=rng.random((10, 5, 5, 1)), y_test=np.arange(10))
     r = _run("evaluate", str(random_run / "distilled.npz"), "--dataset", str(tmp_path / "mine.npz"))
-    assert "wrong --dataset" in _error_line(r)
+    assert "wrong --dataset" in error_line(r)
 
 
 def test_failed_run_keeps_previous_results(random_run):
     before = (random_run / "summary.json").read_bytes()
     r = _run("distill", "--dataset", "digits", "--ipc", "999", "--out", str(random_run))
-    _error_line(r)
+    error_line(r)
     assert (random_run / "summary.json").read_bytes() == before
 
 
@@ -224,6 +217,7 @@ def test_float32_precision_matches_float64(tmp_path):
     finally:
         jax.config.update("jax_enable_x64", True)
     r64 = _run(*args, "--out", str(tmp_path / "b"))
+    assert r64.exit_code == 0, r64.output
     l32 = np.load(tmp_path / "a" / "distilled.npz")["labels"]
     l64 = np.load(tmp_path / "b" / "distilled.npz")["labels"]
     np.testing.assert_allclose(l32, l64, rtol=1e-3, atol=1e-3)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from _helpers import write_idx
 from kdistill.data import REGISTRY, load
 from kdistill.data import _formats
 from kdistill.errors import CorruptFileError, UnsafeFileError
@@ -23,15 +24,6 @@ from kdistill.errors import CorruptFileError, UnsafeFileError
 # ---------------------------------------------------------------------------
 # Writers following the published format descriptions
 # ---------------------------------------------------------------------------
-
-
-def write_idx(path: Path, array: np.ndarray, *, compress: bool = True, magic: bytes | None = None) -> Path:
-    """IDX (yann.lecun.com/exdb/mnist): 0x00 0x00 0x08 ndim, big-endian uint32 dims, uint8 data."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = magic if magic is not None else bytes([0, 0, 0x08, array.ndim])
-    payload = header + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-    return path
 
 
 def cifar_row(image: np.ndarray) -> np.ndarray:

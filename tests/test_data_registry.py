@@ -4,12 +4,12 @@ path, and validation of a user's own arrays (load_arrays)."""
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _helpers import IDX_NAMES, write_idx
 from kdistill.data import DATASETS, REGISTRY, availability, load, load_arrays, resolve_data_dir
 from kdistill.errors import (
     CorruptFileError,
@@ -18,17 +18,6 @@ from kdistill.errors import (
     KDistillError,
     UnsafeFileError,
 )
-
-IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # fmt: skip
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX: 0x00 0x00 0x08 ndim, big-endian uint32 dims, uint8 payload; gzip-compressed."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.tobytes()))
-
 
 def write_tiny_mnist(folder: Path, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import http.server
-import struct
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -15,20 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _helpers import IDX_NAMES, write_idx
 from kdistill.data import REGISTRY, download, load
 from kdistill.data._download import fetch, md5_of
 from kdistill.errors import CorruptFileError, KDistillError
-
-IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # fmt: skip
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX: 0x00 0x00 0x08 ndim, big-endian uint32 dims, uint8 payload; gzip-compressed."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.tobytes()))
-
 
 class Server:
     """A threaded static file server for one directory, counting GET requests."""

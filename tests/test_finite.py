@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from _helpers import error_line
 from kdistill import io
 from kdistill._io import DistilledSet
 from kdistill.cli import cli
@@ -53,14 +54,6 @@ def tiny(digits):
 
 def _run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def _error_line(result):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -205,20 +198,20 @@ def test_cli_evaluate_model_writes_summary(run_dir):
 
 def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):
     f = str(run_dir / "distilled.npz")
-    line = _error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet18"))
+    line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet18"))
     assert "resnet18" in line and "convnet, convnet-kip, fc" in line
-    line = _error_line(_run("evaluate", f, "--dataset", "digits", "--seeds", "3"))
+    line = error_line(_run("evaluate", f, "--dataset", "digits", "--seeds", "3"))
     assert "--model" in line
-    line = _error_line(_run("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))
+    line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))
     assert "--seeds" in line
     big = DistilledSet(images=np.zeros((10, 28, 28, 1), np.float32), labels=one_hot(np.arange(10), 10))
     io.save(tmp_path / "mnist_shaped.npz", big)
-    line = _error_line(_run("evaluate", str(tmp_path / "mnist_shaped.npz"), "--dataset", "digits", "--model",
+    line = error_line(_run("evaluate", str(tmp_path / "mnist_shaped.npz"), "--dataset", "digits", "--model",
                             "convnet"))
     assert "(28, 28, 1)" in line and "(8, 8, 1)" in line and "wrong --dataset" in line
     with pytest.raises(InvalidInputError, match="wrong --dataset"):
         finite_evaluate_file(tmp_path / "mnist_shaped.npz", load("digits"), model="convnet")
     three = DistilledSet(images=np.zeros((3, 8, 8, 1), np.float32), labels=one_hot(np.arange(3), 3))
     io.save(tmp_path / "three.npz", three)
-    line = _error_line(_run("evaluate", str(tmp_path / "three.npz"), "--dataset", "digits", "--model", "fc"))
+    line = error_line(_run("evaluate", str(tmp_path / "three.npz"), "--dataset", "digits", "--model", "fc"))
     assert "3 classes" in line

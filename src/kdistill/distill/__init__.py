@@ -10,3 +10,8 @@ from ._random import random_real as random_real
 from ._types import Context as Context
 from ._types import MethodOutput as MethodOutput
 from ._types import RunConfig as RunConfig
+
+__all__ = [
+    "METHODS", "Context", "MethodOutput", "RunConfig", "RunResult", "analytic", "distilled_features",
+    "lambda_s_bound", "random_real", "run",
+]

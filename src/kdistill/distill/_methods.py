@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from ..data import class_balanced_indices, one_hot
+from ..data import class_balanced_indices
 from ..errors import InvalidInputError
 from . import _analytic as analytic
 from ._kip import KIPSettings, kip

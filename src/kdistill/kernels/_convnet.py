@@ -36,7 +36,6 @@ Forward mode (``jax.jvp``, ``jax.jacfwd``) is not supported.
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

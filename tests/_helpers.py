@@ -1,0 +1,30 @@
+"""Helpers shared by several test files: official-format writers and CLI error checks."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # fmt: skip
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool = True, magic: bytes | None = None) -> Path:
+    """IDX (yann.lecun.com/exdb/mnist): 0x00 0x00 0x08 ndim, big-endian uint32 dims, uint8 data."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = magic if magic is not None else bytes([0, 0, 0x08, array.ndim])
+    payload = header + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    return path
+
+
+def error_line(result) -> str:
+    """The CLI's contract for bad input: exit 2, exactly one 'error: ...' line on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
