@@ -9,7 +9,7 @@ included), seconds to build the distilled set, total, machine.
 Also measured in the same run, so that the ratios are not spoiled by a noisy
 shared machine:
   - the whole ridge grid (search + refit) against one plain fit at a fixed ridge;
-  - ``kdistill.distill.run`` end to end for MNIST, fcnn, ipc 1 (data loading excluded).
+  - ``kdistill.methods.run`` end to end for MNIST, fcnn, ipc 1 (data loading excluded).
 
 Usage:  .venv/bin/python benchmarks/analytic.py [--datasets mnist fashion_mnist] [--save-sets DIR]
 Writes benchmarks/results/analytic.json and analytic.md.
@@ -21,19 +21,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-import numpy as np  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, markdown_table, write_results  # noqa: E402
 
 from kdistill import evaluate, io, krr  # noqa: E402
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import fit_preprocessor, load, one_hot  # noqa: E402
-from kdistill.distill import RunConfig, analytic, run  # noqa: E402
+from kdistill.methods import RunConfig, analytic, run  # noqa: E402
 from kdistill.kernels import from_spec  # noqa: E402
 
 PUBLISHED = {("mnist", "identity"): 0.8641, ("mnist", "fcnn"): 0.9389, ("mnist", "rff"): 0.9382}
@@ -125,7 +119,7 @@ def main(argv=None):
                                 "seconds_grid_search_and_refit", "seconds_one_fit", "grid_over_one_fit"]),
           "", "## Distilled sets", "", markdown_table(rows, cols)]
     if e2e:
-        md += ["", f"End to end (`kdistill.distill.run`, MNIST, fcnn, ipc 1, loading excluded): "
+        md += ["", f"End to end (`kdistill.methods.run`, MNIST, fcnn, ipc 1, loading excluded): "
                f"{e2e['seconds']:.2f} s, test accuracy {e2e['test_accuracy']:.4f}."]
     js, mdp = write_results("analytic", {"machine": mach, "versions": versions(), "fits": fits, "rows": rows,
                                          "end_to_end": e2e}, "\n".join(md))
@@ -133,4 +127,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from kdistill import precision_scope
+
+    with precision_scope("float64"):  # as the CLI does (the finite networks themselves run in float32)
+        main()

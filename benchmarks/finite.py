@@ -33,11 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-
-jax.config.update("jax_enable_x64", True)  # as the CLI does; the networks themselves run in float32
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
@@ -226,4 +222,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from kdistill import precision_scope
+
+    with precision_scope("float64"):  # as the CLI does (the finite networks themselves run in float32)
+        main()

@@ -1,19 +1,63 @@
 """Shared fixtures and tolerances.
 
-Float64 is enabled for the whole suite so that both float32 and float64 inputs
-can be exercised (inputs are created with explicit dtypes).
+The suite runs in two precisions: ``make test`` runs it once with JAX's 64-bit types on
+(``KDISTILL_TEST_X64=1``, the default) and the fast tests again with them off
+(``KDISTILL_TEST_X64=0``), so float32 code paths are exercised. The library never flips
+the switch itself (every entry point takes a ``precision``); only this file does, once,
+for the test process. Tests that need float64 inputs create them under
+``kdistill.precision_scope("float64")`` or via ``x64`` below.
 """
+
+import os
 
 import jax
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
+X64 = os.environ.get("KDISTILL_TEST_X64", "1") != "0"
+jax.config.update("jax_enable_x64", X64)
 
 # One place for tolerances, per dtype (STYLE.md habit 10).
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-10)}
 
 
+def pytest_report_header(config):
+    return f"kdistill: jax_enable_x64={X64} (KDISTILL_TEST_X64)"
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def x64():
+    """Run the test body with 64-bit JAX types, whatever the session's setting (tests that compare
+    with float64 references at float64 tolerances)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def x64_module():
+    """``x64`` for a whole module (``pytestmark = pytest.mark.usefixtures("x64_module")``; works with hypothesis)."""
+    with jax.enable_x64(True):
+        yield
+
+
+# Files whose tests do not touch JAX's precision (file formats, downloads, docs, reports): run once.
+_PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
+                   "test_io.py", "test_preprocess.py", "test_report.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """With x64 off, run the fast tests that exercise JAX (deselect slow ones and precision-free files)."""
+    if X64:
+        return
+    keep, drop = [], []
+    for item in items:
+        slow = item.get_closest_marker("slow") is not None
+        (drop if slow or item.path.name in _PRECISION_FREE else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -10,9 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdistill import krr
-from kdistill.distill import analytic
+from kdistill.methods import analytic
 from kdistill.errors import InvalidInputError
 from kdistill.kernels import from_spec
+
+# float64 references at float64 tolerances: this module pins 64-bit JAX types.
+pytestmark = pytest.mark.usefixtures("x64_module")
 
 MAPS = ["linear", "fcnn", "fcnn:depth=2", "rff"]
 

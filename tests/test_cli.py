@@ -81,7 +81,7 @@ def test_analytic_cli_reproduces_full_model(tmp_path):
              "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["weight_cosine"] > 0.9999
+    assert s["method_info"]["weight_cosine"] > 0.9999
     assert abs(s["test_accuracy"] - s["full_test_accuracy"]) <= 0.0005
     # evaluate recomputes features from the stored images with the stored absolute ridge
     r = _run("evaluate", str(tmp_path / "distilled.npz"), "--dataset", "digits", "--json")
@@ -206,19 +206,34 @@ def test_kernels_lists_every_family():
 
 def test_float32_precision_matches_float64(tmp_path):
     """--precision float32 runs the kernels in float32 and lands on the same set for a simple method."""
-    import jax
-
     args = ["distill", "--dataset", "digits", "--method", "label-solve", "--kernel", "fc-ntk:depth=1", "--ipc", "2",
             "--no-full"]
-    try:
-        r32 = _run(*args, "--precision", "float32", "--out", str(tmp_path / "a"))
-        assert r32.exit_code == 0, r32.output
-        assert jax.config.jax_enable_x64 is False
-    finally:
-        jax.config.update("jax_enable_x64", True)
+    r32 = _run(*args, "--precision", "float32", "--out", str(tmp_path / "a"))
+    assert r32.exit_code == 0, r32.output
     r64 = _run(*args, "--out", str(tmp_path / "b"))
     assert r64.exit_code == 0, r64.output
     l32 = np.load(tmp_path / "a" / "distilled.npz")["labels"]
     l64 = np.load(tmp_path / "b" / "distilled.npz")["labels"]
     np.testing.assert_allclose(l32, l64, rtol=1e-3, atol=1e-3)
     assert not np.array_equal(l32, l64)  # it really ran in another precision
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["precision"] == "float32"
+
+
+@pytest.mark.parametrize("start", [False, True])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_cli_in_process_leaves_x64_as_it_was(tmp_path, start, precision):
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", start)
+    try:
+        r = _run("distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1", "--steps", "2",
+                 "--target-batch", "50", "--val-every", "0", "--no-full", "--precision", precision,
+                 "--out", str(tmp_path / "o"))
+        assert r.exit_code == 0, r.output
+        assert jax.config.jax_enable_x64 is start
+        r = _run("evaluate", str(tmp_path / "o" / "distilled.npz"), "--dataset", "digits", "--json")
+        assert r.exit_code == 0, r.output
+        assert jax.config.jax_enable_x64 is start
+    finally:
+        jax.config.update("jax_enable_x64", before)

@@ -5,11 +5,13 @@ shared between tests so that each jitted step compiles once per model.
 """
 
 import json
+import time
 
 import jax
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sklearn.neighbors import KNeighborsClassifier
 
 from _helpers import error_line
 from kdistill import io
@@ -108,13 +110,15 @@ def test_mse_targets_are_the_stored_labels(rng):
 def test_cross_entropy_targets():
     y = np.eye(4, dtype=np.float32)[[0, 2, 3]]
     t, mode = training_targets(y, "xent")
-    np.testing.assert_array_equal(t, y) and mode == "one-hot"
+    np.testing.assert_array_equal(t, y)
+    assert mode == "one-hot"
     t, mode = training_targets(y - 0.25, "xent")  # mean-centred one-hot (KIP's convention)
     np.testing.assert_array_equal(t, y)
     assert mode == "centred one-hot -> one-hot"
     probs = np.array([[0.7, 0.3, 0.0, 0.0]], np.float32)
     t, mode = training_targets(probs, "xent")
-    np.testing.assert_array_equal(t, probs) and mode == "probabilities"
+    np.testing.assert_array_equal(t, probs)
+    assert mode == "probabilities"
     learned = np.array([[0.6, 0.5, -0.3, -0.8]], np.float32)  # real-valued learned labels: not argmaxed away
     t, mode = training_targets(learned, "xent", temperature=0.1)
     expect = np.exp(learned[0] / 0.1) / np.exp(learned[0] / 0.1).sum()
@@ -153,17 +157,36 @@ def test_augment():
 
 
 def test_train_and_evaluate_and_finite_accuracy(tiny):
-    x, y, _, x_test, y_test = tiny
+    x, y, cls, x_test, y_test = tiny
     kw = TINY["convnet"]
     acc = train_and_evaluate(x, y, x_test, y_test, model="convnet", seed=1, **kw)
-    assert 0.3 < acc <= 1.0  # 20 images of 8x8 digits, 360 test images
+    # the same as training with seed 1 and counting correct argmax logits by hand
+    s = finite_settings("convnet", **kw)
+    trained = train(x, y, s, seed=1)
+    logits = np.asarray(jax.jit(s.net.apply)(trained.params, x_test))  # one program, unchunked
+    assert logits.shape == (len(y_test), 10)
+    assert acc == np.count_nonzero(logits.argmax(axis=1) == y_test) / len(y_test)
+    # and in the range of an independent classifier fitted to the same 20 images (1-NN: 0.75)
+    nn = KNeighborsClassifier(n_neighbors=1).fit(x.reshape(len(x), -1), cls)
+    assert acc > nn.score(x_test.reshape(len(x_test), -1), y_test) - 0.15 > 0.5
+
+    t0 = time.perf_counter()
     res = finite_accuracy(x, y, x_test, y_test, model="convnet", seeds=2, **kw)
+    wall = time.perf_counter() - t0
     assert res["seeds"] == 2 and len(res["accuracies"]) == 2 and res["epochs"] == kw["epochs"]
     assert res["accuracies"][1] == acc  # seed 1 again: the same number
-    assert res["mean"] == pytest.approx(np.mean(res["accuracies"]))
-    assert res["std"] == pytest.approx(np.std(res["accuracies"]))
-    assert res["seconds_per_seed"] > 0 and res["label_mode"] == "centred one-hot -> one-hot"
-    json.dumps(res)
+    assert res["accuracies"][0] != acc  # seed 0 is another network
+    assert res["mean"] == pytest.approx(np.mean(res["accuracies"]), abs=1e-15)
+    assert res["std"] == pytest.approx(abs(res["accuracies"][0] - res["accuracies"][1]) / 2, abs=1e-15)
+    assert res["final_losses"][1] == float(trained.losses[-1]) and res["diverged_seeds"] == []
+    assert (res["m"], res["n_test"], res["model"]) == (20, len(y_test), "convnet")
+    assert res["settings"] == s.as_dict() and res["label_mode"] == "centred one-hot -> one-hot"
+    # per-seed wall-clock seconds (rounded to ms): their mean is seconds_per_seed, their sum fits in the call
+    assert len(res["seconds"]) == 2 and all(v > 0 for v in res["seconds"])
+    assert res["seconds_per_seed"] == pytest.approx(np.mean(res["seconds"]), abs=1e-3)
+    assert sum(res["seconds"]) <= wall + 1e-3
+    # JSON-able as it is: it round-trips to exactly the same values and types
+    assert json.loads(json.dumps(res, allow_nan=False)) == res
     with pytest.raises(InvalidInputError, match="test images"):
         train_and_evaluate(x, y, x_test[:, :4], y_test, model="convnet", **kw)
 
@@ -184,7 +207,11 @@ def test_cli_evaluate_model_writes_summary(run_dir):
              str(kw["width"]), "--epochs", str(kw["epochs"]), "--seeds", "2", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert res["model"] == "fc" and res["seeds"] == 2 and 0 < res["mean"] <= 1
+    assert res["model"] == "fc" and res["seeds"] == 2 and res["mean"] == pytest.approx(np.mean(res["accuracies"]))
+    # the CLI passes the settings through: the same numbers as the Python API
+    api = finite_evaluate_file(run_dir / "distilled.npz", load("digits"), model="fc", seeds=2, width=kw["width"],
+                               epochs=kw["epochs"])
+    assert res["accuracies"] == api["accuracies"] and res["settings"] == api["settings"]
     assert res["preprocess"] == "standardize" and res["settings"]["augment"] is False  # grayscale: off
     after = json.loads((run_dir / "summary.json").read_text())
     assert after["finite"]["fc"]["accuracies"] == res["accuracies"]

@@ -2,14 +2,17 @@
 
 Parametrised over ``kdistill.kernels.families()``, so a newly registered family is
 checked automatically: right shape, symmetric and positive semi-definite on
-(x, x), gradients in x1 and x2 equal to finite differences (float64), one compilation
-for repeated same-shape calls under ``jax.jit``, a canonical spec that rebuilds
-the same kernel, and one-line :class:`~kdistill.errors.SpecError` messages that
+(x, x), gradients in x1 and x2 equal to finite differences (float64), no retracing
+or recompilation for repeated same-shape calls (counted with ``jax.monitoring``), a
+canonical spec that rebuilds a kernel with the same values (every parameter
+non-default, see ``SMALL``), and one-line :class:`~kdistill.errors.SpecError` messages that
 name the valid choices.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 
 import jax
@@ -20,14 +23,20 @@ import pytest
 from kdistill.errors import SpecError
 from kdistill.kernels import families, from_spec
 
-# Cheap settings for families whose defaults are slow; everything else uses its defaults.
+# Every parameter of every family set to a non-default value (so that a spec that drops or rounds
+# one rebuilds a kernel with other values), at cheap sizes. A new family needs an entry here.
+W_STD = 1.2345678901234567  # all 17 digits matter
 SMALL = {
-    "convnet-ntk": "depth=1",
-    "convnet-nngp": "depth=1",
-    "fc-ntk": "depth=2",
-    "fc-nngp": "depth=2",
-    "rf-convnet": "depth=1,models=2,width=8",
-    "rf-fc": "depth=2,models=2,width=16",
+    "convnet-ntk": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=1),  # block_mb=1: several tiles of pairs
+    "convnet-nngp": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=1),
+    "fc-ntk": dict(depth=2, w_std=W_STD, b_std=0.3),
+    "fc-nngp": dict(depth=2, w_std=W_STD, b_std=0.3),
+    "fcnn": dict(depth=2, slope=0.2345678901234567, w_std=W_STD, seed=3),
+    "linear": dict(),
+    "rbf": dict(gamma=0.012345678901234567),
+    "rff": dict(gamma=0.012345678901234567, seed=3),
+    "rf-convnet": dict(models=2, width=8, depth=1, w_std=W_STD, b_std=0.3, seed=3),
+    "rf-fc": dict(models=2, width=16, depth=2, w_std=W_STD, b_std=0.3, seed=3),
 }
 
 FAMILIES = sorted({fam.name for fam in families().values()})
@@ -36,7 +45,7 @@ SHAPE = (6, 6, 2)
 
 @functools.cache
 def _kernel(name: str):
-    return from_spec(f"{name}:{SMALL[name]}" if name in SMALL else name)
+    return from_spec(name, **SMALL.get(name, {}))
 
 
 def _inputs(seed: int = 0):
@@ -74,36 +83,69 @@ def test_gradients_match_finite_differences(name):
     assert float(jnp.vdot(g2, d2)) == pytest.approx(float(fd2), rel=1e-5, abs=1e-8)
 
 
+TRACE = "/jax/core/compile/jaxpr_trace_duration"
+COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def _jax_events():
+    """Count JAX's tracing and XLA compilation events (``jax.monitoring``) inside the block."""
+    events: collections.Counter = collections.Counter()
+
+    def listener(event, duration, **_):
+        events[event] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_compile_events_are_counted():
+    """The listener below sees JAX trace and compile (else the next test could not fail)."""
+    with _jax_events() as events:
+        jax.jit(lambda a: a * 2 + 1)(np.arange(3.0))
+    assert events[TRACE] >= 1 and events[COMPILE] >= 1, dict(events)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
-def test_jit_compiles_once_for_same_shapes(name):
+def test_repeated_same_shape_calls_do_not_retrace_or_recompile(name):
     k = _kernel(name)
-    traces = 0
-
-    def counted(a, b):
-        nonlocal traces
-        traces += 1
-        return k(a, b)
-
-    jitted = jax.jit(counted)
     x1, x2 = _inputs(3)
-    first = jitted(x1, x2)
-    for s in (4, 5):
-        y1, y2 = _inputs(s)
-        jitted(y1, y2)
-    again = jitted(x1, x2)
-    assert traces == 1
-    np.testing.assert_array_equal(first, again)
-    # and the same values as without the outer jit
-    np.testing.assert_allclose(first, k(x1, x2), rtol=1e-6, atol=1e-6)
+    out = k(x1, x2)  # compiled here, or already by another test at these shapes
+    phi = None if k.features is None else k.features(x1)
+    with _jax_events() as later:
+        for s in (4, 5):  # new values, same shapes and dtype
+            y1, y2 = _inputs(s)
+            k(y1, y2)
+            if k.features is not None:
+                k.features(y1)
+        again = k(x1, x2)
+        phi_again = None if k.features is None else k.features(x1)
+    assert later[TRACE] == 0 and later[COMPILE] == 0, dict(later)
+    np.testing.assert_array_equal(out, again)
+    if phi is not None:
+        np.testing.assert_array_equal(phi, phi_again)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_canonical_spec_round_trip(name):
-    for k in (from_spec(name), _kernel(name)):
-        rebuilt = from_spec(k.spec)
-        assert rebuilt.spec == k.spec
-        assert rebuilt.name == name
-        assert k.spec.startswith(name)
+    assert name in SMALL, f"give the new kernel family {name!r} non-default test parameters in SMALL"
+    params = families()[name].params
+    assert set(SMALL[name]) == set(params)
+    for p, v in SMALL[name].items():
+        assert v != params[p].default, p
+    k = _kernel(name)
+    rebuilt = from_spec(k.spec)
+    assert rebuilt is not k and rebuilt.spec == k.spec and rebuilt.name == name and k.spec.startswith(name)
+    for p, v in SMALL[name].items():
+        assert rebuilt.param(p) == v and type(rebuilt.param(p)) is type(v), p
+    x1, x2 = _inputs(6)
+    np.testing.assert_allclose(np.asarray(rebuilt(x1, x2)), np.asarray(k(x1, x2)), rtol=1e-12, atol=0)
+    # the defaults round-trip too (strings only: default neural kernels are slow to compile)
+    default = from_spec(name)
+    assert from_spec(default.spec).spec == default.spec and from_spec(default.spec).params == default.params
 
 
 def test_unknown_kernel_names_the_valid_ones():

@@ -1,12 +1,25 @@
 """kdistill: dataset distillation with kernel ridge regression.
 
-Subpackages: :mod:`kdistill.data` (datasets, preprocessing), :mod:`kdistill.kernels`
-(kernels from spec strings), :mod:`kdistill.krr` (ridge regression),
-:mod:`kdistill.distill` (methods and the run pipeline), :mod:`kdistill.evaluate`,
-:mod:`kdistill.io` (distilled-set files), :mod:`kdistill.report` (figures).
+The public face: :func:`distill` (your own arrays in one call), :class:`KRR` and
+:class:`Distiller` (scikit-learn estimators), :class:`DistilledSet`, :func:`load_set` /
+:func:`save_set`, :func:`run` / :func:`run_to_dir` with a :class:`RunConfig`, and the subpackages
+:mod:`kdistill.data` (datasets, preprocessing), :mod:`kdistill.kernels` (kernels from spec
+strings), :mod:`kdistill.krr` (ridge regression), :mod:`kdistill.methods` (the method registry,
+the iterative driver and the run pipeline), :mod:`kdistill.evaluate`, :mod:`kdistill.io`
+(distilled-set files), :mod:`kdistill.report`.
+
+Names are imported on first use, so ``import kdistill`` (and the CLI) starts fast.
+
+>>> import kdistill
+>>> sorted(kdistill.methods.methods())[:2]
+['analytic', 'kip']
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib import metadata as _metadata
+from typing import TYPE_CHECKING
 
 from . import errors as errors
 
@@ -14,3 +27,55 @@ try:
     __version__ = _metadata.version("kdistill")
 except _metadata.PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
+
+# public name -> (module, attribute); attribute None: the module itself
+_LAZY = {
+    "distill": ("._api", "distill"),
+    "KRR": ("._estimators", "KRR"),
+    "Distiller": ("._estimators", "Distiller"),
+    "DistilledSet": ("._io", "DistilledSet"),
+    "load_set": ("._io", "load"),
+    "save_set": ("._io", "save"),
+    "Executor": ("._executor", "Executor"),
+    "LocalExecutor": ("._executor", "LocalExecutor"),
+    "PRECISIONS": ("._precision", "PRECISIONS"),
+    "precision_scope": ("._precision", "precision_scope"),
+    "RunConfig": (".methods", "RunConfig"),
+    "run": (".methods", "run"),
+    "run_to_dir": (".methods", "run_to_dir"),
+    "data": (".data", None),
+    "kernels": (".kernels", None),
+    "krr": (".krr", None),
+    "methods": (".methods", None),
+    "evaluate": (".evaluate", None),
+    "io": (".io", None),
+    "report": (".report", None),
+}
+
+__all__ = sorted(["errors", *_LAZY])
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kdistill' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module, __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import data, evaluate, io, kernels, krr, methods, report  # noqa: F401
+    from ._api import distill  # noqa: F401
+    from ._estimators import KRR, Distiller  # noqa: F401
+    from ._executor import Executor, LocalExecutor  # noqa: F401
+    from ._io import DistilledSet  # noqa: F401
+    from ._io import load as load_set  # noqa: F401
+    from ._io import save as save_set  # noqa: F401
+    from ._precision import PRECISIONS, precision_scope  # noqa: F401
+    from .methods import RunConfig, run, run_to_dir  # noqa: F401

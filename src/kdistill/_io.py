@@ -33,12 +33,14 @@ class DistilledSet:
       labels: (m, k) float32 targets (one-hot, mean-centred, or learned).
       meta: JSON-able metadata (the sidecar).
       arrays: extra arrays kept in the npz (``prep_*`` preprocessing state).
+      summary: the run's summary when the set was just made (not stored in the file).
     """
 
     images: np.ndarray
     labels: np.ndarray
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     arrays: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    summary: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         _validate(self.images, self.labels, "distilled set")
@@ -48,8 +50,38 @@ class DistilledSet:
         return int(self.labels.shape[1])
 
     @property
+    def classes(self) -> list:
+        """The class each label column stands for (``meta["classes"]``, else ``0..k-1``)."""
+        return list(self.meta.get("classes", range(self.num_classes)))
+
+    def class_labels(self) -> np.ndarray:
+        """``(m,)`` the class of each image: ``classes[argmax(labels)]``."""
+        return np.asarray(self.classes)[np.argmax(self.labels, axis=1)]
+
+    @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
+
+    def to_pixels(self, images: np.ndarray) -> np.ndarray:
+        """Map images in this set's preprocessed space back to the input's pixel space (not clipped),
+        in the layout the input had (``meta["input_shape"]``, e.g. ``(d,)`` for flat rows)."""
+        from .data import Preprocessor
+
+        pixels = Preprocessor.from_arrays(self.arrays).to_pixels(images, clip=False)
+        shape = self.meta.get("input_shape")
+        if shape is not None and tuple(shape) != tuple(pixels.shape[1:]):
+            pixels = pixels.reshape(pixels.shape[0], *shape)
+        return pixels
+
+    def pixels(self) -> np.ndarray:
+        """The images in the input's pixel space: preprocessing undone (exact for ``none`` and
+        ``standardize``; for ``zca`` whitening is undone and each image rescaled, as layer norm is not
+        invertible). Shape ``(m, h, w, c)``, or the input's own layout for user arrays."""
+        return self.to_pixels(self.images)
+
+    def save(self, path: str | Path) -> Path:
+        """Write this set to ``path`` (.npz) and its JSON sidecar, atomically; see :func:`save`."""
+        return save(path, self)
 
 
 def _validate(images: np.ndarray, labels: np.ndarray, where: str) -> None:

@@ -6,7 +6,6 @@ as one line on stderr and exits with status 2.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -34,18 +33,16 @@ def _one_line(s: str) -> str:
     return " ".join(s.split())
 
 
-def _configure_jax() -> None:
-    import jax
-
-    # Kernel values and solves in float64: KRR is ill-conditioned at small reg.
-    jax.config.update("jax_enable_x64", True)
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kdistill")
-def cli() -> None:
+@click.pass_context
+def cli(ctx) -> None:
     """Dataset distillation with kernel ridge regression."""
-    _configure_jax()
+    from ._precision import precision_scope
+
+    # Kernel values in float64 for this command only (KRR is ill-conditioned at small reg); the
+    # caller's JAX setting comes back when the command ends. `distill --precision` sets a run's own.
+    ctx.with_resource(precision_scope("float64"))
 
 
 def _data_dir_option(f):
@@ -150,203 +147,163 @@ def _parse_reg(value: str) -> float | str:
         raise InvalidInputError(f"--reg must be 'auto' or a number, got {value!r}") from None
 
 
-def _run_and_write(dataset, config, out: Path) -> dict:
-    """Run, then write distilled.npz (+ .json sidecar), summary.json and PNG grids into ``out``."""
-    import numpy as np
-
-    from . import io
-    from ._atomic import write_json
-    from .data import Preprocessor
-    from .distill import run
-    from .report import image_grid, write_report
-
-    result = run(dataset, config, progress=True)
-    out.mkdir(parents=True, exist_ok=True)
-    io.save(out / "distilled.npz", result.distilled)
-    if result.history is not None:
-        write_json(out / "history.json", result.history)
-    s = result.summary
-    ds = result.distilled
-    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images, clip=False)
-    title = f"{s['dataset']} {s['method']} {s['kernel'].split(':')[0]} ipc={s['ipc']}"
-    s["figures"] = {"distilled": str(image_grid(pixels, ds.labels, out / "distilled.png",
-                                                class_names=dataset.class_names, title=title))}
-    if s.get("init") == "real" and "init_indices" in s:
-        # starting real images above the distilled images, class by class (paper Fig. 2)
-        idx = np.asarray(s["init_indices"])
-        both = np.concatenate([dataset.x_train[idx], pixels])
-        m = len(idx)
-        per = max(1, m // dataset.num_classes)
-        rows = []
-        for c in range(dataset.num_classes):
-            sel = np.arange(c * per, (c + 1) * per)[:10]
-            rows += [(f"{dataset.class_names[c]} X0", sel), (f"{dataset.class_names[c]} X_S", sel + m)]
-        s["figures"]["init_vs_distilled"] = str(image_grid(
-            both, np.zeros((2 * m, 1)), out / "init_vs_distilled.png", rows=rows,
-            title=f"{title}: X0 (real start) above X_S"))
-    write_json(out / "summary.json", s)
-    write_report(out)
-    return s
+_OPT_PREFIX = "m__"  # click destination of method options: m__<option name>
+_COMMON = ("dataset_name", "method", "ipc", "kernel", "out", "seed", "preprocess", "reg", "full", "max_dual_n",
+           "resume", "precision", "download_", "data_dir")
 
 
-# Method-specific options: (CLI name, option key, methods that accept it).
-_METHOD_OPTIONS = {
-    "init": ("--init", ("analytic", "kip")),
-    "lambda_s": ("--lambda-s", ("analytic",)),
-    "clamp": ("--clamp-lambda-s", ("analytic",)),
-    "steps": ("--steps", ("kip",)),
-    "lr": ("--lr", ("kip",)),
-    "target_batch": ("--target-batch", ("kip",)),
-    "learn_labels": ("--learn-labels", ("kip",)),
-    "label_solve_every": ("--label-solve-every", ("kip",)),
-    "val_every": ("--val-every", ("kip",)),
-    "val_size": ("--val-size", ("kip",)),
-    "patience": ("--patience", ("kip",)),
-    "checkpoint_every": ("--checkpoint-every", ("kip",)),
-    "time_limit": ("--time-limit", ("kip",)),
-    "support": ("--support", ("label-solve",)),
-}
+def _method_params() -> list[click.Option]:
+    """One click option per method-option flag in the registry (values checked by the registry)."""
+    from .methods._registry import cli_flags
+
+    params = []
+    for flag, opt in sorted(cli_flags().items()):
+        decls = [flag, _OPT_PREFIX + opt.name]
+        if opt.type is bool:
+            params.append(click.Option(decls, is_flag=True, default=None, help=opt.help))
+        else:
+            params.append(click.Option(decls, default=None, help=opt.describe(), metavar=opt.type.__name__.upper()))
+    return params
+
+
+class _DistillCommand(click.Command):
+    """``distill`` with the method options of the registry: all are parsed (so a wrong one gets our
+    one-line error), and ``--method NAME --help`` shows NAME's options only."""
+
+    def parse_args(self, ctx, args):
+        for i, a in enumerate(args):
+            if a == "--method" and i + 1 < len(args):
+                ctx.meta["kdistill_method"] = args[i + 1]
+            elif a.startswith("--method="):
+                ctx.meta["kdistill_method"] = a.split("=", 1)[1]
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx):
+        return [*self.params, *_method_params(), self.get_help_option(ctx)]
+
+    def format_options(self, ctx, formatter):
+        from .methods import methods
+
+        common = [p.get_help_record(ctx) for p in self.params]
+        common.append(self.get_help_option(ctx).get_help_record(ctx))
+        with formatter.section("Options"):
+            formatter.write_dl([r for r in common if r])
+        chosen = ctx.meta.get("kdistill_method")
+        shown = [methods()[chosen]] if chosen in methods() else sorted(methods().values(), key=lambda m: m.name)
+        for m in shown:
+            rows = [(o.cli_flag + ("" if o.type is bool else f" {o.type.__name__.upper()}"), o.describe())
+                    for o in m.options]
+            with formatter.section(f"Options of --method {m.name}: {m.doc}"):
+                formatter.write_dl(rows or [("(none)", "")])
 
 
 def _method_options(method: str, given: dict) -> dict:
-    """Options for ``method`` from the CLI values that were given (not None); others are errors."""
+    """The given method options (not None) by option name; a flag of another method is an error."""
     from .errors import InvalidInputError
+    from .methods import get_method, methods
 
+    known = {o.name for o in get_method(method).options}
     options = {}
-    for key, value in given.items():
-        if value is None or value is False:
+    for dest, value in given.items():
+        name = dest[len(_OPT_PREFIX):]
+        if value is None:
             continue
-        flag, methods = _METHOD_OPTIONS[key]
-        if method not in methods:
-            raise InvalidInputError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
-        options[key] = value
+        if name not in known:
+            owners = sorted(m.name for m in methods().values() if any(o.name == name for o in m.options))
+            flag = next(o.cli_flag for m in methods().values() for o in m.options if o.name == name)
+            raise InvalidInputError(f"{flag} applies to --method {' / '.join(owners)} only, not {method}")
+        options[name] = value
     return options
 
 
-@cli.command()
+@cli.command(cls=_DistillCommand)
 @click.option("--dataset", "dataset_name", default=None, help=DATASET_HELP)
 @click.option("--method", default="random", show_default=True,
-              help="random, analytic, kip or label-solve.")
+              help="A registered method (kdistill methods lists them with their options).")
 @click.option("--ipc", type=int, default=10, show_default=True, help="Images per class.")
 @click.option("--kernel", default="linear", show_default=True,
-              help="Kernel spec, e.g. linear, rbf:gamma=0.01, fcnn, fc-ntk:depth=3, convnet-ntk.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output directory.")
-@click.option("--seed", type=int, default=0, show_default=True)
+              help="Kernel spec, e.g. linear, rbf:gamma=0.01, fcnn, fc-ntk:depth=3, convnet-ntk (kdistill kernels).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (required unless --resume).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random choice of the run.")
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default="standardize",
-              show_default=True)
+              show_default=True, help="Input preprocessing (zca: KIP's layer norm + ZCA).")
 @click.option("--reg", default="auto", show_default=True,
               help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m), or 'auto': "
                    "chosen on 2000 held-out training images (kip and label-solve: 1e-6, used for training too).")
 @click.option("--full/--no-full", default=True, show_default=True,
               help="Also train on the whole training set for comparison.")
 @click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
-@click.option("--init", type=click.Choice(["noise", "real"]), default=None,
-              help="analytic: noise (paper Sec. 4.1, default) or real images (Sec. 4.2); kip: real (default) "
-                   "or noise.")
-@click.option("--lambda-s", default=None,
-              help="analytic: ridge of the distilled model, a number or a fraction of its bound such as "
-                   "'0.5xbound' (default 0).")
-@click.option("--clamp-lambda-s", "clamp", is_flag=True, default=None,
-              help="analytic: clamp --lambda-s to its bound instead of failing.")
-@click.option("--steps", type=int, default=None, help="kip: optimisation steps (default 1000).")
-@click.option("--lr", type=float, default=None, help="kip: Adam learning rate (default 0.01).")
-@click.option("--target-batch", type=int, default=None, help="kip: target images per step (default 5000).")
-@click.option("--learn-labels", is_flag=True, default=None, help="kip: learn the labels too.")
-@click.option("--label-solve-every", type=int, default=None, help="kip: re-solve labels every N steps.")
-@click.option("--val-every", type=int, default=None, help="kip: validate every N steps (default 100).")
-@click.option("--val-size", type=int, default=None, help="kip: held-out validation images (default 5000).")
-@click.option("--patience", type=int, default=None, help="kip: stop after N validations without gain.")
-@click.option("--checkpoint-every", type=int, default=None, help="kip: checkpoint every N steps (default 100).")
-@click.option("--time-limit", type=float, default=None,
-              help="kip: stop after this many seconds, keeping the best set so far.")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Continue the run in this directory from its last checkpoint (other options are taken "
-                   "from its run.json).")
-@click.option("--support", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="label-solve: support images from this distilled-set file (default: random real images).")
+              help="Continue the run in this directory from its last checkpoint (every other setting comes from "
+                   "its run.json).")
 @click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Kernels and KIP in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in our "
-                   "tests). Ridge solves always run in float64.")
+              help="Kernels and gradients in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in "
+                   "our tests). Ridge solves always run in float64. Recorded in run.json; --resume keeps it.")
 @click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
 @_data_dir_option
 def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, resume, precision,
             download_, data_dir, **method_values):
-    """Distil a dataset; writes OUT/distilled.npz (+ .json sidecar), OUT/summary.json and figures.
+    """Distil a dataset; writes OUT/run.json, distilled.npz (+ .json sidecar), summary.json, figures and
+    report.html (iterative methods: history.json and checkpoint.npz too).
 
-    Methods: random (class-balanced real images), analytic (closed form of Chen et al. 2024; kernels
-    identity/linear, fcnn, rff), kip (Nguyen et al. 2021; any kernel), label-solve (closed-form labels).
+    Options after the common ones belong to one method each; `kdistill distill --method NAME --help`
+    shows NAME's.
     """
-    import json as _json
-
-    from ._atomic import write_json
-    from .distill import METHODS, RunConfig
-    from .distill._methods import parse_lambda_s
     from .errors import InvalidInputError
     from .evaluate import MAX_DUAL_N
     from .kernels import from_spec
+    from .methods import RunConfig, get_method, read_run_json, run_to_dir
 
-    if precision == "float32":
-        import jax
-
-        jax.config.update("jax_enable_x64", False)
     if resume is not None:
-        run_file = resume / "run.json"
-        if not run_file.exists():
-            raise InvalidInputError(f"{resume} has no run.json: it is not a kdistill run directory")
-        try:
-            saved = _json.loads(run_file.read_text())
-            config = RunConfig(**saved["config"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise InvalidInputError(f"{run_file} is damaged ({e}); start a new run instead") from None
-        config = RunConfig(**{**saved["config"], "options": {**config.options, "resume": True}})
-        dataset = _load_dataset(saved["dataset"], saved.get("data_dir"), download_)
+        dataset_ref, saved_dir, config = read_run_json(resume)
+        given = [f"--{k.replace('_', '-')}" for k, v in method_values.items() if v is not None]
+        if given:
+            raise InvalidInputError(f"--resume continues the recorded run; drop {', '.join(given)} (its settings "
+                                    f"are in {resume / 'run.json'})")
+        dataset = _load_dataset(dataset_ref, saved_dir, download_)
+        _, summary = run_to_dir(resume, dataset, config, resume=True, progress=True)
         out = resume
     else:
         if dataset_name is None:
             raise InvalidInputError("--dataset is required (or --resume DIR to continue a run)")
         if out is None:
             raise InvalidInputError("--out is required: the directory the results go to")
-        if method not in METHODS:
-            raise InvalidInputError(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
+        get_method(method)
         if ipc < 1:
             raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
+        if seed < 0:
+            raise InvalidInputError(f"--seed must be >= 0, got {seed}")
         from_spec(kernel)  # fail on a bad spec before loading data
         options = _method_options(method, method_values)
-        if method == "analytic":
-            options = {"init": "noise", "lambda_s": 0.0, "clamp": False, **options}
-            parse_lambda_s(options["lambda_s"])
-        if method == "kip":
-            options["checkpoint"] = str(out / "checkpoint.npz")
-        support = options.pop("support", None)
-        dataset = _load_dataset(dataset_name, data_dir, download_)
-        if support is not None:
-            options["support_images"] = _support_images(support, preprocess)
+        from .methods import resolve_options
+
+        resolve_options(method, options)  # fail on bad option values before loading data
         config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess,
-                           reg=_parse_reg(reg), full_reference=full,
+                           reg=_parse_reg(reg), full_reference=full, precision=precision,
                            max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n, options=options)
-        if method == "kip":  # what --resume needs to rebuild this run
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / "run.json", {"dataset": dataset_name,
-                                          "data_dir": None if data_dir is None else str(data_dir),
-                                          "config": dataclasses.asdict(config)})
-    summary = _run_and_write(dataset, config, out)
+        dataset = _load_dataset(dataset_name, data_dir, download_)
+        _, summary = run_to_dir(out, dataset, config, dataset_ref=dataset_name, data_dir=data_dir, progress=True)
     _print_table(summary_rows(summary), f"kdistill distill -> {out}")
     if summary.get("full_test_accuracy_note"):
         click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")
 
 
-def _support_images(path: Path, preprocess: str):
-    from . import io
-    from .data import Preprocessor
-    from .errors import InvalidInputError
+@cli.command(name="methods")
+def methods_cmd():
+    """List every distillation method, what it does and its options (types, defaults, ranges)."""
+    from rich.console import Console
+    from rich.table import Table
 
-    ds = io.load(path)
-    kind = Preprocessor.from_arrays(ds.arrays).kind if ds.arrays else "none"
-    if kind != preprocess:
-        raise InvalidInputError(
-            f"{path} holds images preprocessed with {kind!r} but this run uses --preprocess {preprocess}; "
-            "use the same preprocessing")
-    return ds.images
+    from .methods import methods
+
+    table = Table(title="methods (kdistill distill --method NAME; --method NAME --help for its options)")
+    for col in ("method", "what it is", "options"):
+        table.add_column(col)
+    for name, m in sorted(methods().items()):
+        opts = "\n".join(f"{o.cli_flag}: {o.describe()}" for o in m.options) or "-"
+        table.add_row(name, m.doc, opts)
+    Console(width=max(Console().width, 160)).print(table)
 
 
 @cli.command()
@@ -467,7 +424,7 @@ DEMO = dict(dataset="mnist", method="analytic", ipc=1, kernel="fcnn")
 @_data_dir_option
 def demo(out, data_dir):
     """The quick-start job: distil MNIST and print the result next to the full-data model."""
-    from .distill import RunConfig
+    from .methods import RunConfig, run_to_dir
 
     click.echo(f"kdistill demo: {DEMO['method']} method, {DEMO['kernel']} kernel, ipc {DEMO['ipc']} on "
                f"{DEMO['dataset']}")
@@ -475,9 +432,10 @@ def demo(out, data_dir):
     click.echo(f"loaded {dataset.name}: {dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test "
                f"from {dataset.source}")
     config = RunConfig(method=DEMO["method"], ipc=DEMO["ipc"], kernel=DEMO["kernel"], options={"init": "noise"})
-    summary = _run_and_write(dataset, config, out)
+    _, summary = run_to_dir(out, dataset, config, dataset_ref=DEMO["dataset"], data_dir=data_dir, progress=True)
     _print_table(summary_rows(summary), f"kdistill demo -> {out}")
-    click.echo(f"weight cosine cos(W_S, W) = {summary['weight_cosine']:.8f}; images: {summary['figures']['distilled']}")
+    click.echo(f"weight cosine cos(W_S, W) = {summary['method_info']['weight_cosine']:.8f}; "
+               f"images: {summary['figures']['distilled']}")
 
 
 @cli.command()

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import krr
+from .._executor import Executor
 from .._typing import Array
 from ..kernels import Kernel
 
@@ -22,12 +23,12 @@ MAX_PRIMAL_P = 16_384
 
 def support_accuracy(
     kernel: Kernel, x_support: Array, y_support: Array, x_test: Array, labels_test: Array, *, reg: float = 1e-6,
-    lam: float | None = None,
+    lam: float | None = None, executor: Executor | None = None,
 ) -> float:
     """Test accuracy of KRR trained on ``(x_support: (m,h,w,c), y_support: (m,k))`` with relative ``reg``
     (or absolute ``lam`` when given)."""
     model = krr.fit(kernel, x_support, y_support, reg=reg, lam=lam)
-    return krr.accuracy(krr.predict(kernel, model, x_test), labels_test)
+    return krr.accuracy(krr.predict(kernel, model, x_test, executor=executor), labels_test)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +47,8 @@ def full_data_reference(
     kernel: Kernel,
     x_train: Array,
     y_train: Array,
-    x_test: Array,
-    labels_test: Array,
+    x_test: Array | None,
+    labels_test: Array | None,
     *,
     grid: Sequence[float] = krr.DEFAULT_GRID,
     val_fraction: float = 0.05,
@@ -55,12 +56,14 @@ def full_data_reference(
     max_dual_n: int = MAX_DUAL_N,
     chunk_size: int = 4096,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> FullReference:
     """Fit on all of ``x_train`` with reg chosen on a held-out ``val_fraction``; test it.
 
     Primal when the kernel has an explicit feature map of dimension at most
     ``MAX_PRIMAL_P`` (memory independent of n), dual when n <= ``max_dual_n``,
-    otherwise no reference (``test_accuracy=None`` and a ``note`` saying why).
+    otherwise no reference (``test_accuracy=None`` and a ``note`` saying why). Without a test set
+    (``x_test=None``) the model is fitted and ``test_accuracy`` is ``None``.
     """
     x_train = np.asarray(x_train)
     n = x_train.shape[0]
@@ -69,15 +72,17 @@ def full_data_reference(
         if p <= MAX_PRIMAL_P:
             model, sel = krr.fit_primal_selected(
                 kernel.features, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,
-                chunk_size=chunk_size, progress=progress,
+                chunk_size=chunk_size, progress=progress, executor=executor,
             )
-            pred = krr.predict_primal(kernel.features, model, x_test)
-            return FullReference(krr.accuracy(pred, labels_test), sel.reg, "primal", sel, None, model)
+            acc = None if x_test is None else krr.accuracy(
+                krr.predict_primal(kernel.features, model, x_test, executor=executor), labels_test)
+            return FullReference(acc, sel.reg, "primal", sel, None, model)
     if n <= max_dual_n:
         sel = krr.select_dual(kernel, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed)
         model = krr.fit(kernel, x_train, y_train, reg=sel.reg)
-        pred = krr.predict(kernel, model, x_test)
-        return FullReference(krr.accuracy(pred, labels_test), sel.reg, "dual", sel, None, model)
+        acc = None if x_test is None else krr.accuracy(
+            krr.predict(kernel, model, x_test, executor=executor), labels_test)
+        return FullReference(acc, sel.reg, "dual", sel, None, model)
     why = "has no explicit feature map" if kernel.features is None else "has a feature map too large for primal ridge"
     return FullReference(
         None, None, None, None,

@@ -38,8 +38,12 @@ __all__ = ["random_features", "rf_convnet", "rf_fc"]
 _CHUNK = 64  # images per step of the feature map (memory: chunk * h * w * width activations)
 
 
-def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int) -> jax.Array:
-    """Scaled random features ``x: (n, h, w, c) -> (n, models * p + 1)`` (module docstring)."""
+def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int,
+                    key=None) -> jax.Array:
+    """Scaled random features ``x: (n, h, w, c) -> (n, models * p + 1)`` (module docstring).
+
+    The networks come from ``jax.random.key(seed)``, or from ``key`` when given (a traced key:
+    the draw is part of the computation, so a new key per call does not recompile)."""
     dtype = compute_dtype(x)
     x = jnp.asarray(x, dtype)
     if x.ndim != 4:
@@ -53,8 +57,11 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
         shapes, apply = fc_shapes(h * w * c, width=width, depth=depth), apply_fc
     # The networks depend only on (seed, shapes): draw them eagerly, also while tracing,
     # so they enter a jitted computation as constants (no random generator to compile).
-    with jax.ensure_compile_time_eval():
-        params = {"hidden": draw(jax.random.key(seed), shapes, batch=(models,))["hidden"]}
+    if key is None:
+        with jax.ensure_compile_time_eval():
+            params = {"hidden": draw(jax.random.key(seed), shapes, batch=(models,))["hidden"]}
+    else:
+        params = {"hidden": draw(key, shapes, batch=(models,))["hidden"]}
 
     def chunk_features(xc):
         # (chunk, h, w, c) -> (chunk, models * p), one network at a time
@@ -86,8 +93,12 @@ def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: 
     def fn(x1, x2):
         return features(x1) @ features(x2).T
 
+    def keyed(key, x1, x2):
+        f = functools.partial(random_features, **settings, key=key)
+        return f(x1) @ f(x2).T
+
     params = (("models", models), ("width", width), ("depth", depth), ("w_std", w_std), ("b_std", b_std), ("seed", seed))
-    return Kernel(family, params, fn, features=features)
+    return Kernel(family, params, fn, features=features, keyed=keyed)
 
 
 def _params(width_doc: str) -> dict[str, Param]:

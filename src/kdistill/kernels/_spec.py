@@ -32,6 +32,9 @@ class Kernel:
         cost linear in n); else ``None``.
       inverse: ``inverse(f: (n, p), image_shape) -> (n, h, w, c)`` with
         ``inverse(phi(x), x.shape[1:]) == x``, when the feature map is invertible; else ``None``.
+      keyed: for random-feature kernels, ``keyed(key, x1, x2) -> (n1, n2)``: the same kernel with its
+        random networks drawn from the PRNG ``key`` (a traced argument, so redrawing every step of a
+        jitted loop does not recompile); ``fn`` is ``keyed`` at the key of the spec's ``seed``. Else ``None``.
 
     Kernels compare by identity, so one can be a static argument of ``jax.jit``.
     """
@@ -41,6 +44,7 @@ class Kernel:
     fn: KernelFn
     features: FeatureFn | None = None
     inverse: Callable[[Array, tuple[int, ...]], jax.Array] | None = None
+    keyed: Callable[[Any, Array, Array], jax.Array] | None = None
 
     def __post_init__(self):
         # One compiled program per input shape instead of one per primitive per shape.

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import scipy.linalg
 
+from .._executor import Executor, get_executor
 from .._typing import Array, KernelFn
 from ..errors import InvalidInputError
 
@@ -126,10 +127,15 @@ def solve(k_ss: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None)
     return Solution(alpha, lam, "eigh")
 
 
+def _kernel_block(x1, x2, kernel):
+    return np.asarray(kernel(x1, x2), dtype=np.float64)
+
+
 def kernel_matrix(
-    kernel: KernelFn, x1: Array, x2: Array, *, block_size: int = 2048
+    kernel: KernelFn, x1: Array, x2: Array, *, block_size: int = 2048, executor: Executor | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
-    """``K(x1, x2)`` as a float64 NumPy array, computed in row blocks of ``x1``.
+    """``K(x1, x2)`` as a float64 NumPy array, computed in row blocks of ``x1`` by ``executor``.
 
     Args:
       kernel: ``k(a, b) -> (na, nb)``.
@@ -140,10 +146,10 @@ def kernel_matrix(
     x2 = np.asarray(x2)
     if x1.shape[1:] != x2.shape[1:]:
         raise InvalidInputError(f"image shapes differ: {x1.shape[1:]} vs {x2.shape[1:]}")
-    out = np.empty((x1.shape[0], x2.shape[0]), dtype=np.float64)
-    for s in range(0, x1.shape[0], block_size):
-        out[s : s + block_size] = np.asarray(kernel(x1[s : s + block_size], x2), dtype=np.float64)
-    return out
+    if x1.shape[0] == 0:
+        return np.empty((0, x2.shape[0]), dtype=np.float64)
+    return get_executor(executor).map(_kernel_block, x1, broadcast=(x2, kernel), block_size=block_size,
+                                      progress=progress, description="kernel blocks")
 
 
 def fit(kernel: KernelFn, x: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None) -> DualModel:
@@ -160,18 +166,22 @@ def fit(kernel: KernelFn, x: Array, y: Array, *, reg: float = 1e-6, lam: float |
     return DualModel(x_support=x, alpha=sol.alpha, reg=float(reg), lam=sol.lam, method=sol.method)
 
 
-def predict(kernel: KernelFn, model: DualModel, x: Array, *, block_size: int = 2048) -> np.ndarray:
-    """Predictions ``K(x, X_S) alpha``: ``x: (n, h, w, c) -> (n, k)`` float64."""
+def _predict_block(x, x_support, alpha, kernel):
+    return np.asarray(kernel(x, x_support), dtype=np.float64) @ alpha
+
+
+def predict(kernel: KernelFn, model: DualModel, x: Array, *, block_size: int = 2048,
+            executor: Executor | None = None, progress: bool = False) -> np.ndarray:
+    """Predictions ``K(x, X_S) alpha``: ``x: (n, h, w, c) -> (n, k)`` float64, in row blocks by ``executor``."""
     x = np.asarray(x)
     if x.shape[1:] != model.x_support.shape[1:]:
         raise InvalidInputError(
             f"images of shape {x.shape[1:]} do not match the support images' {model.x_support.shape[1:]}"
         )
-    out = np.empty((x.shape[0], model.alpha.shape[1]), dtype=np.float64)
-    for s in range(0, x.shape[0], block_size):
-        kb = np.asarray(kernel(x[s : s + block_size], model.x_support), dtype=np.float64)
-        out[s : s + block_size] = kb @ model.alpha
-    return out
+    if x.shape[0] == 0:
+        return np.empty((0, model.alpha.shape[1]), dtype=np.float64)
+    return get_executor(executor).map(_predict_block, x, broadcast=(model.x_support, model.alpha, kernel),
+                                      block_size=block_size, progress=progress, description="predictions")
 
 
 def accuracy(predictions: Array, labels: Array) -> float:

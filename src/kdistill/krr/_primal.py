@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import scipy.linalg
 
-from .._progress import progress_range
+from .._executor import Executor, get_executor
 from .._typing import Array, FeatureFn
 from ..errors import InvalidInputError
 from ._dual import absolute_reg, check_finite
@@ -66,6 +66,12 @@ def gram_stats(phi: np.ndarray, y: np.ndarray) -> GramStats:
     return GramStats((phi.T @ phi).astype(np.float64), cross, phi.shape[0])
 
 
+def _stats_block(x, y, features):
+    phi = np.asarray(features(x))
+    check_finite("features", phi)
+    return gram_stats(phi, y)
+
+
 def accumulate(
     features: FeatureFn,
     x: Array,
@@ -74,22 +80,18 @@ def accumulate(
     chunk_size: int = 4096,
     progress: bool = False,
     description: str = "Gram matrix",
+    executor: Executor | None = None,
 ) -> GramStats:
-    """Accumulate :class:`GramStats` over ``x: (n, h, w, c)``, ``y: (n, k)`` in chunks."""
+    """Accumulate :class:`GramStats` over ``x: (n, h, w, c)``, ``y: (n, k)`` in chunks (a map-reduce
+    by ``executor``)."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.shape[0] != y.shape[0]:
         raise InvalidInputError(f"{x.shape[0]} images but {y.shape[0]} target rows; they must match")
     if x.shape[0] == 0:
         raise InvalidInputError("no training samples")
-    stats: GramStats | None = None
-    for s in progress_range(0, x.shape[0], chunk_size, enabled=progress, description=description):
-        phi = np.asarray(features(x[s : s + chunk_size]))
-        check_finite("features", phi)
-        block = gram_stats(phi, y[s : s + chunk_size])
-        stats = block if stats is None else stats + block
-    assert stats is not None
-    return stats
+    return get_executor(executor).map(_stats_block, x, y, broadcast=(features,), block_size=chunk_size,
+                                      reduce=GramStats.__add__, progress=progress, description=description)
 
 
 def solve_primal(stats: GramStats, *, reg: float) -> PrimalModel:
@@ -111,16 +113,22 @@ def solve_primal(stats: GramStats, *, reg: float) -> PrimalModel:
 
 
 def fit_primal(
-    features: FeatureFn, x: Array, y: Array, *, reg: float, chunk_size: int = 4096, progress: bool = False
+    features: FeatureFn, x: Array, y: Array, *, reg: float, chunk_size: int = 4096, progress: bool = False,
+    executor: Executor | None = None,
 ) -> PrimalModel:
     """Primal ridge on ``x: (n, h, w, c)``, targets ``y: (n, k)``; see the module docstring."""
-    return solve_primal(accumulate(features, x, y, chunk_size=chunk_size, progress=progress), reg=reg)
+    stats = accumulate(features, x, y, chunk_size=chunk_size, progress=progress, executor=executor)
+    return solve_primal(stats, reg=reg)
 
 
-def predict_primal(features: FeatureFn, model: PrimalModel, x: Array, *, chunk_size: int = 4096) -> np.ndarray:
-    """``phi(x) @ W``: ``(n, h, w, c) -> (n, k)`` float64."""
+def _primal_block(x, w, features):
+    return features_of(features, x) @ w
+
+
+def predict_primal(features: FeatureFn, model: PrimalModel, x: Array, *, chunk_size: int = 4096,
+                   executor: Executor | None = None) -> np.ndarray:
+    """``phi(x) @ W``: ``(n, h, w, c) -> (n, k)`` float64, in row blocks by ``executor``."""
     x = np.asarray(x)
-    out = np.empty((x.shape[0], model.w.shape[1]), dtype=np.float64)
-    for s in range(0, x.shape[0], chunk_size):
-        out[s : s + chunk_size] = features_of(features, x[s : s + chunk_size]) @ model.w
-    return out
+    if x.shape[0] == 0:
+        return np.empty((0, model.w.shape[1]), dtype=np.float64)
+    return get_executor(executor).map(_primal_block, x, broadcast=(model.w, features), block_size=chunk_size)

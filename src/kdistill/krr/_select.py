@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._executor import Executor
 from .._progress import status
 from .._typing import Array, FeatureFn, KernelFn
 from ..errors import InvalidInputError
@@ -153,6 +154,7 @@ def fit_primal_selected(
     seed: int = 0,
     chunk_size: int = 4096,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> tuple[PrimalModel, RegSelection]:
     """Choose reg on a held-out split, then refit on all of ``x``.
 
@@ -163,7 +165,7 @@ def fit_primal_selected(
     y = np.asarray(y, dtype=np.float64)
     fit_idx, val_idx = split_indices(x.shape[0], val_fraction, seed=seed)
     stats_fit = accumulate(features, x[fit_idx], y[fit_idx], chunk_size=chunk_size, progress=progress,
-                           description="Gram matrix (fit split)")
+                           description="Gram matrix (fit split)", executor=executor)
     phi_val = features_of(features, x[val_idx])
     check_finite("features", phi_val)
     with status("choosing the ridge on the held-out split", enabled=progress):

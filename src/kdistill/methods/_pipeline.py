@@ -1,6 +1,7 @@
 """One distillation run: preprocess, distil, evaluate, and describe the result.
 
-The CLI's ``kdistill distill`` is a thin wrapper around :func:`run`.
+:func:`run` works in memory; :func:`kdistill.methods.run_to_dir` adds the run directory the CLI
+writes. ``kdistill distill`` is a thin wrapper around them.
 """
 
 from __future__ import annotations
@@ -8,17 +9,20 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import evaluate, krr
+from .._executor import Executor, get_executor
 from .._io import DistilledSet
 from .._machine import machine_info, versions
+from .._precision import check_precision, precision_scope
 from ..data import Dataset, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
 from ..kernels import from_spec
-from ._methods import METHODS
+from ._registry import get_method, resolve_options
 from ._types import Context, RunConfig
 
 __all__ = ["RunResult", "run"]
@@ -26,16 +30,21 @@ __all__ = ["RunResult", "run"]
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
+    """The distilled set, the run's summary (``summary.json``), the per-step history of iterative
+    methods (``history.json``) and the preprocessed images the set started from, when it started
+    from real images."""
+
     distilled: DistilledSet
     summary: dict
     history: dict | None = None
+    init_images: np.ndarray | None = None
 
 
 def _describe_config(config: RunConfig) -> dict:
     """The run's settings as JSON-able values (arrays in options are summarised by their shape)."""
     d = dataclasses.asdict(config)
-    d["options"] = {k: (f"array{list(np.shape(v))}" if isinstance(v, np.ndarray) else v)
-                    for k, v in config.options.items()}
+    d["options"] = {k: (f"array{list(np.shape(v))}" if isinstance(v, np.ndarray) else
+                        str(v) if isinstance(v, Path) else v) for k, v in config.options.items()}
     return d
 
 
@@ -49,16 +58,21 @@ def _support_reg(config: RunConfig, kernel, out, x_train, targets):
         return float(out.reg), None
     rng = np.random.default_rng(config.seed + 1)
     pool = np.setdiff1d(np.arange(x_train.shape[0]), np.asarray(out.info.get("indices", []), dtype=int))
+    if pool.size == 0:
+        pool = np.arange(x_train.shape[0])
     val = np.sort(rng.choice(pool, size=min(config.val_size, pool.size), replace=False))
     sel = krr.select_support(kernel, out.images, out.labels, x_train[val], targets[val])
     return sel.reg, sel
 
 
-def _validate(config: RunConfig, dataset: Dataset) -> None:
-    if config.method not in METHODS:
-        raise InvalidInputError(f"unknown method {config.method!r}; valid methods: {', '.join(sorted(METHODS))}")
-    if not isinstance(config.ipc, int) or config.ipc < 1:
-        raise InvalidInputError(f"ipc must be an integer >= 1, got {config.ipc}")
+def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
+    """Check the settings against the data; returns the config with the method's options resolved."""
+    get_method(config.method)
+    if isinstance(config.ipc, bool) or not isinstance(config.ipc, (int, np.integer)) or config.ipc < 1:
+        raise InvalidInputError(f"ipc must be an integer >= 1, got {config.ipc!r}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
+        raise InvalidInputError(f"seed must be an integer >= 0, got {config.seed!r}")
+    check_precision(config.precision)
     counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
     if config.ipc > counts.min():
         c = int(counts.argmin())
@@ -66,50 +80,70 @@ def _validate(config: RunConfig, dataset: Dataset) -> None:
             f"ipc={config.ipc} is more than class {c} ({dataset.class_names[c]!r}) has in the training set "
             f"({int(counts[c])} images); use --ipc {int(counts.min())} or less"
         )
-    if config.reg != "auto" and not (isinstance(config.reg, (int, float)) and config.reg >= 0
-                                     and np.isfinite(config.reg)):
+    if config.reg != "auto" and not (isinstance(config.reg, (int, float)) and not isinstance(config.reg, bool)
+                                     and config.reg >= 0 and np.isfinite(config.reg)):
         raise InvalidInputError(f"reg must be 'auto' or a finite number >= 0, got {config.reg!r}")
+    return dataclasses.replace(config, ipc=int(config.ipc), seed=int(config.seed),
+                               options=resolve_options(config.method, config.options))
 
 
-def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunResult:
+def run(dataset: Dataset, config: RunConfig, *, progress: bool = False, workdir: str | Path | None = None,
+        resume: bool = False, executor: Executor | None = None,
+        on_checkpoint: Callable[[int], None] | None = None) -> RunResult:
     """Distil ``dataset`` with ``config`` and evaluate the result.
 
-    Returns the distilled set (images in the preprocessed space, preprocessing
-    state in ``arrays``) and a summary dict with accuracies, seconds per phase,
-    machine and versions.
+    Returns the distilled set (images in the preprocessed space, preprocessing state in
+    ``arrays``; ``.pixels()`` maps them back) and a summary dict with accuracies, seconds per
+    phase, machine and versions. A dataset without test images gives no test accuracies.
+    Kernels and gradients run in ``config.precision``; the caller's JAX setting is restored after.
+    ``workdir`` is where iterative methods keep their checkpoint (``resume`` continues from it);
+    ``on_checkpoint(step)`` is called after each checkpoint is written.
     """
+    config = _validate(config, dataset)
+    with precision_scope(config.precision):
+        return _run(dataset, config, progress=progress, workdir=None if workdir is None else Path(workdir),
+                    resume=resume, executor=get_executor(executor), on_checkpoint=on_checkpoint)
+
+
+def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path | None, resume: bool,
+         executor: Executor, on_checkpoint: Callable[[int], None] | None) -> RunResult:
     t_start = time.perf_counter()
-    _validate(config, dataset)
+    method = get_method(config.method)
     kernel = from_spec(config.kernel)
     seconds: dict[str, float] = {}
+    has_test = dataset.x_test.shape[0] > 0
 
     t = time.perf_counter()
     prep = fit_preprocessor(dataset.x_train, config.preprocess)
     x_train = prep.apply(dataset.x_train)
-    x_test = prep.apply(dataset.x_test)
+    x_test = prep.apply(dataset.x_test) if has_test else None
     targets = one_hot(dataset.y_train, dataset.num_classes)
     seconds["preprocess"] = time.perf_counter() - t
 
     def full_reference(max_dual_n: int = config.max_dual_n) -> evaluate.FullReference:
         return evaluate.full_data_reference(
-            kernel, x_train, targets, x_test, dataset.y_test, val_fraction=config.val_fraction,
-            seed=config.seed, max_dual_n=max_dual_n, progress=progress,
+            kernel, x_train, targets, x_test, None if x_test is None else dataset.y_test,
+            val_fraction=config.val_fraction, seed=config.seed, max_dual_n=max_dual_n, progress=progress,
+            executor=executor,
         )
 
-    ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress, full_reference)
+    ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress, full_reference,
+                  workdir=workdir, resume=resume, executor=executor, on_checkpoint=on_checkpoint)
     t = time.perf_counter()
-    out = METHODS[config.method](ctx)
+    out = method.run(ctx, dict(config.options))
     seconds["distill"] = time.perf_counter() - t
 
     seconds.update(out.seconds)
     t = time.perf_counter()
     reg, reg_selection = _support_reg(config, kernel, out, x_train, targets)
-    test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg,
-                                         lam=out.lam)
+    test_acc = None
+    if has_test:
+        test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg,
+                                             lam=out.lam, executor=executor)
     seconds["evaluate"] = time.perf_counter() - t
 
     full = out.full_reference
-    if full is None and config.full_reference:
+    if full is None and config.full_reference and has_test:
         t = time.perf_counter()
         full = full_reference()
         seconds["full_reference"] = time.perf_counter() - t
@@ -122,6 +156,7 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         "kernel": kernel.spec,
         "ipc": config.ipc,
         "seed": config.seed,
+        "precision": config.precision,
         "n_train": int(dataset.x_train.shape[0]),
         "n_test": int(dataset.x_test.shape[0]),
         "num_classes": dataset.num_classes,
@@ -137,19 +172,21 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         "full_reg_selection": None if full is None or full.selection is None else full.selection.as_dict(),
         "seconds": {k: round(v, 4) for k, v in seconds.items()},
         "config": _describe_config(config),
-        **{k: v for k, v in out.info.items()},
+        "method_info": dict(out.info),
         "machine": machine_info(),
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    if full is None:
+    if not has_test:
+        summary["full_test_accuracy_note"] = "no test set given"
+    elif full is None:
         summary["full_test_accuracy_note"] = "not requested (--no-full)"
     elif full.note:
         summary["full_test_accuracy_note"] = full.note
     meta = {
         k: summary[k]
         for k in ("dataset", "method", "kernel", "ipc", "seed", "preprocess", "reg", "lam", "seconds", "num_classes",
-                  "image_shape", "created")
+                  "image_shape", "created", "precision")
     }
     meta["class_names"] = list(dataset.class_names)
     distilled = DistilledSet(
@@ -158,4 +195,5 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False) -> RunRe
         meta=meta,
         arrays=prep.to_arrays(),
     )
-    return RunResult(distilled, summary, None if out.history is None else dict(out.history))
+    init = None if out.init_images is None else np.asarray(out.init_images, dtype=np.float32)
+    return RunResult(distilled, summary, None if out.history is None else dict(out.history), init)

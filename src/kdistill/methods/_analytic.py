@@ -29,6 +29,8 @@ import numpy as np
 from ..data import class_balanced_indices, one_hot
 from ..errors import InvalidInputError
 from ..kernels import Kernel
+from ._registry import Option, register_method
+from ._types import Context, MethodOutput
 
 __all__ = [
     "AnalyticResult",
@@ -42,6 +44,7 @@ __all__ = [
     "weights_from_support",
     "weight_agreement",
     "WeightAgreement",
+    "parse_lambda_s",
 ]
 
 
@@ -305,3 +308,62 @@ def distill(
         dist = np.linalg.norm(images.reshape(len(idx), -1) - x0, axis=1) / np.linalg.norm(x0, axis=1)
         info["mean_relative_distance_to_init"] = float(np.mean(dist))
     return AnalyticResult(images, y_s.T.astype(np.float32), lam_s, info, seconds)
+
+
+def parse_lambda_s(value: float | str) -> tuple[float, bool]:
+    """``0.001`` -> (0.001, False); ``"0.5xbound"`` -> (0.5, True): a fraction of the bound 1/(4 s_1^2)."""
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, relative = float(value), False
+    else:
+        text = str(value).strip().lower()
+        relative = text.endswith("xbound")
+        try:
+            number = float(text[: -len("xbound")] if relative else text)
+        except ValueError:
+            raise InvalidInputError(
+                f"lambda_s {value!r} is neither a number nor a fraction of the bound such as '0.5xbound'"
+            ) from None
+    if not (np.isfinite(number) and number >= 0):
+        raise InvalidInputError(f"lambda_s must be a finite number >= 0 (or e.g. '0.5xbound'), got {value!r}")
+    return number, relative
+
+
+def _lambda_s_option(value):
+    number, relative = parse_lambda_s(value)
+    return f"{number!r}xbound" if relative else number
+
+
+@register_method(
+    "analytic",
+    doc="closed-form distilled set that reproduces the full-data ridge model exactly (Chen et al. 2024); "
+        "kernels identity/linear, fcnn, rff",
+    options=[
+        Option("init", str, "noise", "noise (paper Sec. 4.1) or real images (Sec. 4.2, writes "
+               "init_vs_distilled.png)", choices=("noise", "real")),
+        Option("lambda_s", str, 0.0, "ridge of the distilled model: a number, or a fraction of its bound such as "
+               "'0.5xbound'", parse=_lambda_s_option),
+        Option("clamp", bool, False, "clamp --lambda-s to its bound instead of failing", flag="--clamp-lambda-s"),
+        Option("z_scale", float, 0.1, "noise init: std of Z relative to std(Y_S^+ W) (paper: 0.1)",
+               min=0, min_exclusive=True, max=1e6),
+    ],
+)
+def _run_analytic(ctx: Context, opts: dict) -> MethodOutput:
+    """Fit W on all data in the primal, then build the distilled set in closed form."""
+    kernel, cfg = ctx.kernel, ctx.config
+    check_kernel(kernel)
+    lam_value, relative = parse_lambda_s(opts["lambda_s"])
+    t = time.perf_counter()
+    full = ctx.full_reference(max_dual_n=0)  # primal only: W is needed explicitly
+    if full.form != "primal":
+        raise InvalidInputError(f"analytic method: {full.note}")
+    t_fit = time.perf_counter() - t
+    res = distill(
+        kernel, full.model.w.T, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=cfg.ipc, seed=cfg.seed,
+        init=opts["init"], lambda_s=lam_value, lambda_s_relative=relative, clamp=bool(opts["clamp"]),
+        z_scale=float(opts["z_scale"]),
+    )
+    init_images = ctx.x_train[np.asarray(res.info["init_indices"])] if opts["init"] == "real" else None
+    return MethodOutput(res.images, res.labels, res.info, full_reference=full, lam=res.lambda_s,
+                        seconds={"fit_original": t_fit, "build_distilled": res.seconds}, init_images=init_images)

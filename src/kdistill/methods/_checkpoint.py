@@ -1,7 +1,7 @@
 """Checkpoints of iterative methods: one npz, written atomically, with a checksum.
 
 Arrays are stored under their names; a JSON ``meta`` document (step, history,
-settings fingerprint, checksum of every array) is stored as a byte array in the
+settings fingerprint, and a checksum over all of it and every array) is stored as a byte array in the
 same file, so the checkpoint is one atomic rename. Loading verifies the checksum
 and refuses anything truncated, corrupt or written by different settings.
 """
@@ -23,8 +23,10 @@ from ..errors import CorruptFileError, InvalidInputError
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
 
-def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+def _digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
+    """sha256 over the metadata (canonical JSON, without the checksum) and every array."""
     h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(name.encode())
@@ -37,7 +39,8 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> str:
 def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
     """Write ``arrays`` and JSON-able ``meta`` to ``path`` atomically."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    doc = dict(meta, checksum=_digest(arrays))
+    meta = json.loads(json.dumps(meta))  # what will be read back
+    doc = dict(meta, checksum=_digest(arrays, meta))
     buf = io.BytesIO()
     np.savez(buf, __meta__=np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8), **arrays)
     with atomic_path(path) as tmp:
@@ -64,7 +67,7 @@ def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None =
         meta = json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptFileError(f"checkpoint {path} has unreadable metadata ({e}); {hint}") from None
-    if meta.get("checksum") != _digest(arrays):
+    if not isinstance(meta, dict) or meta.get("checksum") != _digest(arrays, meta):
         raise CorruptFileError(f"checkpoint {path} fails its checksum (contents changed or damaged); {hint}")
     if fingerprint is not None and meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
         raise InvalidInputError(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .. import evaluate
+from .._executor import Executor, LOCAL
 from ..kernels import Kernel
 
 __all__ = ["RunConfig", "Context", "MethodOutput"]
@@ -15,21 +17,23 @@ __all__ = ["RunConfig", "Context", "MethodOutput"]
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Settings of a run, saved next to its result.
+    """Settings of a run, saved next to its result (``run.json``).
 
     Attributes:
-      method: a name in :data:`METHODS`.
+      method: a registered method name (``kdistill methods``).
       ipc: images per class (>= 1).
       kernel: kernel spec string (``kdistill.kernels.from_spec``).
       seed: seeds every random choice of the run.
       preprocess: ``"none"``, ``"standardize"`` or ``"zca"``.
       reg: relative ridge of the model trained on the distilled set (lam = reg * tr(K_SS) / m), or
         ``"auto"``: chosen from ``krr.DEFAULT_GRID`` on ``val_size`` held-out training images.
-        Methods that build a set for one ridge (analytic) override it.
-      full_reference: also fit the whole training set for comparison.
+        Methods that build a set for one ridge (analytic) override it; iterative KRR methods train
+        with it (``"auto"`` means their own default, 1e-6).
+      full_reference: also fit the whole training set for comparison (needs a test set).
       max_dual_n: largest n for a dual full-data reference.
       val_fraction: held-out share of the training set for choosing the full model's ridge.
-      options: method-specific settings.
+      precision: ``"float64"`` or ``"float32"`` for kernels and gradients (ridge solves are float64).
+      options: the method's options (names and types from its registration).
     """
 
     method: str = "random"
@@ -42,6 +46,7 @@ class RunConfig:
     full_reference: bool = True
     max_dual_n: int = evaluate.MAX_DUAL_N
     val_fraction: float = 0.05
+    precision: str = "float64"
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -52,7 +57,8 @@ class Context:
     ``full_reference()`` fits the model on the whole training set (ridge chosen on a
     held-out split) and reports its test accuracy; methods that need that model
     (analytic) call it, and the pipeline then does not fit it again. Methods never
-    see the test set itself.
+    see the test set itself. ``workdir`` is the run directory (iterative methods keep
+    their checkpoint there) or ``None``; ``resume`` asks them to continue from it.
     """
 
     x_train: np.ndarray  # (n, h, w, c) float32, preprocessed
@@ -63,12 +69,25 @@ class Context:
     config: RunConfig
     progress: bool
     full_reference: Callable[..., "evaluate.FullReference"]
+    workdir: Path | None = None
+    resume: bool = False
+    executor: Executor = LOCAL
+    on_checkpoint: Callable[[int], None] | None = None  # called with the step after each checkpoint
+
+    def relative_reg(self, default: float = 1e-6) -> float:
+        """The ridge iterative KRR methods train with: ``config.reg``, or ``default`` for ``"auto"``."""
+        return default if self.config.reg == "auto" else float(self.config.reg)
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodOutput:
-    """What a method returns: the support set, extra summary fields, and optionally the
-    full-data reference when the method had to fit it anyway."""
+    """What a method returns: the support set, its own summary fields, and optionally the
+    full-data reference when the method had to fit it anyway.
+
+    ``info`` lands in ``summary.json`` under ``"method_info"`` (it cannot overwrite the run's keys).
+    ``init_images`` (preprocessed, aligned with ``images``) are the real images the set started from,
+    drawn above the distilled ones in ``init_vs_distilled.png``.
+    """
 
     images: np.ndarray  # (m, h, w, c)
     labels: np.ndarray  # (m, k)
@@ -78,3 +97,4 @@ class MethodOutput:
     reg: float | None = None  # relative ridge the set was optimised for (used unless the user set --reg)
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     history: Mapping[str, list] | None = None  # per-step curves of iterative methods (history.json)
+    init_images: np.ndarray | None = None

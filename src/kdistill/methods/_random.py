@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import class_balanced_indices, one_hot
+from ._registry import register_method
+from ._types import Context, MethodOutput
 
 __all__ = ["random_real"]
 
@@ -21,3 +23,11 @@ def random_real(
     """
     idx = class_balanced_indices(labels, ipc, seed=seed, num_classes=num_classes)
     return x_train[idx], one_hot(labels[idx], num_classes), idx
+
+
+@register_method("random", doc="class-balanced random real images with one-hot labels (the baseline every "
+                 "paper reports); any kernel")
+def _run_random(ctx: Context, opts: dict) -> MethodOutput:
+    images, labels, idx = random_real(ctx.x_train, ctx.labels, ipc=ctx.config.ipc, num_classes=ctx.num_classes,
+                                      seed=ctx.config.seed)
+    return MethodOutput(images, labels, {"indices": idx.tolist()})

@@ -1,0 +1,68 @@
+"""Block computations through one seam: kernel blocks, Gram sums, normal equations, predictions.
+
+Every computation over many samples in kdistill is a map over row blocks of some arrays,
+optionally followed by a reduction (neural-tangents' ``batch`` wrapper is the idea):
+
+    out = executor.map(fn, rows_a, rows_b, broadcast=(support, alpha), block_size=2048)
+        = concatenate([fn(a[s:e], b[s:e], support, alpha) for each block s:e])
+    total = executor.map(fn, rows, reduce=operator.add)
+        = fn(block_0) + fn(block_1) + ...
+
+``fn`` must be pure. ``broadcast`` arguments are the same for every block, so a distributed
+executor ships them to each worker once. :class:`LocalExecutor` runs the blocks in order
+in this process; a Dask executor implements the same ``map``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from ._progress import track
+
+__all__ = ["Executor", "LocalExecutor", "LOCAL", "get_executor"]
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[..., Any], *rows: Any, broadcast: Sequence[Any] = (), block_size: int = 2048,
+            reduce: Callable[[Any, Any], Any] | None = None, progress: bool = False,
+            description: str = "") -> Any: ...
+
+
+def _blocks(n: int, block_size: int) -> list[tuple[int, int]]:
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    return [(s, min(s + block_size, n)) for s in range(0, n, block_size)]
+
+
+class LocalExecutor:
+    """Run the blocks one after another in this process (with a progress bar when asked)."""
+
+    def map(self, fn, *rows, broadcast=(), block_size=2048, reduce=None, progress=False, description=""):
+        if not rows:
+            raise ValueError("map needs at least one row-blocked array")
+        n = len(rows[0])
+        if any(len(r) != n for r in rows):
+            raise ValueError(f"row-blocked arrays differ in length: {[len(r) for r in rows]}")
+        spans = _blocks(n, block_size)
+        results = (fn(*(r[s:e] for r in rows), *broadcast)
+                   for s, e in track(spans, total=len(spans), description=description, enabled=progress))
+        if reduce is not None:
+            return functools.reduce(reduce, results)
+        parts = list(results)
+        if not parts:
+            return None
+        return np.concatenate([np.asarray(p) for p in parts], axis=0)
+
+    def __repr__(self) -> str:
+        return "LocalExecutor()"
+
+
+LOCAL = LocalExecutor()
+"""The default executor (stateless)."""
+
+
+def get_executor(executor: Executor | None) -> Executor:
+    return LOCAL if executor is None else executor

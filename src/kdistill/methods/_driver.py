@@ -1,0 +1,276 @@
+"""One driver for every iterative distillation method (KIP now; RFAD and DC plug in unchanged).
+
+A method is an :class:`IterativeMethod`, in the spirit of optax's ``init``/``update``:
+
+    state = method.init(x_s, y_s)                  # from the initial support set
+    state, metrics = method.step(state, batch)     # one optimisation step on a target batch
+    x_s, y_s = method.support(state)               # the current support set
+    acc = method.validate(x_s, y_s, x_val, labels_val)
+
+``state`` is a pytree of arrays. The driver owns everything else: the held-out validation split,
+the initial support set (a pluggable init), target batches (a pluggable sampler that sees the
+step and the state), validation and keeping the best set, patience, the time limit, atomic
+checksummed checkpoints with exact resume, progress and the history (``history.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._progress import step_bar
+from ..data import one_hot
+from ..errors import InvalidInputError
+from ..kernels import Kernel
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._registry import Option
+from ._sampling import Init, Sampler, get_init, get_sampler
+
+__all__ = ["Batch", "IterativeMethod", "DriverSettings", "IterativeResult", "run_iterative", "DRIVER_OPTIONS",
+           "driver_settings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A target batch: ``x (b, h, w, c)``, ``y (b, k)`` centred one-hot, ``weights (b,)``, the pool
+    ``indices (b,)`` and the ``step`` it belongs to."""
+
+    x: Any
+    y: Any
+    weights: Any
+    indices: np.ndarray
+    step: int
+
+
+@dataclasses.dataclass(frozen=True)
+class IterativeMethod:
+    """``init(x_s, y_s) -> state``; ``step(state, batch) -> (state, metrics)`` with a finite
+    ``metrics["loss"]``; ``support(state) -> (x_s, y_s)``; ``validate(x_s, y_s, x_val, labels_val) -> acc``."""
+
+    name: str
+    init: Callable[[np.ndarray, np.ndarray], Any]
+    step: Callable[[Any, Batch], tuple[Any, Mapping[str, float]]]
+    support: Callable[[Any], tuple[Any, Any]]
+    validate: Callable[[Any, Any, np.ndarray, np.ndarray], float]
+    hint: str = "lower --lr"  # what to try when the loss stops being finite
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverSettings:
+    """What the driver does around the steps.
+
+    Attributes:
+      steps: optimisation steps.
+      target_batch: target images per step (capped at the pool size).
+      val_every: validate (accuracy on the held-out split) every N steps (0: never; keep the last set).
+      val_size: held-out training images for validation (0: none), at most a fifth of the training set.
+      patience: stop after this many validations without improvement (0: never stop early).
+      checkpoint_every: write a checkpoint every N steps (0: never).
+      time_limit: stop (keeping the best set so far) after this many seconds of this process (0: none).
+      init: support initialisation, a name in ``INITS``.
+      sampler: target sampler, a name in ``SAMPLERS``.
+    """
+
+    steps: int = 1000
+    target_batch: int = 5000
+    val_every: int = 100
+    val_size: int = 5000
+    patience: int = 0
+    checkpoint_every: int = 100
+    time_limit: float = 0.0
+    init: str = "real"
+    sampler: str = "uniform"
+
+    def validate(self) -> None:
+        for name in ("steps", "target_batch"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_every", "val_size", "patience", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.time_limit >= 0 and np.isfinite(self.time_limit)):
+            raise InvalidInputError(f"time_limit must be a finite number of seconds >= 0, got {self.time_limit}")
+        get_init(self.init)
+        get_sampler(self.sampler)
+
+
+def DRIVER_OPTIONS(defaults: DriverSettings = DriverSettings()) -> tuple[Option, ...]:
+    """The driver's settings as registry options (an iterative method lists these among its own)."""
+    from ._sampling import INITS, SAMPLERS
+
+    d = defaults
+    return (
+        Option("steps", int, d.steps, "optimisation steps", min=1, max=10**9),
+        Option("target_batch", int, d.target_batch, "target images per step, class-balanced", min=1, max=10**8),
+        Option("init", str, d.init, "support-set initialisation", choices=tuple(INITS)),
+        Option("sampler", str, d.sampler, "target-batch sampler", choices=tuple(SAMPLERS)),
+        Option("val_every", int, d.val_every, "validate every N steps, keeping the best set (0: never)", min=0),
+        Option("val_size", int, d.val_size, "held-out training images for validation (at most n/5)", min=0),
+        Option("patience", int, d.patience, "stop after N validations without gain (0: never)", min=0),
+        Option("checkpoint_every", int, d.checkpoint_every, "checkpoint every N steps (0: never)", min=0),
+        Option("time_limit", float, d.time_limit, "stop after this many seconds, keeping the best set (0: none)",
+               min=0),
+    )
+
+
+def driver_settings(options: Mapping[str, Any]) -> DriverSettings:
+    """The driver's share of a method's resolved options."""
+    names = {f.name for f in dataclasses.fields(DriverSettings)}
+    return DriverSettings(**{k: v for k, v in options.items() if k in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class IterativeResult:
+    """The best support set (by validation), its curves and how the run ended."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    history: dict[str, list]
+    best_step: int
+    best_val_accuracy: float | None
+    steps_run: int
+    stopped_early: bool
+    stop_reason: str
+    seconds: float
+    init_images: np.ndarray
+    state: Any
+
+
+def _split(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, 7])
+    perm = rng.permutation(n)
+    return np.sort(perm[:val_size]), np.sort(perm[val_size:])
+
+
+def run_iterative(
+    method: IterativeMethod,
+    x_train: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    ipc: int,
+    seed: int,
+    settings: DriverSettings = DriverSettings(),
+    kernel: Kernel | None = None,
+    init: Init | None = None,
+    sampler: Sampler | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: Mapping[str, Any] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+    progress: bool = False,
+) -> IterativeResult:
+    """Run ``method`` on ``x_train: (n, h, w, c)``, ``labels: (n,)`` and return the best support set.
+
+    ``min(val_size, n // 5)`` training images (drawn with ``seed``) are held out for validation;
+    the rest is the target pool and the source of the initial support set. ``init`` and
+    ``sampler`` replace the named ones in ``settings``. With ``checkpoint`` set, state is saved
+    every ``checkpoint_every`` steps (and when the run stops); ``resume`` continues from that file,
+    refusing a corrupt one or one written with other settings (``fingerprint``).
+    """
+    settings.validate()
+    t0 = time.perf_counter()
+    n = x_train.shape[0]
+    val_size = min(settings.val_size, n // 5)
+    val_idx, pool_idx = _split(n, val_size, seed)
+    x_pool, lab_pool = x_train[pool_idx], labels[pool_idx]
+    y_pool = one_hot(lab_pool, num_classes, dtype=x_train.dtype)
+    x_val, lab_val = x_train[val_idx], labels[val_idx]
+    if sampler is None:
+        sampler = get_sampler(settings.sampler)(lab_pool, settings.target_batch, num_classes=num_classes, seed=seed)
+    init_fn = init or get_init(settings.init)
+    x0, y0 = init_fn(x_pool, lab_pool, kernel=kernel, num_classes=num_classes, ipc=ipc, key=jax.random.key(seed))
+    dtype = x_train.dtype
+    x0, y0 = np.asarray(x0, dtype=dtype), np.asarray(y0, dtype=dtype)
+    state = method.init(x0, y0)
+    history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_accuracy": []}
+    best: dict[str, Any] = {"x": x0, "y": y0, "acc": -1.0, "step": 0}
+    start, bad_vals, seconds_before = 0, 0, 0.0
+    fp = dict(fingerprint or {}, method=method.name, driver=dataclasses.asdict(settings), ipc=ipc, seed=seed,
+              n=int(n), dtype=str(dtype))
+    treedef = jax.tree_util.tree_structure(state)
+
+    if resume:
+        if checkpoint is None or not Path(checkpoint).exists():
+            raise InvalidInputError(f"nothing to resume: no checkpoint at {checkpoint}")
+        arrays, meta = load_checkpoint(checkpoint, fingerprint=fp)
+        leaves = jax.tree_util.tree_leaves(state)
+        try:
+            restored = [arrays[f"state_{i}"].astype(np.asarray(leaf).dtype) for i, leaf in enumerate(leaves)]
+            best = {"x": arrays["best_x"], "y": arrays["best_y"], "acc": meta["best_acc"], "step": meta["best_step"]}
+            start, bad_vals, history = int(meta["step"]), int(meta["bad_vals"]), meta["history"]
+            seconds_before = float(meta.get("seconds", 0.0))
+            sampler_state = {k[len("sampler_"):]: v for k, v in arrays.items() if k.startswith("sampler_")}
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInputError(f"checkpoint {checkpoint} lacks {e}; it is not a {method.name} checkpoint") from None
+        if not 0 <= start <= settings.steps or len(restored) != len(leaves):
+            raise InvalidInputError(f"checkpoint {checkpoint} is at step {start}, outside 0..{settings.steps}")
+        state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in restored])
+        if sampler_state and hasattr(sampler, "load_state_dict"):
+            sampler.load_state_dict(sampler_state)
+
+    def save(step_next: int) -> None:
+        arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(state))}
+        arrays.update(best_x=np.asarray(best["x"]), best_y=np.asarray(best["y"]))
+        if hasattr(sampler, "state_dict"):
+            arrays.update({f"sampler_{k}": np.asarray(v) for k, v in sampler.state_dict().items()})
+        save_checkpoint(checkpoint, arrays, {
+            "step": step_next, "bad_vals": bad_vals, "history": history, "best_acc": best["acc"],
+            "best_step": best["step"], "fingerprint": fp, "seconds": seconds_before + time.perf_counter() - t0})
+        if on_checkpoint is not None:
+            on_checkpoint(step_next)
+
+    can_save = checkpoint is not None and settings.checkpoint_every > 0
+    reason = "steps"
+    step = start
+    with step_bar(settings.steps, description=method.name, completed=start, enabled=progress) as bar:
+        for step in range(start, settings.steps):
+            idx, weights = sampler(step, state)
+            idx = np.asarray(idx)
+            batch = Batch(jnp.asarray(x_pool[idx]), jnp.asarray(y_pool[idx]), jnp.asarray(weights, dtype=dtype),
+                          idx, step)
+            state, metrics = method.step(state, batch)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            loss = metrics.get("loss", float("nan"))
+            if not np.isfinite(loss):
+                raise InvalidInputError(f"{method.name} loss became {loss} at step {step}; {method.hint}")
+            history["step"].append(step)
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(v)
+            last = step == settings.steps - 1
+            stopped = False
+            if val_size and settings.val_every and ((step + 1) % settings.val_every == 0 or last):
+                x_s, y_s = method.support(state)
+                va = float(method.validate(x_s, y_s, x_val, lab_val))
+                history["val_step"].append(step + 1)
+                history["val_accuracy"].append(va)
+                if va > best["acc"]:
+                    best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": va, "step": step + 1}
+                    bad_vals = 0
+                else:
+                    bad_vals += 1
+                metrics["val"] = va
+                if settings.patience and bad_vals >= settings.patience:
+                    stopped, reason = True, "patience"
+            bar.update(**{k: v for k, v in metrics.items() if k in ("loss", "val")})
+            if (not stopped and not last and settings.time_limit
+                    and time.perf_counter() - t0 > settings.time_limit):
+                stopped, reason = True, "time_limit"
+            if can_save and ((step + 1) % settings.checkpoint_every == 0 or last or stopped):
+                save(step + 1)
+            if stopped:
+                break
+    if best["acc"] < 0:  # no validation: keep the final support set
+        x_s, y_s = method.support(state)
+        best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": None, "step": step + 1 if settings.steps else 0}
+    return IterativeResult(
+        images=np.asarray(best["x"]), labels=np.asarray(best["y"]), history=history, best_step=int(best["step"]),
+        best_val_accuracy=best["acc"], steps_run=len(history["step"]), stopped_early=reason != "steps",
+        stop_reason=reason, seconds=seconds_before + time.perf_counter() - t0, init_images=x0, state=state,
+    )

@@ -1,0 +1,217 @@
+"""The method registry: every distillation method registers its name, a one-line doc and typed options.
+
+From a registration come the CLI's options and help (``kdistill distill --method NAME --help``),
+option validation (unknown names, wrong types, out-of-range values: one-line
+:class:`~kdistill.errors.InvalidInputError`), what ``run.json`` records, and ``kdistill methods``.
+Adding a method is one module that calls :func:`register_method`:
+
+>>> from kdistill.methods import Option, register_method, MethodOutput
+>>> @register_method("doc-example", doc="the first ipc images of every class",
+...                  options=[Option("shift", float, 0.0, "added to every pixel", min=-1.0, max=1.0)])
+... def _first(ctx, opts):
+...     ...
+>>> resolve_options("doc-example", {"shift": "0.5"})
+{'shift': 0.5}
+>>> unregister_method("doc-example")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from ..errors import InvalidInputError, SpecError
+
+__all__ = ["Option", "Method", "register_method", "unregister_method", "methods", "get_method", "resolve_options",
+           "cli_flags"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One typed setting of a method.
+
+    Attributes:
+      name: Python name (``learn_labels``); the CLI flag is ``--learn-labels`` unless ``flag`` says otherwise.
+      type: ``int``, ``float``, ``str``, ``bool`` (a CLI switch) or ``Path``.
+      default: value when not given (``None``: absent unless given).
+      help: one line for ``--help`` and ``kdistill methods``.
+      min, max: inclusive bounds for numbers; ``min_exclusive`` makes ``min`` strict.
+      choices: allowed values for strings.
+      parse: for values that need more than a type (``"0.5xbound"``): ``parse(value) -> value``,
+        raising :class:`InvalidInputError` with a one-line message.
+      flag: CLI flag, e.g. ``"--clamp-lambda-s"``.
+    """
+
+    name: str
+    type: type
+    default: Any = None
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    choices: tuple[Any, ...] | None = None
+    parse: Callable[[Any], Any] | None = None
+    flag: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def describe(self) -> str:
+        """``help [default: x; >= 1]`` for listings."""
+        extra = []
+        if self.default is not None and self.type is not bool:
+            extra.append(f"default: {self.default}")
+        if self.choices:
+            extra.append("one of " + "|".join(map(str, self.choices)))
+        if self.min is not None:
+            extra.append(f"{'>' if self.min_exclusive else '>='} {self.min:g}")
+        if self.max is not None:
+            extra.append(f"<= {self.max:g}")
+        return self.help + (f" [{'; '.join(extra)}]" if extra else "")
+
+    def convert(self, method: str, value: Any) -> Any:
+        """Convert a CLI string or a Python value to this option's type and check its range."""
+        where = f"method {method!r}: {self.cli_flag}"
+        if self.parse is not None:
+            return self.parse(value)
+        t = self.type
+        try:
+            if t is bool:
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(value)
+                    value = low in ("1", "true", "yes", "on")
+                elif not isinstance(value, bool):
+                    raise ValueError(value)
+            elif t is int:
+                if isinstance(value, bool) or isinstance(value, float):
+                    raise ValueError(value)
+                value = int(value.strip()) if isinstance(value, str) else int(value)
+            elif t is float:
+                if isinstance(value, bool):
+                    raise ValueError(value)
+                value = float(value)
+            elif t is Path:
+                value = Path(value)
+            else:
+                if not isinstance(value, str):
+                    raise ValueError(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{where} must be {_type_name(t)}, got {value!r}") from None
+        if t in (int, float):
+            if t is float and not math.isfinite(value):
+                raise InvalidInputError(f"{where} must be a finite number, got {value!r}")
+            low_ok = self.min is None or (value > self.min if self.min_exclusive else value >= self.min)
+            if not low_ok or (self.max is not None and value > self.max):
+                raise InvalidInputError(f"{where} must be {_range(self)}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise InvalidInputError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return value
+
+
+def _type_name(t: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}.get(
+        t, t.__name__)
+
+
+def _range(o: Option) -> str:
+    parts = []
+    if o.min is not None:
+        parts.append(f"{'>' if o.min_exclusive else '>='} {o.min:g}")
+    if o.max is not None:
+        parts.append(f"<= {o.max:g}")
+    return " and ".join(parts) or "valid"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A registered method: ``run(ctx, options) -> MethodOutput`` plus what the CLI and docs need.
+
+    ``iterative`` methods run on the iterative driver (checkpoints, ``--resume``, ``history.json``).
+    """
+
+    name: str
+    doc: str
+    options: tuple[Option, ...]
+    run: Callable[..., Any]
+    iterative: bool = False
+
+    def option(self, name: str) -> Option:
+        for o in self.options:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iterative: bool = False):
+    """Decorator: register ``run(ctx: Context, options: dict) -> MethodOutput`` as method ``name``."""
+    opts = tuple(options)
+    names = [o.name for o in opts]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"method {name!r}: an option is declared twice ({names})")
+
+    def deco(run: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _METHODS:
+            raise RuntimeError(f"method {name!r} registered twice")
+        for o in opts:  # a CLI flag shared by several methods must be a switch for all or for none
+            for other in _METHODS.values():
+                for p in other.options:
+                    if p.cli_flag == o.cli_flag and (p.type is bool) != (o.type is bool):
+                        raise RuntimeError(f"{o.cli_flag} is a switch in one method and takes a value in another")
+        _METHODS[name] = Method(name, doc, opts, run, iterative)
+        return run
+
+    return deco
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method (tests and plug-ins that register temporary methods)."""
+    _METHODS.pop(name, None)
+
+
+def methods() -> dict[str, Method]:
+    """Every registered method by name."""
+    return dict(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    if not isinstance(name, str) or name not in _METHODS:
+        raise SpecError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def resolve_options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """All of ``method``'s options: ``given`` converted and checked, defaults for the rest.
+
+    ``given`` maps option names (``learn_labels``) to CLI strings or Python values; unknown
+    names raise a one-line error that lists the valid ones.
+    """
+    m = get_method(method)
+    known = {o.name: o for o in m.options}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        valid = ", ".join(sorted(known)) or "none"
+        raise InvalidInputError(f"method {method!r} has no option {', '.join(unknown)}; its options: {valid}")
+    out: dict[str, Any] = {}
+    for o in m.options:
+        if o.name in given and given[o.name] is not None:
+            out[o.name] = o.convert(method, given[o.name])
+        elif o.default is not None:
+            out[o.name] = o.default
+    return out
+
+
+def cli_flags() -> dict[str, Option]:
+    """Every method option by CLI flag (the first registration of a shared flag describes it)."""
+    flags: dict[str, Option] = {}
+    for m in _METHODS.values():
+        for o in m.options:
+            flags.setdefault(o.cli_flag, o)
+    return flags

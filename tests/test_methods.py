@@ -1,0 +1,222 @@
+"""The method layer: registry and CLI generated from it, losses, the executor seam, the public API."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import kdistill
+from _helpers import error_line
+from kdistill import krr
+from kdistill.cli import cli
+from kdistill.data import load, one_hot
+from kdistill.errors import InvalidInputError, SpecError
+from kdistill.kernels import from_spec
+from kdistill.methods import (MethodOutput, Option, RunConfig, get_method, methods, platt, register_method,
+                              resolve_options, run, unregister_method)
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def toy():
+    """A toy method in a few lines: the first ``ipc`` images of each class, shifted by --shift."""
+
+    @register_method("toy", doc="first images of every class, shifted", options=[
+        Option("shift", float, 0.0, "added to every pixel", min=-5, max=5),
+        Option("repeat", int, 1, "copies of each image", min=1, max=3),
+        Option("flip", bool, False, "negate the images"),
+    ])
+    def _toy(ctx, opts):
+        idx = np.concatenate([np.flatnonzero(ctx.labels == c)[: ctx.config.ipc] for c in range(ctx.num_classes)])
+        x = ctx.x_train[idx] + opts["shift"]
+        x = -x if opts["flip"] else x
+        return MethodOutput(np.repeat(x, opts["repeat"], axis=0), np.repeat(ctx.targets[idx], opts["repeat"], axis=0),
+                            {"shift": opts["shift"], "test_accuracy": "must not overwrite the run's"})
+
+    yield "toy"
+    unregister_method("toy")
+
+
+def test_toy_method_is_listed_helped_validated_and_run(toy, tmp_path):
+    r = _run("methods")
+    assert r.exit_code == 0 and "toy" in r.stdout and "first images of every class" in r.stdout
+    r = _run("distill", "--method", "toy", "--help")
+    assert r.exit_code == 0
+    assert "--shift" in r.stdout and "--repeat" in r.stdout and "--flip" in r.stdout
+    assert "--learn-labels" not in r.stdout  # only the chosen method's options
+    assert "--learn-labels" in _run("distill", "--help").stdout  # all of them without --method
+
+    base = ["distill", "--dataset", "digits", "--method", "toy", "--ipc", "2", "--no-full", "--out", str(tmp_path)]
+    for bad, needle in ((["--shift", "9"], "--shift must be >= -5 and <= 5, got 9.0"),
+                        (["--shift", "nan"], "--shift must be a finite number"),
+                        (["--repeat", "1.5"], "--repeat must be an integer"),
+                        (["--lr", "0.1"], "--lr applies to --method kip only, not toy")):
+        line = error_line(_run(*base, *bad))
+        assert needle in line, line
+    assert not (tmp_path / "summary.json").exists()
+
+    r = _run(*base, "--shift", "0.5", "--repeat", "2", "--flip")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["config"]["options"] == {"shift": 0.5, "repeat": 2, "flip": True}
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["options"] == s["config"]["options"]
+    assert s["method_info"] == {"shift": 0.5, "test_accuracy": "must not overwrite the run's"}
+    assert isinstance(s["test_accuracy"], float)  # the method's fields live under method_info
+    ds = kdistill.load_set(tmp_path / "distilled.npz")
+    assert ds.images.shape == (40, 8, 8, 1)
+    np.testing.assert_array_equal(ds.images[0], ds.images[1])
+
+
+def test_resolve_options_rejects_unknown_and_bad_values():
+    with pytest.raises(InvalidInputError, match="has no option bogus; its options: .*lr"):
+        resolve_options("kip", {"bogus": 1})
+    with pytest.raises(InvalidInputError, match="--steps must be >= 1"):
+        resolve_options("kip", {"steps": 0})
+    with pytest.raises(InvalidInputError, match="--learn-labels must be true or false"):
+        resolve_options("kip", {"learn_labels": "maybe"})
+    with pytest.raises(InvalidInputError, match="--init must be one of real, noise"):
+        resolve_options("kip", {"init": "kmeans"})
+    with pytest.raises(SpecError, match="unknown method 'nope'"):
+        get_method("nope")
+    assert resolve_options("analytic", {"lambda_s": "0.5xbound"})["lambda_s"] == "0.5xbound"
+    assert resolve_options("kip", {"steps": "7"})["steps"] == 7
+
+
+def test_every_registered_method_runs_and_is_deterministic():
+    """Contract: every method returns a valid set (shapes, finite, m = ipc * k) and the same set for a fixed seed."""
+    ds = load("digits")
+    small = {"kip": {"steps": 2, "target_batch": 100, "val_every": 0}}
+    for name, m in methods().items():
+        kernel = "fcnn" if name == "analytic" else "rbf"
+        cfg = RunConfig(method=name, ipc=2, kernel=kernel, seed=1, full_reference=False, options=small.get(name, {}))
+        a, b = run(ds, cfg), run(ds, cfg)
+        assert a.distilled.images.shape == (20, 8, 8, 1) and a.distilled.labels.shape == (20, 10), name
+        assert np.all(np.isfinite(a.distilled.images)), name
+        np.testing.assert_array_equal(a.distilled.images, b.distilled.images)
+        np.testing.assert_array_equal(a.distilled.labels, b.distilled.labels)
+
+
+def test_platt_loss_value_and_gradient(rng):
+    pred = rng.normal(size=(7, 4))
+    y = one_hot(rng.integers(0, 4, 7), 4, dtype=np.float64)
+    w = rng.uniform(0.5, 2, 7)
+    log_temp = 0.3
+    # hand computation with NumPy
+    z = np.exp(log_temp) * pred
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    expected = np.mean(w * -logp[np.arange(7), y.argmax(1)])
+    with jax.enable_x64(True):
+        value = platt(jnp.asarray(pred), jnp.asarray(y), jnp.asarray(w), {"log_temp": jnp.asarray(log_temp)})
+        assert float(value) == pytest.approx(expected, rel=1e-12)
+        f = lambda p, t: platt(p, jnp.asarray(y), jnp.asarray(w), {"log_temp": t})  # noqa: E731
+        gp, gt = jax.grad(f, argnums=(0, 1))(jnp.asarray(pred), jnp.asarray(log_temp))
+        eps, d = 1e-6, rng.normal(size=pred.shape)
+        fd = (float(f(pred + eps * d, log_temp)) - float(f(pred - eps * d, log_temp))) / (2 * eps)
+        assert float(jnp.sum(gp * d)) == pytest.approx(fd, rel=1e-6)
+        fd_t = (float(f(pred, log_temp + eps)) - float(f(pred, log_temp - eps))) / (2 * eps)
+        assert float(gt) == pytest.approx(fd_t, rel=1e-6)
+
+
+def test_kip_with_platt_loss_learns_the_temperature():
+    ds = load("digits")
+    cfg = RunConfig(method="kip", ipc=1, kernel="rbf", full_reference=False,
+                    options={"steps": 20, "target_batch": 200, "val_every": 0, "loss": "platt", "lr": 0.05})
+    r = run(ds, cfg)
+    h = r.history
+    assert h["log_temp"][0] != h["log_temp"][-1] and h["loss"][-1] < h["loss"][0]
+
+
+def test_redraw_every_needs_random_features_and_changes_the_kernel():
+    ds = load("digits")
+    base = {"steps": 3, "target_batch": 100, "val_every": 0}
+    with pytest.raises(InvalidInputError, match="redraw_every needs a random-feature kernel"):
+        run(ds, RunConfig(method="kip", ipc=1, kernel="rbf", full_reference=False,
+                          options={**base, "redraw_every": 1}))
+    spec = "rf-fc:models=2,width=32,depth=1"
+    fixed = run(ds, RunConfig(method="kip", ipc=1, kernel=spec, full_reference=False, options=base))
+    redrawn = [run(ds, RunConfig(method="kip", ipc=1, kernel=spec, full_reference=False,
+                                 options={**base, "redraw_every": 1})) for _ in range(2)]
+    assert redrawn[0].history["loss"] == redrawn[1].history["loss"]  # a function of (seed, step)
+    assert not np.allclose(fixed.history["loss"], redrawn[0].history["loss"])
+
+
+class _CountingExecutor(kdistill.LocalExecutor):
+    """Records every map call: proves the block computations go through the seam."""
+
+    def __init__(self):
+        self.calls = []
+
+    def map(self, fn, *rows, **kw):
+        self.calls.append((fn.__name__, len(rows[0]), kw.get("block_size")))
+        return super().map(fn, *rows, **kw)
+
+
+def test_block_computations_go_through_the_executor(rng, x64):
+    ex = _CountingExecutor()
+    kernel = from_spec("fcnn:depth=1")
+    x = rng.normal(size=(50, 2, 2, 1))
+    y = one_hot(rng.integers(0, 3, 50), 3, dtype=np.float64)
+    k = krr.kernel_matrix(kernel, x, x[:7], block_size=8, executor=ex)
+    np.testing.assert_allclose(k, np.asarray(kernel(x, x[:7])), rtol=1e-6)
+    stats = krr.accumulate(kernel.features, x, y, chunk_size=16, executor=ex)
+    phi = np.asarray(kernel.features(x), dtype=np.float64)
+    np.testing.assert_allclose(stats.gram, phi.T @ phi, rtol=1e-6)
+    model = krr.fit(kernel, x[:10], y[:10], reg=1e-3)
+    np.testing.assert_allclose(krr.predict(kernel, model, x, block_size=9, executor=ex),
+                               krr.predict(kernel, model, x), rtol=1e-12)
+    kdistill.methods.label_solve(kernel, x[:5], x, y, chunk_size=11, executor=ex)
+    names = [c[0] for c in ex.calls]
+    assert names == ["_kernel_block", "_stats_block", "_predict_block", "_normal_equations_block"]
+    assert [c[2] for c in ex.calls] == [8, 16, 9, 11]
+
+
+def test_public_distill_on_mnist_like_arrays_matches_the_pipeline():
+    ds = load("digits")
+    s = kdistill.distill(ds.x_train[..., 0], ds.y_train, method="analytic", kernel="fcnn", ipc=1,
+                         x_test=ds.x_test[..., 0], y_test=ds.y_test)
+    assert s.pixels().shape == (10, 8, 8) and s.images.shape == (10, 8, 8, 1)
+    assert s.classes == list(range(10)) and list(s.class_labels()) == list(range(10))
+    # the same run through the pipeline on the Dataset: the same set and accuracy
+    ref = run(ds, RunConfig(method="analytic", kernel="fcnn", ipc=1, full_reference=False))
+    assert s.summary["test_accuracy"] == pytest.approx(ref.summary["test_accuracy"], abs=1e-12)
+    np.testing.assert_array_equal(s.images, ref.distilled.images)
+    assert s.summary["method_info"]["weight_cosine"] > 1 - 1e-6
+    # .pixels() undoes the standardisation exactly: re-applying it gives .images back
+    mean, std = ds.x_train.mean(), ds.x_train.std()
+    np.testing.assert_allclose((s.pixels() - mean) / std, s.images[..., 0], rtol=1e-4, atol=1e-4)
+
+
+def test_public_distill_on_flat_rows_standardises_each_feature():
+    ds = load("digits")
+    flat = ds.x_train.reshape(len(ds.x_train), -1)
+    s = kdistill.distill(flat, ds.y_train, method="analytic", kernel="fcnn", ipc=1)
+    assert s.pixels().shape == (10, 64) and s.images.shape == (10, 1, 1, 64)
+    mean, std = flat.mean(0), flat.std(0)
+    std = np.where(std > 0, std, 1.0)  # constant features keep std 1
+    np.testing.assert_allclose((s.pixels() - mean) / std, s.images.reshape(10, 64), rtol=1e-4, atol=1e-3)
+
+
+def test_public_distill_without_test_set_and_with_string_labels(tmp_path):
+    before = jax.config.jax_enable_x64
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(4, 1, (60, 3))])
+    y = np.repeat(["cat", "dog"], 60)
+    s = kdistill.distill(x, y, method="kip", kernel="rbf", ipc=2, steps=5, target_batch=40, val_every=0,
+                         precision="float32")
+    assert jax.config.jax_enable_x64 is before
+    assert s.summary["test_accuracy"] is None and s.summary["precision"] == "float32"
+    assert sorted(s.class_labels().tolist()) == ["cat", "cat", "dog", "dog"]
+    path = s.save(tmp_path / "set.npz")
+    again = kdistill.load_set(path)
+    np.testing.assert_array_equal(again.images, s.images)
+    assert again.classes == ["cat", "dog"] and again.pixels().shape == (4, 3)
+    with pytest.raises(InvalidInputError, match="x has 120 samples but y has 3 labels"):
+        kdistill.distill(x, y[:3])
+    with pytest.raises(InvalidInputError, match="has no option stepz"):
+        kdistill.distill(x, y, method="kip", stepz=3)
