@@ -32,8 +32,11 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(BIN)/kdistill demo
 
+# The whole suite with JAX's 64-bit types on, then the fast tests that touch JAX again with them off
+# (float32 code paths); the library itself never flips the switch (see tests/conftest.py).
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q
+	KDISTILL_TEST_X64=0 $(BIN)/python -m pytest -q
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package (needs root).
 data:
@@ -49,7 +52,7 @@ data:
 	@echo "CIFAR-10/100, SVHN: 'kdistill download cifar10' (needs internet), or copy the official files into the data directory (see 'kdistill datasets')."
 
 bench: $(VENV)/.installed-test
-	@echo "see benchmarks/README.md"
+	@echo "benchmarks/*.py write benchmarks/results/; e.g. $(BIN)/python benchmarks/kip.py --defaults"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

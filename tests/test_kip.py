@@ -318,3 +318,26 @@ def test_resume_refuses_a_damaged_checkpoint(tmp_path):
     (out / "checkpoint.npz").write_bytes(data[: len(data) - 200])
     r = subprocess.run([_exe(), "distill", "--resume", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "checkpoint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_label_solve_with_support_file(tmp_path, x64):
+    """--support FILE: the labels are Label Solve's for exactly those images against the whole training set."""
+    from click.testing import CliRunner
+
+    from kdistill import load_set
+    from kdistill.cli import cli
+
+    src, out = tmp_path / "src", tmp_path / "ls"
+    common = ["--dataset", "digits", "--kernel", "fc-nngp:depth=1", "--ipc", "2", "--no-full", "--reg", "1e-4"]
+    r = CliRunner().invoke(cli, ["distill", "--method", "random", *common, "--seed", "4", "--out", str(src)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["distill", "--method", "label-solve", *common, "--support",
+                                 str(src / "distilled.npz"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    support, solved = load_set(src / "distilled.npz"), load_set(out / "distilled.npz")
+    np.testing.assert_array_equal(solved.images, support.images)
+    ds = load("digits")
+    x = fit_preprocessor(ds.x_train).apply(ds.x_train)
+    expected = label_solve(from_spec("fc-nngp:depth=1"), support.images, x, one_hot(ds.y_train, 10), reg=1e-4)
+    np.testing.assert_allclose(solved.labels, expected, rtol=1e-4, atol=1e-5)  # stored as float32
+    assert not np.allclose(solved.labels, support.labels, atol=1e-2)

@@ -228,7 +228,6 @@ def run_iterative(
 
     can_save = checkpoint is not None and settings.checkpoint_every > 0
     reason = "steps"
-    step = start
     with step_bar(settings.steps, description=method.name, completed=start, enabled=progress) as bar:
         for step in range(start, settings.steps):
             idx, weights = sampler(step, state)
@@ -268,7 +267,7 @@ def run_iterative(
                 break
     if best["acc"] < 0:  # no validation: keep the final support set
         x_s, y_s = method.support(state)
-        best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": None, "step": step + 1 if settings.steps else 0}
+        best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": None, "step": len(history["step"])}
     return IterativeResult(
         images=np.asarray(best["x"]), labels=np.asarray(best["y"]), history=history, best_step=int(best["step"]),
         best_val_accuracy=best["acc"], steps_run=len(history["step"]), stopped_early=reason != "steps",
