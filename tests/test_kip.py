@@ -341,3 +341,15 @@ def test_label_solve_with_support_file(tmp_path, x64):
     expected = label_solve(from_spec("fc-nngp:depth=1"), support.images, x, one_hot(ds.y_train, 10), reg=1e-4)
     np.testing.assert_allclose(solved.labels, expected, rtol=1e-4, atol=1e-5)  # stored as float32
     assert not np.allclose(solved.labels, support.labels, atol=1e-2)
+
+
+def test_progress_lines_when_output_is_not_a_terminal(tmp_path):
+    """`kdistill distill ... > log.txt` keeps progress: a line per validation with step, loss and accuracy."""
+    r = subprocess.run([_exe(), "distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1",
+                        "--steps", "20", "--target-batch", "200", "--val-every", "10", "--no-full",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kip step")]
+    assert [ln.split()[2] for ln in lines] == ["10/20", "20/20"]
+    h = json.loads((tmp_path / "o" / "history.json").read_text())
+    assert f"val {h['val_accuracy'][0]:.4g}" in lines[0] and "loss " in lines[0] and "eta " in lines[0]

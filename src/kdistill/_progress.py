@@ -55,12 +55,50 @@ class _NoBar:
         pass
 
 
+def _fields(fields: dict) -> str:
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+
+
+class _LineBar:
+    """Progress for logs (stderr not a terminal): a plain line every ``every`` seconds and at every
+    validation, with step, loss, validation accuracy, elapsed time and an ETA."""
+
+    def __init__(self, total: int, description: str, completed: int, every: float):
+        import time
+
+        self._time = time.perf_counter
+        self.total, self.description, self.done, self.every = total, description, completed, every
+        self._start, self._start_done = self._time(), completed
+        self._last = self._start
+
+    def update(self, **fields) -> None:
+        import sys
+
+        self.done += 1
+        now = self._time()
+        if "val" not in fields and now - self._last < self.every and self.done < self.total:
+            return
+        self._last = now
+        rate = (self.done - self._start_done) / max(now - self._start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        print(f"{self.description} step {self.done}/{self.total}  {_fields(fields)}  elapsed {now - self._start:.0f}s"
+              f"  eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: bool = True):
-    """A progress bar for optimisation loops; ``bar.update(loss=..., val=...)`` advances one step
-    and shows the fields."""
+def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: bool = True, every: float = 10.0):
+    """Progress for optimisation loops; ``bar.update(loss=..., val=...)`` advances one step.
+
+    On a terminal: a live bar, with a line per validation left in the scrollback. Otherwise (a log
+    file, a pipe, a cluster job): plain lines every ``every`` seconds and at each validation.
+    """
+    import sys
+
     if not enabled:
         yield _NoBar()
+        return
+    if not sys.stderr.isatty():
+        yield _LineBar(total, description, completed, every)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -73,8 +111,10 @@ def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: 
 
     class _Bar:
         def update(self, **fields) -> None:
-            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-            progress.update(task, advance=1, info=info)
+            progress.update(task, advance=1, info=_fields(fields))
+            if "val" in fields:  # stays in the scrollback above the bar
+                done = int(progress.tasks[0].completed)
+                progress.console.print(f"{description} step {done}/{total}  {_fields(fields)}")
 
     with progress:
         task = progress.add_task(description, total=total, completed=completed, info="")
