@@ -45,9 +45,10 @@ def x64_module():
         yield
 
 
-# Files whose tests do not touch JAX's precision (file formats, downloads, docs, reports): run once.
+# Files whose tests do not touch JAX's precision (file formats, downloads, docs, reports) or pin
+# float64 for the whole module (float64 references): running them twice would test nothing new.
 _PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
-                   "test_io.py", "test_preprocess.py", "test_report.py"}
+                   "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py"}
 
 
 def pytest_collection_modifyitems(config, items):

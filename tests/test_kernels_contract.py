@@ -27,8 +27,8 @@ from kdistill.kernels import families, from_spec
 # one rebuilds a kernel with other values), at cheap sizes. A new family needs an entry here.
 W_STD = 1.2345678901234567  # all 17 digits matter
 SMALL = {
-    "convnet-ntk": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=1),  # block_mb=1: several tiles of pairs
-    "convnet-nngp": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=1),
+    "convnet-ntk": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=32),  # one tile of pairs here (the cheapest)
+    "convnet-nngp": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=32),
     "fc-ntk": dict(depth=2, w_std=W_STD, b_std=0.3),
     "fc-nngp": dict(depth=2, w_std=W_STD, b_std=0.3),
     "fcnn": dict(depth=2, slope=0.2345678901234567, w_std=W_STD, seed=3),
