@@ -232,8 +232,8 @@ def run_iterative(
         for step in range(start, settings.steps):
             idx, weights = sampler(step, state)
             idx = np.asarray(idx)
-            batch = Batch(jnp.asarray(x_pool[idx]), jnp.asarray(y_pool[idx]), jnp.asarray(weights, dtype=dtype),
-                          idx, step)
+            batch = Batch(jnp.asarray(x_pool[idx]), jnp.asarray(y_pool[idx]),
+                          jnp.asarray(np.asarray(weights, dtype=dtype)), idx, step)
             state, metrics = method.step(state, batch)
             metrics = {k: float(v) for k, v in metrics.items()}
             loss = metrics.get("loss", float("nan"))
