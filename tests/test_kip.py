@@ -304,9 +304,13 @@ def test_resume_refuses_changed_settings(tmp_path):
     out = tmp_path / "run"
     args = [a if a != "120" else "20" for a in KIP_ARGS]
     subprocess.run([_exe(), *args, "--out", str(out)], check=True, capture_output=True)
-    r = subprocess.run([_exe(), "distill", "--resume", str(out), "--steps", "50"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--resume continues the recorded run" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    before = (out / "distilled.npz").read_bytes()
+    for extra, named in ((["--steps", "50"], "--steps"), (["--ipc", "7", "--kernel", "linear"], "--ipc, --kernel"),
+                         (["--precision", "float32"], "--precision")):
+        r = subprocess.run([_exe(), "distill", "--resume", str(out), *extra], capture_output=True, text=True)
+        assert r.returncode == 2 and f"--resume continues the recorded run; drop {named} " in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert (out / "distilled.npz").read_bytes() == before
 
 
 @pytest.mark.slow
@@ -353,3 +357,21 @@ def test_progress_lines_when_output_is_not_a_terminal(tmp_path):
     assert [ln.split()[2] for ln in lines] == ["10/20", "20/20"]
     h = json.loads((tmp_path / "o" / "history.json").read_text())
     assert f"val {h['val_accuracy'][0]:.4g}" in lines[0] and "loss " in lines[0] and "eta " in lines[0]
+
+
+@pytest.mark.slow
+def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone(tmp_path):
+    """--resume DIR resolves everything inside DIR: a copy resumed from elsewhere finishes, the original stays."""
+    import shutil
+
+    orig = tmp_path / "orig"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(orig), "float64"], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    before = (orig / "checkpoint.npz").read_bytes()
+    shutil.copytree(orig, tmp_path / "copy")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([_exe(), "distill", "--resume", "../copy"], cwd=elsewhere, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "copy" / "history.json").read_text())["step"] == list(range(120))
+    assert (orig / "checkpoint.npz").read_bytes() == before and not (orig / "summary.json").exists()

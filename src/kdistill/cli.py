@@ -257,7 +257,10 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
 
     if resume is not None:
         dataset_ref, saved_dir, config = read_run_json(resume)
-        given = [f"--{k.replace('_', '-')}" for k, v in method_values.items() if v is not None]
+        ctx = click.get_current_context()
+        given = [p.opts[0] for p in ctx.command.get_params(ctx)
+                 if p.name not in ("resume", "download_") and p.name in ctx.params
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise InvalidInputError(f"--resume continues the recorded run; drop {', '.join(given)} (its settings "
                                     f"are in {resume / 'run.json'})")
