@@ -220,3 +220,14 @@ def test_public_distill_without_test_set_and_with_string_labels(tmp_path):
         kdistill.distill(x, y[:3])
     with pytest.raises(InvalidInputError, match="has no option stepz"):
         kdistill.distill(x, y, method="kip", stepz=3)
+
+
+def test_long_loops_print_plain_progress_lines_off_a_terminal(capsys):
+    from kdistill._progress import track
+
+    assert list(track(range(3), total=3, description="kernel blocks", every=0.0)) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split("  ")[0] for ln in lines] == ["kernel blocks 1/3", "kernel blocks 2/3", "kernel blocks 3/3"]
+    assert all("elapsed" in ln and "eta" in ln for ln in lines)
+    assert list(track(range(3), total=3, description="quiet", every=3600.0)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""  # short loops stay silent

@@ -1,4 +1,5 @@
-"""Progress bars (rich) for long loops; silent unless asked for."""
+"""Progress for long loops, silent unless asked for: a live rich bar on a terminal, plain lines on
+stderr otherwise (a log file, a pipe, a cluster job), so logs show progress too."""
 
 from __future__ import annotations
 
@@ -10,10 +11,34 @@ T = TypeVar("T")
 __all__ = ["progress_range", "track"]
 
 
-def track(iterable: Iterable[T], *, total: int | None = None, description: str = "", enabled: bool = True) -> Iterator[T]:
-    """Iterate with a rich progress bar on stderr when ``enabled`` (and a bar makes sense)."""
+def _lines(iterable: Iterable[T], total: int | None, description: str, every: float) -> Iterator[T]:
+    import sys
+    import time
+
+    start = last = time.perf_counter()
+    done = 0
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.perf_counter()
+        if now - last >= every or (total is not None and done == total and now - start >= every):
+            last = now
+            of = f"/{total}" if total is not None else ""
+            eta = (f"  eta {(total - done) * (now - start) / done:.0f}s" if total else "")
+            print(f"{description} {done}{of}  elapsed {now - start:.0f}s{eta}", file=sys.stderr, flush=True)
+
+
+def track(iterable: Iterable[T], *, total: int | None = None, description: str = "", enabled: bool = True,
+          every: float = 10.0) -> Iterator[T]:
+    """Iterate with a progress bar on stderr when ``enabled``: a rich bar on a terminal, otherwise a
+    plain line every ``every`` seconds (nothing for loops shorter than that)."""
+    import sys
+
     if not enabled:
         yield from iterable
+        return
+    if not sys.stderr.isatty():
+        yield from _lines(iterable, total, description, every)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -40,8 +65,11 @@ def progress_range(start: int, stop: int, step: int, *, enabled: bool = False, d
 
 @contextlib.contextmanager
 def status(message: str, *, enabled: bool = True):
-    """A spinner with ``message`` while the block runs."""
-    if not enabled:
+    """A spinner with ``message`` while the block runs (on a terminal only: off a terminal stderr is
+    kept for errors and the progress lines of long loops)."""
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
         yield
         return
     from rich.console import Console
