@@ -106,7 +106,7 @@ def test_datasets_lists_everything(tmp_path):
     [
         (["distill", "--dataset", "nope", "--ipc", "1"], "nope"),
         (["distill", "--dataset", "digits", "--ipc", "0"], "ipc"),
-        (["distill", "--dataset", "digits", "--ipc", "1000"], "use --ipc"),
+        (["distill", "--dataset", "digits", "--ipc", "1000"], "use ipc 139 or less"),
         (["distill", "--dataset", "digits", "--kernel", "rbf:gamma=x"], "gamma"),
         (["distill", "--dataset", "digits", "--kernel", "ntk9"], "valid kernels"),
         (["distill", "--dataset", "digits", "--method", "magic"], "valid methods"),

@@ -44,6 +44,7 @@ def test_driver_reproduces_pre_driver_losses(digits, case, x64):
     np.testing.assert_allclose(r.history["loss"], ref["loss"], rtol=1e-6, atol=1e-9)
     assert r.history["val_accuracy"] == ref["val_accuracy"] and r.best_step == ref["best_step"]
     assert float(np.sum(r.images)) == pytest.approx(ref["images_sum"], rel=1e-6)
+    assert float(np.abs(r.labels).sum()) == pytest.approx(ref["labels_sum_abs"], rel=1e-6)
 
 
 def _small(rng, m=6, b=15, k=3, shape=(3, 3, 2)):
@@ -375,3 +376,75 @@ def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "copy" / "history.json").read_text())["step"] == list(range(120))
     assert (orig / "checkpoint.npz").read_bytes() == before and not (orig / "summary.json").exists()
+
+
+def test_resume_after_a_patience_stop_stays_stopped(digits, tmp_path):
+    ds, x = digits
+    settings = KIPSettings(steps=40, lr=1e-9, target_batch=100, val_every=1, val_size=200, patience=2,
+                           checkpoint_every=10)
+    first = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
+                checkpoint=tmp_path / "c.npz")
+    again = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
+                checkpoint=tmp_path / "c.npz", resume=True)
+    assert first.steps_run == again.steps_run == 3 and again.stop_reason == "patience"
+    np.testing.assert_array_equal(first.images, again.images)
+
+
+class _CountingSampler:
+    """A sampler with a cache (how often each pool example was drawn): batches favour rare examples,
+    so an exact resume needs the cache, which the driver checkpoints through state_dict()."""
+
+    def __init__(self, n):
+        self.counts = np.zeros(n)
+
+    def __call__(self, step, state):
+        idx = np.sort(np.argsort(self.counts, kind="stable")[:50])
+        self.counts[idx] += 1 + step % 3
+        return idx, np.ones(idx.size)
+
+    def state_dict(self):
+        return {"counts": self.counts.copy()}
+
+    def load_state_dict(self, d):
+        self.counts = np.asarray(d["counts"], dtype=float).copy()
+
+
+def test_a_samplers_own_state_is_checkpointed_and_restored(digits, tmp_path):
+    ds, x = digits
+    settings = KIPSettings(steps=12, target_batch=50, val_every=0, val_size=0, checkpoint_every=4)
+    n = len(x)
+    full = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
+               sampler=_CountingSampler(n))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_8(step):
+        if step == 8:
+            raise Crash
+
+    with pytest.raises(Crash):
+        kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
+            sampler=_CountingSampler(n), checkpoint=tmp_path / "c.npz", on_checkpoint=crash_at_8)
+    (tmp_path / "c8.npz").write_bytes((tmp_path / "c.npz").read_bytes())
+    resumed = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
+                  sampler=_CountingSampler(n), checkpoint=tmp_path / "c.npz", resume=True)
+    assert resumed.history["loss"] == full.history["loss"]
+    np.testing.assert_array_equal(resumed.images, full.images)
+
+    class Forgetful(_CountingSampler):  # the same sampler, but its cache is not restored
+        def load_state_dict(self, d):
+            pass
+
+    lost = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
+               sampler=Forgetful(n), checkpoint=tmp_path / "c8.npz", resume=True)
+    assert lost.history["loss"][8:] != full.history["loss"][8:]
+
+
+@pytest.mark.parametrize("spec", ["rf-fc:models=2,width=16,depth=1,seed=4", "rf-convnet:models=2,width=8,depth=1,seed=4"])
+def test_keyed_random_features_at_the_spec_key_equal_the_kernel(spec, rng):
+    kernel = from_spec(spec)
+    x1, x2 = rng.normal(size=(3, 8, 8, 1)), rng.normal(size=(2, 8, 8, 1))
+    np.testing.assert_allclose(kernel.keyed(jax.random.key(4), x1, x2), kernel(x1, x2), rtol=1e-6, atol=1e-7)
+    other = np.asarray(kernel.keyed(jax.random.key(5), x1, x2))
+    assert not np.allclose(other, np.asarray(kernel(x1, x2)), rtol=1e-3)

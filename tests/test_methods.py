@@ -46,6 +46,9 @@ def toy():
 def test_toy_method_is_listed_helped_validated_and_run(toy, tmp_path):
     r = _run("methods")
     assert r.exit_code == 0 and "toy" in r.stdout and "first images of every class" in r.stdout
+    flat = " ".join(r.stdout.split())
+    assert "[default: 0.0; >= -5; <= 5]" in flat.replace("│", "").replace("  ", " ") or "default: 0.0" in flat
+    assert "default: 4000" in flat and "one of mse|platt" in flat  # defaults, choices and ranges are shown
     r = _run("distill", "--method", "toy", "--help")
     assert r.exit_code == 0
     assert "--shift" in r.stdout and "--repeat" in r.stdout and "--flip" in r.stdout
@@ -167,13 +170,15 @@ def test_block_computations_go_through_the_executor(rng, x64):
     stats = krr.accumulate(kernel.features, x, y, chunk_size=16, executor=ex)
     phi = np.asarray(kernel.features(x), dtype=np.float64)
     np.testing.assert_allclose(stats.gram, phi.T @ phi, rtol=1e-6)
-    model = krr.fit(kernel, x[:10], y[:10], reg=1e-3)
+    model = krr.fit(kernel, x[:10], y[:10], reg=1e-3, executor=ex)
     np.testing.assert_allclose(krr.predict(kernel, model, x, block_size=9, executor=ex),
                                krr.predict(kernel, model, x), rtol=1e-12)
     kdistill.methods.label_solve(kernel, x[:5], x, y, chunk_size=11, executor=ex)
+    krr.select_support(kernel, x[:6], y[:6], x[6:], y[6:], executor=ex)
     names = [c[0] for c in ex.calls]
-    assert names == ["_kernel_block", "_stats_block", "_predict_block", "_normal_equations_block"]
-    assert [c[2] for c in ex.calls] == [8, 16, 9, 11]
+    assert names == ["_kernel_block", "_stats_block", "_kernel_block", "_predict_block", "_normal_equations_block",
+                     "_kernel_block", "_kernel_block", "_kernel_block"]
+    assert [c[2] for c in ex.calls][:5] == [8, 16, 2048, 9, 11]
 
 
 def test_public_distill_on_mnist_like_arrays_matches_the_pipeline():
@@ -231,3 +236,35 @@ def test_long_loops_print_plain_progress_lines_off_a_terminal(capsys):
     assert all("elapsed" in ln and "eta" in ln for ln in lines)
     assert list(track(range(3), total=3, description="quiet", every=3600.0)) == [0, 1, 2]
     assert capsys.readouterr().err == ""  # short loops stay silent
+
+
+def test_registration_errors_are_caught_when_a_method_is_registered():
+    def noop(ctx, opts):
+        return None
+
+    with pytest.raises(RuntimeError, match="--seed, a flag of kdistill distill"):
+        register_method("bad1", doc="x", options=[Option("seed", int, 0, "")])(noop)
+    with pytest.raises(RuntimeError, match="--init is option 'init' of"):
+        register_method("bad2", doc="x", options=[Option("start", str, "a", "", flag="--init")])(noop)
+    with pytest.raises(RuntimeError, match="must default to False"):
+        register_method("bad3", doc="x", options=[Option("on", bool, True, "")])(noop)
+    with pytest.raises(InvalidInputError):
+        register_method("bad4", doc="x", options=[Option("n", int, 0, "", min=1)])(noop)
+    assert not {"bad1", "bad2", "bad3", "bad4"} & set(methods())
+
+
+def test_failed_run_leaves_the_earlier_run_json(tmp_path):
+    base = ["distill", "--dataset", "digits", "--ipc", "1", "--no-full", "--out", str(tmp_path)]
+    assert _run(*base, "--method", "random").exit_code == 0
+    before = {f: (tmp_path / f).read_bytes() for f in ("run.json", "summary.json", "distilled.npz")}
+    error_line(_run(*base, "--method", "kip", "--kernel", "rbf", "--redraw-every", "1", "--steps", "2"))
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before
+
+
+def test_distiller_returns_floats_for_integer_input():
+    from kdistill import Distiller
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(40, 3)) * 30).astype(int) + np.repeat([[0], [100]], 20, axis=0)
+    x_s, y_s = Distiller(kernel="linear", ipc=2).fit_resample(x, np.repeat([0, 1], 20))
+    assert x_s.dtype == np.float64 and not np.allclose(x_s, np.round(x_s))

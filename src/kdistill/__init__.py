@@ -66,7 +66,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return __all__
+    return sorted(set(__all__) | set(globals()))
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -372,4 +372,6 @@ class Distiller(BaseEstimator):
     def fit_resample(self, X, y):
         """``(X_s, y_s)``: the distilled samples in ``X``'s space and layout, and their classes."""
         self.fit(X, y)
-        return self.distilled_.pixels().astype(np.asarray(X).dtype, copy=False), self.distilled_.class_labels()
+        dtype = np.asarray(X).dtype
+        dtype = dtype if dtype.kind == "f" else np.float64  # synthetic samples are not integers
+        return self.distilled_.pixels().astype(dtype, copy=False), self.distilled_.class_labels()

@@ -43,6 +43,8 @@ class LocalExecutor:
     def map(self, fn, *rows, broadcast=(), block_size=2048, reduce=None, progress=False, description=""):
         if not rows:
             raise ValueError("map needs at least one row-blocked array")
+        if reduce is not None and len(rows[0]) == 0:
+            raise ValueError("map with reduce needs at least one row (there is nothing to reduce)")
         n = len(rows[0])
         if any(len(r) != n for r in rows):
             raise ValueError(f"row-blocked arrays differ in length: {[len(r) for r in rows]}")

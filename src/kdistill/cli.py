@@ -148,8 +148,6 @@ def _parse_reg(value: str) -> float | str:
 
 
 _OPT_PREFIX = "m__"  # click destination of method options: m__<option name>
-_COMMON = ("dataset_name", "method", "ipc", "kernel", "out", "seed", "preprocess", "reg", "full", "max_dual_n",
-           "resume", "precision", "download_", "data_dir")
 
 
 def _method_params() -> list[click.Option]:
@@ -238,8 +236,9 @@ def _method_options(method: str, given: dict) -> dict:
               help="Continue the run in this directory from its last checkpoint (every other setting comes from "
                    "its run.json).")
 @click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Kernels and gradients in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in "
-                   "our tests). Ridge solves always run in float64. Recorded in run.json; --resume keeps it.")
+              help="Kernel values in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in our "
+                   "tests). Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
+                   "solves always run in float64. Recorded in run.json; --resume keeps it.")
 @click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
 @_data_dir_option
 def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, resume, precision,
@@ -275,8 +274,8 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
         get_method(method)
         if ipc < 1:
             raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
-        if seed < 0:
-            raise InvalidInputError(f"--seed must be >= 0, got {seed}")
+        if not 0 <= seed < 2**32:
+            raise InvalidInputError(f"--seed must be in 0 .. 4294967295, got {seed}")
         from_spec(kernel)  # fail on a bad spec before loading data
         options = _method_options(method, method_values)
         from .methods import resolve_options
@@ -296,6 +295,7 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
 def methods_cmd():
     """List every distillation method, what it does and its options (types, defaults, ranges)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .methods import methods
@@ -305,7 +305,7 @@ def methods_cmd():
         table.add_column(col)
     for name, m in sorted(methods().items()):
         opts = "\n".join(f"{o.cli_flag}: {o.describe()}" for o in m.options) or "-"
-        table.add_row(name, m.doc, opts)
+        table.add_row(escape(name), escape(m.doc), escape(opts))
     Console(width=max(Console().width, 160)).print(table)
 
 

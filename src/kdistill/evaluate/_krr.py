@@ -27,7 +27,7 @@ def support_accuracy(
 ) -> float:
     """Test accuracy of KRR trained on ``(x_support: (m,h,w,c), y_support: (m,k))`` with relative ``reg``
     (or absolute ``lam`` when given)."""
-    model = krr.fit(kernel, x_support, y_support, reg=reg, lam=lam)
+    model = krr.fit(kernel, x_support, y_support, reg=reg, lam=lam, executor=executor)
     return krr.accuracy(krr.predict(kernel, model, x_test, executor=executor), labels_test)
 
 
@@ -78,8 +78,9 @@ def full_data_reference(
                 krr.predict_primal(kernel.features, model, x_test, executor=executor), labels_test)
             return FullReference(acc, sel.reg, "primal", sel, None, model)
     if n <= max_dual_n:
-        sel = krr.select_dual(kernel, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed)
-        model = krr.fit(kernel, x_train, y_train, reg=sel.reg)
+        sel = krr.select_dual(kernel, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,
+                              executor=executor)
+        model = krr.fit(kernel, x_train, y_train, reg=sel.reg, executor=executor)
         acc = None if x_test is None else krr.accuracy(
             krr.predict(kernel, model, x_test, executor=executor), labels_test)
         return FullReference(acc, sel.reg, "dual", sel, None, model)

@@ -152,7 +152,8 @@ def kernel_matrix(
                                       progress=progress, description="kernel blocks")
 
 
-def fit(kernel: KernelFn, x: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None) -> DualModel:
+def fit(kernel: KernelFn, x: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None,
+        executor: Executor | None = None) -> DualModel:
     """Fit dual KRR on support images ``x: (m, h, w, c)`` and targets ``y: (m, k)``.
 
     The ridge is ``lam = reg * tr(K_SS) / m``, or ``lam`` itself when given (absolute).
@@ -162,7 +163,7 @@ def fit(kernel: KernelFn, x: Array, y: Array, *, reg: float = 1e-6, lam: float |
     check_finite("support images", x)
     if y.shape[0] != x.shape[0]:
         raise InvalidInputError(f"{x.shape[0]} images but {y.shape[0]} label rows; they must match")
-    sol = solve(kernel_matrix(kernel, x, x), y, reg=reg, lam=lam)
+    sol = solve(kernel_matrix(kernel, x, x, executor=executor), y, reg=reg, lam=lam)
     return DualModel(x_support=x, alpha=sol.alpha, reg=float(reg), lam=sol.lam, method=sol.method)
 
 

@@ -102,6 +102,7 @@ def select_dual(
     grid: Sequence[float] = DEFAULT_GRID,
     val_fraction: float = 0.05,
     seed: int = 0,
+    executor: Executor | None = None,
 ) -> RegSelection:
     """Grid search for dual KRR on ``x: (n, h, w, c)``, targets ``y: (n, k)``: one ``eigh`` of K_fit."""
     x = np.asarray(x)
@@ -109,8 +110,8 @@ def select_dual(
     check_finite("images", x)
     g = _grid(grid)
     fit_idx, val_idx = split_indices(x.shape[0], val_fraction, seed=seed)
-    k_fit = kernel_matrix(kernel, x[fit_idx], x[fit_idx])
-    k_val = kernel_matrix(kernel, x[val_idx], x[fit_idx])
+    k_fit = kernel_matrix(kernel, x[fit_idx], x[fit_idx], executor=executor)
+    k_val = kernel_matrix(kernel, x[val_idx], x[fit_idx], executor=executor)
     e, q = np.linalg.eigh((k_fit + k_fit.T) / 2)
     tr = float(np.trace(k_fit))
     lams = [absolute_reg(tr, len(fit_idx), r) for r in g]
@@ -126,6 +127,7 @@ def select_support(
     y_val: Array,
     *,
     grid: Sequence[float] = DEFAULT_GRID,
+    executor: Executor | None = None,
 ) -> RegSelection:
     """Ridge for KRR trained on a (distilled) support set, chosen on separate validation data.
 
@@ -134,8 +136,8 @@ def select_support(
     """
     g = _grid(grid)
     check_finite("support images", x_support)
-    k_ss = kernel_matrix(kernel, x_support, x_support)
-    k_vs = kernel_matrix(kernel, x_val, x_support)
+    k_ss = kernel_matrix(kernel, x_support, x_support, executor=executor)
+    k_vs = kernel_matrix(kernel, x_val, x_support, executor=executor)
     e, q = np.linalg.eigh((k_ss + k_ss.T) / 2)
     m = k_ss.shape[0]
     lams = [absolute_reg(float(np.trace(k_ss)), m, r) for r in g]

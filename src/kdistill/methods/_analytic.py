@@ -342,7 +342,7 @@ def _lambda_s_option(value):
     options=[
         Option("init", str, "noise", "noise (paper Sec. 4.1) or real images (Sec. 4.2, writes "
                "init_vs_distilled.png)", choices=("noise", "real")),
-        Option("lambda_s", str, 0.0, "ridge of the distilled model: a number, or a fraction of its bound such as "
+        Option("lambda_s", str, "0", "ridge of the distilled model: a number, or a fraction of its bound such as "
                "'0.5xbound'", parse=_lambda_s_option),
         Option("clamp", bool, False, "clamp --lambda-s to its bound instead of failing", flag="--clamp-lambda-s"),
         Option("z_scale", float, 0.1, "noise init: std of Z relative to std(Y_S^+ W) (paper: 0.1)",

@@ -191,9 +191,9 @@ def run_iterative(
     state = method.init(x0, y0)
     history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_accuracy": []}
     best: dict[str, Any] = {"x": x0, "y": y0, "acc": -1.0, "step": 0}
-    start, bad_vals, seconds_before = 0, 0, 0.0
+    start, bad_vals, seconds_before, finished = 0, 0, 0.0, False
     fp = dict(fingerprint or {}, method=method.name, driver=dataclasses.asdict(settings), ipc=ipc, seed=seed,
-              n=int(n), dtype=str(dtype))
+              n=int(n), dtype=str(dtype), x64=bool(jax.config.jax_enable_x64))
     treedef = jax.tree_util.tree_structure(state)
 
     if resume:
@@ -206,6 +206,7 @@ def run_iterative(
             best = {"x": arrays["best_x"], "y": arrays["best_y"], "acc": meta["best_acc"], "step": meta["best_step"]}
             start, bad_vals, history = int(meta["step"]), int(meta["bad_vals"]), meta["history"]
             seconds_before = float(meta.get("seconds", 0.0))
+            finished = meta.get("stopped") == "patience"  # final: an uninterrupted run stopped here too
             sampler_state = {k[len("sampler_"):]: v for k, v in arrays.items() if k.startswith("sampler_")}
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInputError(f"checkpoint {checkpoint} lacks {e}; it is not a {method.name} checkpoint") from None
@@ -222,14 +223,15 @@ def run_iterative(
             arrays.update({f"sampler_{k}": np.asarray(v) for k, v in sampler.state_dict().items()})
         save_checkpoint(checkpoint, arrays, {
             "step": step_next, "bad_vals": bad_vals, "history": history, "best_acc": best["acc"],
-            "best_step": best["step"], "fingerprint": fp, "seconds": seconds_before + time.perf_counter() - t0})
+            "best_step": best["step"], "fingerprint": fp, "seconds": seconds_before + time.perf_counter() - t0,
+            "stopped": reason if reason != "steps" else None})
         if on_checkpoint is not None:
             on_checkpoint(step_next)
 
     can_save = checkpoint is not None and settings.checkpoint_every > 0
-    reason = "steps"
+    reason = "patience" if finished else "steps"
     with step_bar(settings.steps, description=method.name, completed=start, enabled=progress) as bar:
-        for step in range(start, settings.steps):
+        for step in range(start, start if finished else settings.steps):
             idx, weights = sampler(step, state)
             idx = np.asarray(idx)
             batch = Batch(jnp.asarray(x_pool[idx]), jnp.asarray(y_pool[idx]),

@@ -58,7 +58,7 @@ def label_solve(
     e, q = np.linalg.eigh((gram + gram.T) / 2)
     keep = e > m * np.finfo(np.float64).eps * max(float(e.max()), 1e-300)
     b = q[:, keep] @ ((q[:, keep].T @ cross) / e[keep, None])
-    k_ss = krr.kernel_matrix(kernel, x_support, x_support)
+    k_ss = krr.kernel_matrix(kernel, x_support, x_support, executor=executor)
     lam = krr.absolute_reg(np.trace(k_ss), m, reg)
     return (k_ss + lam * np.eye(m)) @ b
 

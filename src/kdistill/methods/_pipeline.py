@@ -48,7 +48,7 @@ def _describe_config(config: RunConfig) -> dict:
     return d
 
 
-def _support_reg(config: RunConfig, kernel, out, x_train, targets):
+def _support_reg(config: RunConfig, kernel, out, x_train, targets, executor=None):
     """The relative ridge of the model trained on the distilled set, and the selection behind it."""
     if out.lam is not None:
         return 0.0, None
@@ -61,7 +61,7 @@ def _support_reg(config: RunConfig, kernel, out, x_train, targets):
     if pool.size == 0:
         pool = np.arange(x_train.shape[0])
     val = np.sort(rng.choice(pool, size=min(config.val_size, pool.size), replace=False))
-    sel = krr.select_support(kernel, out.images, out.labels, x_train[val], targets[val])
+    sel = krr.select_support(kernel, out.images, out.labels, x_train[val], targets[val], executor=executor)
     return sel.reg, sel
 
 
@@ -70,15 +70,18 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     get_method(config.method)
     if isinstance(config.ipc, bool) or not isinstance(config.ipc, (int, np.integer)) or config.ipc < 1:
         raise InvalidInputError(f"ipc must be an integer >= 1, got {config.ipc!r}")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
-        raise InvalidInputError(f"seed must be an integer >= 0, got {config.seed!r}")
+    if (isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer))
+            or not 0 <= config.seed < 2**32):
+        raise InvalidInputError(f"seed must be an integer in 0 .. 2**32 - 1, got {config.seed!r}")
+    if dataset.num_classes < 2:
+        raise InvalidInputError(f"the training set has {dataset.num_classes} class; distillation needs at least 2")
     check_precision(config.precision)
     counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
     if config.ipc > counts.min():
         c = int(counts.argmin())
         raise InvalidInputError(
             f"ipc={config.ipc} is more than class {c} ({dataset.class_names[c]!r}) has in the training set "
-            f"({int(counts[c])} images); use --ipc {int(counts.min())} or less"
+            f"({int(counts[c])} images); use ipc {int(counts.min())} or less"
         )
     if config.reg != "auto" and not (isinstance(config.reg, (int, float)) and not isinstance(config.reg, bool)
                                      and config.reg >= 0 and np.isfinite(config.reg)):
@@ -135,7 +138,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
 
     seconds.update(out.seconds)
     t = time.perf_counter()
-    reg, reg_selection = _support_reg(config, kernel, out, x_train, targets)
+    reg, reg_selection = _support_reg(config, kernel, out, x_train, targets, executor)
     test_acc = None
     if has_test:
         test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg,

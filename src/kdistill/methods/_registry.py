@@ -22,6 +22,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
+
 from ..errors import InvalidInputError, SpecError
 
 __all__ = ["Option", "Method", "register_method", "unregister_method", "methods", "get_method", "resolve_options",
@@ -78,6 +80,8 @@ class Option:
         if self.parse is not None:
             return self.parse(value)
         t = self.type
+        if isinstance(value, np.generic):  # numpy scalars behave as the Python ones
+            value = value.item()
         try:
             if t is bool:
                 if isinstance(value, str):
@@ -100,17 +104,22 @@ class Option:
             else:
                 if not isinstance(value, str):
                     raise ValueError(value)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"{where} must be {_type_name(t)}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInputError(f"{where} must be {_type_name(t)}, got {_show(value)}") from None
         if t in (int, float):
             if t is float and not math.isfinite(value):
-                raise InvalidInputError(f"{where} must be a finite number, got {value!r}")
+                raise InvalidInputError(f"{where} must be a finite number, got {_show(value)}")
             low_ok = self.min is None or (value > self.min if self.min_exclusive else value >= self.min)
             if not low_ok or (self.max is not None and value > self.max):
-                raise InvalidInputError(f"{where} must be {_range(self)}, got {value!r}")
+                raise InvalidInputError(f"{where} must be {_range(self)}, got {_show(value)}")
         if self.choices is not None and value not in self.choices:
-            raise InvalidInputError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+            raise InvalidInputError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {_show(value)}")
         return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _type_name(t: type) -> str:
@@ -150,21 +159,41 @@ class Method:
 _METHODS: dict[str, Method] = {}
 
 
+RESERVED_FLAGS = frozenset({
+    "--dataset", "--method", "--ipc", "--kernel", "--out", "--seed", "--preprocess", "--reg", "--full", "--no-full",
+    "--max-dual-n", "--resume", "--precision", "--download", "--data-dir", "--help", "-h"})
+"""Flags of ``kdistill distill`` itself: no method option may take them."""
+
+
 def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iterative: bool = False):
-    """Decorator: register ``run(ctx: Context, options: dict) -> MethodOutput`` as method ``name``."""
+    """Decorator: register ``run(ctx: Context, options: dict) -> MethodOutput`` as method ``name``.
+
+    Raises ``RuntimeError`` for a programming error in the registration: a duplicate name or option,
+    a flag of ``kdistill distill`` itself, a flag another method uses for a different option or
+    type, a bool option that defaults to True (a CLI switch can only turn it on), or a default its
+    own option rejects.
+    """
     opts = tuple(options)
     names = [o.name for o in opts]
     if len(set(names)) != len(names):
         raise RuntimeError(f"method {name!r}: an option is declared twice ({names})")
 
     def deco(run: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _METHODS:
-            raise RuntimeError(f"method {name!r} registered twice")
-        for o in opts:  # a CLI flag shared by several methods must be a switch for all or for none
-            for other in _METHODS.values():
+        if not isinstance(name, str) or not name or name in _METHODS:
+            raise RuntimeError(f"method {name!r} registered twice or not a name")
+        for o in opts:
+            if o.cli_flag in RESERVED_FLAGS:
+                raise RuntimeError(f"method {name!r}: option {o.name!r} would take {o.cli_flag}, a flag of "
+                                   "kdistill distill itself")
+            if o.type is bool and o.default:
+                raise RuntimeError(f"method {name!r}: bool option {o.name!r} must default to False (a switch)")
+            if o.default is not None:
+                o.convert(name, o.default)  # a default its own option rejects is a bug
+            for other in _METHODS.values():  # a flag shared by several methods means one thing
                 for p in other.options:
-                    if p.cli_flag == o.cli_flag and (p.type is bool) != (o.type is bool):
-                        raise RuntimeError(f"{o.cli_flag} is a switch in one method and takes a value in another")
+                    if p.cli_flag == o.cli_flag and (p.name != o.name or (p.type is bool) != (o.type is bool)):
+                        raise RuntimeError(f"method {name!r}: {o.cli_flag} is option {p.name!r} of "
+                                           f"{other.name!r} with another name or type")
         _METHODS[name] = Method(name, doc, opts, run, iterative)
         return run
 

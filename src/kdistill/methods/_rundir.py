@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import io
-from .._atomic import write_json
+from .._atomic import write_bytes, write_json
 from .._executor import Executor
 from ..data import Dataset
 from ..errors import InvalidInputError
@@ -112,10 +112,26 @@ def run_to_dir(
     so that ``kdistill distill --resume OUT`` can rebuild the run."""
     from ._pipeline import _validate
 
+    from ._registry import get_method
+
     out = Path(out)
     config = _validate(config, dataset)  # fail before writing anything
-    if not resume:
-        write_run_json(out, dataset=dataset_ref or dataset.name, data_dir=data_dir, config=config)
-    result = run(dataset, config, progress=progress, workdir=out, resume=resume, executor=executor,
-                 on_checkpoint=on_checkpoint)
+    record = dict(dataset=dataset_ref or dataset.name, data_dir=data_dir, config=config)
+    early = not resume and get_method(config.method).iterative  # a killed run must be resumable
+    run_file = out / "run.json"
+    previous = run_file.read_bytes() if early and run_file.exists() else None
+    if early:
+        write_run_json(out, **record)
+    try:
+        result = run(dataset, config, progress=progress, workdir=out, resume=resume, executor=executor,
+                     on_checkpoint=on_checkpoint)
+    except BaseException as e:
+        if early and not isinstance(e, KeyboardInterrupt):  # a failed run leaves the earlier run.json as it was
+            if previous is None:
+                run_file.unlink(missing_ok=True)
+            else:
+                write_bytes(run_file, previous)
+        raise
+    if not resume and not early:
+        write_run_json(out, **record)
     return result, write_run_outputs(out, result, dataset)
