@@ -237,3 +237,16 @@ def test_cli_in_process_leaves_x64_as_it_was(tmp_path, start, precision):
         assert jax.config.jax_enable_x64 is start
     finally:
         jax.config.update("jax_enable_x64", before)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["distill", "--bogus", "1"], "No such option '--bogus'"),
+    (["distill", "--ipc", "abc"], "'abc' is not a valid integer"),
+    (["bogus"], "No such command 'bogus'"),
+    (["--bogus"], "No such option '--bogus'"),
+    (["evaluate"], "Missing argument"),
+])
+def test_click_usage_errors_are_one_line_too(args, needle):
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    line = error_line(r)
+    assert needle in line and "--help" in line

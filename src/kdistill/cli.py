@@ -24,9 +24,24 @@ class _Group(click.Group):
         except KDistillError as e:
             click.echo(f"error: {_one_line(str(e))}", err=True)
             sys.exit(2)
+        except click.UsageError as e:  # click's own (unknown flag, bad int): one line too, not a usage block
+            _usage_error(e)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:  # options of the group itself (kdistill --bogus)
+            _usage_error(e)
+
+
+def _usage_error(e: click.UsageError):
+    where = " ".join(e.ctx.command_path.split()[1:]) if e.ctx is not None else ""
+    hint = f"; see kdistill {where + ' ' if where else ''}--help"
+    click.echo(f"error: {_one_line(e.format_message()).rstrip('.')}{hint}", err=True)
+    sys.exit(2)
 
 
 def _one_line(s: str) -> str:
