@@ -176,8 +176,13 @@ def test_evaluate_wrong_dataset_shape(random_run, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "mine.npz", x_train=rng.random((20, 5, 5, 1)), y_train=np.arange(20) % 10,
              x_test=rng.random((10, 5, 5, 1)), y_test=np.arange(10))
-    r = _run("evaluate", str(random_run / "distilled.npz"), "--dataset", str(tmp_path / "mine.npz"))
+    # a bare set with no record of its dataset (like KIP's released files): the shapes decide
+    (tmp_path / "bare.npz").write_bytes((random_run / "distilled.npz").read_bytes())
+    r = _run("evaluate", str(tmp_path / "bare.npz"), "--dataset", str(tmp_path / "mine.npz"), "--kernel", "linear")
     assert "wrong --dataset" in error_line(r)
+    # with its record, another dataset is refused before any shape is compared
+    r = _run("evaluate", str(random_run / "distilled.npz"), "--dataset", str(tmp_path / "mine.npz"))
+    assert "was distilled from 'digits'" in error_line(r)
 
 
 def test_failed_run_keeps_previous_results(random_run):
@@ -250,3 +255,26 @@ def test_click_usage_errors_are_one_line_too(args, needle):
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     line = error_line(r)
     assert needle in line and "--help" in line
+
+
+def test_default_out_is_a_new_named_folder_under_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for expected in ("runs/digits-random-ipc1", "runs/digits-random-ipc1-2"):
+        r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "1", "--no-full")
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / expected / "summary.json").exists()
+
+
+def test_evaluate_takes_the_recorded_dataset_refuses_another_and_accepts_reg_auto(random_run):
+    file = str(random_run / "distilled.npz")
+    r = _run("evaluate", file, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["dataset"] == "digits"
+    assert res["test_accuracy"] == json.loads((random_run / "summary.json").read_text())["test_accuracy"]
+    line = error_line(_run("evaluate", file, "--dataset", "fashion_mnist"))
+    assert "was distilled from 'digits', not 'fashion_mnist'" in line
+    auto = json.loads(_run("evaluate", file, "--reg", "auto", "--json").stdout)
+    sel = auto["reg_selection"]
+    assert auto["reg"] == sel["reg"] and max(sel["val_accuracy"]) == sel["val_accuracy"][sel["grid"].index(sel["reg"])]
+    assert "reg must be 'auto' or a number" in error_line(_run("evaluate", file, "--reg", "x"))

@@ -237,7 +237,8 @@ def _method_options(method: str, given: dict) -> dict:
 @click.option("--kernel", default="linear", show_default=True,
               help="Kernel spec, e.g. linear, rbf:gamma=0.01, fcnn, fc-ntk:depth=3, convnet-ntk (kdistill kernels).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory (required unless --resume).")
+              help="Output directory [default: runs/<dataset>-<method>-ipc<N>, with -2, -3, ... appended when "
+                   "that exists].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random choice of the run.")
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default="standardize",
               show_default=True, help="Input preprocessing (zca: KIP's layer norm + ZCA).")
@@ -245,7 +246,7 @@ def _method_options(method: str, given: dict) -> dict:
               help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m), or 'auto': "
                    "chosen on 2000 held-out training images (kip and label-solve: 1e-6, used for training too).")
 @click.option("--full/--no-full", default=True, show_default=True,
-              help="Also train on the whole training set for comparison.")
+              help="Also train on the whole training set for comparison (analytic fits it anyway: W is its input).")
 @click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (every other setting comes from "
@@ -285,7 +286,7 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
         if dataset_name is None:
             raise InvalidInputError("--dataset is required (or --resume DIR to continue a run)")
         if out is None:
-            raise InvalidInputError("--out is required: the directory the results go to")
+            out = _default_out(dataset_name, method, ipc)
         get_method(method)
         if ipc < 1:
             raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
@@ -304,6 +305,17 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
     _print_table(summary_rows(summary), f"kdistill distill -> {out}")
     if summary.get("full_test_accuracy_note"):
         click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")
+
+
+def _default_out(dataset: str, method: str, ipc: int) -> Path:
+    """``runs/<dataset>-<method>-ipc<N>`` (the file's stem for your own arrays), never an existing folder."""
+    name = Path(dataset).stem if dataset.endswith(".npz") else dataset
+    base = Path("runs") / f"{name}-{method}-ipc{ipc}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
 
 
 @cli.command(name="methods")
@@ -326,9 +338,13 @@ def methods_cmd():
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dataset", "dataset_name", required=True, help=DATASET_HELP)
+@click.option("--dataset", "dataset_name", default=None,
+              help=DATASET_HELP + " [default: the dataset recorded beside FILE (run.json or sidecar)]; a different "
+                   "one than recorded is refused.")
 @click.option("--kernel", default=None, help="Kernel spec (default: the one in the file's sidecar).")
-@click.option("--reg", type=float, default=None, help="Relative ridge (default: the sidecar's, else 1e-6).")
+@click.option("--reg", default=None,
+              help="Relative ridge, or 'auto': chosen on 2000 held-out training images (default: the sidecar's, "
+                   "else 1e-6; closed-form sets use the ridge they were built for).")
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default=None,
               help="Preprocessing for files without stored preprocessing (e.g. KIP's released sets).")
 @click.option("--model", default=None,
@@ -358,15 +374,58 @@ def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, 
             raise InvalidInputError(f"{', '.join(given)} apply to finite-network evaluation only; add --model")
         from .evaluate import evaluate_file
 
-        res = evaluate_file(file, _load_dataset(dataset_name, data_dir), kernel=kernel, reg=reg, preprocess=preprocess)
+        dataset_name, data_dir = _recorded_dataset(file, dataset_name, data_dir)
+        res = evaluate_file(file, _load_dataset(dataset_name, data_dir), kernel=kernel,
+                            reg=None if reg is None else _parse_reg(reg), preprocess=preprocess)
         if as_json:
             click.echo(json.dumps(res))
         else:
             click.echo(f"{file}: KRR test accuracy {_pct(res['test_accuracy'])} on {res['dataset']} "
                        f"({res['n_test']} test images, kernel {res['kernel']}, reg {res['reg']:g}, m={res['m']})")
         return
+    if reg is not None:
+        from .errors import InvalidInputError
+
+        raise InvalidInputError("--kernel and --reg apply to KRR evaluation only; drop them or drop --model")
+    dataset_name, data_dir = _recorded_dataset(file, dataset_name, data_dir)
     _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, 5 if seeds is None else seeds, epochs,
                      width, lr, augment, as_json, data_dir)
+
+
+def _same_dataset(a: str, b: str) -> bool:
+    from .data import canonical_name
+    from .errors import KDistillError
+
+    try:
+        return canonical_name(a) == canonical_name(b)
+    except KDistillError:  # a path to the user's own arrays: the same file (or at least the same name)
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve() or Path(a).stem == Path(b).stem
+
+
+def _recorded_dataset(file: Path, given: str | None, data_dir):
+    """The dataset to evaluate ``file`` on: ``given``, else the one recorded beside it; a given one that
+    differs from the record is refused (a set evaluated on the wrong data scores near chance)."""
+    from . import io
+    from .errors import InvalidInputError
+
+    recorded, recorded_dir = None, None
+    run_file = file.parent / "run.json"
+    if run_file.exists() and (file.parent / "distilled.npz").resolve() == file.resolve():
+        try:
+            doc = json.loads(run_file.read_text())
+            recorded, recorded_dir = doc.get("dataset"), doc.get("data_dir")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            recorded = None
+    if recorded is None and io.sidecar_path(file).exists():
+        recorded = io.load(file).meta.get("dataset")
+    if given is None:
+        if not isinstance(recorded, str):
+            raise InvalidInputError(f"{file} records no dataset (no run.json or sidecar beside it); pass --dataset")
+        return recorded, data_dir if data_dir is not None else recorded_dir
+    if isinstance(recorded, str) and not _same_dataset(given, recorded):
+        raise InvalidInputError(f"{file} was distilled from {recorded!r}, not {given!r}; evaluate it on its own "
+                                "dataset (drop --dataset)")
+    return given, data_dir
 
 
 def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import io
-from ..data import Dataset, Preprocessor, fit_preprocessor
+import numpy as np
+
+from .. import io, krr
+from ..data import Dataset, Preprocessor, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
 from ..kernels import from_spec
 from ._krr import support_accuracy
@@ -37,7 +39,7 @@ def preprocessor_for(ds: io.DistilledSet, dataset: Dataset, *, path, preprocess:
 
 
 def evaluate_file(
-    path: str | Path, dataset: Dataset, *, kernel: str | None = None, reg: float | None = None,
+    path: str | Path, dataset: Dataset, *, kernel: str | None = None, reg: float | str | None = None,
     preprocess: str | None = None,
 ) -> dict:
     """KRR test accuracy of the distilled set in ``path`` on ``dataset``'s full test set.
@@ -45,7 +47,7 @@ def evaluate_file(
     The test images go through the preprocessing stored in the file (so they
     land in the same space as the distilled images); files without stored
     preprocessing use ``preprocess`` fitted on the training set (default none).
-    Kernel and reg default to the sidecar's.
+    Kernel and reg default to the sidecar's; ``reg="auto"`` chooses it on 2000 held-out training images.
     """
     ds = io.load(path)
     meta = ds.meta
@@ -54,10 +56,23 @@ def evaluate_file(
         raise InvalidInputError(f"{path}: no kernel recorded in a sidecar; pass --kernel")
     k = from_spec(spec)
     prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)
-    r = float(reg if reg is not None else meta.get("reg", 1e-6))
     # an absolute ridge (closed-form sets are built for one) wins unless the user gives --reg
     lam = meta.get("lam") if reg is None else None
+    selection = None
+    if reg == "auto":  # as `distill --reg auto`: chosen on held-out training images
+        rng = np.random.default_rng(1)
+        val = np.sort(rng.choice(dataset.x_train.shape[0], size=min(2000, dataset.x_train.shape[0]), replace=False))
+        targets = one_hot(dataset.y_train[val], dataset.num_classes)
+        selection = krr.select_support(k, ds.images, ds.labels, prep.apply(dataset.x_train[val]), targets)
+        r = selection.reg
+    elif reg is not None:
+        r = float(reg)
+        if not (np.isfinite(r) and r >= 0):
+            raise InvalidInputError(f"reg must be 'auto' or a finite number >= 0, got {reg!r}")
+    else:
+        r = float(meta.get("reg", 1e-6))
     acc = support_accuracy(k, ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, reg=r, lam=lam)
     return {"file": str(path), "dataset": dataset.name, "kernel": k.spec, "reg": r, "lam": lam,
+            "reg_selection": None if selection is None else selection.as_dict(),
             "m": int(ds.images.shape[0]),
             "n_test": int(dataset.x_test.shape[0]), "preprocess": prep.kind, "test_accuracy": acc}
