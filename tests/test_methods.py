@@ -268,3 +268,20 @@ def test_distiller_returns_floats_for_integer_input():
     x = (rng.normal(size=(40, 3)) * 30).astype(int) + np.repeat([[0], [100]], 20, axis=0)
     x_s, y_s = Distiller(kernel="linear", ipc=2).fit_resample(x, np.repeat([0, 1], 20))
     assert x_s.dtype == np.float64 and not np.allclose(x_s, np.round(x_s))
+
+
+def test_summary_has_the_random_baseline_and_per_class_accuracy():
+    ds = load("digits")
+    kip_run = run(ds, RunConfig(method="kip", ipc=2, kernel="rbf", full_reference=False,
+                                options={"steps": 3, "target_batch": 100, "val_every": 0})).summary
+    random_run = run(ds, RunConfig(method="random", ipc=2, kernel="rbf", full_reference=False)).summary
+    # the baseline is exactly what `--method random` at the same ipc, kernel and seed reports
+    assert kip_run["baseline"]["test_accuracy"] == random_run["test_accuracy"]
+    assert kip_run["baseline"]["per_class_accuracy"] == random_run["per_class_accuracy"]
+    assert random_run["baseline"] is None  # no baseline for the baseline itself
+    counts = np.bincount(ds.y_test, minlength=10)
+    per = np.array(kip_run["per_class_accuracy"])
+    assert float(per @ counts / counts.sum()) == pytest.approx(kip_run["test_accuracy"], abs=1e-12)
+    off = run(ds, RunConfig(method="kip", ipc=2, kernel="rbf", full_reference=False, baseline=False,
+                            options={"steps": 3, "target_batch": 100, "val_every": 0})).summary
+    assert off["baseline"] is None and "baseline" not in off["seconds"]

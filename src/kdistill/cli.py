@@ -145,6 +145,7 @@ def summary_rows(summary: dict) -> list[dict]:
         "kernel": summary["kernel"],
         "ipc": summary["ipc"],
         "distilled acc": _pct(summary["test_accuracy"]),
+        "random real acc": _pct((summary.get("baseline") or {}).get("test_accuracy")),
         "full-data acc": _pct(summary["full_test_accuracy"]),
         "distill s": f"{sec.get('distill', 0):.2f}",
         "total s": f"{sec.get('total', 0):.2f}",
@@ -248,6 +249,8 @@ def _method_options(method: str, given: dict) -> dict:
 @click.option("--full/--no-full", default=True, show_default=True,
               help="Also train on the whole training set for comparison (analytic fits it anyway: W is its input).")
 @click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also evaluate random real images at the same ipc and kernel (the baseline papers report).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (every other setting comes from "
                    "its run.json).")
@@ -257,8 +260,8 @@ def _method_options(method: str, given: dict) -> dict:
                    "solves always run in float64. Recorded in run.json; --resume keeps it.")
 @click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
 @_data_dir_option
-def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, resume, precision,
-            download_, data_dir, **method_values):
+def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, baseline, resume,
+            precision, download_, data_dir, **method_values):
     """Distil a dataset; writes OUT/run.json, distilled.npz (+ .json sidecar), summary.json, figures and
     report.html (iterative methods: history.json and checkpoint.npz too).
 
@@ -298,7 +301,7 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
 
         resolve_options(method, options)  # fail on bad option values before loading data
         config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess,
-                           reg=_parse_reg(reg), full_reference=full, precision=precision,
+                           reg=_parse_reg(reg), full_reference=full, precision=precision, baseline=baseline,
                            max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n, options=options)
         dataset = _load_dataset(dataset_name, data_dir, download_)
         _, summary = run_to_dir(out, dataset, config, dataset_ref=dataset_name, data_dir=data_dir, progress=True)

@@ -3,7 +3,9 @@
 from ._krr import MAX_DUAL_N as MAX_DUAL_N
 from ._krr import FullReference as FullReference
 from ._krr import full_data_reference as full_data_reference
+from ._krr import per_class_accuracy as per_class_accuracy
 from ._krr import support_accuracy as support_accuracy
+from ._krr import support_predictions as support_predictions
 from ._file import evaluate_file as evaluate_file
 from ._models import MODELS as MODELS
 from ._models import make_model as make_model

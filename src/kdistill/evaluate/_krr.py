@@ -12,7 +12,7 @@ from .._executor import Executor
 from .._typing import Array
 from ..kernels import Kernel
 
-__all__ = ["support_accuracy", "FullReference", "full_data_reference", "MAX_DUAL_N", "MAX_PRIMAL_P"]
+__all__ = ["support_accuracy", "support_predictions", "per_class_accuracy", "FullReference", "full_data_reference", "MAX_DUAL_N", "MAX_PRIMAL_P"]
 
 MAX_DUAL_N = 10_000
 """Largest training set for which the full-data reference is fitted in the dual (an n x n kernel)."""
@@ -29,6 +29,21 @@ def support_accuracy(
     (or absolute ``lam`` when given)."""
     model = krr.fit(kernel, x_support, y_support, reg=reg, lam=lam, executor=executor)
     return krr.accuracy(krr.predict(kernel, model, x_test, executor=executor), labels_test)
+
+
+def support_predictions(
+    kernel: Kernel, x_support: Array, y_support: Array, x_test: Array, *, reg: float = 1e-6,
+    lam: float | None = None, executor: Executor | None = None,
+) -> np.ndarray:
+    """``(n_test, k)`` KRR outputs of the model trained on ``(x_support, y_support)``."""
+    model = krr.fit(kernel, x_support, y_support, reg=reg, lam=lam, executor=executor)
+    return krr.predict(kernel, model, x_test, executor=executor)
+
+
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Accuracy on the test images of each class (``None`` for a class with no test image)."""
+    hit = np.asarray(predictions).argmax(axis=1) == np.asarray(labels)
+    return [float(hit[labels == c].mean()) if np.any(labels == c) else None for c in range(num_classes)]
 
 
 @dataclasses.dataclass(frozen=True)

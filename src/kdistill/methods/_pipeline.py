@@ -65,6 +65,21 @@ def _support_reg(config: RunConfig, kernel, out, x_train, targets, executor=None
     return sel.reg, sel
 
 
+def _baseline(config: RunConfig, kernel, x_train, dataset: Dataset, targets, x_test, executor) -> dict:
+    """Random real images at the same ipc, same kernel, ridge chosen on held-out training images."""
+    from ._random import random_real
+
+    images, labels, idx = random_real(x_train, dataset.y_train, ipc=config.ipc, num_classes=dataset.num_classes,
+                                      seed=config.seed)
+    rng = np.random.default_rng(config.seed + 1)
+    pool = np.setdiff1d(np.arange(x_train.shape[0]), idx)
+    val = np.sort(rng.choice(pool, size=min(config.val_size, pool.size), replace=False))
+    sel = krr.select_support(kernel, images, labels, x_train[val], targets[val], executor=executor)
+    pred = evaluate.support_predictions(kernel, images, labels, x_test, reg=sel.reg, executor=executor)
+    return {"method": "random", "ipc": config.ipc, "reg": sel.reg, "test_accuracy": krr.accuracy(pred, dataset.y_test),
+            "per_class_accuracy": evaluate.per_class_accuracy(pred, dataset.y_test, dataset.num_classes)}
+
+
 def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     """Check the settings against the data; returns the config with the method's options resolved."""
     get_method(config.method)
@@ -139,11 +154,17 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
     seconds.update(out.seconds)
     t = time.perf_counter()
     reg, reg_selection = _support_reg(config, kernel, out, x_train, targets, executor)
-    test_acc = None
+    test_acc, per_class, baseline = None, None, None
     if has_test:
-        test_acc = evaluate.support_accuracy(kernel, out.images, out.labels, x_test, dataset.y_test, reg=reg,
-                                             lam=out.lam, executor=executor)
+        pred = evaluate.support_predictions(kernel, out.images, out.labels, x_test, reg=reg, lam=out.lam,
+                                            executor=executor)
+        test_acc = krr.accuracy(pred, dataset.y_test)
+        per_class = evaluate.per_class_accuracy(pred, dataset.y_test, dataset.num_classes)
     seconds["evaluate"] = time.perf_counter() - t
+    if has_test and config.baseline and config.method != "random":
+        t = time.perf_counter()
+        baseline = _baseline(config, kernel, x_train, dataset, targets, x_test, executor)
+        seconds["baseline"] = time.perf_counter() - t
 
     full = out.full_reference
     if full is None and config.full_reference and has_test:
@@ -163,12 +184,15 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         "n_train": int(dataset.x_train.shape[0]),
         "n_test": int(dataset.x_test.shape[0]),
         "num_classes": dataset.num_classes,
+        "class_names": list(dataset.class_names),
         "image_shape": list(dataset.image_shape),
         "preprocess": prep.describe(),
         "reg": reg,
         "lam": out.lam,
         "reg_selection": None if reg_selection is None else reg_selection.as_dict(),
         "test_accuracy": test_acc,
+        "per_class_accuracy": per_class,
+        "baseline": baseline,
         "full_test_accuracy": None if full is None else full.test_accuracy,
         "full_reg": None if full is None else full.reg,
         "full_form": None if full is None else full.form,

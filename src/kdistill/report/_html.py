@@ -125,11 +125,24 @@ def _summary_tables(s: dict) -> str:
     acc = []
     if "test_accuracy" in s:
         acc.append((f"kernel (KRR) test accuracy, {s.get('kernel', '')}", _pct(s["test_accuracy"])))
+    base = s.get("baseline")
+    if isinstance(base, dict) and "test_accuracy" in base:
+        acc.append(("random real images, same ipc and kernel (baseline)", _pct(base["test_accuracy"])))
     if "full_test_accuracy" in s:
         note = s.get("full_test_accuracy_note")
         acc.append(("full-data reference", _pct(s["full_test_accuracy"]) + (f" ({note})" if note else "")))
     if acc:
         parts.append("<h2>Accuracy</h2>" + _rows(acc))
+    per = s.get("per_class_accuracy")
+    if isinstance(per, list) and per:
+        names = (s.get("class_names") or [str(c) for c in range(len(per))])
+        base_per = base.get("per_class_accuracy") if isinstance(base, dict) else None
+        head = "<tr><th>class</th><th>distilled</th>" + ("<th>random real</th>" if base_per else "") + "</tr>"
+        body = "".join(
+            f"<tr><td>{html.escape(str(names[c] if c < len(names) else c))}</td><td class='num'>{_pct(v)}</td>"
+            + (f"<td class='num'>{_pct(base_per[c])}</td>" if base_per and c < len(base_per) else "") + "</tr>"
+            for c, v in enumerate(per))
+        parts.append(f"<h2>Per-class test accuracy</h2><table>{head}{body}</table>")
     finite = s.get("finite")
     if isinstance(finite, dict) and finite:
         head = ("<tr><th>model</th><th>test accuracy (mean ± std)</th><th>seeds</th><th>epochs</th>"
