@@ -76,8 +76,9 @@ def _distilled_png(npz: Path, summary: dict) -> bytes:
         return path.read_bytes()
 
 
-def _curves_png(history: dict) -> bytes | None:
-    """Training loss against step and validation accuracy against step, side by side."""
+def _curves_png(history: dict, best_step: Any = None) -> bytes | None:
+    """Training loss against step and validation accuracy against step, side by side; a dashed line
+    marks ``best_step``, the step whose set was kept."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,6 +98,10 @@ def _curves_png(history: dict) -> bytes | None:
         ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3)
         if name == "training loss" and np.all(y[np.isfinite(y)] > 0):
             ax.set_yscale("log")
+        if isinstance(best_step, (int, float)) and not isinstance(best_step, bool) and best_step > 0:
+            ax.axvline(best_step, color="tab:red", linestyle="--", linewidth=1,
+                       label=f"kept: step {int(best_step)}")
+            ax.legend(loc="best", fontsize=8)
         ax.set_xlabel("step")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -200,7 +205,8 @@ def report_html(run_dir: str | Path) -> str:
     if hist_path.exists():
         body.append("<h2>Training curves</h2>")
         history = _read_json(hist_path)
-        png = _curves_png(history) if isinstance(history, dict) else None
+        info = summary.get("method_info") if isinstance(summary.get("method_info"), dict) else {}
+        png = _curves_png(history, info.get("best_step")) if isinstance(history, dict) else None
         body.append(_img(png, "training curves") if png else
                     "<p class='note'>history.json holds no step/loss or val_step/val_accuracy series.</p>")
     if summary:
