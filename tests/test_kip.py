@@ -300,11 +300,24 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, precision):
     assert json.loads((killed / "summary.json").read_text())["precision"] == precision
 
 
+@pytest.fixture(scope="module")
+def short_kip_run(tmp_path_factory):
+    """A finished 20-step KIP run through the CLI; tests copy it before changing anything."""
+    out = tmp_path_factory.mktemp("short") / "run"
+    subprocess.run([_exe(), *[a if a != "120" else "20" for a in KIP_ARGS], "--out", str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def _copy_run(src, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(src, tmp_path / "run"))
+
+
 @pytest.mark.slow
-def test_resume_refuses_changed_settings(tmp_path):
-    out = tmp_path / "run"
-    args = [a if a != "120" else "20" for a in KIP_ARGS]
-    subprocess.run([_exe(), *args, "--out", str(out)], check=True, capture_output=True)
+def test_resume_refuses_changed_settings(short_kip_run, tmp_path):
+    out = _copy_run(short_kip_run, tmp_path)
     before = (out / "distilled.npz").read_bytes()
     for extra, named in ((["--steps", "50"], "--steps"), (["--ipc", "7", "--kernel", "linear"], "--ipc, --kernel"),
                          (["--precision", "float32"], "--precision")):
@@ -315,10 +328,8 @@ def test_resume_refuses_changed_settings(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_damaged_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    args = [a if a != "120" else "20" for a in KIP_ARGS]
-    subprocess.run([_exe(), *args, "--out", str(out)], check=True, capture_output=True)
+def test_resume_refuses_a_damaged_checkpoint(short_kip_run, tmp_path):
+    out = _copy_run(short_kip_run, tmp_path)
     data = (out / "checkpoint.npz").read_bytes()
     (out / "checkpoint.npz").write_bytes(data[: len(data) - 200])
     r = subprocess.run([_exe(), "distill", "--resume", str(out)], capture_output=True, text=True)
