@@ -47,7 +47,7 @@ def test_toy_method_is_listed_helped_validated_and_run(toy, tmp_path):
     r = _run("methods")
     assert r.exit_code == 0 and "toy" in r.stdout and "first images of every class" in r.stdout
     flat = " ".join(r.stdout.split())
-    assert "[default: 0.0; >= -5; <= 5]" in flat.replace("│", "").replace("  ", " ") or "default: 0.0" in flat
+    assert "--shift: added to every pixel [default: 0.0; >= -5; <= 5]" in r.stdout
     assert "default: 4000" in flat and "one of mse|platt" in flat  # defaults, choices and ranges are shown
     r = _run("distill", "--method", "toy", "--help")
     assert r.exit_code == 0

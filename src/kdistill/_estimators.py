@@ -18,11 +18,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from . import krr
 from ._precision import check_precision, precision_scope
 from .data._preprocess import one_hot
 from .errors import InvalidInputError
-from .evaluate._krr import MAX_PRIMAL_P
+from .evaluate._krr import FittedKRR, fit_krr
 from .kernels import Kernel, from_spec
 
 try:  # scikit-learn >= 1.6
@@ -261,36 +260,17 @@ class KRR(ClassifierMixin, BaseEstimator):
                 f"reg='auto' needs at least 2 samples to hold out a validation split, got n_samples = {n}"
             )
         seed = self._seed()
-        selection = None
         with precision_scope(self.precision):
-            primal = False
-            if kernel.features is not None:
-                primal = int(np.shape(kernel.features(x[:1]))[1]) <= MAX_PRIMAL_P
-            if primal:
-                if auto:
-                    model, selection = krr.fit_primal_selected(
-                        kernel.features, x, targets, val_fraction=self.val_fraction, seed=seed
-                    )
-                else:
-                    model = krr.fit_primal(kernel.features, x, targets, reg=float(self.reg))
-            elif n <= self.max_dual_n:
-                if auto:
-                    selection = krr.select_dual(kernel, x, targets, val_fraction=self.val_fraction, seed=seed)
-                reg = selection.reg if auto else float(self.reg)
-                model = krr.fit(kernel, x, targets, reg=reg)
-            else:
-                why = ("no explicit feature map" if kernel.features is None
-                       else f"a feature map wider than {MAX_PRIMAL_P}")
-                raise InvalidInputError(
-                    f"kernel {spec!r} has {why} and n_samples={n} exceeds max_dual_n={self.max_dual_n} "
-                    "(the dual needs an n x n kernel matrix); raise max_dual_n or subsample"
-                )
+            fitted = fit_krr(kernel, x, targets, reg="auto" if auto else float(self.reg),
+                             val_fraction=self.val_fraction, seed=seed, max_dual_n=self.max_dual_n)
+        if isinstance(fitted, str):
+            raise InvalidInputError(f"cannot fit KRR: {fitted}; raise max_dual_n or subsample")
         self.kernel_spec_ = spec
-        self.model_ = model
-        self.form_ = "primal" if primal else "dual"
-        self.reg_ = float(model.reg)
-        self.lam_ = float(model.lam)
-        self.reg_selection_ = selection
+        self.model_ = fitted.model
+        self.form_ = fitted.form
+        self.reg_ = float(fitted.model.reg)
+        self.lam_ = float(fitted.model.lam)
+        self.reg_selection_ = fitted.selection
         return self
 
     # ----------------------------------------------------------------- predict
@@ -301,9 +281,7 @@ class KRR(ClassifierMixin, BaseEstimator):
         x = self._validate_X(X, reset=False).astype(_DTYPES[self.precision], copy=False)
         kernel = _kernel(self.kernel_spec_)
         with precision_scope(self.precision):
-            if self.form_ == "primal":
-                return krr.predict_primal(kernel.features, self.model_, x)
-            return krr.predict(kernel, self.model_, x)
+            return FittedKRR(self.model_, self.form_, None).predict(kernel, x)
 
     def decision_function(self, X) -> np.ndarray:
         """KRR outputs: ``(n, k)`` for ``k >= 3`` classes, ``(n,)`` ``f_1 - f_0`` for two."""

@@ -63,21 +63,21 @@ class DistilledSet:
         return tuple(self.images.shape[1:])
 
     def to_pixels(self, images: np.ndarray) -> np.ndarray:
-        """Map images in this set's preprocessed space back to the input's pixel space (not clipped),
-        in the layout the input had (``meta["input_shape"]``, e.g. ``(d,)`` for flat rows)."""
+        """Map ``(m, h, w, c)`` images in this set's preprocessed space back to pixel space (not clipped):
+        exact for ``none`` and ``standardize``; for ``zca`` whitening is undone and each image rescaled, as
+        layer norm is not invertible. Stays ``(m, h, w, c)`` (what figures draw)."""
         from .data import Preprocessor
 
-        pixels = Preprocessor.from_arrays(self.arrays).to_pixels(images, clip=False)
+        return Preprocessor.from_arrays(self.arrays).to_pixels(images, clip=False)
+
+    def pixels(self) -> np.ndarray:
+        """The images in the input's pixel space (:meth:`to_pixels`), in the input's own layout
+        (``meta["input_shape"]``, e.g. ``(m, d)`` for flat rows given to :func:`kdistill.distill`)."""
+        pixels = self.to_pixels(self.images)
         shape = self.meta.get("input_shape")
         if shape is not None and tuple(shape) != tuple(pixels.shape[1:]):
             pixels = pixels.reshape(pixels.shape[0], *shape)
         return pixels
-
-    def pixels(self) -> np.ndarray:
-        """The images in the input's pixel space: preprocessing undone (exact for ``none`` and
-        ``standardize``; for ``zca`` whitening is undone and each image rescaled, as layer norm is not
-        invertible). Shape ``(m, h, w, c)``, or the input's own layout for user arrays."""
-        return self.to_pixels(self.images)
 
     def save(self, path: str | Path) -> Path:
         """Write this set to ``path`` (.npz) and its JSON sidecar, atomically; see :func:`save`."""

@@ -484,11 +484,10 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
 def show(file, out, max_per_row):
     """Draw a distilled set as a PNG grid, one row per class, in pixel space."""
     from . import io
-    from .data import Preprocessor
     from .report import image_grid
 
     ds = io.load(file)
-    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images, clip=False)
+    pixels = ds.to_pixels(ds.images)
     meta = ds.meta
     title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta) or None
     image_grid(pixels, ds.labels, out, class_names=meta.get("class_names"), max_per_row=max_per_row, title=title)

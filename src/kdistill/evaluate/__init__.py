@@ -1,7 +1,9 @@
 """Evaluation protocol: KRR accuracy of distilled sets and the full-data reference."""
 
 from ._krr import MAX_DUAL_N as MAX_DUAL_N
+from ._krr import FittedKRR as FittedKRR
 from ._krr import FullReference as FullReference
+from ._krr import fit_krr as fit_krr
 from ._krr import full_data_reference as full_data_reference
 from ._krr import per_class_accuracy as per_class_accuracy
 from ._krr import support_accuracy as support_accuracy

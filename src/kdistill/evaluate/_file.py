@@ -60,8 +60,7 @@ def evaluate_file(
     lam = meta.get("lam") if reg is None else None
     selection = None
     if reg == "auto":  # as `distill --reg auto`: chosen on held-out training images
-        rng = np.random.default_rng(1)
-        val = np.sort(rng.choice(dataset.x_train.shape[0], size=min(2000, dataset.x_train.shape[0]), replace=False))
+        val = krr.held_out_indices(dataset.x_train.shape[0], 2000, seed=1)
         targets = one_hot(dataset.y_train[val], dataset.num_classes)
         selection = krr.select_support(k, ds.images, ds.labels, prep.apply(dataset.x_train[val]), targets)
         r = selection.reg

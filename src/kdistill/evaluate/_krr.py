@@ -12,7 +12,7 @@ from .._executor import Executor
 from .._typing import Array
 from ..kernels import Kernel
 
-__all__ = ["support_accuracy", "support_predictions", "per_class_accuracy", "FullReference", "full_data_reference", "MAX_DUAL_N", "MAX_PRIMAL_P"]
+__all__ = ["FittedKRR", "fit_krr", "support_accuracy", "support_predictions", "per_class_accuracy", "FullReference", "full_data_reference", "MAX_DUAL_N", "MAX_PRIMAL_P"]
 
 MAX_DUAL_N = 10_000
 """Largest training set for which the full-data reference is fitted in the dual (an n x n kernel)."""
@@ -58,6 +58,68 @@ class FullReference:
     model: krr.PrimalModel | krr.DualModel | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class FittedKRR:
+    """A model on a whole training set: ``form`` ``"primal"`` (explicit features) or ``"dual"``, and the
+    ridge selection when ``reg`` was ``"auto"``."""
+
+    model: krr.PrimalModel | krr.DualModel
+    form: str
+    selection: krr.RegSelection | None
+
+    def predict(self, kernel: Kernel, x: Array, *, executor: Executor | None = None) -> np.ndarray:
+        """``(n, k)`` outputs on ``x: (n, h, w, c)``."""
+        if self.form == "primal":
+            return krr.predict_primal(kernel.features, self.model, x, executor=executor)
+        return krr.predict(kernel, self.model, x, executor=executor)
+
+
+def fit_krr(
+    kernel: Kernel,
+    x_train: Array,
+    y_train: Array,
+    *,
+    reg: float | str = "auto",
+    grid: Sequence[float] = krr.DEFAULT_GRID,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+    max_dual_n: int = MAX_DUAL_N,
+    chunk_size: int = 4096,
+    progress: bool = False,
+    executor: Executor | None = None,
+) -> FittedKRR | str:
+    """KRR on all of ``x_train: (n, h, w, c)``, ``y_train: (n, k)``, with relative ``reg`` or ``"auto"``
+    (chosen on a held-out ``val_fraction``, then refitted on everything).
+
+    Primal when the kernel has an explicit feature map of dimension at most ``MAX_PRIMAL_P``
+    (memory independent of n), dual when n <= ``max_dual_n``; otherwise the reason there is no
+    model, as a string.
+    """
+    x_train = np.asarray(x_train)
+    n = x_train.shape[0]
+    auto = reg == "auto"
+    if kernel.features is not None and int(np.asarray(kernel.features(x_train[:1])).shape[1]) <= MAX_PRIMAL_P:
+        if auto:
+            model, sel = krr.fit_primal_selected(
+                kernel.features, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,
+                chunk_size=chunk_size, progress=progress, executor=executor,
+            )
+            return FittedKRR(model, "primal", sel)
+        model = krr.fit_primal(kernel.features, x_train, y_train, reg=float(reg), chunk_size=chunk_size,
+                               progress=progress, executor=executor)
+        return FittedKRR(model, "primal", None)
+    if n <= max_dual_n:
+        sel = None
+        if auto:
+            sel = krr.select_dual(kernel, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,
+                                  executor=executor)
+        model = krr.fit(kernel, x_train, y_train, reg=sel.reg if auto else float(reg), executor=executor)
+        return FittedKRR(model, "dual", sel)
+    why = "has no explicit feature map" if kernel.features is None else "has a feature map too large for primal ridge"
+    return (f"n_train={n} exceeds max_dual_n={max_dual_n} (an n x n kernel matrix) and kernel {kernel.spec!r} "
+            f"{why}")
+
+
 def full_data_reference(
     kernel: Kernel,
     x_train: Array,
@@ -73,35 +135,14 @@ def full_data_reference(
     progress: bool = False,
     executor: Executor | None = None,
 ) -> FullReference:
-    """Fit on all of ``x_train`` with reg chosen on a held-out ``val_fraction``; test it.
+    """Fit on all of ``x_train`` with reg chosen on a held-out ``val_fraction`` (:func:`fit_krr`); test it.
 
-    Primal when the kernel has an explicit feature map of dimension at most
-    ``MAX_PRIMAL_P`` (memory independent of n), dual when n <= ``max_dual_n``,
-    otherwise no reference (``test_accuracy=None`` and a ``note`` saying why). Without a test set
+    When no model is possible: ``test_accuracy=None`` and a ``note`` saying why. Without a test set
     (``x_test=None``) the model is fitted and ``test_accuracy`` is ``None``.
     """
-    x_train = np.asarray(x_train)
-    n = x_train.shape[0]
-    if kernel.features is not None:
-        p = int(np.asarray(kernel.features(x_train[:1])).shape[1])
-        if p <= MAX_PRIMAL_P:
-            model, sel = krr.fit_primal_selected(
-                kernel.features, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,
-                chunk_size=chunk_size, progress=progress, executor=executor,
-            )
-            acc = None if x_test is None else krr.accuracy(
-                krr.predict_primal(kernel.features, model, x_test, executor=executor), labels_test)
-            return FullReference(acc, sel.reg, "primal", sel, None, model)
-    if n <= max_dual_n:
-        sel = krr.select_dual(kernel, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,
-                              executor=executor)
-        model = krr.fit(kernel, x_train, y_train, reg=sel.reg, executor=executor)
-        acc = None if x_test is None else krr.accuracy(
-            krr.predict(kernel, model, x_test, executor=executor), labels_test)
-        return FullReference(acc, sel.reg, "dual", sel, None, model)
-    why = "has no explicit feature map" if kernel.features is None else "has a feature map too large for primal ridge"
-    return FullReference(
-        None, None, None, None,
-        f"not computed: n_train={n} exceeds max_dual_n={max_dual_n} (an n x n kernel matrix) and "
-        f"kernel {kernel.spec!r} {why}; raise --max-dual-n to force it",
-    )
+    fitted = fit_krr(kernel, x_train, y_train, reg="auto", grid=grid, val_fraction=val_fraction, seed=seed,
+                     max_dual_n=max_dual_n, chunk_size=chunk_size, progress=progress, executor=executor)
+    if isinstance(fitted, str):
+        return FullReference(None, None, None, None, f"not computed: {fitted}; raise --max-dual-n to force it")
+    acc = None if x_test is None else krr.accuracy(fitted.predict(kernel, x_test, executor=executor), labels_test)
+    return FullReference(acc, fitted.selection.reg, fitted.form, fitted.selection, None, fitted.model)

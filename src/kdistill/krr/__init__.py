@@ -23,6 +23,7 @@ from ._primal import solve_primal as solve_primal
 from ._select import DEFAULT_GRID as DEFAULT_GRID
 from ._select import RegSelection as RegSelection
 from ._select import fit_primal_selected as fit_primal_selected
+from ._select import held_out_indices as held_out_indices
 from ._select import select_dual as select_dual
 from ._select import select_primal as select_primal
 from ._select import select_support as select_support

@@ -21,7 +21,7 @@ from ..errors import InvalidInputError
 from ._dual import absolute_reg, check_finite, kernel_matrix
 from ._primal import GramStats, PrimalModel, accumulate, features_of, gram_stats, solve_primal
 
-__all__ = ["DEFAULT_GRID", "RegSelection", "split_indices", "select_primal", "select_dual", "select_support",
+__all__ = ["DEFAULT_GRID", "RegSelection", "split_indices", "held_out_indices", "select_primal", "select_dual", "select_support",
            "fit_primal_selected"]
 
 DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in 10.0 ** np.arange(-8, 3))
@@ -52,6 +52,16 @@ def split_indices(n: int, val_fraction: float, *, seed: int) -> tuple[np.ndarray
         raise InvalidInputError(f"cannot hold out {n_val} of {n} samples for validation; use more data")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def held_out_indices(n: int, size: int, *, seed: int, exclude: Sequence[int] | np.ndarray = ()) -> np.ndarray:
+    """``min(size, available)`` sorted random indices of ``range(n)`` outside ``exclude``: the held-out
+    training images on which a support set's ridge is chosen (``select_support``)."""
+    pool = np.setdiff1d(np.arange(n), np.asarray(exclude, dtype=int))
+    if pool.size == 0:
+        pool = np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(pool, size=min(size, pool.size), replace=False))
 
 
 def _grid(grid: Sequence[float]) -> tuple[float, ...]:

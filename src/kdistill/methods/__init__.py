@@ -16,7 +16,7 @@ from ._registry import unregister_method as unregister_method
 from ._types import Context as Context
 from ._types import MethodOutput as MethodOutput
 from ._types import RunConfig as RunConfig
-from ._driver import DRIVER_OPTIONS as DRIVER_OPTIONS
+from ._driver import driver_options as driver_options
 from ._driver import Batch as Batch
 from ._driver import DriverSettings as DriverSettings
 from ._driver import IterativeMethod as IterativeMethod
@@ -50,9 +50,10 @@ from ._rundir import run_to_dir as run_to_dir
 from ._rundir import write_run_outputs as write_run_outputs
 
 __all__ = [
-    "Batch", "Context", "DRIVER_OPTIONS", "DriverSettings", "INITS", "IterativeMethod", "IterativeResult",
+    "Batch", "Context", "DriverSettings", "INITS", "IterativeMethod", "IterativeResult",
     "KIPSettings", "LOSSES", "Loss", "Method", "MethodOutput", "Option", "RunConfig", "RunResult", "SAMPLERS",
-    "analytic", "class_balanced_sampler", "distilled_features", "driver_settings", "get_method", "kip", "kip_loss",
+    "analytic", "class_balanced_sampler", "distilled_features", "driver_options", "driver_settings", "get_method",
+    "kip", "kip_loss",
     "kip_method", "label_solve", "lambda_s_bound", "methods", "mse", "noise_init", "platt", "random_real",
     "read_run_json", "real_init", "register_method", "resolve_options", "run", "run_iterative", "run_to_dir",
     "unregister_method", "write_run_outputs",

@@ -32,7 +32,7 @@ from ._checkpoint import load_checkpoint, save_checkpoint
 from ._registry import Option
 from ._sampling import Init, Sampler, get_init, get_sampler
 
-__all__ = ["Batch", "IterativeMethod", "DriverSettings", "IterativeResult", "run_iterative", "DRIVER_OPTIONS",
+__all__ = ["Batch", "IterativeMethod", "DriverSettings", "IterativeResult", "run_iterative", "driver_options",
            "driver_settings"]
 
 
@@ -100,7 +100,7 @@ class DriverSettings:
         get_sampler(self.sampler)
 
 
-def DRIVER_OPTIONS(defaults: DriverSettings = DriverSettings()) -> tuple[Option, ...]:
+def driver_options(defaults: DriverSettings = DriverSettings()) -> tuple[Option, ...]:
     """The driver's settings as registry options (an iterative method lists these among its own)."""
     from ._sampling import INITS, SAMPLERS
 

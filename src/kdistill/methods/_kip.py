@@ -28,7 +28,7 @@ from .. import krr
 from .._typing import KernelFn
 from ..errors import InvalidInputError
 from ..kernels import Kernel
-from ._driver import (DRIVER_OPTIONS, Batch, DriverSettings, IterativeMethod, IterativeResult, driver_settings,
+from ._driver import (Batch, DriverSettings, IterativeMethod, IterativeResult, driver_options, driver_settings,
                       run_iterative)
 from ._label_solve import label_solve
 from ._losses import LOSSES, get_loss
@@ -217,7 +217,7 @@ def kip(
 _DEFAULTS = KIPSettings()
 
 KIP_OPTIONS = (
-    *DRIVER_OPTIONS(_DEFAULTS.driver()),
+    *driver_options(_DEFAULTS.driver()),
     Option("lr", float, _DEFAULTS.lr, "Adam learning rate", min=0, min_exclusive=True, max=1e3),
     Option("learn_labels", bool, False, "learn the labels too"),
     Option("label_solve_every", int, 0, "re-solve the labels in closed form on the step's batch every N steps",

@@ -56,11 +56,8 @@ def _support_reg(config: RunConfig, kernel, out, x_train, targets, executor=None
         return float(config.reg), None
     if out.reg is not None:
         return float(out.reg), None
-    rng = np.random.default_rng(config.seed + 1)
-    pool = np.setdiff1d(np.arange(x_train.shape[0]), np.asarray(out.info.get("indices", []), dtype=int))
-    if pool.size == 0:
-        pool = np.arange(x_train.shape[0])
-    val = np.sort(rng.choice(pool, size=min(config.val_size, pool.size), replace=False))
+    val = krr.held_out_indices(x_train.shape[0], config.val_size, seed=config.seed + 1,
+                               exclude=out.info.get("indices", []))
     sel = krr.select_support(kernel, out.images, out.labels, x_train[val], targets[val], executor=executor)
     return sel.reg, sel
 
@@ -71,9 +68,7 @@ def _baseline(config: RunConfig, kernel, x_train, dataset: Dataset, targets, x_t
 
     images, labels, idx = random_real(x_train, dataset.y_train, ipc=config.ipc, num_classes=dataset.num_classes,
                                       seed=config.seed)
-    rng = np.random.default_rng(config.seed + 1)
-    pool = np.setdiff1d(np.arange(x_train.shape[0]), idx)
-    val = np.sort(rng.choice(pool, size=min(config.val_size, pool.size), replace=False))
+    val = krr.held_out_indices(x_train.shape[0], config.val_size, seed=config.seed + 1, exclude=idx)
     sel = krr.select_support(kernel, images, labels, x_train[val], targets[val], executor=executor)
     pred = evaluate.support_predictions(kernel, images, labels, x_test, reg=sel.reg, executor=executor)
     return {"method": "random", "ipc": config.ipc, "reg": sel.reg, "test_accuracy": krr.accuracy(pred, dataset.y_test),

@@ -73,7 +73,7 @@ def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset) -> d
     if result.history is not None:
         write_json(out / "history.json", result.history)
     s = dict(result.summary)
-    pixels = ds.pixels()
+    pixels = ds.to_pixels(ds.images)
     title = f"{s['dataset']} {s['method']} {s['kernel'].split(':')[0]} ipc={s['ipc']}"
     s["figures"] = {"distilled": str(image_grid(pixels, ds.labels, out / "distilled.png",
                                                 class_names=dataset.class_names, title=title))}

@@ -23,7 +23,7 @@ from ..errors import InvalidInputError
 from ..kernels import Kernel
 
 __all__ = ["Init", "Sampler", "SamplerFactory", "INITS", "SAMPLERS", "real_init", "noise_init",
-           "class_balanced_sampler", "uniform_sampler", "numpy_seed", "get_init", "get_sampler"]
+           "class_balanced_sampler", "numpy_seed", "get_init", "get_sampler"]
 
 
 class Init(Protocol):
@@ -97,8 +97,6 @@ def class_balanced_sampler(labels: np.ndarray, batch_size: int, *, num_classes: 
 
     return sample
 
-
-uniform_sampler = class_balanced_sampler
 
 SAMPLERS: dict[str, SamplerFactory] = {"uniform": class_balanced_sampler}
 """Target samplers by name (``--sampler``)."""

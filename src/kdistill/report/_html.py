@@ -62,10 +62,9 @@ def _pct(v: Any) -> str:
 
 def _distilled_png(npz: Path, summary: dict) -> bytes:
     from .. import io as kio
-    from ..data import Preprocessor
 
     ds = kio.load(npz)
-    pixels = Preprocessor.from_arrays(ds.arrays).to_pixels(ds.images, clip=False)
+    pixels = ds.to_pixels(ds.images)
     meta = {**summary, **ds.meta}
     title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta)
     if "ipc" in meta:
