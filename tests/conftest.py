@@ -48,7 +48,8 @@ def x64_module():
 # Files whose tests do not touch JAX's precision (file formats, downloads, docs, reports) or pin
 # float64 for the whole module (float64 references): running them twice would test nothing new.
 _PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
-                   "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py"}
+                   "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py",
+                   "test_misuse.py", "test_fuzz.py", "test_input_validation.py", "test_kernel_validation.py"}
 
 
 def pytest_collection_modifyitems(config, items):

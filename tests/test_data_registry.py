@@ -203,11 +203,11 @@ def test_load_by_path_with_float_rgb_and_class_names(tmp_path: Path) -> None:
         "y_train": np.array([0, 0, 1, 1], dtype=np.int32),
         "x_test": rng.random((2, 3, 3, 3)),
         "y_test": np.array([[1], [0]]),
-        "class_names": np.array(["cat", "dog", "eel"]),
+        "class_names": np.array(["cat", "dog"]),
     }
     np.savez(tmp_path / "pets.npz", **arrays)
     ds = load(str(tmp_path / "pets.npz"))
-    assert ds.class_names == ("cat", "dog", "eel") and ds.num_classes == 3
+    assert ds.class_names == ("cat", "dog") and ds.num_classes == 2
     np.testing.assert_array_equal(ds.x_train, arrays["x_train"])
     np.testing.assert_array_equal(ds.y_test, [1, 0])
     assert ds.x_test.dtype == np.float32 and ds.y_train.dtype == np.int64
@@ -217,7 +217,7 @@ def test_load_by_path_with_float_rgb_and_class_names(tmp_path: Path) -> None:
     ("change", "pattern"),
     [
         ({"x_train": np.full((8, 5, 6), np.nan)}, r"x_train contains 240 NaN"),
-        ({"x_test": np.array([[[np.inf]]] * 3)}, r"x_test contains 3 NaN or infinite"),
+        ({"x_test": np.pad(np.full((3, 1, 1), np.inf), ((0, 0), (0, 4), (0, 5)))}, r"x_test contains 3 NaN or infinite"),
         ({"y_train": np.arange(7)}, r"x_train has 8 images but y_train has 7"),
         ({"x_test": np.zeros((3, 6, 5), np.uint8)}, r"train images are \(5, 6, 1\) but test images are \(6, 5, 1\)"),
         ({"y_test": np.array([0, -1, 2])}, r"y_test holds negative labels"),
@@ -226,6 +226,7 @@ def test_load_by_path_with_float_rgb_and_class_names(tmp_path: Path) -> None:
         ({"x_train": np.zeros((8, 5), np.uint8)}, r"x_train has shape \(8, 5\)"),
         ({"x_train": np.full((8, 5, 6), 2.5)}, r"x_train has float values in \[2\.5, 2\.5\]"),
         ({"class_names": np.array(["a", "b"])}, r"labels go up to 2 but class_names has only 2"),
+        ({"class_names": np.array(["a", "b", "c", "d"])}, r"class_names has 4 names but the labels have 3 classes"),
     ],
 )
 def test_load_arrays_rejects_bad_input(tmp_path: Path, change: dict, pattern: str) -> None:

@@ -16,7 +16,8 @@ def _set(rng, m=6, k=3):
         images=rng.normal(size=(m, 4, 4, 1)).astype(np.float32),
         labels=(np.eye(k)[np.arange(m) % k] - 1 / k).astype(np.float32),
         meta={"dataset": "digits", "method": "random", "kernel": "linear", "ipc": 2, "seed": 0},
-        arrays={"prep_kind": np.array("standardize"), "prep_mean": np.zeros(1, np.float32)},
+        arrays={"prep_kind": np.array("standardize"), "prep_channel_mean": np.zeros(1, np.float32),
+                "prep_channel_std": np.ones(1, np.float32)},
     )
 
 
@@ -27,7 +28,7 @@ def test_round_trip(tmp_path, rng):
     np.testing.assert_array_equal(back.images, ds.images)
     np.testing.assert_array_equal(back.labels, ds.labels)
     assert back.meta == ds.meta
-    assert set(back.arrays) == {"prep_kind", "prep_mean"}
+    assert set(back.arrays) == {"prep_kind", "prep_channel_mean", "prep_channel_std"}
     assert json.loads((tmp_path / "d.json").read_text())["method"] == "random"
 
 

@@ -52,7 +52,12 @@ def encode_labels(y: Any, n: int, *, what: str = "y") -> tuple[np.ndarray, list]
         raise InvalidInputError(f"x has {n} samples but {what} has {a.shape[0]} labels; they must match")
     if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
         raise InvalidInputError(f"{what} contains NaN or infinite labels")
-    classes, codes = np.unique(a, return_inverse=True)
+    try:
+        classes, codes = np.unique(a, return_inverse=True)
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in a.ravel()})
+        raise InvalidInputError(f"{what} mixes label types ({', '.join(kinds)}), which cannot be ordered; give labels "
+                                "of one type (all numbers or all strings)") from None
     return codes.astype(np.int64), [c.item() if hasattr(c, "item") else c for c in classes]
 
 
@@ -93,6 +98,8 @@ def distill(
 
     images, input_shape = as_images(x)
     codes, classes = encode_labels(y, images.shape[0])
+    if len(classes) < 2:
+        raise InvalidInputError(f"y holds only one class ({classes[0]!r}); distillation needs at least 2 classes")
     if x_test is not None or y_test is not None:
         if x_test is None or y_test is None:
             raise InvalidInputError("give both x_test and y_test, or neither")

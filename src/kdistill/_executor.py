@@ -67,4 +67,11 @@ LOCAL = LocalExecutor()
 
 
 def get_executor(executor: Executor | None) -> Executor:
-    return LOCAL if executor is None else executor
+    if executor is None:
+        return LOCAL
+    if not callable(getattr(executor, "map", None)):
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"executor must have a map(fn, *rows, ...) method like kdistill's LocalExecutor, got "
+                                f"{type(executor).__name__}")
+    return executor

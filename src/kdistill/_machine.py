@@ -6,7 +6,7 @@ import os
 import platform
 from importlib import metadata
 
-__all__ = ["machine_info", "versions"]
+__all__ = ["machine_info", "versions", "memory_bytes", "check_memory", "format_bytes"]
 
 
 def _cpu_model() -> str:
@@ -52,3 +52,53 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def memory_bytes() -> int | None:
+    """Memory a new allocation can count on: MemAvailable (Linux) or else physical memory, capped by the
+    cgroup limit when one is set; ``None`` where none can be read."""
+    have: int | None = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    have = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if have is None:
+        try:
+            have = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            have = None
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(cgroup) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:
+            have = int(text) if have is None else min(have, int(text))
+    return have if have is None or have > 0 else None
+
+
+def format_bytes(n: float) -> str:
+    """``1000 -> "1000 bytes"``, ``1536 -> "1.5 KiB"``, ``4 * 2**30 -> "4 GiB"``."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_memory(need: int, what: str, instead: str) -> None:
+    """Refuse, before allocating, work whose estimated peak memory ``need`` (bytes) exceeds what this
+    machine has free: one line with the estimate, what needs it and what to do ``instead``."""
+    from .errors import InvalidInputError
+
+    have = memory_bytes()
+    if have is not None and need > have:
+        raise InvalidInputError(f"{what} needs about {format_bytes(need)} of memory and this machine has "
+                                f"{format_bytes(have)} free; {instead}")

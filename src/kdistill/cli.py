@@ -6,8 +6,10 @@ as one line on stderr and exits with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -26,8 +28,13 @@ class _Group(click.Group):
             sys.exit(2)
         except click.UsageError as e:  # click's own (unknown flag, bad int): one line too, not a usage block
             _usage_error(e)
+        except OSError as e:  # disk full, permissions, a file vanished: the system's reason, one line
+            from ._atomic import describe_os_error
+
+            click.echo(f"error: {_one_line(describe_os_error(e))}; nothing already written was damaged", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            click.echo(f"interrupted{ctx.meta.get('kdistill_interrupt_hint', '')}", err=True)
             sys.exit(130)
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -96,7 +103,7 @@ def kernels():
         table.add_column(col)
     for name, fam in sorted(families().items()):
         alias = name != fam.name
-        params = ", ".join(f"{k}={p.default!r}" for k, p in fam.params.items()) or "-"
+        params = ", ".join(p.describe(k) for k, p in fam.params.items()) or "-"
         table.add_row(name, "alias of " + fam.name if alias else params, "" if alias else fam.doc)
     Console(width=max(Console().width, 140)).print(table)
 
@@ -106,8 +113,11 @@ def kernels():
 @_data_dir_option
 def download(dataset, data_dir):
     """Download a dataset's official files (needs internet; checksums verified)."""
+    from ._atomic import check_writable_dir
     from .data import download as _download
+    from .data import resolve_data_dir
 
+    check_writable_dir(resolve_data_dir(data_dir), what="--data-dir")
     for p in _download(dataset, data_dir=data_dir, progress=True):
         click.echo(str(p))
 
@@ -237,7 +247,7 @@ def _method_options(method: str, given: dict) -> dict:
 @click.option("--ipc", type=int, default=10, show_default=True, help="Images per class.")
 @click.option("--kernel", default="linear", show_default=True,
               help="Kernel spec, e.g. linear, rbf:gamma=0.01, fcnn, fc-ntk:depth=3, convnet-ntk (kdistill kernels).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=click.Path(file_okay=False), default=None, callback=lambda c, p, v: _out_arg(v),
               help="Output directory [default: runs/<dataset>-<method>-ipc<N>, with -2, -3, ... appended when "
                    "that exists].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random choice of the run.")
@@ -254,13 +264,16 @@ def _method_options(method: str, given: dict) -> dict:
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (every other setting comes from "
                    "its run.json).")
+@click.option("--force", is_flag=True,
+              help="Replace the earlier run in --out (only once the new run has succeeded; a failed run leaves "
+                   "it as it was).")
 @click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Kernel values in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in our "
                    "tests). Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
                    "solves always run in float64. Recorded in run.json; --resume keeps it.")
 @click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
 @_data_dir_option
-def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, baseline, resume,
+def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, baseline, resume, force,
             precision, download_, data_dir, **method_values):
     """Distil a dataset; writes OUT/run.json, distilled.npz (+ .json sidecar), summary.json, figures and
     report.html (iterative methods: history.json and checkpoint.npz too).
@@ -273,15 +286,19 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
     from .kernels import from_spec
     from .methods import RunConfig, get_method, read_run_json, run_to_dir
 
+    ctx = click.get_current_context()
     if resume is not None:
         dataset_ref, saved_dir, config = read_run_json(resume)
-        ctx = click.get_current_context()
         given = [p.opts[0] for p in ctx.command.get_params(ctx)
                  if p.name not in ("resume", "download_") and p.name in ctx.params
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise InvalidInputError(f"--resume continues the recorded run; drop {', '.join(given)} (its settings "
                                     f"are in {resume / 'run.json'})")
+        if not get_method(config.method).iterative:
+            raise InvalidInputError(f"{resume} holds {_a(config.method)} run, which has no steps to continue; start a "
+                                    "new run instead")
+        _interrupt_hint(ctx, resume, config)
         dataset = _load_dataset(dataset_ref, saved_dir, download_)
         _, summary = run_to_dir(resume, dataset, config, resume=True, progress=True)
         out = resume
@@ -295,6 +312,9 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
             raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
         if not 0 <= seed < 2**32:
             raise InvalidInputError(f"--seed must be in 0 .. 4294967295, got {seed}")
+        if max_dual_n is not None and max_dual_n < 0:
+            raise InvalidInputError(f"--max-dual-n must be >= 0, got {max_dual_n}")
+        _check_out(out, force)
         from_spec(kernel)  # fail on a bad spec before loading data
         options = _method_options(method, method_values)
         from .methods import resolve_options
@@ -303,11 +323,57 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
         config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess,
                            reg=_parse_reg(reg), full_reference=full, precision=precision, baseline=baseline,
                            max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n, options=options)
+        _interrupt_hint(ctx, out, config)
         dataset = _load_dataset(dataset_name, data_dir, download_)
-        _, summary = run_to_dir(out, dataset, config, dataset_ref=dataset_name, data_dir=data_dir, progress=True)
+        _, summary = run_to_dir(out, dataset, config, dataset_ref=dataset_name, data_dir=data_dir, force=force,
+                                progress=True)
     _print_table(summary_rows(summary), f"kdistill distill -> {out}")
     if summary.get("full_test_accuracy_note"):
         click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
+def _out_arg(value: str | None) -> Path | None:
+    """--out as a Path; an empty string is refused (Path('') would be the current directory)."""
+    from .errors import InvalidInputError
+
+    if value is None:
+        return None
+    if not value.strip():
+        raise InvalidInputError("--out is empty; give a path such as runs/mnist-kip")
+    return Path(value)
+
+
+def _interrupt_hint(ctx, out: Path, config) -> None:
+    """What Ctrl-C (or SIGTERM) prints: iterative runs can be resumed from their checkpoint."""
+    from .methods import get_method
+
+    if get_method(config.method).iterative:
+        ctx.find_root().meta["kdistill_interrupt_hint"] = (
+            f"; if a checkpoint was written, kdistill distill --resume {out} continues the run")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Cheap checks of --out before any data is loaded (run_to_dir checks again under its lock)."""
+    from ._atomic import check_writable_dir
+    from .errors import InvalidInputError
+    from .methods import RUN_FILES
+
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} is a file; choose a folder")
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()} - {".kdistill-staging"}
+        if names - RUN_FILES:
+            shown = ", ".join(sorted(names - RUN_FILES)[:3])
+            raise InvalidInputError(f"--out {out} holds files kdistill did not write ({shown}); choose a new or empty "
+                                    "folder")
+        if names and not force:
+            raise InvalidInputError(f"--out {out} holds an earlier run; add --force to replace it, --resume {out} to "
+                                    "continue it, or choose another --out")
+    check_writable_dir(out.resolve().parent, what=f"--out {out}: its parent folder")
 
 
 def _default_out(dataset: str, method: str, ipc: int) -> Path:
@@ -439,8 +505,8 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
 
     if kernel is not None or reg is not None:
         raise InvalidInputError("--kernel and --reg apply to KRR evaluation only; drop them or drop --model")
-    if seeds < 1:
-        raise InvalidInputError(f"--seeds must be >= 1, got {seeds}")
+    if not 1 <= seeds <= 1000:
+        raise InvalidInputError(f"--seeds must be in 1 .. 1000, got {seeds}")
     finite_settings(model, epochs=epochs, width=width, lr=lr)  # bad names and settings fail before loading data
     if not file.exists():
         raise InvalidInputError(f"{file}: no such file")
@@ -479,13 +545,24 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
-@click.option("--max-per-row", type=int, default=20, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, callback=lambda c, p, v: _out_arg(v),
+              help="PNG to write (a new file or an earlier PNG; never the distilled set itself).")
+@click.option("--max-per-row", type=click.IntRange(1, 1000), default=20, show_default=True)
 def show(file, out, max_per_row):
     """Draw a distilled set as a PNG grid, one row per class, in pixel space."""
     from . import io
+    from ._atomic import check_writable_dir
+    from .errors import InvalidInputError
     from .report import image_grid
 
+    if out.suffix.lower() != ".png":
+        raise InvalidInputError(f"--out {out} must end in .png (show writes a PNG image)")
+    if out.exists() and (out.resolve() in (file.resolve(), io.sidecar_path(file).resolve()) or out.is_dir()):
+        raise InvalidInputError(f"--out {out} is the input or a folder; choose a new PNG path")
+    if out.exists() and out.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+        raise InvalidInputError(f"--out {out} exists and is not a PNG image; choose a new path (show only replaces "
+                                "PNGs)")
+    check_writable_dir(out.resolve().parent, what=f"--out {out}: its folder")
     ds = io.load(file)
     pixels = ds.to_pixels(ds.images)
     meta = ds.meta
@@ -498,20 +575,23 @@ DEMO = dict(dataset="mnist", method="analytic", ipc=1, kernel="fcnn")
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
-              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+              callback=lambda c, p, v: _out_arg(v),
+              help="Output folder (an earlier demo there is replaced once the new one has succeeded).")
 @_data_dir_option
 def demo(out, data_dir):
     """The quick-start job: distil MNIST and print the result next to the full-data model."""
     from .methods import RunConfig, run_to_dir
 
+    _check_out(out, force=True)
     click.echo(f"kdistill demo: {DEMO['method']} method, {DEMO['kernel']} kernel, ipc {DEMO['ipc']} on "
                f"{DEMO['dataset']}")
     dataset = _load_dataset(DEMO["dataset"], data_dir)
     click.echo(f"loaded {dataset.name}: {dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test "
                f"from {dataset.source}")
     config = RunConfig(method=DEMO["method"], ipc=DEMO["ipc"], kernel=DEMO["kernel"], options={"init": "noise"})
-    _, summary = run_to_dir(out, dataset, config, dataset_ref=DEMO["dataset"], data_dir=data_dir, progress=True)
+    _, summary = run_to_dir(out, dataset, config, dataset_ref=DEMO["dataset"], data_dir=data_dir, force=True,
+                            progress=True)
     _print_table(summary_rows(summary), f"kdistill demo -> {out}")
     click.echo(f"weight cosine cos(W_S, W) = {summary['method_info']['weight_cosine']:.8f}; "
                f"images: {summary['figures']['distilled']}")
@@ -526,8 +606,42 @@ def report(run_dir):
     click.echo(str(write_report(run_dir)))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Python warnings as one line each: ``warning: ...`` (not a file name and a source line)."""
+    click.echo(f"warning: {_one_line(str(message))}", err=True)
+
+
+def _terminate(signum, frame):  # SIGTERM (kill, a scheduler's time limit) ends a run like Ctrl-C: cleanly
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    cli(prog_name="kdistill")
+    import os
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    warnings.showwarning = _show_warning
+    try:
+        rv = cli(prog_name="kdistill", standalone_mode=False)  # --help, --version: their exit code
+        sys.stdout.flush()
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        code = 130
+    except click.ClickException as e:  # outside a command (e.g. kdistill --bogus): _Group already printed most
+        click.echo(f"error: {_one_line(e.format_message())}", err=True)
+        code = 2
+    except OSError as e:  # stdout itself failed (kdistill kernels > /dev/full, a closed pipe)
+        from ._atomic import describe_os_error
+
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        click.echo(f"error: cannot write the output ({_one_line(describe_os_error(e))})", err=True)
+        code = 2
+    else:
+        code = rv if isinstance(rv, int) else 0
+    sys.exit(code)
 
 
 if __name__ == "__main__":

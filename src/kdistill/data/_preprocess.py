@@ -155,7 +155,12 @@ class Preprocessor:
         key = f"{_PREFIX}kind"
         if key not in d:
             return cls()
-        kind = str(np.asarray(d[key]).item())
+        raw_kind = np.asarray(d[key])
+        if raw_kind.ndim != 0 or raw_kind.dtype.kind not in "US":
+            raise InvalidInputError(
+                f"stored {key} is {raw_kind.dtype} {raw_kind.shape}; expected one string (a preprocessing kind)"
+            )
+        kind = str(raw_kind.item().decode("utf-8", "replace") if raw_kind.dtype.kind == "S" else raw_kind.item())
         if kind not in KINDS:
             raise InvalidInputError(
                 f"stored preprocessing kind {kind!r} is unknown; expected one of {', '.join(KINDS)}"
@@ -174,10 +179,36 @@ class Preprocessor:
 
         def arr(name: str) -> np.ndarray | None:
             value = d.get(f"{_PREFIX}{name}")
-            return None if value is None else np.asarray(value, dtype=np.float32)
+            if value is None:
+                return None
+            value = np.asarray(value)
+            if value.dtype.kind not in "iuf":
+                raise InvalidInputError(
+                    f"stored {_PREFIX}{name} has dtype {value.dtype}; expected real numbers"
+                )
+            with np.errstate(over="ignore"):
+                value = value.astype(np.float32)
+            if not np.all(np.isfinite(value)):
+                raise InvalidInputError(
+                    f"stored {_PREFIX}{name} contains NaN or infinite values (or values too large for float32)"
+                )
+            return value
 
         reg = d.get(f"{_PREFIX}zca_reg")
+        if reg is not None:
+            reg = np.asarray(reg)
+            if reg.ndim != 0 or reg.dtype.kind not in "iuf" or not (np.isfinite(reg) and reg > 0):
+                raise InvalidInputError(
+                    f"stored {_PREFIX}zca_reg is {reg.dtype} {reg.shape}; expected one positive finite number"
+                )
         shape = d.get(f"{_PREFIX}image_shape")
+        if shape is not None:
+            shape = np.asarray(shape)
+            if shape.shape != (3,) or shape.dtype.kind not in "iu" or not np.all(shape > 0):
+                raise InvalidInputError(
+                    f"stored {_PREFIX}image_shape is {shape.dtype} {shape.shape}; expected 3 positive integers "
+                    "(h, w, c)"
+                )
         return cls(
             kind=kind,
             channel_mean=arr("channel_mean"),
@@ -185,9 +216,37 @@ class Preprocessor:
             feature_mean=arr("feature_mean"),
             whitening=arr("whitening"),
             unwhitening=arr("unwhitening"),
-            zca_reg=None if reg is None else float(np.asarray(reg)),
-            image_shape=None if shape is None else tuple(int(v) for v in np.asarray(shape)),  # type: ignore[arg-type]
+            zca_reg=None if reg is None else float(reg),
+            image_shape=None if shape is None else tuple(int(v) for v in shape),  # type: ignore[arg-type]
         )
+
+    def check_fits(self, image_shape: tuple[int, ...]) -> None:
+        """Raise InvalidInputError unless this preprocessor's arrays fit images of ``image_shape`` ``(h, w, c)``.
+
+        standardize: ``channel_mean, channel_std (c,)``, ``channel_std > 0``; zca: ``feature_mean (d,)``,
+        ``whitening, unwhitening (d, d)`` with ``d = h*w*c``; a stored ``image_shape`` equal to ``image_shape``.
+        Used when a stored preprocessor is read from a file, before it is applied to anything.
+        """
+        image_shape = tuple(int(v) for v in image_shape)
+        if self.image_shape is not None and tuple(self.image_shape) != image_shape:
+            raise InvalidInputError(
+                f"stored preprocessing was fitted on images of {tuple(self.image_shape)} (h, w, c) but the images "
+                f"are {image_shape}"
+            )
+        c, d = image_shape[-1], int(np.prod(image_shape))
+        expected = {
+            "standardize": {"channel_mean": (c,), "channel_std": (c,)},
+            "zca": {"feature_mean": (d,), "whitening": (d, d), "unwhitening": (d, d)},
+        }.get(self.kind, {})
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value is None or tuple(value.shape) != shape:
+                got = None if value is None else tuple(value.shape)
+                raise InvalidInputError(
+                    f"stored {_PREFIX}{name} has shape {got} but images of {image_shape} (h, w, c) need {shape}"
+                )
+        if self.kind == "standardize" and not np.all(self.channel_std > 0):  # type: ignore[operator]
+            raise InvalidInputError(f"stored {_PREFIX}channel_std holds values <= 0; a standard deviation is > 0")
 
     def describe(self) -> dict[str, Any]:
         """A small JSON-able summary, e.g. ``{"kind": "zca", "zca_reg": 0.1, "dim": 784}``."""

@@ -429,7 +429,9 @@ def load(
       lists where we looked and how to get them). CorruptFileError: damaged files.
     """
     candidate = Path(str(name)).expanduser()
-    if str(name).lower().endswith(".npz") or (candidate.suffix and candidate.is_file()):
+    looks_like_path = "/" in str(name) or os.sep in str(name)
+    if (str(name).lower().endswith(".npz") or (candidate.suffix and candidate.is_file())
+            or (looks_like_path and candidate.exists())):
         return load_arrays(candidate)
     key = canonical_name(name)
     root = resolve_data_dir(data_dir)

@@ -2,6 +2,7 @@
 
 from ._krr import MAX_DUAL_N as MAX_DUAL_N
 from ._krr import FittedKRR as FittedKRR
+from ._krr import check_dual_memory as check_dual_memory
 from ._krr import FullReference as FullReference
 from ._krr import fit_krr as fit_krr
 from ._krr import full_data_reference as full_data_reference

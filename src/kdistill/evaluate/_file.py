@@ -66,10 +66,12 @@ def evaluate_file(
         r = selection.reg
     elif reg is not None:
         r = float(reg)
-        if not (np.isfinite(r) and r >= 0):
-            raise InvalidInputError(f"reg must be 'auto' or a finite number >= 0, got {reg!r}")
+        if not 0 <= r <= krr.MAX_REG:
+            raise InvalidInputError(f"reg must be 'auto' or a number in 0 .. {krr.MAX_REG:g}, got {reg!r}")
     else:
         r = float(meta.get("reg", 1e-6))
+        if not 0 <= r <= krr.MAX_REG:
+            raise InvalidInputError(f"{path}: its sidecar records reg={r!r}, outside 0 .. {krr.MAX_REG:g}; pass --reg")
     acc = support_accuracy(k, ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, reg=r, lam=lam)
     return {"file": str(path), "dataset": dataset.name, "kernel": k.spec, "reg": r, "lam": lam,
             "reg_selection": None if selection is None else selection.as_dict(),

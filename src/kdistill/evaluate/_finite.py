@@ -132,11 +132,19 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 """Default training settings per model (see the module docstring for their sources)."""
 
 
+MAX_WIDTH = 16_384
+"""Widest finite network accepted (channels or hidden units); KIP's ConvNet uses 1024."""
+
+
 def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
     """The default :class:`FiniteSettings` of ``model`` with ``overrides`` (``None`` values ignored).
 
     Raises :class:`InvalidInputError` for an unknown model or an impossible setting.
     """
+    for name, top in (("width", MAX_WIDTH), ("depth", 16)):
+        v = overrides.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top):
+            raise InvalidInputError(f"{name} must be an integer in 1 .. {top}, got {v!r}")
     net = make_model(model, width=overrides.get("width"), depth=overrides.get("depth"))
     fields = {f.name for f in dataclasses.fields(FiniteSettings)}
     unknown = set(overrides) - fields
@@ -149,14 +157,14 @@ def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
         raise InvalidInputError(f"unknown loss {s.loss!r}; valid: {', '.join(LOSSES)}")
     if s.schedule not in SCHEDULES:
         raise InvalidInputError(f"unknown schedule {s.schedule!r}; valid: {', '.join(SCHEDULES)}")
-    for name in ("epochs", "batch_size"):
+    for name, top in (("epochs", 100_000), ("batch_size", 2**20)):
         v = getattr(s, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InvalidInputError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+            raise InvalidInputError(f"{name} must be an integer in 1 .. {top}, got {v!r}")
     for name in ("lr", "label_temperature"):
         v = getattr(s, name)
-        if not (math.isfinite(v) and v > 0):
-            raise InvalidInputError(f"{name} must be a finite number > 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v <= 100):
+            raise InvalidInputError(f"{name} must be a number > 0 and <= 100, got {v!r}")
     if not (0 <= s.momentum < 1) or not (math.isfinite(s.weight_decay) and s.weight_decay >= 0):
         raise InvalidInputError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {s.momentum}, {s.weight_decay}")
     return s

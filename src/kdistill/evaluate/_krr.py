@@ -9,10 +9,12 @@ import numpy as np
 
 from .. import krr
 from .._executor import Executor
+from .._machine import check_memory
 from .._typing import Array
 from ..kernels import Kernel
 
-__all__ = ["FittedKRR", "fit_krr", "support_accuracy", "support_predictions", "per_class_accuracy", "FullReference", "full_data_reference", "MAX_DUAL_N", "MAX_PRIMAL_P"]
+__all__ = ["check_dual_memory", "FittedKRR", "fit_krr", "support_accuracy", "support_predictions", "per_class_accuracy",
+           "FullReference", "full_data_reference", "MAX_DUAL_N", "MAX_PRIMAL_P"]
 
 MAX_DUAL_N = 10_000
 """Largest training set for which the full-data reference is fitted in the dual (an n x n kernel)."""
@@ -74,6 +76,13 @@ class FittedKRR:
         return krr.predict(kernel, self.model, x, executor=executor)
 
 
+def check_dual_memory(n: int) -> None:
+    """Refuse a dual model on ``n`` images that cannot fit in memory (K, K + lam I and its factor: 3 n^2 float64)."""
+    check_memory(24 * n * n, f"the dual (n x n) KRR model on all n={n} training images",
+                 "lower --max-dual-n (the full-data reference is then skipped), use --no-full, or a kernel with "
+                 "explicit features (primal ridge)")
+
+
 def fit_krr(
     kernel: Kernel,
     x_train: Array,
@@ -109,6 +118,7 @@ def fit_krr(
                                progress=progress, executor=executor)
         return FittedKRR(model, "primal", None)
     if n <= max_dual_n:
+        check_dual_memory(n)
         sel = None
         if auto:
             sel = krr.select_dual(kernel, x_train, y_train, grid=grid, val_fraction=val_fraction, seed=seed,

@@ -22,30 +22,22 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..errors import SpecError
 from ._arccos import compute_dtype, relu_layer
-from ._spec import Kernel, Param, register
+from ._spec import Kernel, Param, check_scale, register
 
-__all__ = ["fc_kernel", "fc_ntk", "fc_nngp", "check_common"]
+__all__ = ["fc_kernel", "fc_ntk", "fc_nngp", "check_relu_scale", "FC_PARAMS", "W_STD", "B_STD"]
 
 SQRT2 = math.sqrt(2.0)
 
 
-def check_common(family: str, *, depth: int, w_std: float, b_std: float) -> tuple[int, float, float]:
-    """Validate the parameters shared by the neural kernels; return them as (int, float, float).
+def check_relu_scale(family: str, *, layers: int, depth: int, w_std: float, b_std: float) -> None:
+    """Refuse a ``w_std``/``depth`` pair whose kernel overflows (or, with no bias, underflows).
 
-    Raises :class:`~kdistill.errors.SpecError` (one line, naming the parameter) for
-    a depth that is not an integer >= 0, a w_std that is not a finite number > 0
-    or a b_std that is not a finite number >= 0.
+    Behind a ReLU each of the ``layers`` weight layers multiplies the variances by
+    ``w_std**2 / 2`` (1 at the default sqrt(2)); see :func:`._spec.check_scale`.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise SpecError(f"kernel {family!r}: depth must be an integer >= 0, got {depth!r}")
-    for name, value, positive in (("w_std", w_std, True), ("b_std", b_std, False)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < 0 or (positive and value == 0):
-            bound = "> 0" if positive else ">= 0"
-            raise SpecError(f"kernel {family!r}: {name} must be a finite number {bound}, got {value!r}")
-    return depth, float(w_std), float(b_std)
+    check_scale(family, gain=w_std**2 / 2, layers=layers, bias=b_std,
+                settings=f"w_std={w_std!r} with depth={depth}")
 
 
 def _flat(x, dtype) -> jax.Array:
@@ -87,17 +79,23 @@ def fc_kernel(x1, x2, *, get: str = "ntk", depth: int = 3, w_std: float = SQRT2,
 
 
 def _build(get: str, family: str, depth: int, w_std: float, b_std: float) -> Kernel:
-    depth, w_std, b_std = check_common(family, depth=depth, w_std=w_std, b_std=b_std)
-
+    check_relu_scale(family, layers=depth + 1, depth=depth, w_std=w_std, b_std=b_std)
     fn = jax.jit(functools.partial(fc_kernel, get=get, depth=depth, w_std=w_std, b_std=b_std))
 
     return Kernel(family, (("depth", depth), ("w_std", w_std), ("b_std", b_std)), fn)
 
 
+# Shared by every neural kernel (fc, convnet, rf-*): KIP uses sqrt(2) and 0.1 (or 0), neural-tangents'
+# examples 1.5 and 0.05; published sweeps stay below w_std^2 = 5. The depth and w_std together are
+# checked by check_relu_scale.
+W_STD = Param(float, SQRT2, "weight std: W ~ N(0, w_std^2 / fan_in)", min=0.01, max=10.0)
+B_STD = Param(float, 0.1, "bias std: b ~ N(0, b_std^2)", min=0.0, max=10.0)
+
+# depth: cost is linear in it (the recursion is unrolled when tracing); KIP uses at most ~10.
 FC_PARAMS = {
-    "depth": Param(int, 3, "number of [Dense, ReLU] blocks before the readout Dense"),
-    "w_std": Param(float, SQRT2, "weight std: W ~ N(0, w_std^2 / fan_in)"),
-    "b_std": Param(float, 0.1, "bias std: b ~ N(0, b_std^2)"),
+    "depth": Param(int, 3, "number of [Dense, ReLU] blocks before the readout Dense", min=0, max=100),
+    "w_std": W_STD,
+    "b_std": B_STD,
 }
 
 

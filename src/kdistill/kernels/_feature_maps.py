@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import SpecError
 from ._classical import flatten
-from ._spec import Kernel, Param, register
+from ._spec import MAX_SEED, Kernel, Param, check_bytes, check_scale, register
 
 __all__ = ["fcnn", "rff", "leaky_relu", "leaky_relu_inverse"]
 
@@ -42,6 +41,13 @@ def _fcnn_weights(seed: int, d: int, depth: int, w_std: float, dtype) -> list[ja
     return [(w_std / np.sqrt(d) * jax.random.normal(k, (d, d), dtype=jnp.float32)).astype(dtype) for k in keys]
 
 
+def _check_square_weights(family: str, d: int, count: int, dtype, settings: str) -> None:
+    """Refuse ``count`` random ``(d, d)`` matrices (drawn in float32, used in ``dtype``) beyond MAX_BYTES."""
+    nbytes = count * d * d * (4 + jnp.dtype(dtype).itemsize)
+    what = f"random {d} x {d} weights{' per layer' if count > 1 else ''} for inputs of {d} = h*w*c features{settings}"
+    check_bytes(family, nbytes, what, "depth or the image size" if count > 1 else "the image size")
+
+
 def _linear_kernel_of(features):
     def fn(x1, x2):
         return features(x1) @ features(x2).T
@@ -52,29 +58,31 @@ def _linear_kernel_of(features):
 @register(
     "fcnn",
     params={
-        "depth": Param(int, 1, "number of square LeakyReLU layers"),
-        "slope": Param(float, 0.1, "LeakyReLU negative slope"),
-        "w_std": Param(float, float(np.sqrt(2.0)), "weight scale: A_ij ~ N(0, w_std^2 / d)"),
-        "seed": Param(int, 0, "seed of the random weights"),
+        # d x d weights per layer (d = h*w*c): 32 layers are ~3.6 GB on CIFAR in float64
+        "depth": Param(int, 1, "number of square LeakyReLU layers", min=1, max=32),
+        # the inverse divides by the slope: below 1e-4 it amplifies rounding errors by > 1e4 per layer
+        "slope": Param(float, 0.1, "LeakyReLU negative slope", min=1e-4, max=1.0),
+        "w_std": Param(float, float(np.sqrt(2.0)), "weight scale: A_ij ~ N(0, w_std^2 / d)", min=0.01, max=10.0),
+        "seed": Param(int, 0, "seed of the random weights", min=0, max=MAX_SEED),
     },
     doc="linear kernel on invertible random LeakyReLU features of width d (Chen et al. 2024)",
 )
 def fcnn(*, depth: int = 1, slope: float = 0.1, w_std: float = float(np.sqrt(2.0)), seed: int = 0) -> Kernel:
-    if depth < 1:
-        raise SpecError(f"kernel 'fcnn': depth must be >= 1, got {depth}")
-    if not 0 < slope:
-        raise SpecError(f"kernel 'fcnn': slope must be > 0 for the map to be invertible, got {slope}")
-    if w_std <= 0:
-        raise SpecError(f"kernel 'fcnn': w_std must be > 0, got {w_std}")
+    # a layer multiplies the feature variance by w_std^2 (1 + slope^2) / 2
+    check_scale("fcnn", gain=w_std**2 * (1 + slope**2) / 2, layers=depth,
+                settings=f"w_std={w_std!r}, slope={slope!r} with depth={depth}")
+    settings = f" with depth={depth}"
 
     def features(x):
         h = flatten(x)
+        _check_square_weights("fcnn", h.shape[1], depth, h.dtype, settings)
         for a in _fcnn_weights(seed, h.shape[1], depth, w_std, h.dtype):
             h = leaky_relu(h @ a.T, slope)
         return h
 
     def inverse(f, image_shape):
         h = jnp.asarray(f)
+        _check_square_weights("fcnn", h.shape[1], depth, h.dtype, settings)
         for a in reversed(_fcnn_weights(seed, h.shape[1], depth, w_std, h.dtype)):
             h = jnp.linalg.solve(a, leaky_relu_inverse(h, slope).T).T
         return h.reshape((h.shape[0], *image_shape))
@@ -94,23 +102,22 @@ def _rff_weights(seed: int, d: int, gamma: float, dtype):
 @register(
     "rff",
     params={
-        "gamma": Param(float, 0.0, "RBF width the features approximate; 0 means 1 / d"),
-        "seed": Param(int, 0, "seed of the random frequencies and phases"),
+        "gamma": Param(float, 0.0, "RBF width the features approximate; 0 means 1 / d", min=0.0, max=1e6),
+        "seed": Param(int, 0, "seed of the random frequencies and phases", min=0, max=MAX_SEED),
     },
     doc="linear kernel on d random Fourier features sqrt(2/d) cos(Ax + b) (approximates rbf)",
 )
 def rff(*, gamma: float = 0.0, seed: int = 0) -> Kernel:
-    if gamma < 0:
-        raise SpecError(f"kernel 'rff': gamma must be >= 0 (0 means 1/d), got {gamma}")
-
     def features(x):
         h = flatten(x)
+        _check_square_weights("rff", h.shape[1], 1, h.dtype, "")
         a, b = _rff_weights(seed, h.shape[1], gamma, h.dtype)
         return jnp.sqrt(2.0 / h.shape[1]) * jnp.cos(h @ a.T + b)
 
     def inverse(f, image_shape):
         f = jnp.asarray(f)
         p = f.shape[1]
+        _check_square_weights("rff", p, 1, f.dtype, "")
         a, b = _rff_weights(seed, p, gamma, f.dtype)
         c = jnp.clip(f * jnp.sqrt(p / 2.0), -1.0, 1.0)  # outside [-1, 1] no preimage exists
         x = jnp.linalg.solve(a, (jnp.arccos(c) - b).T).T

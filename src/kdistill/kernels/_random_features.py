@@ -27,15 +27,44 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..errors import InvalidInputError, SpecError
+from ..errors import InvalidInputError
 from ._arccos import compute_dtype
-from ._fc import SQRT2, check_common
+from ._fc import B_STD, SQRT2, W_STD, check_relu_scale
 from ._finite import apply_convnet, apply_fc, convnet_shapes, draw, fc_shapes
-from ._spec import Kernel, Param, register
+from ._spec import MAX_SEED, Kernel, Param, check_bytes, register
 
 __all__ = ["random_features", "rf_convnet", "rf_fc"]
 
 _CHUNK = 64  # images per step of the feature map (memory: chunk * h * w * width activations)
+_CHUNK_BYTES = 2**30  # fewer images per step when a chunk's activations and features would pass this
+_LIVE_ACTIVATIONS = 3  # copies of the first layer's output alive at once (conv output, ReLU, next input)
+
+
+def _shapes(arch: str, *, width: int, depth: int, image: tuple[int, int, int]):
+    h, w, c = image
+    if arch == "convnet":
+        return convnet_shapes(c, width=width, depth=depth, spatial=(h, w))
+    return fc_shapes(h * w * c, width=width, depth=depth)
+
+
+def _weight_bytes(arch: str, *, models: int, width: int, depth: int, image: tuple[int, int, int]) -> int:
+    """Bytes of the float32 random weights of ``models`` networks on ``image = (h, w, c)`` inputs."""
+    count = sum(math.prod(ws) + math.prod(bs) for ws, bs in _shapes(arch, width=width, depth=depth, image=image))
+    return 4 * models * count
+
+
+def _image_bytes(arch: str, *, models: int, width: int, depth: int, image: tuple[int, int, int],
+                 itemsize: int) -> int:
+    """Bytes alive per image of a chunk: the first layer's activations (a few copies) and the
+    features of every network (twice: per network, then regrouped per image)."""
+    h, w, c = image
+    first = h * w * max(width, c) if arch == "convnet" else max(width, h * w * c)
+    p = _shapes(arch, width=width, depth=depth, image=image)[-1][0][0]  # the readout's fan-in
+    return (_LIVE_ACTIVATIONS * first + 2 * models * p) * itemsize
+
+
+def _settings(models: int, width: int, depth: int) -> str:
+    return f"models={models}, width={width}, depth={depth}"
 
 
 def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int,
@@ -44,17 +73,20 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
 
     The networks come from ``jax.random.key(seed)``, or from ``key`` when given (a traced key:
     the draw is part of the computation, so a new key per call does not recompile)."""
-    dtype = compute_dtype(x)
+    dtype = jnp.dtype(compute_dtype(x))
     x = jnp.asarray(x, dtype)
     if x.ndim != 4:
         raise InvalidInputError(f"rf-{arch}: expected NHWC images (n, h, w, c), got shape {x.shape}")
     n, h, w, c = x.shape
-    if arch == "convnet":
-        if min(h, w) < 2**depth:
-            raise InvalidInputError(f"rf-convnet: {h}x{w} images are too small for depth={depth}")
-        shapes, apply = convnet_shapes(c, width=width, depth=depth, spatial=(h, w)), apply_convnet
-    else:
-        shapes, apply = fc_shapes(h * w * c, width=width, depth=depth), apply_fc
+    if arch == "convnet" and min(h, w) < 2**depth:
+        raise InvalidInputError(f"rf-convnet: {h}x{w} images are too small for depth={depth}")
+    shapes = _shapes(arch, width=width, depth=depth, image=(h, w, c))
+    apply = apply_convnet if arch == "convnet" else apply_fc
+    per_image = _image_bytes(arch, models=models, width=width, depth=depth, image=(h, w, c), itemsize=dtype.itemsize)
+    weights = _weight_bytes(arch, models=models, width=width, depth=depth, image=(h, w, c))
+    check_bytes(f"rf-{arch}", weights + per_image,
+                f"random weights and one image's activations and features for {_settings(models, width, depth)} "
+                f"on {h}x{w}x{c} images", "width, models or depth, or use smaller images")
     # The networks depend only on (seed, shapes): draw them eagerly, also while tracing,
     # so they enter a jitted computation as constants (no random generator to compile).
     if key is None:
@@ -65,10 +97,14 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
 
     def chunk_features(xc):
         # (chunk, h, w, c) -> (chunk, models * p), one network at a time
-        per_model = lax.map(lambda p: apply(p, xc, w_std=w_std, b_std=b_std, readout=False), params)
+        if params["hidden"]:
+            per_model = lax.map(lambda p: apply(p, xc, w_std=w_std, b_std=b_std, readout=False), params)
+        else:  # fc of depth 0: every network's features are the flattened input
+            flat = apply(params, xc, w_std=w_std, b_std=b_std, readout=False)
+            per_model = jnp.broadcast_to(flat, (models, *flat.shape))
         return jnp.moveaxis(per_model, 0, 1).reshape(xc.shape[0], models * per_model.shape[-1])
 
-    size = max(1, min(n, _CHUNK))
+    size = max(1, min(n, _CHUNK, _CHUNK_BYTES // per_image))
     count = -(-n // size)
     if count <= 1:
         feats = chunk_features(x)
@@ -83,10 +119,12 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
 
 def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int) -> Kernel:
     family = f"rf-{arch}"
-    depth, w_std, b_std = check_common(family, depth=depth, w_std=w_std, b_std=b_std)
-    for name, v, lo in (("models", models, 1), ("width", width, 1), ("seed", seed, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise SpecError(f"kernel {family!r}: {name} must be an integer >= {lo}, got {v!r}")
+    check_relu_scale(family, layers=depth + (2 if arch == "convnet" else 1), depth=depth, w_std=w_std, b_std=b_std)
+    # the weights that do not depend on the images (smallest images the depth allows, one channel);
+    # random_features checks again with the images' real size
+    smallest = (2**depth, 2**depth, 1) if arch == "convnet" else (1, 1, 1)
+    check_bytes(family, _weight_bytes(arch, models=models, width=width, depth=depth, image=smallest),
+                f"random weights of {_settings(models, width, depth)}", "width, models or depth")
     settings = dict(arch=arch, models=models, width=width, depth=depth, w_std=w_std, b_std=b_std, seed=seed)
     features = jax.jit(functools.partial(random_features, **settings))
 
@@ -101,20 +139,26 @@ def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: 
     return Kernel(family, params, fn, features=features, keyed=keyed)
 
 
-def _params(width_doc: str) -> dict[str, Param]:
+def _params(width_doc: str, max_width: int, max_depth: int) -> dict[str, Param]:
+    # Generous for RFAD-like settings (arXiv:2210.12067: ConvNets about 1024 wide, a handful of models);
+    # max_width: one hidden layer of one network stays within MAX_BYTES (a 3x3 conv of width 4096:
+    # 0.6 GB, a dense layer of width 16384: 1 GiB). Together with the images'
+    # size, models * width * depth are also held to MAX_BYTES of weights and activations
+    # (_spec.check_bytes), so a setting within these ranges can still be refused.
     return {
-        "models": Param(int, 8, "number of random networks averaged"),
-        "width": Param(int, 128, width_doc),
-        "depth": Param(int, 3, "depth of the architecture, as in the exact kernel of the same name"),
-        "w_std": Param(float, SQRT2, "weight std: W ~ N(0, w_std^2 / fan_in)"),
-        "b_std": Param(float, 0.1, "bias std: b ~ N(0, b_std^2)"),
-        "seed": Param(int, 0, "networks are drawn from jax.random.key(seed)"),
+        "models": Param(int, 8, "number of random networks averaged", min=1, max=1024),
+        "width": Param(int, 128, width_doc, min=1, max=max_width),
+        "depth": Param(int, 3, "depth of the architecture, as in the exact kernel of the same name",
+                       min=0, max=max_depth),
+        "w_std": W_STD,
+        "b_std": B_STD,
+        "seed": Param(int, 0, "networks are drawn from jax.random.key(seed)", min=0, max=MAX_SEED),
     }
 
 
 @register(
     "rf-convnet",
-    params=_params("channels of every conv layer"),
+    params=_params("channels of every conv layer", 4096, 10),
     doc="empirical NNGP of random finite ConvNets (RFAD random features; approaches convnet-nngp)",
 )
 def rf_convnet(*, models: int = 8, width: int = 128, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, seed: int = 0) -> Kernel:
@@ -123,7 +167,7 @@ def rf_convnet(*, models: int = 8, width: int = 128, depth: int = 3, w_std: floa
 
 @register(
     "rf-fc",
-    params=_params("units of every hidden layer"),
+    params=_params("units of every hidden layer", 16384, 100),
     doc="empirical NNGP of random finite FC ReLU networks (approaches fc-nngp)",
 )
 def rf_fc(*, models: int = 8, width: int = 128, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, seed: int = 0) -> Kernel:

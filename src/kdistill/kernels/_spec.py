@@ -8,14 +8,20 @@ Both the CLI and :func:`from_spec` accept them.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import re
 from typing import Any, Callable, Mapping
 
 import jax
+import numpy as np
 
+from .._machine import format_bytes
 from .._typing import Array, FeatureFn, KernelFn
 from ..errors import SpecError
 
-__all__ = ["Kernel", "KernelFamily", "Param", "register", "from_spec", "families", "parse_spec"]
+__all__ = ["Kernel", "KernelFamily", "Param", "register", "from_spec", "families", "parse_spec",
+           "MAX_BYTES", "MAX_SEED", "check_bytes", "check_scale"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -35,6 +41,9 @@ class Kernel:
       keyed: for random-feature kernels, ``keyed(key, x1, x2) -> (n1, n2)``: the same kernel with its
         random networks drawn from the PRNG ``key`` (a traced argument, so redrawing every step of a
         jitted loop does not recompile); ``fn`` is ``keyed`` at the key of the spec's ``seed``. Else ``None``.
+      pair_seconds: for kernels whose cost per image pair is large (exact ConvNet kernels),
+        ``pair_seconds(image_shape) -> float``, a rough CPU estimate of seconds per pair of images, so
+        long jobs can say up front how long they will take. Else ``None``.
 
     Kernels compare by identity, so one can be a static argument of ``jax.jit``.
     """
@@ -45,6 +54,7 @@ class Kernel:
     features: FeatureFn | None = None
     inverse: Callable[[Array, tuple[int, ...]], jax.Array] | None = None
     keyed: Callable[[Any, Array, Array], jax.Array] | None = None
+    pair_seconds: Callable[[tuple[int, ...]], float] | None = None
 
     def __post_init__(self):
         # One compiled program per input shape instead of one per primitive per shape.
@@ -71,12 +81,181 @@ class Kernel:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """One parameter of a kernel family: its type (``int``, ``float``, ``str``) and default."""
+    """One parameter of a kernel family: its type, default and allowed values.
+
+    Attributes:
+      type: ``int``, ``float``, ``str`` or ``bool``.
+      default: value when not given; must itself be allowed.
+      doc: one line for listings.
+      choices: allowed values (strings).
+      min, max: inclusive bounds, required for ``int`` and ``float`` parameters (so that no
+        setting can hang or exhaust memory); ``min_exclusive`` makes ``min`` strict.
+        Floats must also be finite; ints must be integers (not bools, not floats such as 2.5).
+
+    >>> Param(int, 3, min=0, max=100).describe("depth")
+    'depth=3 (int, 0..100)'
+    >>> Param(float, 0.1, min=0, max=10).convert("fc-ntk", "b_std", "nan")
+    Traceback (most recent call last):
+    ...
+    kdistill.errors.SpecError: kernel 'fc-ntk': b_std=nan is not a finite number; use a number in 0 .. 10
+    """
 
     type: type
     default: Any
     doc: str = ""
     choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+
+    def allowed(self) -> str:
+        """What a value must be, for messages: ``"an integer in 0 .. 100"``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        kind = _KIND.get(self.type, f"a {self.type.__name__}")
+        if self.min is None and self.max is None:
+            return kind
+        if self.min is not None and self.max is not None and not self.min_exclusive:
+            return f"{kind} in {_num(self.min)} .. {_num(self.max)}"
+        parts = []
+        if self.min is not None:
+            parts.append(f"{'>' if self.min_exclusive else '>='} {_num(self.min)}")
+        if self.max is not None:
+            parts.append(f"<= {_num(self.max)}")
+        return f"{kind} " + " and ".join(parts)
+
+    def describe(self, name: str | None = None) -> str:
+        """``"depth=3 (int, 0..100)"`` for listings (without ``name``: ``"3 (int, 0..100)"``)."""
+        if self.choices is not None:
+            what = "one of " + "|".join(map(str, self.choices))
+        elif self.min is None and self.max is None:
+            what = ""
+        elif self.min is not None and self.max is not None:
+            what = (f"({_num(self.min)}, {_num(self.max)}]" if self.min_exclusive
+                    else f"{_num(self.min)}..{_num(self.max)}")
+        elif self.min is not None:
+            what = f"{'>' if self.min_exclusive else '>='}{_num(self.min)}"
+        else:
+            what = f"<={_num(self.max)}"
+        text = f"{self.default!r} ({self.type.__name__}{', ' + what if what else ''})"
+        return f"{name}={text}" if name is not None else text
+
+    def convert(self, family: str, name: str, value: Any) -> Any:
+        """A spec-string value (``str``) or a Python value -> the checked value of this parameter's type.
+
+        Raises :class:`~kdistill.errors.SpecError` with one line naming the kernel, the
+        parameter, the value and what is allowed; the same message whichever way the
+        value came.
+        """
+        where = f"kernel {family!r}: {name}={_show(value)}"
+        if isinstance(value, np.generic):  # numpy scalars behave as the Python ones
+            value = value.item()
+        t = self.type
+        try:
+            if isinstance(value, str):
+                text = value.strip()
+                if t is bool:
+                    if text.lower() not in _TRUE + _FALSE:
+                        raise ValueError(value)
+                    value = text.lower() in _TRUE
+                elif t is int:
+                    value = int(text)  # "2.5", "1e3" and "" fail
+                elif t is float:
+                    value = float(text)
+                else:
+                    value = t(text)
+            elif t is bool:
+                if not isinstance(value, bool):
+                    raise TypeError(value)
+            elif t is int:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise TypeError(value)
+                value = int(value)
+            elif t is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(value)
+                value = float(value)
+            elif not isinstance(value, t):
+                raise TypeError(value)
+        except OverflowError:  # an int too large for a float
+            raise SpecError(f"{where} is out of range; use {self.allowed()}") from None
+        except (TypeError, ValueError):
+            kind = _KIND.get(t, f"a {t.__name__}")
+            raise SpecError(f"{where} is not {kind}; use {self.allowed()}") from None
+        if t is float:
+            if not math.isfinite(value):
+                raise SpecError(f"{where} is not a finite number; use {self.allowed()}")
+            value = value + 0.0  # -0.0 -> 0.0
+        if self.choices is not None and value not in self.choices:
+            raise SpecError(f"{where} is not allowed; use {self.allowed()}")
+        if t in (int, float):
+            low_ok = self.min is None or (value > self.min if self.min_exclusive else value >= self.min)
+            if not low_ok or (self.max is not None and value > self.max):
+                raise SpecError(f"{where} is out of range; use {self.allowed()}")
+        return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+_KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_TOKEN = re.compile(r"[\w.+-]{1,60}")
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _show(value: Any) -> str:
+    """A value as it appears in a message, always on one line and short."""
+    if isinstance(value, str):
+        return value if _TOKEN.fullmatch(value) else _clip(repr(value))
+    if isinstance(value, (bool, int, float, np.generic)) or value is None:
+        return _clip(repr(value.item() if isinstance(value, np.generic) else value))
+    return f"<{type(value).__name__}>"
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# Seeds are drawn into jax.random.key, which takes 32 bits in both precisions.
+MAX_SEED = 2**32 - 1
+
+# Memory a kernel's parameters may ask for at once (random weights, activations of one
+# chunk of images): enough for every published setting, small enough for a laptop.
+MAX_BYTES = 4 * 2**30
+
+
+def check_bytes(family: str, nbytes: float, what: str, lower: str) -> None:
+    """Refuse settings whose estimated memory ``nbytes`` exceeds :data:`MAX_BYTES`.
+
+    ``what``: what is allocated, for which settings (``"random weights of models=8, width=65536"``);
+    ``lower``: what to lower (``"width, models or depth"``).
+    """
+    if nbytes > MAX_BYTES:
+        raise SpecError(f"kernel {family!r}: {what}: about {format_bytes(nbytes)} needed "
+                        f"(limit {format_bytes(MAX_BYTES)}); lower {lower}")
+
+
+# The kernel's values scale with the layers' variance gain; past 1e30 (or below 1e-30 with no bias
+# to hold them up) they leave float32's range once multiplied by the inputs' size.
+MAX_LOG10_SCALE = 30.0
+
+
+def check_scale(family: str, *, gain: float, layers: int, settings: str, bias: float | None = None) -> None:
+    """Refuse weight scales that make the kernel overflow or underflow.
+
+    ``gain``: variance gain of one layer (``w_std**2 / 2`` behind a ReLU); ``layers``: how many
+    such layers; the kernel scales as ``gain**layers``, refused beyond ``1e30`` (or below
+    ``1e-30`` unless a bias std ``bias`` > 1e-15 holds the variances up). ``settings`` names
+    the values in the message (``"w_std=10.0 with depth=100"``).
+    """
+    log10 = layers * math.log10(gain)
+    head = f"kernel {family!r}: {settings} would scale the kernel by about 1e{log10:.0f}, which"
+    if log10 > MAX_LOG10_SCALE:
+        raise SpecError(f"{head} overflows; lower w_std (toward sqrt(2) = 1.414) or depth")
+    if log10 < -MAX_LOG10_SCALE and (bias is None or bias < 1e-15):
+        also = "" if bias is None else ", set b_std > 0"
+        raise SpecError(f"{head} underflows to 0; raise w_std (toward sqrt(2) = 1.414){also} or lower depth")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,16 +273,29 @@ def register(name: str, *, params: Mapping[str, Param] | None = None, doc: str =
     """Decorator: register ``build(**params) -> Kernel`` as the kernel family ``name``.
 
     Registration happens once, when the defining module is imported by
-    ``kdistill.kernels``.
+    ``kdistill.kernels``. The decorated function (and ``KernelFamily.build``) checks
+    and converts its keyword arguments with the ``Param`` table before running
+    ``build``, so ``build`` always sees every parameter, valid and of its type, and
+    only has to check combinations of them. Every ``int``/``float`` parameter must
+    declare ``min`` and ``max``, and every default must be allowed.
     """
+    params = dict(params or {})
+    for key, p in params.items():
+        if p.type in (int, float) and p.choices is None and (p.min is None or p.max is None):
+            raise RuntimeError(f"kernel family {name!r}: parameter {key!r} needs min and max")
+        p.convert(name, key, p.default)  # a default that is not allowed is a bug: fail at import
 
     def deco(build: Callable[..., Kernel]) -> Callable[..., Kernel]:
-        fam = KernelFamily(name=name, params=dict(params or {}), build=build, doc=doc)
+        @functools.wraps(build)
+        def checked(**kwargs: Any) -> Kernel:
+            return build(**_resolve(name, params, kwargs))
+
+        fam = KernelFamily(name=name, params=params, build=checked, doc=doc)
         for n in (name, *aliases):
             if n in _FAMILIES:
                 raise RuntimeError(f"kernel family {n!r} registered twice")
             _FAMILIES[n] = fam
-        return build
+        return checked
 
     return deco
 
@@ -119,44 +311,31 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _convert(family: str, key: str, raw: str, p: Param) -> Any:
-    try:
-        if p.type is bool:
-            if raw.lower() in ("1", "true", "yes"):
-                value: Any = True
-            elif raw.lower() in ("0", "false", "no"):
-                value = False
-            else:
-                raise ValueError(raw)
-        elif p.type is int:
-            value = int(raw)
-        elif p.type is float:
-            value = float(raw)
-        else:
-            value = p.type(raw)
-    except ValueError:
-        raise SpecError(
-            f"kernel {family!r}: parameter {key}={raw!r} is not a valid {p.type.__name__}"
-        ) from None
-    if p.choices is not None and value not in p.choices:
-        raise SpecError(
-            f"kernel {family!r}: {key}={raw!r} is not one of {', '.join(map(str, p.choices))}"
-        )
-    return value
+def _resolve(family: str, params: Mapping[str, Param], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of ``family``: the ``given`` ones checked and converted, the rest at their defaults."""
+    for k in given:
+        if k not in params:
+            valid = ", ".join(params) or "none"
+            raise SpecError(f"kernel {family!r} has no parameter {_clip(repr(k))}; valid parameters: {valid}")
+    return {k: p.convert(family, k, given[k]) if k in given else p.default for k, p in params.items()}
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     """Split ``"name:a=1,b=2"`` into ``("name", {"a": "1", "b": "2"})`` (values unconverted)."""
-    if not isinstance(spec, str) or not spec.strip():
+    if not isinstance(spec, str):
+        shown = _show(spec)
+        got = type(spec).__name__ + ("" if shown.startswith("<") else f" {shown}")
+        raise SpecError(f"a kernel spec must be a string such as 'rbf:gamma=0.01' (or a Kernel), got {got}")
+    if not spec.strip():
         raise SpecError("empty kernel spec: give a name such as 'linear' or 'rbf:gamma=0.01'")
     name, _, rest = spec.strip().partition(":")
     raw: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         k, eq, v = item.partition("=")
         if not eq or not k.strip() or not v.strip():
-            raise SpecError(f"kernel spec {spec!r}: expected name:key=value,... but got {item!r}")
+            raise SpecError(f"kernel spec {_clip(repr(spec))}: expected name:key=value,... but got {_clip(repr(item))}")
         if k.strip() in raw:
-            raise SpecError(f"kernel spec {spec!r}: parameter {k.strip()!r} given twice")
+            raise SpecError(f"kernel spec {_clip(repr(spec))}: parameter {_clip(repr(k.strip()))} given twice")
         raw[k.strip()] = v.strip()
     return name.strip(), raw
 
@@ -164,13 +343,19 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 def from_spec(spec: str | Kernel, **overrides: Any) -> Kernel:
     """Build a :class:`Kernel` from a spec string such as ``"rbf:gamma=0.01"``.
 
-    ``overrides`` set parameters from Python (they win over the string).
-    Unknown names or parameters raise :class:`~kdistill.errors.SpecError`
-    naming the valid choices.
+    ``overrides`` set parameters from Python (they win over the string). Every value,
+    from the string or from Python, is checked against the family's :class:`Param`
+    table (type, finiteness, range), and settings that would allocate more than
+    :data:`MAX_BYTES` or overflow are refused: all with a one-line
+    :class:`~kdistill.errors.SpecError` naming the parameter and what is allowed.
 
     >>> from kdistill.kernels import from_spec
     >>> from_spec("rbf:gamma=0.5").spec
     'rbf:gamma=0.5'
+    >>> from_spec("fc-ntk:depth=1000000000")
+    Traceback (most recent call last):
+    ...
+    kdistill.errors.SpecError: kernel 'fc-ntk': depth=1000000000 is out of range; use an integer in 0 .. 100
     """
     if isinstance(spec, Kernel):
         if overrides:
@@ -179,17 +364,8 @@ def from_spec(spec: str | Kernel, **overrides: Any) -> Kernel:
     name, raw = parse_spec(spec)
     fam = _FAMILIES.get(name)
     if fam is None:
-        raise SpecError(f"unknown kernel {name!r}; valid kernels: {', '.join(sorted(_FAMILIES))}")
-    values: dict[str, Any] = {}
-    for k, v in raw.items():
-        if k not in fam.params:
-            valid = ", ".join(fam.params) or "none"
-            raise SpecError(f"kernel {fam.name!r} has no parameter {k!r}; valid parameters: {valid}")
-        values[k] = _convert(fam.name, k, v, fam.params[k])
-    for k, v in overrides.items():
-        if k not in fam.params:
-            valid = ", ".join(fam.params) or "none"
-            raise SpecError(f"kernel {fam.name!r} has no parameter {k!r}; valid parameters: {valid}")
-        values[k] = v
-    resolved = {k: values.get(k, p.default) for k, p in fam.params.items()}
-    return fam.build(**resolved)
+        raise SpecError(f"unknown kernel {_clip(repr(name))}; valid kernels: {', '.join(sorted(_FAMILIES))}")
+    # the string's values first (a bad one is reported even when an override replaces it)
+    values = _resolve(fam.name, fam.params, raw)
+    values = {k: v for k, v in values.items() if k in raw}
+    return fam.build(**{**values, **overrides})

@@ -9,6 +9,7 @@ from ._dual import Solution as Solution
 from ._dual import absolute_reg as absolute_reg
 from ._dual import accuracy as accuracy
 from ._dual import check_finite as check_finite
+from ._dual import MAX_REG as MAX_REG
 from ._dual import fit as fit
 from ._dual import kernel_matrix as kernel_matrix
 from ._dual import predict as predict

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.linalg
 
 from .._executor import Executor, get_executor
+from .._machine import check_memory
 from .._typing import Array, KernelFn
 from ..errors import InvalidInputError
 
@@ -29,6 +30,7 @@ __all__ = [
     "kernel_matrix",
     "accuracy",
     "check_finite",
+    "MAX_REG",
 ]
 
 
@@ -68,6 +70,10 @@ def check_finite(name: str, x: Array) -> None:
         raise InvalidInputError(f"{name} contains {bad} NaN/inf value(s); clean or drop them before fitting")
 
 
+MAX_REG = 1e6
+"""Largest relative ridge accepted: beyond it every prediction is ~0 and an accuracy means nothing."""
+
+
 def absolute_reg(trace: float, m: int, reg: float) -> float:
     """``lam = reg * trace / m``: the ridge relative to the mean eigenvalue of K."""
     if reg < 0 or not np.isfinite(reg):
@@ -98,7 +104,12 @@ def solve(k_ss: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None)
         yy = yy[:, None]
     if yy.shape[0] != k.shape[0]:
         raise InvalidInputError(f"targets have {yy.shape[0]} rows but the kernel matrix has {k.shape[0]}")
-    check_finite("kernel matrix", k)
+    if not np.all(np.isfinite(k)):
+        bad = int(k.size - np.count_nonzero(np.isfinite(k)))
+        raise InvalidInputError(
+            f"the kernel matrix has {bad} NaN/inf value(s) although its inputs are finite: the kernel overflowed "
+            "(images far outside the usual scale, or a large kernel parameter such as gamma or w_std); rescale the "
+            "images (e.g. --preprocess standardize) or choose smaller kernel parameters")
     check_finite("targets", yy)
     m = k.shape[0]
     if lam is None:
@@ -148,6 +159,8 @@ def kernel_matrix(
         raise InvalidInputError(f"image shapes differ: {x1.shape[1:]} vs {x2.shape[1:]}")
     if x1.shape[0] == 0:
         return np.empty((0, x2.shape[0]), dtype=np.float64)
+    check_memory(8 * x1.shape[0] * x2.shape[0], f"a {x1.shape[0]} x {x2.shape[0]} kernel matrix",
+                 "use fewer images, or a kernel with explicit features (primal ridge)")
     return get_executor(executor).map(_kernel_block, x1, broadcast=(x2, kernel), block_size=block_size,
                                       progress=progress, description="kernel blocks")
 
@@ -193,4 +206,9 @@ def accuracy(predictions: Array, labels: Array) -> float:
         t = t.argmax(axis=1)
     if p.shape[0] != t.shape[0]:
         raise InvalidInputError(f"{p.shape[0]} predictions but {t.shape[0]} labels")
+    if p.shape[0] == 0:
+        raise InvalidInputError("no test images to measure accuracy on; give a non-empty test set")
+    if not np.all(np.isfinite(p)):
+        raise InvalidInputError("the model's predictions contain NaN/inf (the kernel or the ridge overflowed); "
+                                "rescale the images, choose a smaller reg or smaller kernel parameters")
     return float(np.mean(p.argmax(axis=1) == t))

@@ -46,12 +46,14 @@ from ._random import random_real as random_real
 from ._pipeline import RunResult as RunResult
 from ._pipeline import run as run
 from ._rundir import read_run_json as read_run_json
+from ._rundir import RUN_FILES as RUN_FILES
 from ._rundir import run_to_dir as run_to_dir
 from ._rundir import write_run_outputs as write_run_outputs
 
 __all__ = [
     "Batch", "Context", "DriverSettings", "INITS", "IterativeMethod", "IterativeResult",
-    "KIPSettings", "LOSSES", "Loss", "Method", "MethodOutput", "Option", "RunConfig", "RunResult", "SAMPLERS",
+    "KIPSettings", "LOSSES", "Loss", "Method", "MethodOutput", "Option", "RUN_FILES", "RunConfig", "RunResult",
+    "SAMPLERS",
     "analytic", "class_balanced_sampler", "distilled_features", "driver_options", "driver_settings", "get_method",
     "kip", "kip_loss",
     "kip_method", "label_solve", "lambda_s_bound", "methods", "mse", "noise_init", "platt", "random_real",

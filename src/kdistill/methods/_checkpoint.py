@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from .._atomic import atomic_path
+from ..data._npz import read_npz
 from ..errors import CorruptFileError, InvalidInputError
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
@@ -55,11 +55,9 @@ def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None =
     """
     path = Path(path)
     hint = "delete it to start again, or resume from another run"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        raise CorruptFileError(f"checkpoint {path} is corrupt or partial ({type(e).__name__}: {e}); {hint}") from None
+    if not path.exists():
+        raise InvalidInputError(f"nothing to resume: no checkpoint at {path}")
+    arrays = read_npz(path, hint=hint)  # headers checked before any array is decoded
     raw = arrays.pop("__meta__", None)
     if raw is None:
         raise CorruptFileError(f"checkpoint {path} has no metadata; {hint}")

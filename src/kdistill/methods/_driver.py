@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -148,6 +149,18 @@ def _split(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:val_size]), np.sort(perm[val_size:])
 
 
+def _warn_scale(method: IterativeMethod, x_s: np.ndarray, x_real: np.ndarray) -> None:
+    """Warn when the learned images ended far outside the data's scale (a learning rate too high)."""
+    real = float(np.max(np.abs(x_real))) if x_real.size else 0.0
+    learned = float(np.max(np.abs(x_s))) if x_s.size else 0.0
+    if not np.isfinite(learned):
+        raise InvalidInputError(f"{method.name}: the learned images hold NaN/inf; {method.hint}")
+    if real > 0 and learned > 100 * real:
+        warnings.warn(f"{method.name}: the learned images reach |x| = {learned:.3g}, {learned / real:.0f} times the "
+                      f"largest real value ({real:.3g}); the learning rate is probably too high, results may be "
+                      "meaningless", RuntimeWarning, stacklevel=3)
+
+
 def run_iterative(
     method: IterativeMethod,
     x_train: np.ndarray,
@@ -270,6 +283,7 @@ def run_iterative(
     if best["acc"] < 0:  # no validation: keep the final support set
         x_s, y_s = method.support(state)
         best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": None, "step": len(history["step"])}
+    _warn_scale(method, np.asarray(best["x"]), x_pool)
     return IterativeResult(
         images=np.asarray(best["x"]), labels=np.asarray(best["y"]), history=history, best_step=int(best["step"]),
         best_val_accuracy=best["acc"], steps_run=len(history["step"]), stopped_early=reason != "steps",

@@ -218,7 +218,8 @@ _DEFAULTS = KIPSettings()
 
 KIP_OPTIONS = (
     *driver_options(_DEFAULTS.driver()),
-    Option("lr", float, _DEFAULTS.lr, "Adam learning rate", min=0, min_exclusive=True, max=1e3),
+    Option("lr", float, _DEFAULTS.lr, "Adam learning rate (pixels move about lr per step)", min=0,
+           min_exclusive=True, max=10),
     Option("learn_labels", bool, False, "learn the labels too"),
     Option("label_solve_every", int, 0, "re-solve the labels in closed form on the step's batch every N steps",
            min=0),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,10 +95,37 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
             f"({int(counts[c])} images); use ipc {int(counts.min())} or less"
         )
     if config.reg != "auto" and not (isinstance(config.reg, (int, float)) and not isinstance(config.reg, bool)
-                                     and config.reg >= 0 and np.isfinite(config.reg)):
-        raise InvalidInputError(f"reg must be 'auto' or a finite number >= 0, got {config.reg!r}")
+                                     and 0 <= config.reg <= krr.MAX_REG):
+        raise InvalidInputError(f"reg must be 'auto' or a number in 0 .. {krr.MAX_REG:g} (relative to the mean kernel "
+                                f"eigenvalue), got {config.reg!r}")
+    if (isinstance(config.max_dual_n, bool) or not isinstance(config.max_dual_n, (int, np.integer))
+            or config.max_dual_n < 0):
+        raise InvalidInputError(f"max_dual_n must be an integer >= 0, got {config.max_dual_n!r}")
+    if not isinstance(config.kernel, str):
+        raise InvalidInputError(f"kernel must be a spec string such as 'fcnn' or 'rbf:gamma=0.01', got "
+                                f"{type(config.kernel).__name__}")
+    kernel = from_spec(config.kernel)
+    n = dataset.x_train.shape[0]
+    if config.full_reference and kernel.features is None and n <= config.max_dual_n:
+        evaluate.check_dual_memory(n)
     return dataclasses.replace(config, ipc=int(config.ipc), seed=int(config.seed),
                                options=resolve_options(config.method, config.options))
+
+
+def _warn_slow_kernel(kernel, config: RunConfig, dataset: Dataset) -> None:
+    """Say up front when evaluating the distilled set alone will take long (exact ConvNet kernels cost
+    O((h*w)^2) per image pair), with the estimate and what to change."""
+    if kernel.pair_seconds is None:
+        return
+    m = config.ipc * dataset.num_classes
+    n_val = 0 if config.reg != "auto" else min(config.val_size, dataset.x_train.shape[0])
+    pairs = m * (m + dataset.x_test.shape[0] + n_val) * (2 if config.baseline and config.method != "random" else 1)
+    seconds = pairs * kernel.pair_seconds(dataset.image_shape)
+    if seconds > 600:
+        warnings.warn(f"{kernel.name} on {dataset.image_shape[0]}x{dataset.image_shape[1]} images: evaluating "
+                      f"m={m} images ({pairs:.2g} image pairs) will take about {seconds / 3600:.1f} h on a CPU, "
+                      "before any distillation; use fewer images per class, --no-baseline, --reg with a number, or "
+                      "rf-convnet (random features)", RuntimeWarning, stacklevel=3)
 
 
 def run(dataset: Dataset, config: RunConfig, *, progress: bool = False, workdir: str | Path | None = None,
@@ -140,6 +168,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
             executor=executor,
         )
 
+    _warn_slow_kernel(kernel, config, dataset)
     ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress, full_reference,
                   workdir=workdir, resume=resume, executor=executor, on_checkpoint=on_checkpoint)
     t = time.perf_counter()

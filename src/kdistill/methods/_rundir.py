@@ -8,40 +8,61 @@
     OUT/distilled.png     the images in pixel space, one row per class
     OUT/init_vs_distilled.png   real starting images above the distilled ones (sets that start from real images)
     OUT/report.html       everything above in one self-contained page
+
+The folder is one unit. A run takes a lock on it (a second run on the same folder is refused), refuses
+a folder that holds another run unless ``force`` (or ``resume``), and refuses one that holds files
+kdistill did not write. The final files are written into a staging folder inside OUT and renamed into
+place only when all of them are written, so a failure (disk full, a bad setting found late) leaves the
+earlier files as they were. A new run that fails is rolled back entirely (a replaced run comes back);
+an interrupted iterative run keeps its ``run.json`` and checkpoint so ``--resume`` continues it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import io
-from .._atomic import write_bytes, write_json
+from .._atomic import check_free_space, check_writable_dir, folder_lock, write_json
 from .._executor import Executor
 from ..data import Dataset
 from ..errors import InvalidInputError
 from ._pipeline import RunResult, run
 from ._types import RunConfig
 
-__all__ = ["run_to_dir", "write_run_outputs", "read_run_json", "write_run_json"]
+__all__ = ["run_to_dir", "write_run_outputs", "read_run_json", "write_run_json", "RUN_FILES"]
+
+# Every file a run directory may hold (a folder with anything else is not replaced, even with force).
+RUN_FILES = frozenset({"run.json", "distilled.npz", "distilled.json", "summary.json", "history.json",
+                       "checkpoint.npz", "distilled.png", "init_vs_distilled.png", "report.html"})
+_STAGE = ".kdistill-staging"
 
 
 def _jsonable(options: dict) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
 
 
+def _record(dataset: str, data_dir: str | Path | None, config: RunConfig) -> dict:
+    """What ``run.json`` holds: paths made absolute, so ``--resume`` works from any working directory."""
+    cfg = dataclasses.asdict(config)
+    cfg["options"] = _jsonable(dict(config.options))
+    if dataset.endswith(".npz") or os.sep in dataset:
+        dataset = os.path.abspath(os.path.expanduser(dataset))
+    return {"dataset": dataset,
+            "data_dir": None if data_dir is None else os.path.abspath(os.path.expanduser(str(data_dir))),
+            "config": cfg}
+
+
 def write_run_json(out: str | Path, *, dataset: str, data_dir: str | Path | None, config: RunConfig) -> Path:
     """Record what rebuilds this run (``--resume``)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.asdict(config)
-    cfg["options"] = _jsonable(dict(config.options))
-    write_json(out / "run.json", {"dataset": dataset, "data_dir": None if data_dir is None else str(data_dir),
-                                  "config": cfg})
+    write_json(out / "run.json", _record(dataset, data_dir, config))
     return out / "run.json"
 
 
@@ -52,31 +73,41 @@ def read_run_json(run_dir: str | Path) -> tuple[str, str | None, RunConfig]:
         raise InvalidInputError(f"{run_dir} has no run.json: it is not a kdistill run directory")
     try:
         saved = json.loads(run_file.read_text())
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise TypeError("not an object with a 'config' object")
         config = RunConfig(**saved["config"])
-        dataset = saved["dataset"]
+        dataset, data_dir = saved["dataset"], saved.get("data_dir")
         if not isinstance(dataset, str) or not isinstance(config.options, dict):
             raise TypeError("wrong types")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise InvalidInputError(f"{run_file} is damaged ({e}); start a new run instead") from None
-    return dataset, saved.get("data_dir"), config
+        if data_dir is not None and not isinstance(data_dir, str):
+            raise TypeError("data_dir is not a string")
+        for name in ("method", "kernel", "preprocess", "precision"):
+            if not isinstance(getattr(config, name), str):
+                raise TypeError(f"{name} is not a string")
+        if not isinstance(config.ipc, int) or isinstance(config.ipc, bool):
+            raise TypeError("ipc is not an integer")
+        from ._registry import resolve_options
+
+        config = dataclasses.replace(config, options=resolve_options(config.method, config.options))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
+        msg = str(e).split("\n")[0]
+        raise InvalidInputError(f"{run_file} is damaged ({msg}); start a new run instead") from None
+    return dataset, data_dir, config
 
 
-def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset) -> dict[str, Any]:
-    """Write distilled.npz (+ sidecar), history.json, figures, summary.json and report.html into ``out``;
-    returns the summary with the figures' paths added."""
+def _stage_outputs(stage: Path, out: Path, result: RunResult, dataset: Dataset, record: dict | None) -> dict:
+    """Every final file of the run, written into ``stage``; figure paths in the summary name ``out``."""
     from ..report import image_grid, write_report
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     ds = result.distilled
-    io.save(out / "distilled.npz", ds)
+    io.save(stage / "distilled.npz", ds)
     if result.history is not None:
-        write_json(out / "history.json", result.history)
+        write_json(stage / "history.json", result.history)
     s = dict(result.summary)
     pixels = ds.to_pixels(ds.images)
     title = f"{s['dataset']} {s['method']} {s['kernel'].split(':')[0]} ipc={s['ipc']}"
-    s["figures"] = {"distilled": str(image_grid(pixels, ds.labels, out / "distilled.png",
-                                                class_names=dataset.class_names, title=title))}
+    image_grid(pixels, ds.labels, stage / "distilled.png", class_names=dataset.class_names, title=title)
+    s["figures"] = {"distilled": str(out / "distilled.png")}
     if result.init_images is not None and len(result.init_images) == len(pixels):
         # starting real images above the distilled images, class by class (Chen et al. Fig. 2)
         start = ds.to_pixels(result.init_images)
@@ -87,12 +118,62 @@ def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset) -> d
         for c in range(k):
             sel = np.arange(c * per, min((c + 1) * per, m))[:10]
             rows += [(f"{dataset.class_names[c]} X0", sel), (f"{dataset.class_names[c]} X_S", sel + m)]
-        s["figures"]["init_vs_distilled"] = str(image_grid(
-            both, np.zeros((2 * m, 1)), out / "init_vs_distilled.png", rows=rows,
-            title=f"{title}: X0 (real start) above X_S"))
-    write_json(out / "summary.json", s)
-    write_report(out)
+        image_grid(both, np.zeros((2 * m, 1)), stage / "init_vs_distilled.png", rows=rows,
+                   title=f"{title}: X0 (real start) above X_S")
+        s["figures"]["init_vs_distilled"] = str(out / "init_vs_distilled.png")
+    write_json(stage / "summary.json", s)
+    if record is not None:
+        write_json(stage / "run.json", record)
+    write_report(stage, shown_as=out)
     return s
+
+
+def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset, *, record: dict | None = None
+                      ) -> dict[str, Any]:
+    """Write distilled.npz (+ sidecar), history.json, figures, summary.json and report.html into ``out``
+    (and ``run.json`` from ``record``), all or none: they are written into a staging folder first and
+    renamed into ``out`` once every one is there. Returns the summary with the figures' paths added."""
+    out = Path(out)
+    stage = out / _STAGE
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        summary = _stage_outputs(stage, out, result, dataset, record)
+        for f in sorted(stage.iterdir(), key=lambda p: p.name == "summary.json"):  # summary.json last: it marks done
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return summary
+
+
+def _out_path(out: str | Path) -> Path:
+    if isinstance(out, str) and not out.strip():
+        raise InvalidInputError("the output folder is an empty string; give a folder name such as runs/mnist-kip")
+    real = Path(out).expanduser().resolve()
+    if real == Path(real.anchor) or real == Path.home().resolve():
+        raise InvalidInputError(f"output folder {out} is {real}; give a folder of its own such as runs/mnist-kip")
+    return real
+
+
+def _dir_state(real: Path) -> tuple[str, list[str]]:
+    """``absent``, ``empty``, ``run`` (only files a run writes), ``file`` or ``foreign`` (and the foreign names)."""
+    if not real.exists():
+        return "absent", []
+    if not real.is_dir():
+        return "file", []
+    names = [p.name for p in real.iterdir() if p.name != _STAGE]
+    if not names:
+        return "empty", []
+    foreign = sorted(n for n in names if n not in RUN_FILES)
+    if foreign:
+        return "foreign", foreign
+    return "run", []
+
+
+def _disk_need(config: RunConfig, dataset: Dataset) -> int:
+    """Bytes a run writes at most: the checkpoint (state, best set, a temporary copy) and the outputs."""
+    m = config.ipc * dataset.num_classes
+    return 16 * 2**20 + 32 * 4 * m * int(np.prod(dataset.image_shape))
 
 
 def run_to_dir(
@@ -103,35 +184,96 @@ def run_to_dir(
     dataset_ref: str | None = None,
     data_dir: str | Path | None = None,
     resume: bool = False,
+    force: bool = False,
     progress: bool = False,
     executor: Executor | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> tuple[RunResult, dict[str, Any]]:
     """Run ``config`` on ``dataset`` with ``out`` as the run directory; returns the result and the summary
     as written. ``dataset_ref`` (a name or path that ``kdistill.data.load`` accepts) goes into ``run.json``
-    so that ``kdistill distill --resume OUT`` can rebuild the run."""
+    so that ``kdistill distill --resume OUT`` can rebuild the run. ``out`` must be new or empty, or hold an
+    earlier run and ``force`` be set (it is replaced only when the new run has succeeded); ``resume``
+    continues the run already in ``out``. See the module docstring for what a failure leaves."""
     from ._pipeline import _validate
-
     from ._registry import get_method
 
-    out = Path(out)
-    config = _validate(config, dataset)  # fail before writing anything
-    record = dict(dataset=dataset_ref or dataset.name, data_dir=data_dir, config=config)
-    early = not resume and get_method(config.method).iterative  # a killed run must be resumable
-    run_file = out / "run.json"
-    previous = run_file.read_bytes() if early and run_file.exists() else None
-    if early:
-        write_run_json(out, **record)
-    try:
-        result = run(dataset, config, progress=progress, workdir=out, resume=resume, executor=executor,
-                     on_checkpoint=on_checkpoint)
-    except BaseException as e:
-        if early and not isinstance(e, KeyboardInterrupt):  # a failed run leaves the earlier run.json as it was
-            if previous is None:
-                run_file.unlink(missing_ok=True)
+    real = _out_path(out)
+    config = _validate(config, dataset)  # fail before touching anything
+    check_writable_dir(real.parent)
+    check_free_space(real.parent, _disk_need(config, dataset))
+    with folder_lock(real):
+        _recover(real)
+        state, foreign = _dir_state(real)
+        if state == "file":
+            raise InvalidInputError(f"output folder {out} is a file; choose a folder")
+        if state == "foreign":
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise InvalidInputError(f"output folder {out} holds files kdistill did not write ({shown}); choose a new "
+                                    "or empty folder")
+        if resume:
+            if state != "run" or not (real / "run.json").exists():
+                raise InvalidInputError(f"{out} has no run.json: it is not a kdistill run directory")
+            result = run(dataset, config, progress=progress, workdir=real, resume=True, executor=executor,
+                         on_checkpoint=on_checkpoint)
+            return result, write_run_outputs(real, result, dataset)
+        if state == "run" and not force:
+            raise InvalidInputError(f"output folder {out} holds an earlier run; add --force to replace it, --resume "
+                                    f"{out} to continue it, or choose another --out")
+        record = _record(dataset_ref or dataset.name, data_dir, config)
+        replaced = None
+        if state == "run":  # moved aside now, deleted when the new run has succeeded, put back if it fails
+            replaced = _aside(real)
+            os.rename(real, replaced)
+        created = state in ("absent", "run")
+        real.mkdir(parents=True, exist_ok=True)
+        iterative = get_method(config.method).iterative
+        try:
+            if iterative:  # a killed run must be resumable
+                write_json(real / "run.json", record)
+            result = run(dataset, config, progress=progress, workdir=real, resume=False, executor=executor,
+                         on_checkpoint=on_checkpoint)
+            summary = write_run_outputs(real, result, dataset, record=None if iterative else record)
+        except BaseException as e:
+            keep = (real / "checkpoint.npz").exists() and (
+                isinstance(e, KeyboardInterrupt) or (isinstance(e, OSError) and replaced is None))
+            if keep:  # resumable progress; the user asked to replace the earlier run
+                if replaced is not None:
+                    shutil.rmtree(replaced, ignore_errors=True)
             else:
-                write_bytes(run_file, previous)
-        raise
-    if not resume and not early:
-        write_run_json(out, **record)
-    return result, write_run_outputs(out, result, dataset)
+                _clear(real, remove=created)
+                if replaced is not None:
+                    os.rename(replaced, real)
+            raise
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+        return result, summary
+
+
+def _aside(real: Path) -> Path:
+    return real.parent / f".{real.name}.kdistill-replaced"
+
+
+def _recover(real: Path) -> None:
+    """Leftovers of a forced run that was killed: the earlier run comes back unless the new one has a
+    checkpoint to resume (the user asked to replace the earlier run, and the new one has made progress)."""
+    aside = _aside(real)
+    if not aside.exists():
+        return
+    if (real / "checkpoint.npz").exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    if real.exists():
+        shutil.rmtree(real)
+    os.rename(aside, real)
+
+
+def _clear(real: Path, *, remove: bool) -> None:
+    """Undo a failed new run: remove the folder it created, or empty the empty folder it was given."""
+    if remove:
+        shutil.rmtree(real, ignore_errors=True)
+        return
+    for p in real.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

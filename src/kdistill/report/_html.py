@@ -16,6 +16,7 @@ can be mailed or archived. Written atomically to ``RUN_DIR/report.html``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -54,6 +55,17 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorruptFileError(f"{path}: not valid JSON ({e}); fix or delete it") from None
+
+
+@contextlib.contextmanager
+def _wrong_types(path: Path):
+    """A field of the wrong type in a JSON file we read (edited by hand, another tool): one line naming it."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        raise CorruptFileError(f"{path}: a field has the wrong type or shape ({type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:120]}); fix or delete it, then run kdistill report "
+                               "again") from None
 
 
 def _pct(v: Any) -> str:
@@ -177,8 +189,9 @@ def _summary_tables(s: dict) -> str:
     return "\n".join(parts)
 
 
-def report_html(run_dir: str | Path) -> str:
-    """The HTML text of the report of ``run_dir`` (see the module docstring for what it reads)."""
+def report_html(run_dir: str | Path, *, shown_as: str | Path | None = None) -> str:
+    """The HTML text of the report of ``run_dir`` (see the module docstring for what it reads);
+    ``shown_as`` is the folder named in the page (default ``run_dir``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InvalidInputError(f"{run_dir}: no such run directory")
@@ -191,9 +204,11 @@ def report_html(run_dir: str | Path) -> str:
         raise CorruptFileError(f"{summary_path}: expected a JSON object")
     name = " ".join(str(summary[k]).split(":")[0] for k in ("dataset", "method") if k in summary)
     title = f"kdistill report: {name}" if name else f"kdistill report: {run_dir.name}"
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='note'>{html.escape(str(run_dir.resolve()))}</p>"]
+    where = Path(shown_as or run_dir).resolve()
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='note'>{html.escape(str(where))}</p>"]
     if summary:
-        body.append(_summary_tables(summary))
+        with _wrong_types(summary_path):
+            body.append(_summary_tables(summary))
     if npz.exists():
         body.append("<h2>Distilled images (one row per class, pixel space)</h2>")
         body.append(_img(_distilled_png(npz, summary), "distilled images"))
@@ -205,7 +220,8 @@ def report_html(run_dir: str | Path) -> str:
         body.append("<h2>Training curves</h2>")
         history = _read_json(hist_path)
         info = summary.get("method_info") if isinstance(summary.get("method_info"), dict) else {}
-        png = _curves_png(history, info.get("best_step")) if isinstance(history, dict) else None
+        with _wrong_types(hist_path):
+            png = _curves_png(history, info.get("best_step")) if isinstance(history, dict) else None
         body.append(_img(png, "training curves") if png else
                     "<p class='note'>history.json holds no step/loss or val_step/val_accuracy series.</p>")
     if summary:
@@ -216,9 +232,9 @@ def report_html(run_dir: str | Path) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, *, shown_as: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (atomically) and return its path."""
-    text = report_html(run_dir)
+    text = report_html(run_dir, shown_as=shown_as)
     out = Path(run_dir) / "report.html"
     write_bytes(out, text.encode("utf-8"))
     return out
