@@ -71,13 +71,16 @@ def test_force_replaces_the_whole_folder_no_stale_history_or_checkpoint(run_copy
     assert "holds an analytic run, which has no steps to continue" in line
 
 
-@pytest.mark.parametrize("bad", [["--method", "kip", "--lr", "nan"], ["--method", "kip", "--time-limit", "nan"],
-                                 ["--method", "kip", "--lr", "1e30"], ["--reg", "1e308"], ["--reg", "nan"],
-                                 ["--seed", "-1"], ["--max-dual-n", "-3"], ["--kernel", "rbf:gamma=nan"]])
-def test_a_failed_forced_run_changes_nothing(run_copy, bad):
+BAD_SETTINGS = [["--method", "kip", "--lr", "nan"], ["--method", "kip", "--time-limit", "nan"],
+                ["--method", "kip", "--lr", "1e30"], ["--reg", "1e308"], ["--reg", "nan"], ["--seed", "-1"],
+                ["--max-dual-n", "-3"], ["--kernel", "rbf:gamma=nan"], ["--kernel", "fc-ntk:depth=1000000000"]]
+
+
+def test_a_failed_forced_run_changes_nothing(run_copy):
     before = _snapshot(run_copy)
-    error_line(_run(*D, *bad, "--out", run_copy, "--force"))
-    assert _snapshot(run_copy) == before
+    for bad in BAD_SETTINGS:
+        error_line(_run(*D, *bad, "--out", run_copy, "--force"))
+        assert _snapshot(run_copy) == before, bad
     r = subprocess.run([_exe(), "distill", "--resume", str(run_copy)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr  # still resumable
 
