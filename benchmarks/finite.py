@@ -170,7 +170,8 @@ def from_summaries(results: Results, run_dirs) -> None:
         s = load_json(Path(d) / "summary.json")
         for model, r in (s.get("finite") or {}).items():
             results.add({"source": f"{s.get('method', '?')} {str(s.get('kernel', '')).split(':')[0]} "
-                                   f"init={s.get('init', '')} ({Path(d).name}, kdistill evaluate)",
+                                   f"init={(s.get('method_info') or {}).get('init', s.get('init', ''))} "
+                                   f"({Path(d).name}, kdistill evaluate)",
                          "dataset": s.get("dataset"), "ipc": s.get("ipc"), "model": model,
                          "width": r["settings"]["width"], "epochs": r["epochs"], "augment": r["settings"]["augment"],
                          "seeds": r["seeds"], "mean": r["mean"], "std": r["std"], "accuracies": r["accuracies"],

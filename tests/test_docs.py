@@ -1,9 +1,11 @@
-"""The README's Python example and the docstring examples run, so they cannot rot."""
+"""The README's Python and command-line examples and the docstring examples run, so they cannot rot."""
 
 import doctest
 import re
+import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import kdistill
@@ -49,3 +51,102 @@ def test_readme_quick_start_is_the_two_commands():
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module)
     assert tried > 0 and failures == 0
+
+
+# --- The README's command lines ----------------------------------------------------------------
+#
+# Every `kdistill ...` line in the README's sh/console blocks runs, in README order, in one temporary
+# working directory (later commands read earlier runs' folders), and must exit 0. What cannot run
+# here as written is shortened by the table below, never skipped: each rule is a regex substitution
+# on the command (without the leading `kdistill `), applied in order, and must change at least one
+# README command (a rule that no longer matches anything fails the test, so the table cannot rot).
+# A README command that fails after its rewrites, or uses an option kdistill does not have (exit 2),
+# fails the test.
+SHORTEN = [
+    (r"--dataset (mnist|fashion_mnist|cifar10)\b", "--dataset digits",
+     "MNIST and Fashion-MNIST take ~10 s each to load and fit, CIFAR-10 needs a download: scikit-learn's "
+     "digits (1,797 8x8 images) is always installed"),
+    (r"--ipc (10|50)\b", "--ipc 2", "100 or 500 images to distil and draw (analytic ipc 50 on digits: ~20 s)"),
+    (r"--steps \d+", "--steps 5", "KIP: 400 steps are 13 s on MNIST (README)"),
+    (r"^(distill (?!.*--steps).*--method kip\b.*)$", r"\1 --steps 5",
+     "KIP's default 4000 steps (17 minutes on MNIST, benchmarks/results/kip.md): 5"),
+    (r"^(evaluate .*--model \S+.*)$", r"\1 --seeds 1 --epochs 2 --width 8",
+     "finite networks: 5 seeds x 300 epochs is an hour or more on a CPU"),
+    (r"^download \S+$", "download --help",
+     "needs internet; the dataset name is checked against the registry's downloadable files instead"),
+]
+# Besides the rewrites: `kdistill demo` runs on digits (kdistill.cli.DEMO patched; it has no --dataset),
+# the file the README assumes a user has (KIP's released set: `images` and `labels`, no sidecar) is
+# written first, and $KDISTILL_DATA points into the temporary directory (your cache is not touched).
+USER_FILE = "kip_released.npz"
+
+
+def readme_commands(text: str) -> list[str]:
+    """Every `kdistill ...` command in the README's sh/console blocks, in order, without the leading
+    ``kdistill``, comments stripped and backslash-continued lines joined."""
+    commands = []
+    for block in re.findall(r"```(?:sh|console|bash|shell)\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip().removeprefix("$ ")
+            args = shlex.split(line, comments=True)
+            if args[:1] == ["kdistill"]:
+                commands.append(shlex.join(args[1:]))
+    return commands
+
+
+def shorten(command: str, used: list[int]) -> str:
+    for i, (pattern, replacement, _why) in enumerate(SHORTEN):
+        new = re.sub(pattern, replacement, command)
+        used[i] += new != command
+        command = new
+    return command
+
+
+def test_readme_commands_run(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import kdistill.cli
+    from kdistill.data import REGISTRY, load
+
+    commands = readme_commands((ROOT / "README.md").read_text())
+    subcommands = {c.split()[0] for c in commands}
+    assert subcommands == set(kdistill.cli.cli.commands), "the README shows every subcommand, and only real ones"
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KDISTILL_DATA", str(tmp_path / "data"))
+    monkeypatch.setitem(kdistill.cli.DEMO, "dataset", "digits")
+    digits = load("digits")
+    np.savez(USER_FILE, images=digits.x_train[:20], labels=np.eye(10, dtype=np.float32)[digits.y_train[:20]])
+
+    used = [0] * len(SHORTEN)
+    for command in commands:
+        args = shlex.split(shorten(command, used))
+        if command.startswith("download "):
+            name = command.split()[1]
+            assert name in REGISTRY and REGISTRY[name].files, f"{name} has no official files to download"
+        result = CliRunner().invoke(kdistill.cli.cli, args, catch_exceptions=False)
+        ran = shlex.join(args)
+        assert result.exit_code == 0, (f"README: kdistill {command}", f"ran: kdistill {ran}", result.output)
+        if args[0] == "distill" and "--out" in args:
+            assert (Path(args[args.index("--out") + 1]) / "summary.json").exists()
+    unused = [SHORTEN[i][0] for i, n in enumerate(used) if n == 0]
+    assert not unused, f"rewrite rules that match no README command (remove them): {unused}"
+
+
+def test_readme_describes_every_run_file():
+    """The README's run-directory table names exactly the files a run may write."""
+    from kdistill.methods import RUN_FILES
+
+    section = (ROOT / "README.md").read_text().split("### The run directory", 1)[1].split("\n#", 1)[0]
+    named = set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.M))
+    assert named == set(RUN_FILES)
+
+
+def test_readme_describes_every_subcommand():
+    """The README's table of subcommands has a row for each one ``kdistill --help`` lists."""
+    import kdistill.cli
+
+    section = (ROOT / "README.md").read_text().split("## Command line", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| (`.*?) \|", section, flags=re.M)
+    named = {m.split()[0] for row in rows for m in re.findall(r"`([^`]+)`", row)}
+    assert set(kdistill.cli.cli.commands) <= named

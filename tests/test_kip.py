@@ -264,9 +264,9 @@ KILL_SCRIPT = textwrap.dedent("""
     from kdistill.data import load
     from kdistill.methods import RunConfig, run_to_dir
     out, precision = sys.argv[1], sys.argv[2]
-    opts = dict(steps=120, target_batch=600, val_every=25, val_size=300, checkpoint_every=10, learn_labels=True)
+    opts = dict(steps=120, target_batch=600, val_every=25, checkpoint_every=10, learn_labels=True)
     config = RunConfig(method="kip", kernel="rbf", ipc=3, seed=5, full_reference=False, precision=precision,
-                       options=opts)
+                       val_size=300, options=opts)
     def hook(step):
         if step == 40:
             os.kill(os.getpid(), signal.SIGKILL)

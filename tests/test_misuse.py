@@ -155,8 +155,8 @@ def test_interrupted_forced_run_before_any_checkpoint_puts_the_old_run_back(run_
     from kdistill.methods import RunConfig, run_to_dir
 
     before = _snapshot(run_copy)
-    config = RunConfig(method="kip", kernel="rbf", ipc=1, full_reference=False, baseline=False,
-                       options=dict(steps=20, target_batch=200, val_size=200, checkpoint_every=0))
+    config = RunConfig(method="kip", kernel="rbf", ipc=1, full_reference=False, baseline=False, val_size=200,
+                       options=dict(steps=20, target_batch=200, checkpoint_every=0))
     import kdistill.methods._pipeline as pipeline
 
     orig = pipeline._support_reg
@@ -178,7 +178,7 @@ def test_interrupted_forced_run_with_a_checkpoint_is_resumable(run_copy):
     from kdistill.methods import RunConfig, run_to_dir
 
     config = RunConfig(method="kip", kernel="rbf", ipc=1, seed=3, full_reference=False, baseline=False,
-                       options=dict(steps=20, target_batch=200, val_size=200, checkpoint_every=5))
+                       val_size=200, options=dict(steps=20, target_batch=200, checkpoint_every=5))
 
     def hook(step):
         if step == 10:

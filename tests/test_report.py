@@ -122,3 +122,77 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert len(colours) > 50, len(colours)  # text alone is a few grey levels; embedded images add many
     # the page has dark pixels (text, digits) and large white areas (background)
     assert (rgb.max(axis=2) < 64).mean() > 0.001 and (rgb.min(axis=2) > 240).mean() > 0.3
+
+
+@pytest.fixture(scope="module")
+def three_reports(tmp_path_factory):
+    """The issue's three reports: (a) analytic ipc 1, (b) KIP ipc 10 with learned labels and a finite network,
+    (c) ipc 50."""
+    root = tmp_path_factory.mktemp("three")
+    cmds = {
+        "a": ["--method", "analytic", "--ipc", "1", "--kernel", "fcnn"],
+        "b": ["--method", "kip", "--kernel", "fc-ntk", "--ipc", "10", "--learn-labels", "--steps", "30",
+              "--target-batch", "300", "--val-every", "10", "--val-size", "200", "--no-full"],
+        "c": ["--method", "random", "--ipc", "50", "--kernel", "linear", "--no-full"],
+    }
+    for name, args in cmds.items():
+        r = _run("distill", "--dataset", "digits", *args, "--out", str(root / name))
+        assert r.exit_code == 0, r.output
+    r = _run("evaluate", str(root / "b" / "distilled.npz"), "--model", "fc", "--seeds", "2", "--epochs", "5")
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def _grid_png(text: str) -> np.ndarray:
+    from matplotlib.image import imread
+    import io
+
+    m = re.search(r'<img alt="distilled images" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert m, "no distilled-image grid"
+    return imread(io.BytesIO(base64.b64decode(m.group(1))))
+
+
+@pytest.mark.parametrize("name,m,lines", [("a", 10, 1), ("b", 100, 10), ("c", 500, 20)])
+def test_report_shows_every_image_baseline_per_class_and_curves(three_reports, name, m, lines):
+    text = (three_reports / name / "report.html").read_text()
+    assert f"All {m} images" in text
+    grid = _grid_png(text)
+    # every image drawn: (a) one line of 10 classes, (b) 10 per class on one line each, (c) 50 per class wrap
+    # onto 2 lines of 25 (cutting at 20 per class, as before, gives 10 lines: half the height); an image is
+    # at least 0.6 in at 80 dpi = 48 px
+    assert grid.shape[0] >= lines * 48, grid.shape
+    per_class = re.search(r"<h2>Per-class test accuracy</h2><table>(.*?)</table>", text).group(1)
+    assert per_class.count("<tr>") == 11  # header + 10 classes
+    if name in ("a", "b"):
+        assert "random real images, same ipc and kernel (baseline)" in text and "<th>random real</th>" in text
+    if name == "b":
+        assert 'alt="training curves"' in text
+        assert 'alt="learned labels"' in text and "initialised for" in text
+        assert "<h2>Finite networks trained on the distilled set</h2>" in text and "<td>fc</td>" in text
+    else:
+        assert 'alt="learned labels"' not in text
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                    reason="headless Chromium not found; install it with `apt-get install chromium`")
+def test_three_reports_render_in_headless_chromium(three_reports, tmp_path):
+    from matplotlib.image import imread
+
+    assert CHROMIUM is not None, "CI=true but Chromium is missing; .ci/run installs it with apt-get"
+    keep = os.environ.get("KDISTILL_SCREENSHOTS")  # a folder: keep the screenshots to look at them
+    for name in ("a", "b", "c"):
+        shot = (Path(keep) if keep else tmp_path) / f"report-{name}.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,3000",
+               (three_reports / name / "report.html").resolve().as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert shot.exists(), proc.stderr[-2000:]
+        rgb = (np.asarray(imread(shot))[..., :3] * 255).round().astype(np.uint8)
+        assert rgb.shape[:2] == (3000, 1280)
+        colours = len(np.unique(rgb.reshape(-1, 3), axis=0))
+        assert colours > 50, (name, colours)  # embedded images, not only text
+        # the grid sits inside the 1100-px column: no figure wider than the page (no horizontal overflow)
+        right = rgb[:, 1195:1260]  # between the 1100-px column and the scrollbar
+        assert (right.min(axis=2) > 240).mean() > 0.99, name

@@ -71,6 +71,7 @@ def distill(
     seed: int = 0,
     preprocess: str = "standardize",
     reg: float | str = "auto",
+    val_size: int = 5000,
     precision: str = "float64",
     x_test: Any = None,
     y_test: Any = None,
@@ -80,7 +81,8 @@ def distill(
 ) -> DistilledSet:
     """Distil labelled arrays ``x: (n, d) | (n, h, w) | (n, h, w, c)``, ``y: (n,)`` to ``ipc`` samples per class.
 
-    ``options`` are the method's own (``kdistill methods`` lists them, e.g. ``steps=200,
+    ``val_size`` held-out training images choose ``reg="auto"`` and iterative methods' best step (at most
+    a fifth of ``x``). ``options`` are the method's own (``kdistill methods`` lists them, e.g. ``steps=200,
     learn_labels=True`` for KIP). Returns a :class:`~kdistill.io.DistilledSet`: ``.images`` in the
     preprocessed space the kernel saw, ``.pixels()`` in the input's space and layout, ``.labels``
     ``(m, k)`` targets, ``.classes`` the original class of each label column, ``.summary`` the
@@ -121,7 +123,7 @@ def distill(
     dataset = Dataset(name="arrays", x_train=images, y_train=codes, x_test=test_images, y_test=test_codes,
                       class_names=tuple(str(c) for c in classes), source="arrays given to kdistill.distill")
     config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess, reg=reg,
-                       precision=precision, options=options)
+                       val_size=val_size, precision=precision, options=options)
     result = run(dataset, config, progress=progress, executor=executor)
     ds = result.distilled
     meta = dict(ds.meta, input_shape=list(input_shape), classes=classes)

@@ -99,11 +99,11 @@ def kernels():
     from .kernels import families
 
     table = Table(title="kernels")
-    for col in ("spec name", "parameters (default)", "what it is"):
+    for col in ("spec name", "parameters: default (type, range): meaning", "what it is"):
         table.add_column(col)
     for name, fam in sorted(families().items()):
         alias = name != fam.name
-        params = ", ".join(p.describe(k) for k, p in fam.params.items()) or "-"
+        params = "\n".join(p.describe(k) + (f": {p.doc}" if p.doc else "") for k, p in fam.params.items()) or "-"
         table.add_row(name, "alias of " + fam.name if alias else params, "" if alias else fam.doc)
     Console(width=max(Console().width, 140)).print(table)
 
@@ -112,7 +112,7 @@ def kernels():
 @click.argument("dataset")
 @_data_dir_option
 def download(dataset, data_dir):
-    """Download a dataset's official files (needs internet; checksums verified)."""
+    """Download a dataset's official files into --data-dir (needs internet; md5-checked)."""
     from ._atomic import check_writable_dir
     from .data import download as _download
     from .data import resolve_data_dir
@@ -255,7 +255,12 @@ def _method_options(method: str, given: dict) -> dict:
               show_default=True, help="Input preprocessing (zca: KIP's layer norm + ZCA).")
 @click.option("--reg", default="auto", show_default=True,
               help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m), or 'auto': "
-                   "chosen on 2000 held-out training images (kip and label-solve: 1e-6, used for training too).")
+                   "chosen on --val-size held-out training images (kip and label-solve: 1e-6, used for training "
+                   "too).")
+@click.option("--val-size", type=int, default=5000, show_default=True,
+              help="Held-out training images (at most a fifth of the training set): --reg auto chooses the ridge on "
+                   "them and iterative methods validate on them to keep their best step. The summary records the "
+                   "number used.")
 @click.option("--full/--no-full", default=True, show_default=True,
               help="Also train on the whole training set for comparison (analytic fits it anyway: W is its input).")
 @click.option("--max-dual-n", type=int, default=None, help="Largest n for a dual full-data model (default 10000).")
@@ -271,12 +276,13 @@ def _method_options(method: str, given: dict) -> dict:
               help="Kernel values in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in our "
                    "tests). Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
                    "solves always run in float64. Recorded in run.json; --resume keeps it.")
-@click.option("--download", "download_", is_flag=True, help="Download missing dataset files (needs internet).")
+@click.option("--download", "download_", is_flag=True, help="Download the dataset's missing official files into --data-dir before loading (needs internet).")
 @_data_dir_option
-def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full, max_dual_n, baseline, resume, force,
-            precision, download_, data_dir, **method_values):
-    """Distil a dataset; writes OUT/run.json, distilled.npz (+ .json sidecar), summary.json, figures and
-    report.html (iterative methods: history.json and checkpoint.npz too).
+def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_size, full, max_dual_n, baseline, resume,
+            force, precision, download_, data_dir, **method_values):
+    """Distil a dataset; writes OUT/run.json, distilled.npz (+ .json sidecar), summary.json, distilled.png and
+    report.html (iterative methods: history.json and checkpoint.npz too; sets that start from real images:
+    init_vs_distilled.png).
 
     Options after the common ones belong to one method each; `kdistill distill --method NAME --help`
     shows NAME's.
@@ -321,7 +327,8 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, full,
 
         resolve_options(method, options)  # fail on bad option values before loading data
         config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess,
-                           reg=_parse_reg(reg), full_reference=full, precision=precision, baseline=baseline,
+                           reg=_parse_reg(reg), val_size=val_size, full_reference=full, precision=precision,
+                           baseline=baseline,
                            max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n, options=options)
         _interrupt_hint(ctx, out, config)
         dataset = _load_dataset(dataset_name, data_dir, download_)
@@ -412,8 +419,9 @@ def methods_cmd():
                    "one than recorded is refused.")
 @click.option("--kernel", default=None, help="Kernel spec (default: the one in the file's sidecar).")
 @click.option("--reg", default=None,
-              help="Relative ridge, or 'auto': chosen on 2000 held-out training images (default: the sidecar's, "
-                   "else 1e-6; closed-form sets use the ridge they were built for).")
+              help="Relative ridge, or 'auto': chosen on held-out training images as distill --reg auto does "
+                   "(--val-size, at most a fifth of the training set) [default: the sidecar's, else 1e-6; closed-form "
+                   "sets use the ridge they were built for].")
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default=None,
               help="Preprocessing for files without stored preprocessing (e.g. KIP's released sets).")
 @click.option("--model", default=None,
@@ -547,7 +555,8 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, callback=lambda c, p, v: _out_arg(v),
               help="PNG to write (a new file or an earlier PNG; never the distilled set itself).")
-@click.option("--max-per-row", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--max-per-row", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="Images per line; a class with more wraps onto further lines (every image is drawn).")
 def show(file, out, max_per_row):
     """Draw a distilled set as a PNG grid, one row per class, in pixel space."""
     from . import io
@@ -567,7 +576,9 @@ def show(file, out, max_per_row):
     pixels = ds.to_pixels(ds.images)
     meta = ds.meta
     title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta) or None
-    image_grid(pixels, ds.labels, out, class_names=meta.get("class_names"), max_per_row=max_per_row, title=title)
+    ipc = meta.get("ipc") if isinstance(meta.get("ipc"), int) else None
+    image_grid(pixels, ds.labels, out, class_names=meta.get("class_names"), max_per_row=max_per_row, title=title,
+               ipc=ipc)
     click.echo(str(out))
 
 
@@ -580,7 +591,8 @@ DEMO = dict(dataset="mnist", method="analytic", ipc=1, kernel="fcnn")
               help="Output folder (an earlier demo there is replaced once the new one has succeeded).")
 @_data_dir_option
 def demo(out, data_dir):
-    """The quick-start job: distil MNIST and print the result next to the full-data model."""
+    """The quick-start job: distil MNIST and print the result next to random real images and the full-data
+    model."""
     from .methods import RunConfig, run_to_dir
 
     _check_out(out, force=True)
@@ -600,7 +612,8 @@ def demo(out, data_dir):
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def report(run_dir):
-    """Write RUN_DIR/report.html: distilled images, accuracies, timings and training curves in one file."""
+    """Write RUN_DIR/report.html: distilled images, accuracies, timings and training curves in one file.
+    A run writes it itself; this rewrites it (e.g. after copying or editing a run)."""
     from .report import write_report
 
     click.echo(str(write_report(run_dir)))

@@ -40,14 +40,15 @@ def preprocessor_for(ds: io.DistilledSet, dataset: Dataset, *, path, preprocess:
 
 def evaluate_file(
     path: str | Path, dataset: Dataset, *, kernel: str | None = None, reg: float | str | None = None,
-    preprocess: str | None = None,
+    preprocess: str | None = None, val_size: int = krr.DEFAULT_VAL_SIZE,
 ) -> dict:
     """KRR test accuracy of the distilled set in ``path`` on ``dataset``'s full test set.
 
     The test images go through the preprocessing stored in the file (so they
     land in the same space as the distilled images); files without stored
     preprocessing use ``preprocess`` fitted on the training set (default none).
-    Kernel and reg default to the sidecar's; ``reg="auto"`` chooses it on 2000 held-out training images.
+    Kernel and reg default to the sidecar's; ``reg="auto"`` chooses it on ``val_size`` held-out training images
+    (at most a fifth of the training set), as ``distill --reg auto`` does.
     """
     ds = io.load(path)
     meta = ds.meta
@@ -60,7 +61,8 @@ def evaluate_file(
     lam = meta.get("lam") if reg is None else None
     selection = None
     if reg == "auto":  # as `distill --reg auto`: chosen on held-out training images
-        val = krr.held_out_indices(dataset.x_train.shape[0], 2000, seed=1)
+        n = dataset.x_train.shape[0]
+        val = krr.held_out_indices(n, krr.effective_val_size(val_size, n), seed=1)
         targets = one_hot(dataset.y_train[val], dataset.num_classes)
         selection = krr.select_support(k, ds.images, ds.labels, prep.apply(dataset.x_train[val]), targets)
         r = selection.reg

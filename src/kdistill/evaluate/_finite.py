@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,9 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         last = float(res.losses[-1])
         final.append(last if math.isfinite(last) else None)
         mode = res.label_mode
+        if progress:  # one line per seed stays in the scrollback and in logs, whatever the bar did
+            print(f"{model} seed {seed + 1}/{seeds}: test accuracy {100 * accs[-1]:.2f}% in {secs[-1]:.1f} s "
+                  f"(final loss {last:.4g})", file=sys.stderr, flush=True)
     return {
         "model": model,
         "mean": float(np.mean(accs)),

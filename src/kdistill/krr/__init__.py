@@ -22,6 +22,8 @@ from ._primal import gram_stats as gram_stats
 from ._primal import predict_primal as predict_primal
 from ._primal import solve_primal as solve_primal
 from ._select import DEFAULT_GRID as DEFAULT_GRID
+from ._select import DEFAULT_VAL_SIZE as DEFAULT_VAL_SIZE
+from ._select import effective_val_size as effective_val_size
 from ._select import RegSelection as RegSelection
 from ._select import fit_primal_selected as fit_primal_selected
 from ._select import held_out_indices as held_out_indices

@@ -21,7 +21,7 @@ from ..errors import InvalidInputError
 from ._dual import absolute_reg, check_finite, kernel_matrix
 from ._primal import GramStats, PrimalModel, accumulate, features_of, gram_stats, solve_primal
 
-__all__ = ["DEFAULT_GRID", "RegSelection", "split_indices", "held_out_indices", "select_primal", "select_dual", "select_support",
+__all__ = ["DEFAULT_GRID", "DEFAULT_VAL_SIZE", "effective_val_size", "RegSelection", "split_indices", "held_out_indices", "select_primal", "select_dual", "select_support",
            "fit_primal_selected"]
 
 DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in 10.0 ** np.arange(-8, 3))
@@ -52,6 +52,15 @@ def split_indices(n: int, val_fraction: float, *, seed: int) -> tuple[np.ndarray
         raise InvalidInputError(f"cannot hold out {n_val} of {n} samples for validation; use more data")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+DEFAULT_VAL_SIZE = 5000
+"""Held-out training images for choosing a ridge or validating an iterative method (``--val-size``)."""
+
+
+def effective_val_size(val_size: int, n: int) -> int:
+    """Held-out images actually used: ``val_size``, at most a fifth of the ``n`` training images."""
+    return min(int(val_size), n // 5)
 
 
 def held_out_indices(n: int, size: int, *, seed: int, exclude: Sequence[int] | np.ndarray = ()) -> np.ndarray:

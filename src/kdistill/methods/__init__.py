@@ -33,7 +33,10 @@ from ._sampling import class_balanced_sampler as class_balanced_sampler
 from ._sampling import noise_init as noise_init
 from ._sampling import real_init as real_init
 # method modules register themselves on import
-from . import _random, _analytic, _label_solve, _kip  # noqa: E401,F401
+# (coreset inits and smart-pick first: iterative methods list the INITS and SAMPLERS as choices)
+from . import _random, _analytic, _label_solve, _coreset, _smart_pick, _kip  # noqa: E401,F401
+from ._coreset import coreset_init as coreset_init
+from ._smart_pick import SmartPick as SmartPick
 from . import _analytic as analytic
 from ._analytic import distilled_features as distilled_features
 from ._analytic import lambda_s_bound as lambda_s_bound
@@ -53,8 +56,8 @@ from ._rundir import write_run_outputs as write_run_outputs
 __all__ = [
     "Batch", "Context", "DriverSettings", "INITS", "IterativeMethod", "IterativeResult",
     "KIPSettings", "LOSSES", "Loss", "Method", "MethodOutput", "Option", "RUN_FILES", "RunConfig", "RunResult",
-    "SAMPLERS",
-    "analytic", "class_balanced_sampler", "distilled_features", "driver_options", "driver_settings", "get_method",
+    "SAMPLERS", "SmartPick", "analytic", "class_balanced_sampler", "coreset_init", "distilled_features",
+    "driver_options", "driver_settings", "get_method",
     "kip", "kip_loss",
     "kip_method", "label_solve", "lambda_s_bound", "methods", "mse", "noise_init", "platt", "random_real",
     "read_run_json", "real_init", "register_method", "resolve_options", "run", "run_iterative", "run_to_dir",

@@ -60,6 +60,9 @@ class IterativeMethod:
     support: Callable[[Any], tuple[Any, Any]]
     validate: Callable[[Any, Any, np.ndarray, np.ndarray], float]
     hint: str = "lower --lr"  # what to try when the loss stops being finite
+    # scores(state, x (n, h, w, c), y (n, k)) -> (n,): each example's loss under the current support set
+    # (what importance samplers such as smart-pick draw by); None when the method cannot score
+    scores: Callable[[Any, np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +79,8 @@ class DriverSettings:
       time_limit: stop (keeping the best set so far) after this many seconds of this process (0: none).
       init: support initialisation, a name in ``INITS``.
       sampler: target sampler, a name in ``SAMPLERS``.
+      pick_every, pick_pool, pick_floor, pick_unbiased, pick_global: the ``smart-pick`` sampler's settings
+        (see :mod:`kdistill.methods._smart_pick`).
     """
 
     steps: int = 1000
@@ -87,6 +92,11 @@ class DriverSettings:
     time_limit: float = 0.0
     init: str = "real"
     sampler: str = "uniform"
+    pick_every: int = 50
+    pick_pool: int = 0
+    pick_floor: float = 0.1
+    pick_unbiased: bool = False
+    pick_global: bool = False
 
     def validate(self) -> None:
         for name in ("steps", "target_batch"):
@@ -97,12 +107,18 @@ class DriverSettings:
                 raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.time_limit >= 0 and np.isfinite(self.time_limit)):
             raise InvalidInputError(f"time_limit must be a finite number of seconds >= 0, got {self.time_limit}")
+        if self.pick_every < 1 or self.pick_pool < 0:
+            raise InvalidInputError(f"pick_every must be >= 1 and pick_pool >= 0, got {self.pick_every}, "
+                                    f"{self.pick_pool}")
+        if not 0 < self.pick_floor <= 1:
+            raise InvalidInputError(f"pick_floor must be in (0, 1], got {self.pick_floor}")
         get_init(self.init)
         get_sampler(self.sampler)
 
 
 def driver_options(defaults: DriverSettings = DriverSettings()) -> tuple[Option, ...]:
-    """The driver's settings as registry options (an iterative method lists these among its own)."""
+    """The driver's settings as registry options (an iterative method lists these among its own); the
+    validation size is the run's own ``RunConfig.val_size`` (``--val-size``), shared with ``--reg auto``."""
     from ._sampling import INITS, SAMPLERS
 
     d = defaults
@@ -112,11 +128,20 @@ def driver_options(defaults: DriverSettings = DriverSettings()) -> tuple[Option,
         Option("init", str, d.init, "support-set initialisation", choices=tuple(INITS)),
         Option("sampler", str, d.sampler, "target-batch sampler", choices=tuple(SAMPLERS)),
         Option("val_every", int, d.val_every, "validate every N steps, keeping the best set (0: never)", min=0),
-        Option("val_size", int, d.val_size, "held-out training images for validation (at most n/5)", min=0),
         Option("patience", int, d.patience, "stop after N validations without gain (0: never)", min=0),
         Option("checkpoint_every", int, d.checkpoint_every, "checkpoint every N steps (0: never)", min=0),
         Option("time_limit", float, d.time_limit, "stop after this many seconds, keeping the best set (0: none)",
                min=0),
+        Option("pick_every", int, d.pick_every, "smart-pick: rescore the target pool every N steps", min=1,
+               max=10**9),
+        Option("pick_pool", int, d.pick_pool, "smart-pick: score a random candidate pool of N images (0: all)",
+               min=0, max=10**8),
+        Option("pick_floor", float, d.pick_floor, "smart-pick: share of uniform probability mixed in (no image "
+               "at probability 0)", min=0, min_exclusive=True, max=1),
+        Option("pick_unbiased", bool, d.pick_unbiased, "smart-pick: weight each drawn image by 1/(n P) so the "
+               "batch loss estimates the uniform loss"),
+        Option("pick_global", bool, d.pick_global, "smart-pick: draw from the whole pool by score instead of "
+               "per class (class counts then follow the scores)"),
     )
 
 
@@ -141,6 +166,9 @@ class IterativeResult:
     seconds: float
     init_images: np.ndarray
     state: Any
+    seconds_before: float = 0.0  # of the segments before a resume (included in ``seconds``)
+    init_seconds: float = 0.0  # choosing the starting support set (this segment)
+    sampler_seconds: float = 0.0  # a scoring sampler's own work, e.g. smart-pick's rescoring (all segments)
 
 
 def _split(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,9 +224,12 @@ def run_iterative(
     y_pool = one_hot(lab_pool, num_classes, dtype=x_train.dtype)
     x_val, lab_val = x_train[val_idx], labels[val_idx]
     if sampler is None:
-        sampler = get_sampler(settings.sampler)(lab_pool, settings.target_batch, num_classes=num_classes, seed=seed)
+        sampler = get_sampler(settings.sampler)(lab_pool, settings.target_batch, num_classes=num_classes, seed=seed,
+                                                x=x_pool, targets=y_pool, scores=method.scores, settings=settings)
     init_fn = init or get_init(settings.init)
+    t_init = time.perf_counter()
     x0, y0 = init_fn(x_pool, lab_pool, kernel=kernel, num_classes=num_classes, ipc=ipc, key=jax.random.key(seed))
+    init_seconds = time.perf_counter() - t_init
     dtype = x_train.dtype
     x0, y0 = np.asarray(x0, dtype=dtype), np.asarray(y0, dtype=dtype)
     state = method.init(x0, y0)
@@ -288,4 +319,6 @@ def run_iterative(
         images=np.asarray(best["x"]), labels=np.asarray(best["y"]), history=history, best_step=int(best["step"]),
         best_val_accuracy=best["acc"], steps_run=len(history["step"]), stopped_early=reason != "steps",
         stop_reason=reason, seconds=seconds_before + time.perf_counter() - t0, init_images=x0, state=state,
+        seconds_before=seconds_before, init_seconds=init_seconds,
+        sampler_seconds=float(getattr(sampler, "seconds", 0.0)),
     )

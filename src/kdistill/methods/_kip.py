@@ -68,6 +68,11 @@ class KIPSettings:
     time_limit: float = 0.0
     loss: str = "mse"
     redraw_every: int = 0
+    pick_every: int = 50
+    pick_pool: int = 0
+    pick_floor: float = 0.1
+    pick_unbiased: bool = False
+    pick_global: bool = False
 
     def driver(self) -> DriverSettings:
         return driver_settings(dataclasses.asdict(self))
@@ -172,12 +177,24 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
     def support(state):
         return state["params"]["x"], state["params"]["y"] if learn_labels else state["y_fixed"]
 
+    eval_fn = kernel if isinstance(kernel, Kernel) else fixed_fn  # a Kernel's __call__ is jitted
+
     def validate(x_s, y_s, x_val, labels_val):
-        model = krr.fit(fixed_fn, np.asarray(x_s), np.asarray(y_s), reg=reg)
-        return krr.accuracy(krr.predict(fixed_fn, model, x_val), labels_val)
+        model = krr.fit(eval_fn, np.asarray(x_s), np.asarray(y_s), reg=reg)
+        return krr.accuracy(krr.predict(eval_fn, model, x_val), labels_val)
+
+    def scores(state, x, y):
+        """Each example's KIP loss under the current support set (what smart-pick draws by)."""
+        x_s, y_s = support(state)
+        model = krr.fit(eval_fn, np.asarray(x_s), np.asarray(y_s), reg=reg)
+        pred = jnp.asarray(krr.predict(eval_fn, model, x))
+        params = {k: state["params"].get(k, v) for k, v in the_loss.init.items()}
+        one = jnp.ones(1, pred.dtype)
+        per = jax.vmap(lambda p, t: the_loss.fn(p[None], t[None], one, params))(pred, jnp.asarray(y, pred.dtype))
+        return np.asarray(per)
 
     return IterativeMethod(name, init, step, support, validate,
-                           hint=f"lower --lr or raise the ridge (reg={reg})")
+                           hint=f"lower --lr or raise the ridge (reg={reg})", scores=scores)
 
 
 def kip(
@@ -231,15 +248,17 @@ KIP_OPTIONS = (
 @register_method("kip", doc="Kernel Inducing Points (Nguyen et al. 2021): Adam on the support images (and labels) "
                  "to minimise the KRR loss on target batches; any kernel", options=KIP_OPTIONS, iterative=True)
 def _run_kip(ctx: Context, opts: dict) -> MethodOutput:
-    settings = KIPSettings(**{**opts, "reg": ctx.relative_reg()})
+    settings = KIPSettings(**{**opts, "reg": ctx.relative_reg(), "val_size": ctx.config.val_size})
     settings.validate()
     checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
     res = kip(ctx.kernel, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
               seed=ctx.config.seed, settings=settings, checkpoint=checkpoint, resume=ctx.resume,
               fingerprint={"kernel": ctx.kernel.spec, "precision": ctx.config.precision}, progress=ctx.progress,
               on_checkpoint=ctx.on_checkpoint)
-    info = {"settings": dataclasses.asdict(settings), "steps_run": res.steps_run, "best_step": res.best_step,
+    info = {"settings": dataclasses.asdict(settings), "init": settings.init, "sampler": settings.sampler,
+            "init_seconds": res.init_seconds, "sampler_seconds": res.sampler_seconds,
+            "steps_run": res.steps_run, "best_step": res.best_step,
             "best_val_accuracy": res.best_val_accuracy, "stopped_early": res.stopped_early,
             "stop_reason": res.stop_reason, "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
     return MethodOutput(res.images, res.labels, info, reg=settings.reg, seconds={"kip": res.seconds},
-                        history=res.history, init_images=res.init_images)
+                        history=res.history, init_images=res.init_images, seconds_before=res.seconds_before)

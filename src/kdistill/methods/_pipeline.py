@@ -57,8 +57,8 @@ def _support_reg(config: RunConfig, kernel, out, x_train, targets, executor=None
         return float(config.reg), None
     if out.reg is not None:
         return float(out.reg), None
-    val = krr.held_out_indices(x_train.shape[0], config.val_size, seed=config.seed + 1,
-                               exclude=out.info.get("indices", []))
+    val = krr.held_out_indices(x_train.shape[0], krr.effective_val_size(config.val_size, x_train.shape[0]),
+                               seed=config.seed + 1, exclude=out.info.get("indices", []))
     sel = krr.select_support(kernel, out.images, out.labels, x_train[val], targets[val], executor=executor)
     return sel.reg, sel
 
@@ -69,7 +69,8 @@ def _baseline(config: RunConfig, kernel, x_train, dataset: Dataset, targets, x_t
 
     images, labels, idx = random_real(x_train, dataset.y_train, ipc=config.ipc, num_classes=dataset.num_classes,
                                       seed=config.seed)
-    val = krr.held_out_indices(x_train.shape[0], config.val_size, seed=config.seed + 1, exclude=idx)
+    val = krr.held_out_indices(x_train.shape[0], krr.effective_val_size(config.val_size, x_train.shape[0]),
+                               seed=config.seed + 1, exclude=idx)
     sel = krr.select_support(kernel, images, labels, x_train[val], targets[val], executor=executor)
     pred = evaluate.support_predictions(kernel, images, labels, x_test, reg=sel.reg, executor=executor)
     return {"method": "random", "ipc": config.ipc, "reg": sel.reg, "test_accuracy": krr.accuracy(pred, dataset.y_test),
@@ -98,6 +99,13 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
                                      and 0 <= config.reg <= krr.MAX_REG):
         raise InvalidInputError(f"reg must be 'auto' or a number in 0 .. {krr.MAX_REG:g} (relative to the mean kernel "
                                 f"eigenvalue), got {config.reg!r}")
+    if (isinstance(config.val_size, bool) or not isinstance(config.val_size, (int, np.integer))
+            or not 0 <= config.val_size <= 10**7):
+        raise InvalidInputError(f"val_size must be an integer in 0 .. 10000000, got {config.val_size!r}")
+    if config.reg == "auto" and krr.effective_val_size(config.val_size, dataset.x_train.shape[0]) < 1:
+        raise InvalidInputError(f"reg 'auto' chooses the ridge on held-out training images, but val_size is "
+                                f"{config.val_size} (of {dataset.x_train.shape[0]} training images at most a fifth "
+                                "are used); give a larger val_size or a number for reg")
     if (isinstance(config.max_dual_n, bool) or not isinstance(config.max_dual_n, (int, np.integer))
             or config.max_dual_n < 0):
         raise InvalidInputError(f"max_dual_n must be an integer >= 0, got {config.max_dual_n!r}")
@@ -118,7 +126,7 @@ def _warn_slow_kernel(kernel, config: RunConfig, dataset: Dataset) -> None:
     if kernel.pair_seconds is None:
         return
     m = config.ipc * dataset.num_classes
-    n_val = 0 if config.reg != "auto" else min(config.val_size, dataset.x_train.shape[0])
+    n_val = 0 if config.reg != "auto" else krr.effective_val_size(config.val_size, dataset.x_train.shape[0])
     pairs = m * (m + dataset.x_test.shape[0] + n_val) * (2 if config.baseline and config.method != "random" else 1)
     seconds = pairs * kernel.pair_seconds(dataset.image_shape)
     if seconds > 600:
@@ -173,7 +181,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
                   workdir=workdir, resume=resume, executor=executor, on_checkpoint=on_checkpoint)
     t = time.perf_counter()
     out = method.run(ctx, dict(config.options))
-    seconds["distill"] = time.perf_counter() - t
+    seconds["distill"] = time.perf_counter() - t + out.seconds_before  # summed over resumed segments
 
     seconds.update(out.seconds)
     t = time.perf_counter()
@@ -195,7 +203,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         t = time.perf_counter()
         full = full_reference()
         seconds["full_reference"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t_start
+    seconds["total"] = time.perf_counter() - t_start + out.seconds_before
 
     summary: dict[str, Any] = {
         "dataset": dataset.name,
@@ -207,6 +215,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         "precision": config.precision,
         "n_train": int(dataset.x_train.shape[0]),
         "n_test": int(dataset.x_test.shape[0]),
+        "val_size": krr.effective_val_size(config.val_size, int(dataset.x_train.shape[0])),
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
         "image_shape": list(dataset.image_shape),

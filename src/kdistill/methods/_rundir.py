@@ -75,7 +75,13 @@ def read_run_json(run_dir: str | Path) -> tuple[str, str | None, RunConfig]:
         saved = json.loads(run_file.read_text())
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             raise TypeError("not an object with a 'config' object")
-        config = RunConfig(**saved["config"])
+        cfg = dict(saved["config"])
+        opts = cfg.get("options")
+        if isinstance(opts, dict) and "val_size" in opts:  # runs written before --val-size was one setting
+            opts = dict(opts)
+            cfg["val_size"] = opts.pop("val_size")
+            cfg["options"] = opts
+        config = RunConfig(**cfg)
         dataset, data_dir = saved["dataset"], saved.get("data_dir")
         if not isinstance(dataset, str) or not isinstance(config.options, dict):
             raise TypeError("wrong types")
@@ -106,7 +112,8 @@ def _stage_outputs(stage: Path, out: Path, result: RunResult, dataset: Dataset, 
     s = dict(result.summary)
     pixels = ds.to_pixels(ds.images)
     title = f"{s['dataset']} {s['method']} {s['kernel'].split(':')[0]} ipc={s['ipc']}"
-    image_grid(pixels, ds.labels, stage / "distilled.png", class_names=dataset.class_names, title=title)
+    image_grid(pixels, ds.labels, stage / "distilled.png", class_names=dataset.class_names, title=title,
+               ipc=s["ipc"])
     s["figures"] = {"distilled": str(out / "distilled.png")}
     if result.init_images is not None and len(result.init_images) == len(pixels):
         # starting real images above the distilled images, class by class (Chen et al. Fig. 2)
@@ -114,12 +121,14 @@ def _stage_outputs(stage: Path, out: Path, result: RunResult, dataset: Dataset, 
         both = np.concatenate([start, pixels])
         m, k = len(pixels), dataset.num_classes
         per = max(1, m // k)
+        shown = min(per, 10)
         rows = []
         for c in range(k):
-            sel = np.arange(c * per, min((c + 1) * per, m))[:10]
+            sel = np.arange(c * per, min((c + 1) * per, m))[:shown]
             rows += [(f"{dataset.class_names[c]} X0", sel), (f"{dataset.class_names[c]} X_S", sel + m)]
-        image_grid(both, np.zeros((2 * m, 1)), stage / "init_vs_distilled.png", rows=rows,
-                   title=f"{title}: X0 (real start) above X_S")
+        more = f", the first {shown} of {per} per class" if shown < per else ""
+        image_grid(both, np.zeros((2 * m, 1)), stage / "init_vs_distilled.png", rows=rows, max_per_row=10,
+                   title=f"{title}: X0 (real start) above X_S{more}")
         s["figures"]["init_vs_distilled"] = str(out / "init_vs_distilled.png")
     write_json(stage / "summary.json", s)
     if record is not None:

@@ -36,7 +36,9 @@ class Sampler(Protocol):
 
 
 SamplerFactory = Callable[..., Sampler]
-"""``factory(labels, batch_size, *, num_classes, seed) -> Sampler`` over a pool with ``labels: (n,)``."""
+"""``factory(labels, batch_size, *, num_classes, seed, x, targets, scores, settings) -> Sampler`` over a pool
+with ``labels: (n,)``, images ``x``, one-hot ``targets``, the method's ``scores(state, x, y) -> (n,)`` (or
+None) and the driver's settings; a factory uses what it needs."""
 
 
 def numpy_seed(key: jax.Array) -> int:
@@ -68,7 +70,8 @@ INITS: dict[str, Init] = {"real": real_init, "noise": noise_init}
 """Support-set initialisations by name (``--init``)."""
 
 
-def class_balanced_sampler(labels: np.ndarray, batch_size: int, *, num_classes: int, seed: int) -> Sampler:
+def class_balanced_sampler(labels: np.ndarray, batch_size: int, *, num_classes: int, seed: int,
+                           **context: Any) -> Sampler:
     """Uniform batches of ``batch_size`` indices (capped at n) with (nearly) equal counts per class,
     all weights 1.
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .. import evaluate
+from .. import evaluate, krr
 from .._executor import Executor, LOCAL
 from ..kernels import Kernel
 
@@ -26,9 +26,12 @@ class RunConfig:
       seed: seeds every random choice of the run.
       preprocess: ``"none"``, ``"standardize"`` or ``"zca"``.
       reg: relative ridge of the model trained on the distilled set (lam = reg * tr(K_SS) / m), or
-        ``"auto"``: chosen from ``krr.DEFAULT_GRID`` on ``val_size`` held-out training images.
+        ``"auto"``: chosen from ``krr.DEFAULT_GRID`` on held-out training images (``val_size``).
         Methods that build a set for one ridge (analytic) override it; iterative KRR methods train
         with it (``"auto"`` means their own default, 1e-6).
+      val_size: held-out training images, the one validation setting of a run: ``reg="auto"`` chooses the
+        ridge on them, and iterative methods validate on them to keep their best step. At most a fifth of
+        the training set is used (``krr.effective_val_size``); the summary records the number used.
       full_reference: also fit the whole training set for comparison (needs a test set).
       max_dual_n: largest n for a dual full-data reference.
       val_fraction: held-out share of the training set for choosing the full model's ridge.
@@ -44,7 +47,7 @@ class RunConfig:
     seed: int = 0
     preprocess: str = "standardize"
     reg: float | str = "auto"
-    val_size: int = 2000
+    val_size: int = krr.DEFAULT_VAL_SIZE
     full_reference: bool = True
     max_dual_n: int = evaluate.MAX_DUAL_N
     val_fraction: float = 0.05
@@ -101,3 +104,4 @@ class MethodOutput:
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     history: Mapping[str, list] | None = None  # per-step curves of iterative methods (history.json)
     init_images: np.ndarray | None = None
+    seconds_before: float = 0.0  # distillation seconds of earlier segments of a resumed run (added to "distill")

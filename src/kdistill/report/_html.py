@@ -28,7 +28,9 @@ import numpy as np
 
 from .._atomic import write_bytes
 from ..errors import CorruptFileError, InvalidInputError
-from ._grid import image_grid
+from ._grid import image_grid, label_heatmap, labels_are_learned
+
+_PER_ROW = 25
 
 __all__ = ["report_html", "write_report"]
 
@@ -72,19 +74,30 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100 * float(v):.2f}%"
 
 
-def _distilled_png(npz: Path, summary: dict) -> bytes:
+def _distilled_figures(npz: Path, summary: dict) -> tuple[bytes, bytes | None, str]:
+    """The grid of every distilled image, the learned-label heatmap (None with one-hot labels) and a caption."""
     from .. import io as kio
 
     ds = kio.load(npz)
     pixels = ds.to_pixels(ds.images)
     meta = {**summary, **ds.meta}
     title = " ".join(str(meta[k]).split(":")[0] for k in ("dataset", "method", "kernel") if k in meta)
-    if "ipc" in meta:
-        title += f" ipc={meta['ipc']}"
+    ipc = meta.get("ipc") if isinstance(meta.get("ipc"), int) and not isinstance(meta.get("ipc"), bool) else None
+    if ipc is not None:
+        title += f" ipc={ipc}"
+    names = meta.get("class_names")
+    learned = labels_are_learned(ds.labels)
     with tempfile.TemporaryDirectory() as tmp:
-        path = image_grid(pixels, ds.labels, Path(tmp) / "grid.png", class_names=meta.get("class_names"),
-                          title=title or None)
-        return path.read_bytes()
+        grid = image_grid(pixels, ds.labels, Path(tmp) / "grid.png", class_names=names, title=title or None,
+                          max_per_row=_PER_ROW, ipc=ipc).read_bytes()
+        heat = label_heatmap(ds.labels, Path(tmp) / "labels.png", class_names=names, ipc=ipc,
+                             title=f"learned labels of the {len(ds.labels)} distilled images").read_bytes() \
+            if learned else None
+    m, k = ds.labels.shape
+    caption = (f"All {m} images, {'one column' if m <= 3 * k else 'one block of lines'} per class"
+               f"{' (grouped by the class each was initialised for: the labels were learned)' if learned else ''}"
+               f", at most {_PER_ROW} per line, in pixel space (preprocessing undone).")
+    return grid, heat, caption
 
 
 def _curves_png(history: dict, best_step: Any = None) -> bytes | None:
@@ -209,13 +222,6 @@ def report_html(run_dir: str | Path, *, shown_as: str | Path | None = None) -> s
     if summary:
         with _wrong_types(summary_path):
             body.append(_summary_tables(summary))
-    if npz.exists():
-        body.append("<h2>Distilled images (one row per class, pixel space)</h2>")
-        body.append(_img(_distilled_png(npz, summary), "distilled images"))
-    init = run_dir / "init_vs_distilled.png"
-    if init.exists():
-        body.append("<h2>Real starting images above the distilled images</h2>")
-        body.append(_img(init.read_bytes(), "initial vs distilled images"))
     if hist_path.exists():
         body.append("<h2>Training curves</h2>")
         history = _read_json(hist_path)
@@ -224,6 +230,20 @@ def report_html(run_dir: str | Path, *, shown_as: str | Path | None = None) -> s
             png = _curves_png(history, info.get("best_step")) if isinstance(history, dict) else None
         body.append(_img(png, "training curves") if png else
                     "<p class='note'>history.json holds no step/loss or val_step/val_accuracy series.</p>")
+    if npz.exists():
+        grid, heat, caption = _distilled_figures(npz, summary)
+        body.append("<h2>Distilled images</h2>")
+        body.append(f"<p class='note'>{html.escape(caption)}</p>")
+        body.append(_img(grid, "distilled images"))
+        if heat is not None:
+            body.append("<h2>Learned labels</h2><p class='note'>Each column is one distilled image's label vector "
+                        "(red positive, blue negative); one-hot labels would show one red cell per column, in the "
+                        "row of the image's class.</p>")
+            body.append(_img(heat, "learned labels"))
+    init = run_dir / "init_vs_distilled.png"
+    if init.exists():
+        body.append("<h2>Real starting images above the distilled images</h2>")
+        body.append(_img(init.read_bytes(), "initial vs distilled images"))
     if summary:
         body.append("<h2>summary.json</h2><details><summary>show</summary><pre>"
                     + html.escape(json.dumps(summary, indent=2)) + "</pre></details>")
