@@ -5,7 +5,8 @@ Three selections of ``ipc`` real images per class, each an ``init`` for every it
 
 - ``kcenter``: greedy farthest-first traversal (the K-center baseline the paper argues against):
   start at the image nearest the class mean, then repeatedly add the image farthest from those chosen.
-  Deterministic. Cost O(n ipc p).
+  Deterministic for images of at most 256 pixels; above that the distances are taken on a random
+  projection drawn from the key. Cost O(n ipc p).
 - ``kmeans-coreset``: the lightweight K-means coreset (Bachem, Lucic & Krause, KDD 2018): draw with
   probability ``q(x) = 1/(2 n_c) + d(x, mean)^2 / (2 sum d^2)`` (``d``: distance to the class mean), for
   non-kernel methods. Cost O(n p).

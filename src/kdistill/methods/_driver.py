@@ -93,7 +93,7 @@ class DriverSettings:
     init: str = "real"
     sampler: str = "uniform"
     pick_every: int = 50
-    pick_pool: int = 0
+    pick_pool: int = 10_000
     pick_floor: float = 0.1
     pick_unbiased: bool = False
     pick_global: bool = False
