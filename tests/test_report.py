@@ -131,14 +131,15 @@ def three_reports(tmp_path_factory):
     root = tmp_path_factory.mktemp("three")
     cmds = {
         "a": ["--method", "analytic", "--ipc", "1", "--kernel", "fcnn"],
-        "b": ["--method", "kip", "--kernel", "fc-ntk", "--ipc", "10", "--learn-labels", "--steps", "30",
-              "--target-batch", "300", "--val-every", "10", "--val-size", "200", "--no-full"],
+        "b": ["--method", "kip", "--kernel", "fc-ntk", "--ipc", "10", "--learn-labels", "--steps", "12",
+              "--target-batch", "200", "--val-every", "4", "--val-size", "200", "--no-full"],
         "c": ["--method", "random", "--ipc", "50", "--kernel", "linear", "--no-full"],
     }
     for name, args in cmds.items():
         r = _run("distill", "--dataset", "digits", *args, "--out", str(root / name))
         assert r.exit_code == 0, r.output
-    r = _run("evaluate", str(root / "b" / "distilled.npz"), "--model", "fc", "--seeds", "2", "--epochs", "5")
+    r = _run("evaluate", str(root / "b" / "distilled.npz"), "--model", "fc", "--seeds", "1", "--epochs", "2",
+             "--width", "16")
     assert r.exit_code == 0, r.output
     return root
 

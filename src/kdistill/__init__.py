@@ -11,8 +11,8 @@ the iterative driver and the run pipeline), :mod:`kdistill.evaluate`, :mod:`kdis
 Names are imported on first use, so ``import kdistill`` (and the CLI) starts fast.
 
 >>> import kdistill
->>> sorted(kdistill.methods.methods())[:2]
-['analytic', 'kip']
+>>> sorted(kdistill.methods.methods())
+['analytic', 'coreset', 'kip', 'label-solve', 'random']
 """
 
 from __future__ import annotations
