@@ -409,3 +409,42 @@ def _with_test_size(ds, n):
     import dataclasses
 
     return dataclasses.replace(ds, x_test=ds.x_test[:n], y_test=ds.y_test[:n])
+
+
+def test_leftovers_of_a_killed_write_do_not_block_resume(run_copy):
+    """A SIGKILL during an atomic write leaves `.checkpoint.npz.XXXX.tmp`, a killed cleanup leaves trash:
+    neither makes the folder 'foreign', and the next run on it removes them."""
+    (run_copy / ".checkpoint.npz.k1l2.tmp").write_bytes(b"partial")
+    trash = run_copy.parent / ".victim.kdistill-trash"
+    trash.mkdir()
+    (trash / "summary.json").write_text("{}")
+    r = subprocess.run([_exe(), "distill", "--resume", str(run_copy)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not (run_copy / ".checkpoint.npz.k1l2.tmp").exists() and not trash.exists()
+
+
+def test_a_fresh_iterative_run_that_fails_late_keeps_its_progress(tmp_path):
+    from kdistill.data import load
+    from kdistill.errors import InvalidInputError
+    from kdistill.methods import RunConfig, run_to_dir
+
+    out = tmp_path / "fresh"
+    config = RunConfig(method="kip", kernel="rbf", ipc=1, seed=3, full_reference=False, baseline=False,
+                       val_size=200, options=dict(steps=20, target_batch=200, checkpoint_every=5))
+
+    def fail(step):
+        if step == 10:
+            raise InvalidInputError("simulated failure at step 10")
+
+    with pytest.raises(InvalidInputError, match="progress is kept: kdistill distill --resume"):
+        run_to_dir(out, load("digits"), config, on_checkpoint=fail)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "run.json"]
+    r = subprocess.run([_exe(), "distill", "--resume", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_demo_never_replaces_another_run(run_copy):
+    before = _snapshot(run_copy)
+    line = error_line(_run("demo", "--out", run_copy))
+    assert "not an earlier demo" in line
+    assert _snapshot(run_copy) == before

@@ -31,16 +31,20 @@ class _Group(click.Group):
         except OSError as e:  # disk full, permissions, a file vanished: the system's reason, one line
             from ._atomic import describe_os_error
 
-            click.echo(f"error: {_one_line(describe_os_error(e))}; nothing already written was damaged", err=True)
+            click.echo(f"error: {_one_line(describe_os_error(e))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo(f"interrupted{ctx.meta.get('kdistill_interrupt_hint', '')}", err=True)
-            sys.exit(130)
+            sys.exit(128 + _SIGNAL.get("number", 2))  # 130 for Ctrl-C, 143 for SIGTERM
 
     def make_context(self, info_name, args, parent=None, **extra):
+        bare = not args  # (click consumes args while parsing)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:  # options of the group itself (kdistill --bogus)
+            if bare and e.ctx is not None:  # a bare `kdistill`: the help, as --help would print it
+                click.echo(e.ctx.get_help())
+                sys.exit(0)
             _usage_error(e)
 
 
@@ -372,7 +376,9 @@ def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} is a file; choose a folder")
     if out.is_dir():
-        names = {p.name for p in out.iterdir()} - {".kdistill-staging"}
+        from .methods._rundir import is_temp_name
+
+        names = {p.name for p in out.iterdir() if not is_temp_name(p.name)}
         if names - RUN_FILES:
             shown = ", ".join(sorted(names - RUN_FILES)[:3])
             raise InvalidInputError(f"--out {out} holds files kdistill did not write ({shown}); choose a new or empty "
@@ -585,6 +591,25 @@ def show(file, out, max_per_row):
 DEMO = dict(dataset="mnist", method="analytic", ipc=1, kernel="fcnn")
 
 
+def _check_demo_out(out: Path) -> None:
+    """The demo replaces an earlier demo in --out, never another run."""
+    from .errors import InvalidInputError
+
+    run_file = out / "run.json"
+    if run_file.exists():
+        try:
+            doc = json.loads(run_file.read_text())
+            cfg = doc["config"]
+            is_demo = (doc["dataset"], cfg["method"], cfg["ipc"], cfg["kernel"]) == tuple(
+                DEMO[k] for k in ("dataset", "method", "ipc", "kernel"))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            is_demo = False
+        if not is_demo:
+            raise InvalidInputError(f"--out {out} holds another run, not an earlier demo; the demo replaces only its "
+                                    "own: choose another --out")
+    _check_out(out, force=True)
+
+
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
               callback=lambda c, p, v: _out_arg(v),
@@ -595,7 +620,7 @@ def demo(out, data_dir):
     model."""
     from .methods import RunConfig, run_to_dir
 
-    _check_out(out, force=True)
+    _check_demo_out(out)
     click.echo(f"kdistill demo: {DEMO['method']} method, {DEMO['kernel']} kernel, ipc {DEMO['ipc']} on "
                f"{DEMO['dataset']}")
     dataset = _load_dataset(DEMO["dataset"], data_dir)
@@ -624,7 +649,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"warning: {_one_line(str(message))}", err=True)
 
 
+_SIGNAL: dict[str, int] = {}
+
+
 def _terminate(signum, frame):  # SIGTERM (kill, a scheduler's time limit) ends a run like Ctrl-C: cleanly
+    _SIGNAL["number"] = signum
     raise KeyboardInterrupt
 
 

@@ -61,10 +61,12 @@ def kcenter_indices(f: np.ndarray, m: int) -> np.ndarray:
     """Greedy farthest-first traversal of the rows of ``f``: ``m`` indices, the first nearest the mean."""
     chosen = [int(np.argmin(_sq_dist_to(f, f.mean(axis=0))))]
     nearest = _sq_dist_to(f, f[chosen[0]])
+    nearest[chosen[0]] = -1.0  # never chosen twice, even among duplicate images
     for _ in range(1, m):
         nxt = int(np.argmax(nearest))
         chosen.append(nxt)
         nearest = np.minimum(nearest, _sq_dist_to(f, f[nxt]))
+        nearest[chosen] = -1.0
     return np.asarray(chosen)
 
 

@@ -102,10 +102,11 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     if (isinstance(config.val_size, bool) or not isinstance(config.val_size, (int, np.integer))
             or not 0 <= config.val_size <= 10**7):
         raise InvalidInputError(f"val_size must be an integer in 0 .. 10000000, got {config.val_size!r}")
-    if config.reg == "auto" and krr.effective_val_size(config.val_size, dataset.x_train.shape[0]) < 1:
-        raise InvalidInputError(f"reg 'auto' chooses the ridge on held-out training images, but val_size is "
-                                f"{config.val_size} (of {dataset.x_train.shape[0]} training images at most a fifth "
-                                "are used); give a larger val_size or a number for reg")
+    needs_val = config.reg == "auto" or (config.baseline and config.method != "random")
+    if needs_val and krr.effective_val_size(config.val_size, dataset.x_train.shape[0]) < 1:
+        raise InvalidInputError(f"reg 'auto' and the random-real baseline choose a ridge on held-out training images, "
+                                f"but val_size is {config.val_size} (of {dataset.x_train.shape[0]} training images at "
+                                "most a fifth are used); give a larger val_size, or a number for reg and no baseline")
     if (isinstance(config.max_dual_n, bool) or not isinstance(config.max_dual_n, (int, np.integer))
             or config.max_dual_n < 0):
         raise InvalidInputError(f"max_dual_n must be an integer >= 0, got {config.max_dual_n!r}")

@@ -32,11 +32,11 @@ from .. import io
 from .._atomic import check_free_space, check_writable_dir, folder_lock, write_json
 from .._executor import Executor
 from ..data import Dataset
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, KDistillError
 from ._pipeline import RunResult, run
 from ._types import RunConfig
 
-__all__ = ["run_to_dir", "write_run_outputs", "read_run_json", "write_run_json", "RUN_FILES"]
+__all__ = ["run_to_dir", "write_run_outputs", "read_run_json", "write_run_json", "RUN_FILES", "is_temp_name"]
 
 # Every file a run directory may hold (a folder with anything else is not replaced, even with force).
 RUN_FILES = frozenset({"run.json", "distilled.npz", "distilled.json", "summary.json", "history.json",
@@ -170,7 +170,7 @@ def _dir_state(real: Path) -> tuple[str, list[str]]:
         return "absent", []
     if not real.is_dir():
         return "file", []
-    names = [p.name for p in real.iterdir() if p.name != _STAGE]
+    names = [p.name for p in real.iterdir() if not is_temp_name(p.name)]
     if not names:
         return "empty", []
     foreign = sorted(n for n in names if n not in RUN_FILES)
@@ -222,6 +222,10 @@ def run_to_dir(
         if resume:
             if state != "run" or not (real / "run.json").exists():
                 raise InvalidInputError(f"{out} has no run.json: it is not a kdistill run directory")
+            recorded = read_run_json(real)[2]
+            if _record("-", None, recorded)["config"] != _record("-", None, config)["config"]:
+                raise InvalidInputError(f"{out}/run.json changed since it was read (an interrupted forced run was "
+                                        "rolled back); run the command again")
             result = run(dataset, config, progress=progress, workdir=real, resume=True, executor=executor,
                          on_checkpoint=on_checkpoint)
             return result, write_run_outputs(real, result, dataset)
@@ -243,18 +247,25 @@ def run_to_dir(
                          on_checkpoint=on_checkpoint)
             summary = write_run_outputs(real, result, dataset, record=None if iterative else record)
         except BaseException as e:
-            keep = (real / "checkpoint.npz").exists() and (
-                isinstance(e, KeyboardInterrupt) or (isinstance(e, OSError) and replaced is None))
-            if keep:  # resumable progress; the user asked to replace the earlier run
+            # progress worth resuming is kept unless keeping it would cost an earlier run (then a failure
+            # rolls back; Ctrl-C/SIGTERM means the user gave up the earlier run)
+            keep = (real / "checkpoint.npz").exists() and (replaced is None or isinstance(e, KeyboardInterrupt))
+            if keep:
                 if replaced is not None:
-                    shutil.rmtree(replaced, ignore_errors=True)
+                    _discard(replaced, real)
+                if isinstance(e, KDistillError):
+                    raise type(e)(f"{e}; the run's progress is kept: kdistill distill --resume {out} continues "
+                                  "it") from None
             else:
-                _clear(real, remove=created)
+                if created:
+                    _discard(real, real)
+                else:
+                    _clear(real)
                 if replaced is not None:
-                    os.rename(replaced, real)
+                    os.rename(replaced, real)  # one rename: the earlier run is back whole
             raise
         if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
+            _discard(replaced, real)  # one rename makes the replacement final, then the old copy goes
         return result, summary
 
 
@@ -262,25 +273,51 @@ def _aside(real: Path) -> Path:
     return real.parent / f".{real.name}.kdistill-replaced"
 
 
+def _trash(real: Path) -> Path:
+    return real.parent / f".{real.name}.kdistill-trash"
+
+
+def _discard(folder: Path, real: Path) -> None:
+    """Remove ``folder`` (the run folder ``real`` or its replaced copy) by first renaming it to ``real``'s
+    trash name (one atomic step), so a kill during the removal leaves only trash, which the next run on
+    ``real`` clears."""
+    trash = _trash(real)
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    os.rename(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _recover(real: Path) -> None:
-    """Leftovers of a forced run that was killed: the earlier run comes back unless the new one has a
-    checkpoint to resume (the user asked to replace the earlier run, and the new one has made progress)."""
+    """Leftovers of a forced run that was killed. The replaced run sits aside until the new one has
+    finished (``summary.json``) or has a checkpoint to resume; otherwise it comes back. Trash goes."""
+    if _trash(real).exists():
+        shutil.rmtree(_trash(real), ignore_errors=True)
     aside = _aside(real)
-    if not aside.exists():
-        return
-    if (real / "checkpoint.npz").exists():
-        shutil.rmtree(aside, ignore_errors=True)
-        return
-    if real.exists():
-        shutil.rmtree(real)
-    os.rename(aside, real)
+    if aside.exists():
+        if (real / "summary.json").exists() or (real / "checkpoint.npz").exists():
+            _discard(aside, real)
+        else:
+            if real.exists():
+                _discard(real, real)
+            os.rename(aside, real)
+    if real.is_dir():  # temporary files of writes a kill interrupted
+        for p in real.iterdir():
+            if is_temp_name(p.name):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
 
-def _clear(real: Path, *, remove: bool) -> None:
-    """Undo a failed new run: remove the folder it created, or empty the empty folder it was given."""
-    if remove:
-        shutil.rmtree(real, ignore_errors=True)
-        return
+def is_temp_name(name: str) -> bool:
+    """A staging folder or an atomic write's temporary file (``.summary.json.x1y2.tmp``)."""
+    return name == _STAGE or (name.startswith(".") and name.endswith(".tmp")
+                              and any(name.startswith(f".{f}.") for f in RUN_FILES))
+
+
+def _clear(real: Path) -> None:
+    """Undo a failed new run in the empty folder it was given: empty it again."""
     for p in real.iterdir():
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -14,10 +14,12 @@ what the set still gets wrong. Here (``--sampler smart-pick``):
   class by ``P``); ``pick_global`` draws from the whole pool.
 - Weights: the paper's rule, as we read it, has none (a biased sampler on purpose: the batch loss
   puts more weight on hard examples). ``pick_unbiased`` weights each drawn image by ``1 / (n_c P)``,
-  the importance weight under which the batch loss estimates the uniform (class-balanced) average:
-  exactly for draws with replacement; we draw without, which stays close while a batch is a small share
-  of its class (measured in the tests: 0.99 of the uniform mean at 10%). The weights are not normalised
-  by their batch mean: that ratio estimator is biased (1.28x in the same test).
+  the importance weight under which the batch loss estimates the uniform (class-balanced) average;
+  unbiased draws are made with replacement, which makes that exact (without replacement the weights
+  would be off when a batch is a large share of its class, as with the default 5000 of a 10000 pool).
+  The weights are not normalised by their batch mean: that ratio estimator is biased (1.28x in a test).
+- A candidate pool (``pick_pool``) smaller than the target batch, or a class with fewer candidates than
+  its share, gives smaller batches (without replacement) until the next refresh.
 
 The probabilities, the step they were computed at and the time spent are the sampler's state
 (``state_dict``), so a resumed run draws exactly what an uninterrupted one would.
@@ -112,7 +114,7 @@ class SmartPick:
             if want == 0:
                 continue
             pg = self.p[g] / self.p[g].sum()
-            pick = rng.choice(g.size, size=want, replace=False, p=pg)
+            pick = rng.choice(g.size, size=want, replace=self.unbiased, p=pg)  # unbiased: with replacement
             parts.append(g[pick])
             weights.append(1.0 / (g.size * pg[pick]) if self.unbiased else np.ones(want))
         idx = np.concatenate(parts)

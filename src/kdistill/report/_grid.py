@@ -1,9 +1,9 @@
 """Figures of distilled sets: every image in a wrapped grid grouped by class, and learned labels as a heatmap.
 
-Images are grouped by the class each was *initialised* for (:func:`image_classes`): every
-initialisation lays the set out class by class, ``ipc`` images each, so image ``i`` started as
-class ``i // ipc``. With one-hot labels that is also the argmax of its label; with learned labels
-the argmax can drift, and grouping by it would give rows of uneven length that say nothing.
+Images are grouped by class (:func:`image_classes`): the argmax of their label, or, when the labels
+were learned, the class each was *initialised* for: every initialisation lays the set out class by
+class, ``ipc`` images each, so image ``i`` started as class ``i // ipc``; the argmax of learned labels
+can drift, and grouping by it would give rows of uneven length that say nothing.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ def labels_are_learned(labels: np.ndarray) -> bool:
 
 
 def image_classes(labels: np.ndarray, ipc: int | None = None) -> np.ndarray:
-    """The class each image was initialised for: ``i // ipc`` when the set holds ``ipc`` images of every
-    class (how every initialisation lays them out), else the argmax of its label."""
+    """The class each image stands for: the argmax of its label, or, when the labels were learned and the
+    set holds ``ipc`` images of every class, the class it was initialised for, ``i // ipc`` (how every
+    initialisation lays sets out)."""
     labels = np.asarray(labels)
     m, k = labels.shape
-    if ipc and ipc * k == m:
+    if ipc and ipc * k == m and labels_are_learned(labels):
         return np.arange(m) // ipc
     return labels.argmax(axis=1)
 
