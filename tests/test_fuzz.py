@@ -73,7 +73,7 @@ def kernel_specs(draw):
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(spec=kernel_specs())
 def test_any_kernel_spec_gives_a_result_or_one_line(tmp_path_factory, spec):
     out = tmp_path_factory.getbasetemp() / f"fuzz-kernel-{next(_COUNTER)}"
@@ -90,7 +90,7 @@ NUMERIC = [("--ipc", None), ("--seed", None), ("--reg", None), ("--max-dual-n", 
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(opts=st.lists(st.tuples(st.sampled_from(NUMERIC), VALUES), min_size=1, max_size=3,
                      unique_by=lambda t: t[0][0]))
 def test_any_numeric_option_gives_a_result_or_one_line(tmp_path_factory, opts):

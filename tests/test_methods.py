@@ -91,6 +91,7 @@ def test_resolve_options_rejects_unknown_and_bad_values():
     assert resolve_options("kip", {"steps": "7"})["steps"] == 7
 
 
+@pytest.mark.slow  # (the float64 pass only: suite time)
 def test_every_registered_method_runs_and_is_deterministic():
     """Contract: every method returns a valid set (shapes, finite, m = ipc * k) and the same set for a fixed seed."""
     ds = load("digits")
@@ -135,6 +136,7 @@ def test_kip_with_platt_loss_learns_the_temperature():
     assert h["log_temp"][0] != h["log_temp"][-1] and h["loss"][-1] < h["loss"][0]
 
 
+@pytest.mark.slow  # (the float64 pass only: suite time)
 def test_redraw_every_needs_random_features_and_changes_the_kernel():
     ds = load("digits")
     base = {"steps": 3, "target_batch": 100, "val_every": 0}
@@ -160,6 +162,7 @@ class _CountingExecutor(kdistill.LocalExecutor):
         return super().map(fn, *rows, **kw)
 
 
+@pytest.mark.slow  # (the float64 pass only: suite time)
 def test_block_computations_go_through_the_executor(rng, x64):
     ex = _CountingExecutor()
     kernel = from_spec("fcnn:depth=1")
@@ -181,6 +184,7 @@ def test_block_computations_go_through_the_executor(rng, x64):
     assert [c[2] for c in ex.calls][:5] == [8, 16, 2048, 9, 11]
 
 
+@pytest.mark.slow  # (the float64 pass only: suite time)
 def test_public_distill_on_mnist_like_arrays_matches_the_pipeline():
     ds = load("digits")
     s = kdistill.distill(ds.x_train[..., 0], ds.y_train, method="analytic", kernel="fcnn", ipc=1,
