@@ -26,6 +26,13 @@ PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
                  if p and Path(p).exists()), None)
 
+# Chromium is a system package (root to install): skipped on a user's machine without it, but CI
+# (.ci/run installs it and sets CI=true) must run these tests, so there its absence is a failure.
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="headless Chromium not found (a system package): install it with `apt-get install chromium` "
+           "(Debian/Ubuntu) to render the reports; CI installs it and never skips")
+
 
 def _run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
@@ -93,11 +100,7 @@ def test_report_errors(tmp_path, run_dir):
     assert "holds no step/loss" in report_html(d)
 
 
-# Chromium is a system package (root to install): skipped on a user's machine without it, but CI
-# (.ci/run installs it and sets CI=true) must run it, so there its absence is a failure.
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
-                    reason="headless Chromium not found; install it with `apt-get install chromium` "
-                           "(Debian/Ubuntu) to run this test")
+@needs_chromium
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     from matplotlib.image import imread
 
@@ -174,8 +177,7 @@ def test_report_shows_every_image_baseline_per_class_and_curves(three_reports, n
         assert 'alt="learned labels"' not in text
 
 
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
-                    reason="headless Chromium not found; install it with `apt-get install chromium`")
+@needs_chromium
 def test_three_reports_render_in_headless_chromium(three_reports, tmp_path):
     from matplotlib.image import imread
 

@@ -369,24 +369,9 @@ def _interrupt_hint(ctx, out: Path, config) -> None:
 
 def _check_out(out: Path, force: bool) -> None:
     """Cheap checks of --out before any data is loaded (run_to_dir checks again under its lock)."""
-    from ._atomic import check_writable_dir
-    from .errors import InvalidInputError
-    from .methods import RUN_FILES
+    from .methods._rundir import check_out_folder
 
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"--out {out} is a file; choose a folder")
-    if out.is_dir():
-        from .methods._rundir import is_temp_name
-
-        names = {p.name for p in out.iterdir() if not is_temp_name(p.name)}
-        if names - RUN_FILES:
-            shown = ", ".join(sorted(names - RUN_FILES)[:3])
-            raise InvalidInputError(f"--out {out} holds files kdistill did not write ({shown}); choose a new or empty "
-                                    "folder")
-        if names and not force:
-            raise InvalidInputError(f"--out {out} holds an earlier run; add --force to replace it, --resume {out} to "
-                                    "continue it, or choose another --out")
-    check_writable_dir(out.resolve().parent, what=f"--out {out}: its parent folder")
+    check_out_folder(out, force=force)
 
 
 def _default_out(dataset: str, method: str, ipc: int) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -137,21 +137,16 @@ def full_data_reference(
     x_test: Array | None,
     labels_test: Array | None,
     *,
-    grid: Sequence[float] = krr.DEFAULT_GRID,
-    val_fraction: float = 0.05,
-    seed: int = 0,
-    max_dual_n: int = MAX_DUAL_N,
-    chunk_size: int = 4096,
-    progress: bool = False,
     executor: Executor | None = None,
+    **fit_options: Any,
 ) -> FullReference:
-    """Fit on all of ``x_train`` with reg chosen on a held-out ``val_fraction`` (:func:`fit_krr`); test it.
+    """Fit on all of ``x_train`` with reg chosen on a held-out ``val_fraction`` (:func:`fit_krr`, which takes
+    ``fit_options``: grid, val_fraction, seed, max_dual_n, chunk_size, progress); test it.
 
     When no model is possible: ``test_accuracy=None`` and a ``note`` saying why. Without a test set
     (``x_test=None``) the model is fitted and ``test_accuracy`` is ``None``.
     """
-    fitted = fit_krr(kernel, x_train, y_train, reg="auto", grid=grid, val_fraction=val_fraction, seed=seed,
-                     max_dual_n=max_dual_n, chunk_size=chunk_size, progress=progress, executor=executor)
+    fitted = fit_krr(kernel, x_train, y_train, reg="auto", executor=executor, **fit_options)
     if isinstance(fitted, str):
         return FullReference(None, None, None, None, f"not computed: {fitted}; raise --max-dual-n to force it")
     acc = None if x_test is None else krr.accuracy(fitted.predict(kernel, x_test, executor=executor), labels_test)

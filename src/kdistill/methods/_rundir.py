@@ -36,7 +36,8 @@ from ..errors import InvalidInputError, KDistillError
 from ._pipeline import RunResult, run
 from ._types import RunConfig
 
-__all__ = ["run_to_dir", "write_run_outputs", "read_run_json", "write_run_json", "RUN_FILES", "is_temp_name"]
+__all__ = ["run_to_dir", "write_run_outputs", "read_run_json", "write_run_json", "RUN_FILES", "is_temp_name",
+           "check_out_folder"]
 
 # Every file a run directory may hold (a folder with anything else is not replaced, even with force).
 RUN_FILES = frozenset({"run.json", "distilled.npz", "distilled.json", "summary.json", "history.json",
@@ -179,6 +180,30 @@ def _dir_state(real: Path) -> tuple[str, list[str]]:
     return "run", []
 
 
+def _usable_state(out: str | Path, real: Path, *, force: bool) -> str:
+    """``real``'s state (:func:`_dir_state`) if a run may write there: never a file or a folder holding files
+    kdistill did not write, and an earlier run only with ``force``."""
+    state, foreign = _dir_state(real)
+    if state == "file":
+        raise InvalidInputError(f"output folder {out} is a file; choose a folder")
+    if state == "foreign":
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InvalidInputError(f"output folder {out} holds files kdistill did not write ({shown}); choose a new "
+                                "or empty folder")
+    if state == "run" and not force:
+        raise InvalidInputError(f"output folder {out} holds an earlier run; add --force to replace it, --resume "
+                                f"{out} to continue it, or choose another --out")
+    return state
+
+
+def check_out_folder(out: str | Path, *, force: bool = False) -> None:
+    """The checks :func:`run_to_dir` makes of ``out`` before it starts (usable, parent writable), for callers
+    that want them before loading data; run_to_dir repeats them under its lock."""
+    real = _out_path(out)
+    _usable_state(out, real, force=force)
+    check_writable_dir(real.parent, what=f"output folder {out}: its parent folder")
+
+
 def _disk_need(config: RunConfig, dataset: Dataset) -> int:
     """Bytes a run writes at most: the checkpoint (state, best set, a temporary copy) and the outputs."""
     m = config.ipc * dataset.num_classes
@@ -212,13 +237,7 @@ def run_to_dir(
     check_free_space(real.parent, _disk_need(config, dataset))
     with folder_lock(real):
         _recover(real)
-        state, foreign = _dir_state(real)
-        if state == "file":
-            raise InvalidInputError(f"output folder {out} is a file; choose a folder")
-        if state == "foreign":
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise InvalidInputError(f"output folder {out} holds files kdistill did not write ({shown}); choose a new "
-                                    "or empty folder")
+        state = _usable_state(out, real, force=force or resume)
         if resume:
             if state != "run" or not (real / "run.json").exists():
                 raise InvalidInputError(f"{out} has no run.json: it is not a kdistill run directory")
@@ -229,9 +248,6 @@ def run_to_dir(
             result = run(dataset, config, progress=progress, workdir=real, resume=True, executor=executor,
                          on_checkpoint=on_checkpoint)
             return result, write_run_outputs(real, result, dataset)
-        if state == "run" and not force:
-            raise InvalidInputError(f"output folder {out} holds an earlier run; add --force to replace it, --resume "
-                                    f"{out} to continue it, or choose another --out")
         record = _record(dataset_ref or dataset.name, data_dir, config)
         replaced = None
         if state == "run":  # moved aside now, deleted when the new run has succeeded, put back if it fails
