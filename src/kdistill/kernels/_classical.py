@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._spec import Kernel, Param, register
 
-__all__ = ["flatten", "linear", "rbf", "sq_distances"]
+__all__ = ["flatten", "host_flatten", "linear", "rbf", "sq_distances"]
 
 
 def flatten(x: jax.Array) -> jax.Array:
     """``x: (n, h, w, c) -> (n, h*w*c)``."""
     x = jnp.asarray(x)
     return x.reshape(x.shape[0], -1)
+
+
+def host_flatten(x: np.ndarray, dtype) -> np.ndarray:
+    """``(n, h, w, c) -> (n, h*w*c)`` as a ``dtype`` NumPy array (a view when nothing changes)."""
+    return np.asarray(x).reshape(x.shape[0], -1).astype(dtype, copy=False)
 
 
 def sq_distances(f1: jax.Array, f2: jax.Array) -> jax.Array:
@@ -26,8 +32,8 @@ def sq_distances(f1: jax.Array, f2: jax.Array) -> jax.Array:
     return jnp.maximum(d, 0.0)
 
 
-def _unflatten(f: jax.Array, image_shape: tuple[int, ...]) -> jax.Array:
-    f = jnp.asarray(f)
+def _unflatten(f, image_shape: tuple[int, ...]) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float64)
     return f.reshape((f.shape[0], *image_shape))
 
 
@@ -36,7 +42,7 @@ def linear() -> Kernel:
     def fn(x1, x2):
         return flatten(x1) @ flatten(x2).T
 
-    return Kernel("linear", (), fn, features=flatten, inverse=_unflatten)
+    return Kernel("linear", (), fn, features=flatten, inverse=_unflatten, host_features=host_flatten)
 
 
 @register(

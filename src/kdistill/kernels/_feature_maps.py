@@ -17,11 +17,13 @@ same spec always gives the same map.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._classical import flatten
+from ._classical import flatten, host_flatten
 from ._spec import MAX_SEED, Kernel, Param, check_bytes, check_scale, register
 
 __all__ = ["fcnn", "rff", "leaky_relu", "leaky_relu_inverse"]
@@ -35,10 +37,26 @@ def leaky_relu_inverse(z, slope):
     return jnp.where(z > 0, z, z / slope)
 
 
+def _host_leaky_relu(h: np.ndarray, slope: float) -> np.ndarray:
+    """LeakyReLU in place on a NumPy array (no temporaries on a 60000 x 784 block)."""
+    np.multiply(h, slope, out=h, where=h < 0)
+    return h
+
+
+def _fcnn_draw(seed: int, d: int, depth: int) -> list[jax.Array]:
+    """Standard normal (d, d) matrices, drawn in float32 whatever the precision, so float32 and float64
+    inputs see the same map."""
+    return [jax.random.normal(k, (d, d), dtype=jnp.float32) for k in jax.random.split(jax.random.key(seed), depth)]
+
+
 def _fcnn_weights(seed: int, d: int, depth: int, w_std: float, dtype) -> list[jax.Array]:
-    # drawn in float32 whatever the input dtype, so float32 and float64 inputs see the same map
-    keys = jax.random.split(jax.random.key(seed), depth)
-    return [(w_std / np.sqrt(d) * jax.random.normal(k, (d, d), dtype=jnp.float32)).astype(dtype) for k in keys]
+    return [(w_std / np.sqrt(d) * a).astype(dtype) for a in _fcnn_draw(seed, d, depth)]
+
+
+@functools.lru_cache(maxsize=8)
+def _fcnn_weights_host(seed: int, d: int, depth: int, w_std: float) -> tuple[np.ndarray, ...]:
+    """The same weights as :func:`_fcnn_weights`, as float64 NumPy arrays (drawn once per process)."""
+    return tuple(w_std / np.sqrt(d) * np.asarray(a, dtype=np.float64) for a in _fcnn_draw(seed, d, depth))
 
 
 def _check_square_weights(family: str, d: int, count: int, dtype, settings: str) -> None:
@@ -80,23 +98,47 @@ def fcnn(*, depth: int = 1, slope: float = 0.1, w_std: float = float(np.sqrt(2.0
             h = leaky_relu(h @ a.T, slope)
         return h
 
+    def host_features(x, dtype):
+        h = host_flatten(x, dtype)
+        _check_square_weights("fcnn", h.shape[1], depth, dtype, settings)
+        for a in _fcnn_weights_host(seed, h.shape[1], depth, w_std):
+            h = _host_leaky_relu(h @ a.T.astype(dtype, copy=False), slope)
+        return h
+
     def inverse(f, image_shape):
-        h = jnp.asarray(f)
+        h = np.array(f, dtype=np.float64)
         _check_square_weights("fcnn", h.shape[1], depth, h.dtype, settings)
-        for a in reversed(_fcnn_weights(seed, h.shape[1], depth, w_std, h.dtype)):
-            h = jnp.linalg.solve(a, leaky_relu_inverse(h, slope).T).T
+        for a in reversed(_fcnn_weights_host(seed, h.shape[1], depth, w_std)):
+            np.divide(h, slope, out=h, where=h < 0)
+            h = np.linalg.solve(a, h.T).T
         return h.reshape((h.shape[0], *image_shape))
 
     params = (("depth", depth), ("slope", slope), ("w_std", w_std), ("seed", seed))
-    return Kernel("fcnn", params, _linear_kernel_of(features), features=features, inverse=inverse)
+    return Kernel("fcnn", params, _linear_kernel_of(features), features=features, inverse=inverse,
+                  host_features=host_features)
+
+
+def _rff_draw(seed: int, d: int) -> tuple[jax.Array, jax.Array]:
+    """Standard normal frequencies (d, d) and phases in [0, 2 pi), drawn in float32 whatever the precision."""
+    ka, kb = jax.random.split(jax.random.key(seed))
+    return (jax.random.normal(ka, (d, d), dtype=jnp.float32),
+            jax.random.uniform(kb, (d,), dtype=jnp.float32, maxval=2 * np.pi))
+
+
+def _rff_scale(d: int, gamma: float) -> float:
+    return float(np.sqrt(2.0 * (gamma if gamma > 0 else 1.0 / d)))
 
 
 def _rff_weights(seed: int, d: int, gamma: float, dtype):
-    g = gamma if gamma > 0 else 1.0 / d
-    ka, kb = jax.random.split(jax.random.key(seed))
-    a = jax.random.normal(ka, (d, d), dtype=jnp.float32).astype(dtype) * np.sqrt(2.0 * g)
-    b = jax.random.uniform(kb, (d,), dtype=jnp.float32, maxval=2 * np.pi).astype(dtype)
-    return a, b
+    a, b = _rff_draw(seed, d)
+    return a.astype(dtype) * _rff_scale(d, gamma), b.astype(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _rff_weights_host(seed: int, d: int, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The same frequencies and phases as :func:`_rff_weights`, as float64 NumPy arrays."""
+    a, b = _rff_draw(seed, d)
+    return np.asarray(a, dtype=np.float64) * _rff_scale(d, gamma), np.asarray(b, dtype=np.float64)
 
 
 @register(
@@ -114,14 +156,24 @@ def rff(*, gamma: float = 0.0, seed: int = 0) -> Kernel:
         a, b = _rff_weights(seed, h.shape[1], gamma, h.dtype)
         return jnp.sqrt(2.0 / h.shape[1]) * jnp.cos(h @ a.T + b)
 
+    def host_features(x, dtype):
+        h = host_flatten(x, dtype)
+        _check_square_weights("rff", h.shape[1], 1, dtype, "")
+        a, b = _rff_weights_host(seed, h.shape[1], gamma)
+        z = h @ a.T.astype(dtype, copy=False)
+        z += b.astype(dtype, copy=False)
+        np.cos(z, out=z)
+        z *= dtype(np.sqrt(2.0 / h.shape[1]))
+        return z
+
     def inverse(f, image_shape):
-        f = jnp.asarray(f)
+        f = np.asarray(f, dtype=np.float64)
         p = f.shape[1]
         _check_square_weights("rff", p, 1, f.dtype, "")
-        a, b = _rff_weights(seed, p, gamma, f.dtype)
-        c = jnp.clip(f * jnp.sqrt(p / 2.0), -1.0, 1.0)  # outside [-1, 1] no preimage exists
-        x = jnp.linalg.solve(a, (jnp.arccos(c) - b).T).T
+        a, b = _rff_weights_host(seed, p, gamma)
+        c = np.clip(f * np.sqrt(p / 2.0), -1.0, 1.0)  # outside [-1, 1] no preimage exists
+        x = np.linalg.solve(a, (np.arccos(c) - b).T).T
         return x.reshape((x.shape[0], *image_shape))
 
     return Kernel("rff", (("gamma", gamma), ("seed", seed)), _linear_kernel_of(features), features=features,
-                  inverse=inverse)
+                  inverse=inverse, host_features=host_features)

@@ -21,7 +21,7 @@ from .._typing import Array, FeatureFn, KernelFn
 from ..errors import SpecError
 
 __all__ = ["Kernel", "KernelFamily", "Param", "register", "from_spec", "families", "parse_spec",
-           "MAX_BYTES", "MAX_SEED", "check_bytes", "check_scale"]
+           "MAX_BYTES", "MAX_SEED", "check_bytes", "check_scale", "host_float"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,14 +36,23 @@ class Kernel:
       features: ``phi(x: (n, h, w, c)) -> (n, p)`` with ``fn(x1, x2) == phi(x1) @ phi(x2).T``,
         when the kernel has an explicit finite feature map (enables primal ridge,
         cost linear in n); else ``None``.
-      inverse: ``inverse(f: (n, p), image_shape) -> (n, h, w, c)`` with
-        ``inverse(phi(x), x.shape[1:]) == x``, when the feature map is invertible; else ``None``.
+      inverse: ``inverse(f: (n, p), image_shape) -> (n, h, w, c)``, a float64 NumPy preimage with
+        ``phi(inverse(f)) == f`` for every ``f`` the map can reach (``inverse(phi(x)) == x`` when the map
+        is also injective), computed on the host in float64; for ``f`` outside the map's range, the
+        map's documented approximation (e.g. a least-squares preimage). ``None`` when the map has no
+        inverse.
       keyed: for random-feature kernels, ``keyed(key, x1, x2) -> (n1, n2)``: the same kernel with its
         random networks drawn from the PRNG ``key`` (a traced argument, so redrawing every step of a
         jitted loop does not recompile); ``fn`` is ``keyed`` at the key of the spec's ``seed``. Else ``None``.
       pair_seconds: for kernels whose cost per image pair is large (exact ConvNet kernels),
         ``pair_seconds(image_shape) -> float``, a rough CPU estimate of seconds per pair of images, so
         long jobs can say up front how long they will take. Else ``None``.
+      host_features: optional NumPy implementation of ``features`` (``host_features(x, dtype)`` with
+        ``x`` a NumPy array, ``dtype`` the float type JAX would use for it, see :func:`host_float`). When set, ``features`` called on a NumPy
+        array runs it on the host instead of compiling a JAX program for every new batch shape:
+        bulk work (primal Gram matrices, predictions, the closed-form method) then costs BLAS time
+        and no compilation. JAX arrays and tracers (gradients, ``jit``) still take the JAX path;
+        the two must agree to rounding (tests compare them).
 
     Kernels compare by identity, so one can be a static argument of ``jax.jit``.
     """
@@ -55,12 +64,23 @@ class Kernel:
     inverse: Callable[[Array, tuple[int, ...]], jax.Array] | None = None
     keyed: Callable[[Any, Array, Array], jax.Array] | None = None
     pair_seconds: Callable[[tuple[int, ...]], float] | None = None
+    host_features: Callable[[np.ndarray, Any], np.ndarray] | None = None
 
     def __post_init__(self):
         # One compiled program per input shape instead of one per primitive per shape.
         object.__setattr__(self, "_fn_jit", jax.jit(self.fn))
         if self.features is not None:
-            object.__setattr__(self, "features", jax.jit(self.features))
+            jitted = jax.jit(self.features)
+            host = self.host_features
+            if host is None:
+                object.__setattr__(self, "features", jitted)
+            else:
+                def features(x):
+                    if isinstance(x, np.ndarray):
+                        return host(x, host_float(x.dtype))
+                    return jitted(x)
+
+                object.__setattr__(self, "features", features)
 
     def __call__(self, x1: Array, x2: Array) -> jax.Array:
         return self._fn_jit(x1, x2)
@@ -193,6 +213,15 @@ class Param:
             if not low_ok or (self.max is not None and value > self.max):
                 raise SpecError(f"{where} is out of range; use {self.allowed()}")
         return value
+
+
+def host_float(dtype=np.float64) -> type:
+    """The float type JAX would compute in for inputs of ``dtype``, for host (NumPy) work that must
+    match it: float32 inputs stay float32; anything else is float64 when JAX's 64-bit types are on
+    (``precision_scope("float64")``), else float32."""
+    if np.dtype(dtype) == np.float32 or jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+        return np.float32
+    return np.float64
 
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
