@@ -44,7 +44,7 @@ def test_distilled_set_reproduces_weights(spec, lam_frac, m_per_class):
     w = _ridge_weights(phi, y, lam=0.3)  # (k, p)
     k = y.shape[1]
     y_s = (np.tile(np.eye(k), m_per_class) - 1.0 / k)  # (k, m), centred one-hot
-    z = analytic.noise_z(w, y_s, seed=0)
+    z = 0.3 * np.std(w) * np.random.default_rng(0).normal(size=(y_s.shape[1], w.shape[1]))
     lam_s = lam_frac * analytic.lambda_s_bound(w, y_s, z)
     phi_s = analytic.distilled_features(w, y_s, z, lambda_s=lam_s)
     # W_S from the features themselves
@@ -84,7 +84,7 @@ def test_primal_ridge_on_distilled_images_matches_krr_module():
     w_model = krr.fit_primal(kernel.features, x, y, reg=1e-2)
     w = w_model.w.T
     y_s = np.eye(3) - 1 / 3
-    phi_s = analytic.distilled_features(w, y_s, analytic.noise_z(w, y_s, seed=1))
+    phi_s = analytic.distilled_features(w, y_s, np.random.default_rng(1).normal(size=(y_s.shape[1], w.shape[1])))
     images = np.asarray(kernel.inverse(phi_s, x.shape[1:]))
     xt = np.random.default_rng(5).normal(size=(20, 2, 2, 2))
     dual = krr.fit(kernel, images, y_s.T, lam=0.0)
@@ -149,17 +149,94 @@ def test_realistic_init_stays_close_when_starting_images_fit():
     assert np.linalg.norm(phi_s - phi0) < np.linalg.norm(phi0)
 
 
-def test_rff_noise_init_scales_z_into_range():
-    """For rff the free Z is enlarged until the targets lie in the map's range (W_S = W for any Z)."""
+@pytest.mark.parametrize("init", ["noise", "real"])
+def test_rff_targets_are_scaled_into_its_range(init):
+    """rff's inverse exists only where |sqrt(p/2) f| <= 1: labels and features are scaled together (W_S
+    unchanged) until the targets lie inside 0.95 of the range, so the round trip is exact."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 8, 8, 1))
     labels = np.arange(60) % 3
-    w = rng.normal(size=(3, 64))
+    w = 30 * rng.normal(size=(3, 64))  # large weights: unscaled targets leave the range
     w -= w.mean(axis=0)  # like a model fitted to mean-centred labels
-    kernel = from_spec("rff")
-    kw = dict(num_classes=3, ipc=4, seed=0, init="noise")
-    fixed = analytic.distill(kernel, w, x, labels, z_scale_auto=False, **kw)
-    auto = analytic.distill(kernel, w, x, labels, **kw)
-    assert fixed.info["rff_out_of_range_fraction"] > 0.5 and fixed.info["weight_cosine"] < 0.9
-    assert auto.info["rff_out_of_range_fraction"] == 0 and auto.info["z_scale"] > 0.1
-    assert auto.info["weight_cosine"] > 1 - 1e-9
+    res = analytic.distill(from_spec("rff"), w, x, labels, num_classes=3, ipc=4, seed=0, init=init)
+    assert res.info["rff_out_of_range_before_scaling"] > 0  # the first targets left the range
+    phi = np.asarray(from_spec("rff").features(res.images))
+    assert np.max(np.abs(phi)) * np.sqrt(phi.shape[1] / 2) <= analytic.RFF_RANGE_MARGIN + 1e-9
+    assert res.info["feature_round_trip_error"] < 1e-9 and res.info["relative_weight_error"] < 1e-7
+
+
+
+
+@pytest.mark.parametrize("spec", ["linear", "fcnn", "fcnn:depth=3,slope=0.3", "rff", "rff:gamma=0.2"])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_host_features_agree_with_the_jax_path(spec, precision):
+    """NumPy inputs take the host path (no compilation); JAX inputs the jitted one: same numbers, same dtype,
+    and the kernel called on NumPy arrays equals the compiled kernel."""
+    import jax.numpy as jnp
+
+    from kdistill import precision_scope
+
+    kernel = from_spec(spec)
+    x = np.random.default_rng(0).normal(size=(9, 5, 5, 2))
+    with precision_scope(precision):
+        for dtype in (np.float32, np.float64):
+            host = kernel.features(x.astype(dtype))
+            jax_path = np.asarray(kernel.features(jnp.asarray(x.astype(dtype))))
+            assert isinstance(host, np.ndarray) and host.dtype == jax_path.dtype
+            tol = 1e-12 if host.dtype == np.float64 else 2e-5
+            np.testing.assert_allclose(host, jax_path, rtol=tol, atol=tol * np.abs(jax_path).max())
+        k_host = kernel(x, x[:4])
+        k_jax = np.asarray(kernel(jnp.asarray(x), jnp.asarray(x[:4])))
+        np.testing.assert_allclose(k_host, k_jax, rtol=1e-10 if precision == "float64" else 1e-4,
+                                   atol=1e-10 if precision == "float64" else 1e-4 * np.abs(k_jax).max())
+
+
+def _deep_linear(rng, d, p, depth=2):
+    w1 = rng.normal(size=(p, d)) / np.sqrt(d)
+    m = w1
+    for _ in range(depth - 1):
+        m = rng.normal(size=(p, p)) / np.sqrt(p) @ m
+    return w1, m
+
+
+def test_theorem_5_3_construction_reproduces_w_when_its_conditions_hold():
+    """m = k + 1 points for a deep linear map whose conditions hold (p = d): W_S = W from the data itself."""
+    rng = np.random.default_rng(3)
+    d = p = 7
+    k = 3
+    w1, m = _deep_linear(rng, d, p, depth=3)
+    w = rng.normal(size=(k, p))
+    y_s = np.hstack([np.eye(k), rng.normal(size=(k, 1))])  # m = k + 1, rank k
+    z = rng.normal(size=(p, k + 1))
+    x_s = analytic.deep_linear_theorem_5_3(w1, m, w, y_s, z)
+    phi_s = x_s @ m.T  # (m, p) features of the distilled points
+    np.testing.assert_allclose(y_s @ np.linalg.pinv(phi_s.T), w, rtol=1e-8, atol=1e-10)
+
+
+def test_theorem_5_3_refuses_wide_networks_and_range_residual_decides_instead():
+    """For p > d the block condition always fails (one-line error naming it); a ridge-fitted W lies in range(M)
+    (residual 0, so m = k suffices), a random W does not (no distilled set of any size reproduces it)."""
+    rng = np.random.default_rng(4)
+    d, p, k = 5, 9, 2
+    w1, m = _deep_linear(rng, d, p)
+    x = rng.normal(size=(40, d))
+    y = rng.normal(size=(40, k))
+    phi = x @ m.T
+    w_ridge = np.linalg.solve(phi.T @ phi + 0.1 * np.eye(p), phi.T @ y).T
+    w_random = rng.normal(size=(k, p))
+    y_s = np.hstack([np.eye(k), np.ones((k, 1))])
+    for w in (w_ridge, w_random):
+        with pytest.raises(InvalidInputError) as exc:
+            analytic.deep_linear_theorem_5_3(w1, m, w, y_s)
+        assert "rank 5 < p" in str(exc.value) and "\n" not in str(exc.value)
+    assert analytic.range_residual(w_ridge, m) < 1e-10
+    assert analytic.range_residual(w_random, m) > 0.1
+    # m = k from the range: X_S = M^+ W^+ Y_S reproduces the ridge W exactly
+    y_k = np.eye(k)
+    x_s = (np.linalg.pinv(m) @ np.linalg.pinv(w_ridge) @ y_k).T
+    np.testing.assert_allclose(y_k @ np.linalg.pinv((x_s @ m.T).T), w_ridge, rtol=1e-8, atol=1e-10)
+    # and no support set reaches the random W: W_S's rows stay in range(M) (many random tries)
+    for _ in range(20):
+        x_try = rng.normal(size=(6, d))
+        w_s = rng.normal(size=(k, 6)) @ np.linalg.pinv((x_try @ m.T).T)
+        assert np.linalg.norm(w_s - w_random) >= analytic.range_residual(w_random, m) * np.linalg.norm(w_random) - 1e-9

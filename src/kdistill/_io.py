@@ -35,8 +35,9 @@ class DistilledSet:
     """A distilled set.
 
     Attributes:
-      images: (m, h, w, c) float32, in the preprocessed space the model used.
-      labels: (m, k) float32 targets (one-hot, mean-centred, or learned).
+      images: (m, h, w, c) float32, in the preprocessed space the model used; float64 when the set needs it
+        (the closed-form method: its images reproduce the model only to ~1e-4 once rounded to float32).
+      labels: (m, k) float32 targets (one-hot, mean-centred, or learned); float64 with float64 images.
       meta: JSON-able metadata (the sidecar).
       arrays: extra arrays kept in the npz (``prep_*`` preprocessing state).
       summary: the run's summary when the set was just made (not stored in the file).
@@ -124,6 +125,11 @@ def _check_shapes(images_shape: tuple[int, ...], images_dtype: np.dtype, labels_
         raise InvalidInputError(f"{where}: labels have shape {tuple(labels_shape)}, no class columns")
 
 
+def stored_dtype(a: Any) -> type:
+    """The float type an array is stored and loaded in: float64 stays float64, anything else is float32."""
+    return np.float64 if np.asarray(a).dtype == np.float64 else np.float32
+
+
 def _validate(images: Any, labels: Any, where: str) -> None:
     images, labels = np.asarray(images), np.asarray(labels)
     _check_shapes(images.shape, images.dtype, labels.shape, labels.dtype, where)
@@ -132,7 +138,8 @@ def _validate(images: Any, labels: Any, where: str) -> None:
         if not np.all(np.isfinite(a)):
             raise InvalidInputError(f"{where}: {name} contain NaN or inf")
         if a.dtype.kind == "f" and a.dtype.itemsize > 4 and float(np.max(np.abs(a))) > top:
-            raise InvalidInputError(f"{where}: {name} hold values beyond the float32 range the file stores")
+            # float64 sets are stored as float64, but no image or label needs more than float32's range
+            raise InvalidInputError(f"{where}: {name} hold values beyond the float32 range (|x| > 3.4e38)")
 
 
 def _problem(field: str, value: Any, expected: str) -> str:
@@ -247,8 +254,8 @@ def save(path: str | Path, ds: DistilledSet) -> Path:
     buf = io.BytesIO()
     np.savez(
         buf,
-        images=np.asarray(ds.images, dtype=np.float32),
-        labels=np.asarray(ds.labels, dtype=np.float32),
+        images=np.asarray(ds.images, dtype=stored_dtype(ds.images)),
+        labels=np.asarray(ds.labels, dtype=stored_dtype(ds.labels)),
         **{k: np.asarray(v) for k, v in ds.arrays.items()},
     )
     with atomic_path(path) as tmp:
@@ -290,8 +297,10 @@ def load(path: str | Path) -> DistilledSet:
         check_memory(path, need, what="its arrays and the float32 copies of images and labels")
         raw = {key: npz.read(key) for key in headers}
     with np.errstate(over="ignore", invalid="ignore"):
-        images = raw.pop("images").astype(np.float32, copy=False).reshape(images_shape)
-        labels = raw.pop("labels").astype(np.float32, copy=False)
+        images = raw.pop("images")
+        images = images.astype(stored_dtype(images), copy=False).reshape(images_shape)
+        labels = raw.pop("labels")
+        labels = labels.astype(stored_dtype(labels), copy=False)
     for name, a in (("images", images), ("labels", labels)):
         if not np.all(np.isfinite(a)):
             raise InvalidInputError(f"{where}: {name} contain NaN or inf (or values beyond the float32 range)")

@@ -6,7 +6,7 @@ import os
 import platform
 from importlib import metadata
 
-__all__ = ["machine_info", "versions", "memory_bytes", "check_memory", "format_bytes"]
+__all__ = ["machine_info", "versions", "memory_bytes", "check_memory", "format_bytes", "process_seconds"]
 
 
 def _cpu_model() -> str:
@@ -52,6 +52,19 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def process_seconds() -> float | None:
+    """Wall-clock seconds since this process started (interpreter start included), from ``/proc``; ``None``
+    where that cannot be read (not Linux)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def memory_bytes() -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -132,6 +133,20 @@ def _load_dataset(name: str, data_dir, download_: bool = False):
 
     with status(f"loading {name}"):
         return load(name, data_dir=data_dir, download=download_)
+
+
+def _timed_load(name, data_dir, download_: bool = False):
+    """The dataset, and the seconds spent before loading it (``startup``: interpreter, imports, arguments)
+    and loading it (``load_data``), for the summary's breakdown."""
+    from ._machine import process_seconds
+
+    startup = process_seconds()
+    t = time.perf_counter()
+    dataset = _load_dataset(name, data_dir, download_)
+    timings = {"load_data": time.perf_counter() - t}
+    if startup is not None:
+        timings = {"startup": startup, **timings}
+    return dataset, timings
 
 
 def _print_table(rows: list[dict], title: str) -> None:
@@ -309,8 +324,8 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_s
             raise InvalidInputError(f"{resume} holds {_a(config.method)} run, which has no steps to continue; start a "
                                     "new run instead")
         _interrupt_hint(ctx, resume, config)
-        dataset = _load_dataset(dataset_ref, saved_dir, download_)
-        _, summary = run_to_dir(resume, dataset, config, resume=True, progress=True)
+        dataset, timings = _timed_load(dataset_ref, saved_dir, download_)
+        _, summary = run_to_dir(resume, dataset, config, resume=True, progress=True, timings=timings)
         out = resume
     else:
         if dataset_name is None:
@@ -335,9 +350,9 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_s
                            baseline=baseline,
                            max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n, options=options)
         _interrupt_hint(ctx, out, config)
-        dataset = _load_dataset(dataset_name, data_dir, download_)
+        dataset, timings = _timed_load(dataset_name, data_dir, download_)
         _, summary = run_to_dir(out, dataset, config, dataset_ref=dataset_name, data_dir=data_dir, force=force,
-                                progress=True)
+                                progress=True, timings=timings)
     _print_table(summary_rows(summary), f"kdistill distill -> {out}")
     if summary.get("full_test_accuracy_note"):
         click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")
@@ -608,12 +623,12 @@ def demo(out, data_dir):
     _check_demo_out(out)
     click.echo(f"kdistill demo: {DEMO['method']} method, {DEMO['kernel']} kernel, ipc {DEMO['ipc']} on "
                f"{DEMO['dataset']}")
-    dataset = _load_dataset(DEMO["dataset"], data_dir)
+    dataset, timings = _timed_load(DEMO["dataset"], data_dir)
     click.echo(f"loaded {dataset.name}: {dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test "
                f"from {dataset.source}")
     config = RunConfig(method=DEMO["method"], ipc=DEMO["ipc"], kernel=DEMO["kernel"], options={"init": "noise"})
     _, summary = run_to_dir(out, dataset, config, dataset_ref=DEMO["dataset"], data_dir=data_dir, force=True,
-                            progress=True)
+                            progress=True, timings=timings)
     _print_table(summary_rows(summary), f"kdistill demo -> {out}")
     click.echo(f"weight cosine cos(W_S, W) = {summary['method_info']['weight_cosine']:.8f}; "
                f"images: {summary['figures']['distilled']}")

@@ -37,8 +37,11 @@ __all__ = [
     "check_kernel",
     "distill",
     "distilled_features",
+    "deep_linear_theorem_5_3",
     "lambda_s_bound",
+    "range_residual",
     "noise_z",
+    "RFF_RANGE_MARGIN",
     "realistic_labels_and_z",
     "regularised_pinv",
     "weights_from_support",
@@ -141,13 +144,6 @@ def regularised_pinv(phi: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(phi.T @ phi + lam * np.eye(m), phi.T)
 
 
-def noise_z(w, y_s, *, seed: int, scale: float = 0.1) -> np.ndarray:
-    """Gaussian Z (m, p) with standard deviation ``scale * std(Y_S^+ W)`` (paper Sec. 4.1)."""
-    w = np.asarray(w, dtype=np.float64)
-    base = _label_pinv(np.asarray(y_s, dtype=np.float64)) @ w
-    return scale * float(np.std(base)) * np.random.default_rng(seed).standard_normal(base.shape)
-
-
 def realistic_labels_and_z(w, phi0: np.ndarray, *, lambda_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Labels and Z that keep the distilled features near ``phi0`` (paper Sec. 4.2).
 
@@ -197,25 +193,81 @@ def _rff_out_of_range(phi_s: np.ndarray) -> float:
     return float(np.mean(np.abs(phi_s) * np.sqrt(phi_s.shape[1] / 2.0) > 1.0))
 
 
+# rff's inverse is arccos: keep targets strictly inside its range, where it is well conditioned
+RFF_RANGE_MARGIN = 0.95
+# a round trip phi(inverse(f)) off by more than this (relative) means the map cannot reach f
+REACH_TOL = 1e-6
+
+
 def check_kernel(kernel: Kernel) -> None:
-    """The analytic method needs an explicit, invertible feature map."""
+    """The analytic method needs an explicit feature map with a (pre-)inverse."""
     if kernel.features is None or kernel.inverse is None:
         raise InvalidInputError(
-            f"the analytic method needs a kernel with an invertible feature map (identity/linear, fcnn, rff); "
-            f"{kernel.spec!r} has none"
+            f"the analytic method needs a kernel with an explicit, invertible feature map (identity/linear, fcnn, "
+            f"rff, inn, cnn, deep-linear); {kernel.spec!r} has none"
         )
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a))))
+
+
+def _median_singular_value(a: np.ndarray) -> float:
+    s = np.linalg.svd(a, compute_uv=False)
+    s = s[s > s[0] * 1e-10] if s.size and s[0] > 0 else s[:0]
+    return float(np.median(s)) if s.size else 0.0
+
+
+def noise_z(kernel: Kernel, w, y_s, image_shape, *, seed: int, scale: float = 1.0) -> np.ndarray:
+    """Free matrix Z (m, p) for the noise start: features of Gaussian noise images, with the part Y_S^+ Y_S Z
+    (which D ignores) removed and the rest scaled so that its median singular value is ``scale`` times that of
+    Y_S^+ W.
+
+    Rows of Z are features of images, so they lie in the map's range even when it is not onto (deep-linear
+    with width > d): then so do the rows of D and the columns of D^+, and the images reach their targets.
+    With ``scale`` near 1, D (hence the distilled features) is well conditioned; the paper's small Gaussian
+    Z (std 0.1 of Y_S^+ W) makes D nearly rank k and the extra images huge.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    y_s = np.asarray(y_s, dtype=np.float64)
+    m = y_s.shape[1]
+    noise = np.random.default_rng(seed).standard_normal((m, *image_shape))
+    z = np.asarray(kernel.features(noise), dtype=np.float64)
+    y_pinv = _label_pinv(y_s)
+    z = z - y_pinv @ (y_s @ z)
+    sz = _median_singular_value(z)
+    if sz == 0.0:
+        return z
+    return z * (scale * _median_singular_value(y_pinv @ w) / sz)
+
+
+def _feature_scale(kernel: Kernel, x_train: np.ndarray, seed: int, count: int = 256) -> float:
+    """RMS of the map's features on ``count`` training images: the scale distilled features are brought to."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(x_train.shape[0], size=min(count, x_train.shape[0]), replace=False)
+    return _rms(np.asarray(kernel.features(np.asarray(x_train[np.sort(idx)], dtype=np.float64)), dtype=np.float64))
 
 
 @dataclasses.dataclass(frozen=True)
 class AnalyticResult:
-    """images: (m, h, w, c) float32; labels: (m, k) float32 (Y_S^T); lambda_s: the ridge they are built for;
-    info: diagnostics (weight_cosine, relative_weight_error, round-trip errors, ...); seconds: build time."""
+    """images: (m, h, w, c) float64 (the round trip through the feature map needs it: float32 images
+    reproduce W only to ~1e-4 for fcnn); labels: (m, k) float64 (Y_S^T); lambda_s: the ridge they are
+    built for; info: diagnostics (weight_cosine, relative_weight_error, round-trip errors, ...);
+    seconds: build time."""
 
     images: np.ndarray
     labels: np.ndarray
     lambda_s: float
     info: dict[str, Any]
     seconds: float
+
+
+def _targets(w, y_s, z, lambda_s, relative, clamp):
+    """Distilled features for labels ``y_s`` and free ``z``; returns (phi_s, lambda_s used, its bound)."""
+    bound = lambda_s_bound(w, y_s, z)
+    lam_s = lambda_s * bound if relative else float(lambda_s)
+    phi_s = distilled_features(w, y_s, z, lambda_s=lam_s, clamp=clamp)
+    return phi_s, min(lam_s, bound), bound
 
 
 def distill(
@@ -231,83 +283,187 @@ def distill(
     lambda_s: float = 0.0,
     lambda_s_relative: bool = False,
     clamp: bool = False,
-    z_scale: float = 0.1,
-    z_scale_auto: bool = True,
+    z_scale: float = 1.0,
 ) -> AnalyticResult:
     """Closed-form distilled set of ``ipc`` images per class for the model ``w: (k, p)``.
 
     Args:
-      kernel: kernel with invertible ``features``/``inverse`` (identity, fcnn, rff).
+      kernel: kernel with an explicit feature map and inverse (identity, fcnn, rff, inn, cnn, deep-linear).
       w: (k, p) weights of ridge regression on the full training set (features of ``kernel``).
       x_train: (n, h, w, c) training images (preprocessed); labels: (n,) ints.
-      init: ``"noise"`` (paper Sec. 4.1: balanced one-hot labels, Gaussian Z) or ``"real"``
+      init: ``"noise"`` (paper Sec. 4.1: one-hot labels, Z from noise, see :func:`noise_z`) or ``"real"``
         (Sec. 4.2: start from class-balanced real images X0, labels W phi(X0)).
       lambda_s: ridge of the distilled model; with ``lambda_s_relative`` a fraction of the bound.
       clamp: clamp lambda_s to its bound instead of raising.
-      z_scale: noise init: std of Z relative to std(Y_S^+ W) (paper: 0.1).
-      z_scale_auto: for rff with noise init, multiply z_scale by 4 (up to 8 times) until the target
-        features lie inside rff's range, where its inverse is exact (W_S = W holds for any Z).
-    Diagnostics in ``info`` use features recomputed from the float32 images, i.e. the round
-    trip a user makes: ``weight_cosine`` = cos(W_S, W), ``relative_weight_error``.
+      z_scale: noise init: size of Z's part of D relative to Y_S^+ W (median singular values; 1 keeps D
+        well conditioned).
+
+    Scale. Y_S is free up to rank, and scaling Y_S by c > 0 and Z by 1/c scales D by 1/c, the distilled features by c
+    and leaves W_S unchanged (for lambda_S = 0 exactly; a fraction of the bound stays a fraction of it). The
+    noise start uses this to give the images the RMS of the training images (``image_std_ratio`` = 1),
+    instead of the ~1e4 that D^+ of a small Z gives; the real start scales down to that RMS when above it
+    (fcnn: ~30x otherwise, and further from X0). For rff the features are further scaled into 0.95 of
+    its range (its inverse is arccos), which keeps the round trip exact; with the real start this moves
+    the images away from X0 when W phi(X0)'s targets leave the range.
+
+    Maps that are not onto. When the images cannot reach the target features (relative round-trip error
+    above 1e-6: e.g. ``fcnn:width=..`` wider than the input), the labels are re-solved for the images
+    actually obtained (least squares, the paper's Theorem 4.2), W_S then differs from W, the info says by
+    how much, and a warning says so in one line.
+
+    Diagnostics in ``info`` use features recomputed from the images returned, i.e. the round trip a user
+    makes: ``weight_cosine`` = cos(W_S, W), ``relative_weight_error``, ``feature_round_trip_error``,
+    ``image_std_ratio`` (RMS of the images over that of the training images).
     """
     check_kernel(kernel)
     if init not in ("noise", "real"):
         raise InvalidInputError(f"analytic method: init must be 'noise' or 'real', got {init!r}")
+    if not (np.isfinite(z_scale) and z_scale > 0):
+        raise InvalidInputError(f"analytic method: z_scale must be a finite number > 0, got {z_scale!r}")
     t = time.perf_counter()
     w = np.asarray(w, dtype=np.float64)
-    image_shape = x_train.shape[1:]
+    image_shape = tuple(x_train.shape[1:])
     idx = class_balanced_indices(labels, ipc, seed=seed, num_classes=num_classes)
     info: dict[str, Any] = {"init": init}
-    phi0 = None
+    data_rms = _rms(np.asarray(x_train[: min(4096, x_train.shape[0])], dtype=np.float64))
     if init == "noise":
-        y_s = one_hot(labels[idx], num_classes, dtype=np.float64).T  # (k, m), exactly centred
-        z = noise_z(w, y_s, seed=seed, scale=z_scale)
-        if kernel.name == "rff" and z_scale_auto:
-            # Z is free: a larger Z shrinks D^+ = phi(X_S) into rff's range, where its inverse is exact
-            for _ in range(8):
-                if _rff_out_of_range(distilled_features(w, y_s, z, lambda_s=0.0)) == 0:
-                    break
-                z_scale *= 4.0
-                z = noise_z(w, y_s, seed=seed, scale=z_scale)
-            info["z_scale"] = z_scale
+        y_s = one_hot(labels[idx], num_classes, dtype=np.float64).T  # (k, m)
+        z = noise_z(kernel, w, y_s, image_shape, seed=seed, scale=z_scale)
+        # first guess: distilled features with the RMS of real images' features
+        phi_s, _, _ = _targets(w, y_s, z, 0.0, False, clamp)
+        scale = _feature_scale(kernel, x_train, seed) / max(_rms(phi_s), 1e-300)
     else:
-        phi0 = np.asarray(kernel.features(x_train[idx]), dtype=np.float64)
+        phi0 = np.asarray(kernel.features(np.asarray(x_train[idx], dtype=np.float64)), dtype=np.float64)
         y_s, z = realistic_labels_and_z(w, phi0, lambda_s=0.0)
-    bound = lambda_s_bound(w, y_s, z)
-    lam_s = lambda_s * bound if lambda_s_relative else float(lambda_s)
-    if phi0 is not None and lam_s > 0:  # Sec. 4.2 with lambda_S > 0: regularised pseudo-inverse of phi(X0)
-        y_s, z = realistic_labels_and_z(w, phi0, lambda_s=lam_s)
-        bound = lambda_s_bound(w, y_s, z)
-        if lambda_s_relative:
-            lam_s = lambda_s * bound
-    phi_s = distilled_features(w, y_s, z, lambda_s=lam_s, clamp=clamp)
-    lam_s = min(lam_s, bound)
-    images = np.asarray(kernel.inverse(phi_s, image_shape), dtype=np.float32)
+        if lambda_s > 0:  # Sec. 4.2 with lambda_S > 0: regularised pseudo-inverse of phi(X0)
+            bound = lambda_s_bound(w, y_s, z)
+            y_s, z = realistic_labels_and_z(w, phi0, lambda_s=lambda_s * bound if lambda_s_relative else lambda_s)
+        scale = 1.0
+
+    def build(c: float):
+        phi, lam, bnd = _targets(w, c * y_s, z / c, lambda_s, lambda_s_relative, clamp)
+        return phi, lam, bnd, np.asarray(kernel.inverse(phi, image_shape), dtype=np.float64)
+
+    phi_s, lam_s, bound, images = build(scale)
+    # then the images' own RMS: that of the training images for the noise start; at most that for the real
+    # start (fcnn's W phi(X0) targets give images ~30x the data otherwise, further from X0, not closer).
+    # Exact in one step for maps without biases (fcnn, cnn, deep-linear, identity). Not for rff: its images
+    # are dominated by A^-1 (arccos(.) - b), whatever the features' scale, and shrinking the features only
+    # costs round-trip precision.
+    for _ in range(0 if kernel.name == "rff" else 4):
+        ratio = data_rms / max(_rms(images), 1e-300)
+        if abs(np.log(ratio)) < 0.01 or (init == "real" and ratio >= 1):
+            break
+        scale *= ratio
+        phi_s, lam_s, bound, images = build(scale)
+    if kernel.name == "rff":
+        info["rff_out_of_range_before_scaling"] = _rff_out_of_range(phi_s)
+        for _ in range(8):  # exact in one pass for lambda_S = 0 or a fraction of the bound
+            peak = float(np.max(np.abs(phi_s)) * np.sqrt(phi_s.shape[1] / 2.0))
+            if peak <= RFF_RANGE_MARGIN * (1 + 1e-9):
+                break
+            scale *= RFF_RANGE_MARGIN / peak
+            phi_s, lam_s, bound, images = build(scale)
+    y_s, z = scale * y_s, z / scale
+    info["label_scale"] = scale
+    phi_back = np.asarray(kernel.features(images), dtype=np.float64)
+    reach = float(np.linalg.norm(phi_back - phi_s) / np.linalg.norm(phi_s))
+    if reach > REACH_TOL:
+        # not onto: the labels that best reproduce W from the features actually reached (Thm 4.2)
+        y_s = (w @ np.linalg.pinv(regularised_pinv(phi_back.T, lam_s))).astype(np.float64)
+        info["labels_resolved"] = True
     seconds = time.perf_counter() - t
 
-    phi_back = np.asarray(kernel.features(images), dtype=np.float64)
     agree = weight_agreement(weights_from_support(phi_back, y_s, lam=lam_s), w)
     info.update(
         weight_cosine=agree.cosine,
         relative_weight_error=agree.relative_error,
         lambda_s=lam_s,
         lambda_s_bound=bound,
-        feature_round_trip_error=float(np.linalg.norm(phi_back - phi_s) / np.linalg.norm(phi_s)),
+        feature_round_trip_error=reach,
+        image_std_ratio=_rms(images) / max(data_rms, 1e-300),
+        image_max_abs=float(np.max(np.abs(images))),
         init_indices=idx.tolist(),
     )
-    if kernel.name == "rff":
-        out = _rff_out_of_range(phi_s)
-        info["rff_out_of_range_fraction"] = out
-        info["rff_note"] = (
-            "rff is invertible only inside its range |sqrt(p/2) f| <= 1; coordinates outside were clipped, so "
-            "the images reproduce W only approximately (see feature_round_trip_error, weight_cosine)"
-            if out > 0 else "all target features inside the range of rff: the round trip is exact"
+    if reach > REACH_TOL:
+        info["reach_note"] = (
+            f"{kernel.spec} cannot reach the target features (relative round-trip error {reach:.2g}): labels "
+            f"re-solved by least squares; W_S differs from W by {agree.relative_error:.2g} (relative)"
         )
+        warnings.warn(info["reach_note"], RuntimeWarning, stacklevel=2)
     if init == "real":
-        x0 = x_train[idx].reshape(len(idx), -1)
+        x0 = np.asarray(x_train[idx], dtype=np.float64).reshape(len(idx), -1)
         dist = np.linalg.norm(images.reshape(len(idx), -1) - x0, axis=1) / np.linalg.norm(x0, axis=1)
         info["mean_relative_distance_to_init"] = float(np.mean(dist))
-    return AnalyticResult(images, y_s.T.astype(np.float32), lam_s, info, seconds)
+    return AnalyticResult(images, y_s.T.copy(), lam_s, info, seconds)
+
+
+def range_residual(w: np.ndarray, m: np.ndarray) -> float:
+    """``||W - W P_M|| / ||W||`` with P_M the projector onto range(M): how far the rows of ``w: (k, p)`` leave
+    the range of a linear feature map ``M: (p, d)``.
+
+    For a linear map, W_S = Y_S phi_lambda(X_S)^+ has its rows in range(phi(X_S)) (those of any pseudo-inverse
+    lie in the column space of its argument), which lies in range(M): no distilled set of any size reproduces
+    a W with a residual above rounding. A W fitted by ridge on the map's own features has residual 0 (its
+    rows are combinations of training features), and then one image per class suffices.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    q, r = np.linalg.qr(np.asarray(m, dtype=np.float64))
+    q = q[:, np.abs(np.diag(r)) > np.abs(np.diag(r)).max() * max(m.shape) * np.finfo(np.float64).eps]
+    return float(np.linalg.norm(w - (w @ q) @ q.T) / max(np.linalg.norm(w), 1e-300))
+
+
+def deep_linear_theorem_5_3(w1: np.ndarray, m: np.ndarray, w: np.ndarray, y_s: np.ndarray,
+                            z: np.ndarray | None = None, *, tol: float = 1e-10) -> np.ndarray:
+    """Distilled data ``X_S: (m_S, d)`` (one row per image) for a deep linear feature map phi(x) = M x,
+    ``M = W_L ... W_1: (p, d)``, by the construction in the proof of Chen et al.'s Theorem 5.3 (lambda_S = 0).
+
+    With H = [M W_1^+, W^+ W - I_p] (p, 2p) and V_2 the last p right singular vectors of H, split into
+    p x p blocks V_2^top, V_2^bot: C = H^+ W^+ Y_S, b = (V_2^bot)^-1 (Z' (I - Y_S^+ Y_S) - C_bot),
+    Z_1 = V_2^top b + C_top and X_S = W_1^+ Z_1, whose features are W^+ Y_S + (I - W^+ W) Z' (I - Y_S^+ Y_S).
+
+    The theorem asks rank(H) = p and V_2^bot of full rank p; both are checked and a failure raises a
+    one-line error. Note: V_2^bot has rank k + dim(range(M) and null(W)) <= d, so the second condition
+    holds only when p <= d: for a network wider than its input (the non-surjective case the theorem is
+    about) it always fails. What decides that case is :func:`range_residual`: W_S = W is reachable at any
+    m_S >= k iff W's rows lie in range(M), which holds for any W fitted by ridge on the map's features.
+
+    Args:
+      w1: (p, d) first layer. m: (p, d) the product of all layers. w: (k, p) weights to reproduce.
+      y_s: (k, m_S) labels of rank k, m_S > k. z: (p, m_S) free matrix Z' (default: zeros).
+    """
+    w1, m, w, y_s = (np.asarray(a, dtype=np.float64) for a in (w1, m, w, y_s))
+    p = m.shape[0]
+    k, m_s = y_s.shape
+    if w1.shape != m.shape or w.shape != (k, p):
+        raise InvalidInputError(f"expected W_1 and M (p, d) of one shape and W (k, p): got {w1.shape}, {m.shape}, "
+                                f"{w.shape}")
+    if m_s <= k or np.linalg.matrix_rank(y_s) < k:
+        raise InvalidInputError(f"Theorem 5.3 needs m > k distilled points and labels of rank k; got m={m_s}, k={k}, "
+                                f"rank {np.linalg.matrix_rank(y_s)}")
+    z = np.zeros((p, m_s)) if z is None else np.asarray(z, dtype=np.float64)
+    w_pinv = np.linalg.pinv(w)
+    h = np.hstack([m @ np.linalg.pinv(w1), w_pinv @ w - np.eye(p)])
+    _, sv, vt = np.linalg.svd(h)
+    rank_h = int(np.sum(sv > tol * sv[0]))
+    if rank_h < p:
+        raise InvalidInputError(f"Theorem 5.3 does not apply: H = [M W_1^+, W^+ W - I] has rank {rank_h} < p = {p}")
+    v2 = vt[p:].T  # (2p, p): right singular vectors of the zero singular values
+    top, bot = v2[:p], v2[p:]
+    sb = np.linalg.svd(bot, compute_uv=False)
+    rank_b = int(np.sum(sb > tol * max(sb[0], 1e-300)))
+    if rank_b < p:
+        raise InvalidInputError(
+            f"Theorem 5.3 does not apply: the lower-right {p} x {p} block of H's right singular vectors has rank "
+            f"{rank_b} < p (it is at most d = {m.shape[1]}, so the condition fails whenever the width p exceeds d); "
+            f"W's rows leave range(M) by {range_residual(w, m):.2g} (relative): 0 means one image per class "
+            "already reproduces W"
+        )
+    c = np.linalg.pinv(h) @ (w_pinv @ y_s)
+    proj = np.eye(m_s) - _label_pinv(y_s) @ y_s
+    b = np.linalg.solve(bot, z @ proj - c[p:])
+    z1 = top @ b + c[:p]
+    return (np.linalg.pinv(w1) @ z1).T
 
 
 def parse_lambda_s(value: float | str) -> tuple[float, bool]:
@@ -345,8 +501,9 @@ def _lambda_s_option(value):
         Option("lambda_s", str, "0", "ridge of the distilled model: a number, or a fraction of its bound such as "
                "'0.5xbound'", parse=_lambda_s_option),
         Option("clamp", bool, False, "clamp --lambda-s to its bound instead of failing", flag="--clamp-lambda-s"),
-        Option("z_scale", float, 0.1, "noise init: std of Z relative to std(Y_S^+ W) (paper: 0.1)",
-               min=0, min_exclusive=True, max=1e6),
+        Option("z_scale", float, 1.0, "noise init: size of the free part of D relative to Y_S^+ W (median "
+               "singular values; 1 keeps the distilled features well conditioned)", min=0, min_exclusive=True,
+               max=1e6),
     ],
 )
 def _run_analytic(ctx: Context, opts: dict) -> MethodOutput:

@@ -250,9 +250,11 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
                   "image_shape", "created", "precision")
     }
     meta["class_names"] = list(dataset.class_names)
+    # float32 unless the method returned float64 NumPy images (the closed-form method: its round trip needs them)
+    wide = isinstance(out.images, np.ndarray) and out.images.dtype == np.float64
     distilled = DistilledSet(
-        images=np.asarray(out.images, dtype=np.float32),
-        labels=np.asarray(out.labels, dtype=np.float32),
+        images=np.asarray(out.images, dtype=np.float64 if wide else np.float32),
+        labels=np.asarray(out.labels, dtype=np.float64 if wide else np.float32),
         meta=meta,
         arrays=prep.to_arrays(),
     )

@@ -23,14 +23,16 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .. import io
 from .._atomic import check_free_space, check_writable_dir, folder_lock, write_json
 from .._executor import Executor
+from .._machine import process_seconds
 from ..data import Dataset
 from ..errors import InvalidInputError, KDistillError
 from ._pipeline import RunResult, run
@@ -102,10 +104,15 @@ def read_run_json(run_dir: str | Path) -> tuple[str, str | None, RunConfig]:
     return dataset, data_dir, config
 
 
-def _stage_outputs(stage: Path, out: Path, result: RunResult, dataset: Dataset, record: dict | None) -> dict:
-    """Every final file of the run, written into ``stage``; figure paths in the summary name ``out``."""
+def _stage_outputs(stage: Path, out: Path, result: RunResult, dataset: Dataset, record: dict | None,
+                   timings: Mapping[str, float] | None = None) -> dict:
+    """Every final file of the run, written into ``stage``; figure paths in the summary name ``out``.
+    ``timings`` (seconds the caller measured before the run, e.g. ``startup``, ``load_data``) join the
+    summary's ``seconds`` with ``write_outputs`` and, where it can be read, ``process`` (since the process
+    started)."""
     from ..report import image_grid, write_report
 
+    t_write = time.perf_counter()
     ds = result.distilled
     io.save(stage / "distilled.npz", ds)
     if result.history is not None:
@@ -131,15 +138,23 @@ def _stage_outputs(stage: Path, out: Path, result: RunResult, dataset: Dataset, 
         image_grid(both, np.zeros((2 * m, 1)), stage / "init_vs_distilled.png", rows=rows, max_per_row=10,
                    title=f"{title}: X0 (real start) above X_S{more}")
         s["figures"]["init_vs_distilled"] = str(out / "init_vs_distilled.png")
-    write_json(stage / "summary.json", s)
     if record is not None:
         write_json(stage / "run.json", record)
+    seconds = {k: round(float(v), 4) for k, v in (timings or {}).items()}
+    seconds.update(s.get("seconds") or {})
+    s["seconds"] = seconds
+    write_json(stage / "summary.json", s)  # the report reads it; rewritten below with the final seconds
     write_report(stage, shown_as=out)
+    seconds["write_outputs"] = round(time.perf_counter() - t_write, 4)
+    process = process_seconds()
+    if process is not None:
+        seconds["process"] = round(process, 4)
+    write_json(stage / "summary.json", s)
     return s
 
 
-def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset, *, record: dict | None = None
-                      ) -> dict[str, Any]:
+def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset, *, record: dict | None = None,
+                      timings: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Write distilled.npz (+ sidecar), history.json, figures, summary.json and report.html into ``out``
     (and ``run.json`` from ``record``), all or none: they are written into a staging folder first and
     renamed into ``out`` once every one is there. Returns the summary with the figures' paths added."""
@@ -148,7 +163,7 @@ def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset, *, r
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        summary = _stage_outputs(stage, out, result, dataset, record)
+        summary = _stage_outputs(stage, out, result, dataset, record, timings)
         for f in sorted(stage.iterdir(), key=lambda p: p.name == "summary.json"):  # summary.json last: it marks done
             os.replace(f, out / f.name)
     finally:
@@ -222,12 +237,14 @@ def run_to_dir(
     progress: bool = False,
     executor: Executor | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    timings: Mapping[str, float] | None = None,
 ) -> tuple[RunResult, dict[str, Any]]:
     """Run ``config`` on ``dataset`` with ``out`` as the run directory; returns the result and the summary
     as written. ``dataset_ref`` (a name or path that ``kdistill.data.load`` accepts) goes into ``run.json``
     so that ``kdistill distill --resume OUT`` can rebuild the run. ``out`` must be new or empty, or hold an
     earlier run and ``force`` be set (it is replaced only when the new run has succeeded); ``resume``
-    continues the run already in ``out``. See the module docstring for what a failure leaves."""
+    continues the run already in ``out``. See the module docstring for what a failure leaves. ``timings``:
+    seconds measured before the call (``startup``, ``load_data``), added to the summary's ``seconds``."""
     from ._pipeline import _validate
     from ._registry import get_method
 
@@ -247,7 +264,7 @@ def run_to_dir(
                                         "rolled back); run the command again")
             result = run(dataset, config, progress=progress, workdir=real, resume=True, executor=executor,
                          on_checkpoint=on_checkpoint)
-            return result, write_run_outputs(real, result, dataset)
+            return result, write_run_outputs(real, result, dataset, timings=timings)
         record = _record(dataset_ref or dataset.name, data_dir, config)
         replaced = None
         if state == "run":  # moved aside now, deleted when the new run has succeeded, put back if it fails
@@ -261,7 +278,8 @@ def run_to_dir(
                 write_json(real / "run.json", record)
             result = run(dataset, config, progress=progress, workdir=real, resume=False, executor=executor,
                          on_checkpoint=on_checkpoint)
-            summary = write_run_outputs(real, result, dataset, record=None if iterative else record)
+            summary = write_run_outputs(real, result, dataset, record=None if iterative else record,
+                                        timings=timings)
         except BaseException as e:
             # progress worth resuming is kept unless keeping it would cost an earlier run (then a failure
             # rolls back; Ctrl-C/SIGTERM means the user gave up the earlier run)
