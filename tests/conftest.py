@@ -8,7 +8,10 @@ for the test process. Tests that need float64 inputs create them under
 ``kdistill.precision_scope("float64")`` or via ``x64`` below.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -16,6 +19,13 @@ import pytest
 
 X64 = os.environ.get("KDISTILL_TEST_X64", "1") != "0"
 jax.config.update("jax_enable_x64", X64)
+
+# Tests write nowhere but temporary folders: loads of the default data directory (and the decoded-array
+# cache they write there) go to one folder per test session, inherited by the CLI processes tests start.
+if not os.environ.get("KDISTILL_DATA"):
+    _DATA = tempfile.mkdtemp(prefix="kdistill-test-data-")
+    os.environ["KDISTILL_DATA"] = _DATA
+    atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 
 # One place for tolerances, per dtype (STYLE.md habit 10).
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-10)}
@@ -50,7 +60,7 @@ def x64_module():
 _PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
                    "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py",
                    "test_misuse.py", "test_fuzz.py", "test_input_validation.py", "test_kernel_validation.py",
-                   "test_distil_boost.py", "test_cli.py"}  # the CLI scopes float64 itself; its tests start from both
+                   "test_distil_boost.py", "test_data_cache.py", "test_cli.py"}  # the CLI scopes float64 itself; its tests start from both
 
 
 def pytest_collection_modifyitems(config, items):

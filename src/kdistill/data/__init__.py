@@ -4,6 +4,8 @@
 returns a :class:`Dataset` of ``(n, h, w, c) float32`` images in ``[0, 1]`` and
 ``(n,) int64`` labels; ``availability()`` says what can be loaded right now and
 how to get the rest; ``download(name)`` fetches official files, md5-checked.
+Decoded official files are cached in ``<data_dir>/.cache/`` so that later loads are
+fast; ``KDISTILL_NO_CACHE=1`` turns that off.
 """
 
 from ._arrays import Dataset as Dataset

@@ -35,6 +35,7 @@ KINDS = ("none", "standardize", "zca")
 """The preprocessing kinds :func:`fit_preprocessor` knows."""
 
 _CHUNK = 2048  # rows per block when streaming over large datasets
+_BLOCK_BYTES = 1 << 21  # bytes of pixels per block in the streaming passes of "standardize" (stays in cache)
 _PREFIX = "prep_"
 
 
@@ -49,6 +50,61 @@ def layer_norm(flat: np.ndarray) -> np.ndarray:
     return centred / np.where(std > 0, std, np.float32(1.0))
 
 
+def _block_rows(x: np.ndarray) -> int:
+    """Rows of ``x`` per block of about ``_BLOCK_BYTES`` (at least one)."""
+    row = x.dtype.itemsize * int(np.prod(x.shape[1:], dtype=np.int64))
+    return max(1, _BLOCK_BYTES // max(1, row))
+
+
+def _check_finite(x: np.ndarray) -> None:
+    """Raise InvalidInputError if ``x`` holds NaN or inf; streams over blocks (no full-size mask)."""
+    if x.dtype.kind != "f":
+        return
+    rows = _block_rows(x)
+    for start in range(0, x.shape[0], rows):
+        if not np.isfinite(x[start : start + rows]).all():
+            raise InvalidInputError("x_train contains NaN or infinite values; clean it before preprocessing")
+
+
+def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over every pixel of ``x (n, h, w, c)``: ``(c,) float64`` each.
+
+    Two streaming passes over blocks of rows, with float64 accumulation and one block-sized
+    buffer, no full-size temporary:
+
+        mean = sum(x) / N,   std = sqrt(sum((x - mean)^2) / N),   N = n*h*w,
+
+    where, as in the straightforward ``np.mean(np.square(x - mean.astype(x.dtype)), dtype=float64)``,
+    the difference and its square are taken in ``x.dtype`` and only summed in float64, so
+    the results equal that formula's up to the order of the float64 sums. Raises
+    InvalidInputError when ``x`` holds NaN or inf (a finite float64 sum proves every value
+    finite, so the values are scanned again only when the sum is not).
+    """
+    if x.size == 0:  # images without pixels: the formula as written (NaN statistics)
+        _check_finite(x)
+        mean = x.mean(axis=(0, 1, 2), dtype=np.float64)
+        return mean, np.sqrt(np.mean(np.square(x - mean.astype(x.dtype)), axis=(0, 1, 2), dtype=np.float64))
+    c = x.shape[-1]
+    count = x.size // c
+    rows = _block_rows(x)
+    total = np.zeros(c, dtype=np.float64)
+    for start in range(0, x.shape[0], rows):
+        total += x[start : start + rows].reshape(-1, c).sum(axis=0, dtype=np.float64)
+    if not np.all(np.isfinite(total)):
+        _check_finite(x)  # raises unless the float64 sum of huge finite values overflowed
+    mean = total / count
+    centre = mean.astype(x.dtype)
+    squares = np.zeros(c, dtype=np.float64)
+    buf = np.empty((rows, *x.shape[1:]), dtype=x.dtype)
+    for start in range(0, x.shape[0], rows):
+        block = x[start : start + rows]
+        diff = buf[: block.shape[0]]
+        np.subtract(block, centre, out=diff)
+        np.square(diff, out=diff)
+        squares += diff.reshape(-1, c).sum(axis=0, dtype=np.float64)
+    return mean, np.sqrt(squares / count)
+
+
 def _as_images(x: Any, *, what: str = "x") -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4:
@@ -56,6 +112,30 @@ def _as_images(x: Any, *, what: str = "x") -> np.ndarray:
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise InvalidInputError(f"{what} has dtype {x.dtype}; expected float pixels")
     return x
+
+
+def _standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``((x.astype(float32) - mean) / std).astype(float32)``, bit for bit, with no temporary.
+
+    x: ``(n, h, w, c)``; mean, std: ``(c,)``; returns ``(n, h, w, c) float32``. With float32
+    ``mean`` and ``std`` the subtraction and the division run in float32 in place on the
+    output, block by block (each block is still in cache for the division); other dtypes
+    take the formula as written, which then computes in their precision.
+    """
+    mean, std = np.asarray(mean), np.asarray(std)
+    if mean.dtype != np.float32 or std.dtype != np.float32:
+        return ((x.astype(np.float32) - mean) / std).astype(np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    rows = _block_rows(out)
+    for start in range(0, x.shape[0], rows):
+        block = out[start : start + rows]
+        if x.dtype == np.float32:
+            np.subtract(x[start : start + rows], mean, out=block)
+        else:
+            block[...] = x[start : start + rows]  # the cast astype(float32) makes
+            np.subtract(block, mean, out=block)
+        np.divide(block, std, out=block)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +178,7 @@ class Preprocessor:
             return x.astype(np.float32)
         if self.kind == "standardize":
             assert self.channel_mean is not None and self.channel_std is not None
-            return ((x.astype(np.float32) - self.channel_mean) / self.channel_std).astype(np.float32)
+            return _standardize(x, self.channel_mean, self.channel_std)
         assert self.feature_mean is not None and self.whitening is not None
         n = x.shape[0]
         flat = x.reshape(n, -1)
@@ -286,15 +366,9 @@ def fit_preprocessor(x_train: Any, kind: str = "standardize", *, zca_reg: float 
     x = _as_images(x_train, what="x_train")
     if x.shape[0] == 0:
         raise InvalidInputError("x_train is empty; cannot fit preprocessing on zero images")
-    if not np.all(np.isfinite(x)):
-        raise InvalidInputError("x_train contains NaN or infinite values; clean it before preprocessing")
     shape = tuple(int(v) for v in x.shape[1:])
-    if kind == "none":
-        return Preprocessor(kind="none")
     if kind == "standardize":
-        axes = (0, 1, 2)  # over every training pixel; float64 accumulation without a float64 copy
-        mean = x.mean(axis=axes, dtype=np.float64)
-        std = np.sqrt(np.mean(np.square(x - mean.astype(x.dtype)), axis=axes, dtype=np.float64))
+        mean, std = _channel_stats(x)  # also refuses NaN / inf
         std = np.where(std > 0, std, 1.0)
         return Preprocessor(
             kind="standardize",
@@ -302,6 +376,9 @@ def fit_preprocessor(x_train: Any, kind: str = "standardize", *, zca_reg: float 
             channel_std=std.astype(np.float32),
             image_shape=shape,  # type: ignore[arg-type]
         )
+    _check_finite(x)
+    if kind == "none":
+        return Preprocessor(kind="none")
     if not (np.isfinite(zca_reg) and zca_reg > 0):
         raise InvalidInputError(
             f"zca_reg={zca_reg} must be a positive number (KIP uses about 0.1); with 0 the "

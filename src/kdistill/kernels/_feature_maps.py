@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._classical import flatten, host_flatten
+from ..errors import InvalidInputError
 from ._spec import MAX_SEED, Kernel, Param, check_bytes, check_scale, register
 
 __all__ = ["fcnn", "rff", "leaky_relu", "leaky_relu_inverse"]
@@ -43,26 +44,35 @@ def _host_leaky_relu(h: np.ndarray, slope: float) -> np.ndarray:
     return np.maximum(h, h * h.dtype.type(slope), out=h)
 
 
-def _fcnn_draw(seed: int, d: int, depth: int) -> list[jax.Array]:
-    """Standard normal (d, d) matrices, drawn in float32 whatever the precision, so float32 and float64
-    inputs see the same map."""
-    return [jax.random.normal(k, (d, d), dtype=jnp.float32) for k in jax.random.split(jax.random.key(seed), depth)]
+def _fcnn_shapes(d: int, depth: int, width: int) -> list[tuple[int, int]]:
+    """Weight shapes: (p, d) then (p, p), with p = width (0: d)."""
+    p = width or d
+    return [(p, d)] + [(p, p)] * (depth - 1)
 
 
-def _fcnn_weights(seed: int, d: int, depth: int, w_std: float, dtype) -> list[jax.Array]:
-    return [(w_std / np.sqrt(d) * a).astype(dtype) for a in _fcnn_draw(seed, d, depth)]
+def _fcnn_draw(seed: int, d: int, depth: int, width: int = 0) -> list[jax.Array]:
+    """Standard normal matrices, drawn in float32 whatever the precision, so float32 and float64 inputs see the
+    same map."""
+    keys = jax.random.split(jax.random.key(seed), depth)
+    return [jax.random.normal(k, shape, dtype=jnp.float32) for k, shape in zip(keys, _fcnn_shapes(d, depth, width))]
+
+
+def _fcnn_weights(seed: int, d: int, depth: int, w_std: float, dtype, width: int = 0) -> list[jax.Array]:
+    return [(w_std / np.sqrt(a.shape[1]) * a).astype(dtype) for a in _fcnn_draw(seed, d, depth, width)]
 
 
 @functools.lru_cache(maxsize=8)
-def _fcnn_weights_host(seed: int, d: int, depth: int, w_std: float) -> tuple[np.ndarray, ...]:
+def _fcnn_weights_host(seed: int, d: int, depth: int, w_std: float, width: int = 0) -> tuple[np.ndarray, ...]:
     """The same weights as :func:`_fcnn_weights`, as float64 NumPy arrays (drawn once per process)."""
-    return tuple(w_std / np.sqrt(d) * np.asarray(a, dtype=np.float64) for a in _fcnn_draw(seed, d, depth))
+    return tuple(w_std / np.sqrt(a.shape[1]) * np.asarray(a, dtype=np.float64)
+                 for a in _fcnn_draw(seed, d, depth, width))
 
 
 @functools.lru_cache(maxsize=8)
-def _fcnn_weights_host_t(seed: int, d: int, depth: int, w_std: float, dtype: str) -> tuple[np.ndarray, ...]:
+def _fcnn_weights_host_t(seed: int, d: int, depth: int, w_std: float, width: int, dtype: str
+                         ) -> tuple[np.ndarray, ...]:
     """The transposed weights in ``dtype``, contiguous, for ``h @ a.T`` (cast once, not per batch)."""
-    return tuple(np.ascontiguousarray(a.T, dtype=dtype) for a in _fcnn_weights_host(seed, d, depth, w_std))
+    return tuple(np.ascontiguousarray(a.T, dtype=dtype) for a in _fcnn_weights_host(seed, d, depth, w_std, width))
 
 
 def _check_square_weights(family: str, d: int, count: int, dtype, settings: str) -> None:
@@ -83,43 +93,64 @@ def _linear_kernel_of(features):
     "fcnn",
     params={
         # d x d weights per layer (d = h*w*c): 32 layers are ~3.6 GB on CIFAR in float64
-        "depth": Param(int, 1, "number of square LeakyReLU layers", min=1, max=32),
+        "depth": Param(int, 1, "number of LeakyReLU layers", min=1, max=32),
         # the inverse divides by the slope: below 1e-4 it amplifies rounding errors by > 1e4 per layer
         "slope": Param(float, 0.1, "LeakyReLU negative slope", min=1e-4, max=1.0),
-        "w_std": Param(float, float(np.sqrt(2.0)), "weight scale: A_ij ~ N(0, w_std^2 / d)", min=0.01, max=10.0),
+        "w_std": Param(float, float(np.sqrt(2.0)), "weight scale: A_ij ~ N(0, w_std^2 / fan_in)", min=0.01,
+                       max=10.0),
         "seed": Param(int, 0, "seed of the random weights", min=0, max=MAX_SEED),
+        "width": Param(int, 0, "features p; 0: p = d = h*w*c (square, invertible); p < d is onto, p > d is not",
+                       min=0, max=16384),
     },
-    doc="linear kernel on invertible random LeakyReLU features of width d (Chen et al. 2024)",
+    doc="linear kernel on random LeakyReLU features, invertible at width d (Chen et al. 2024)",
 )
-def fcnn(*, depth: int = 1, slope: float = 0.1, w_std: float = float(np.sqrt(2.0)), seed: int = 0) -> Kernel:
+def fcnn(*, depth: int = 1, slope: float = 0.1, w_std: float = float(np.sqrt(2.0)), seed: int = 0,
+         width: int = 0) -> Kernel:
+    """phi(x) = LeakyReLU(A_L ... LeakyReLU(A_1 x)), A_1: (p, d), A_l: (p, p).
+
+    At p = d every layer is a bijection: ``inverse`` is exact. At p < d the first layer has full row rank: the
+    map is onto and ``inverse`` returns the minimum-norm preimage. At p > d the map is injective but not onto
+    (Chen et al. Sec. 5.2): ``inverse`` returns the layer-by-layer least-squares preimage, and the closed-form
+    method says how far its images fall from the targets.
+    """
     # a layer multiplies the feature variance by w_std^2 (1 + slope^2) / 2
     check_scale("fcnn", gain=w_std**2 * (1 + slope**2) / 2, layers=depth,
                 settings=f"w_std={w_std!r}, slope={slope!r} with depth={depth}")
-    settings = f" with depth={depth}"
+    settings = f" with depth={depth}" + (f", width={width}" if width else "")
+
+    def check(d: int, dtype) -> None:
+        p = width or d
+        _check_square_weights("fcnn", max(p, d), depth, dtype, settings)
 
     def features(x):
         h = flatten(x)
-        _check_square_weights("fcnn", h.shape[1], depth, h.dtype, settings)
-        for a in _fcnn_weights(seed, h.shape[1], depth, w_std, h.dtype):
+        check(h.shape[1], h.dtype)
+        for a in _fcnn_weights(seed, h.shape[1], depth, w_std, h.dtype, width):
             h = leaky_relu(h @ a.T, slope)
         return h
 
     def host_features(x, dtype):
         h = host_flatten(x, dtype)
-        _check_square_weights("fcnn", h.shape[1], depth, dtype, settings)
-        for a_t in _fcnn_weights_host_t(seed, h.shape[1], depth, w_std, np.dtype(dtype).name):
+        check(h.shape[1], dtype)
+        for a_t in _fcnn_weights_host_t(seed, h.shape[1], depth, w_std, width, np.dtype(dtype).name):
             h = _host_leaky_relu(h @ a_t, slope)
         return h
 
     def inverse(f, image_shape):
         h = np.array(f, dtype=np.float64)
-        _check_square_weights("fcnn", h.shape[1], depth, h.dtype, settings)
-        for a in reversed(_fcnn_weights_host(seed, h.shape[1], depth, w_std)):
+        d = int(np.prod(image_shape))
+        if h.shape[1] != (width or d):
+            raise InvalidInputError(f"fcnn inverse: features have {h.shape[1]} columns, expected {width or d}")
+        check(d, h.dtype)
+        for a in reversed(_fcnn_weights_host(seed, d, depth, w_std, width)):
             h = np.minimum(h, h / slope)  # inverse LeakyReLU: f / slope where f < 0 (slope <= 1)
-            h = np.linalg.solve(a, h.T).T
+            if a.shape[0] == a.shape[1]:
+                h = np.linalg.solve(a, h.T).T
+            else:  # least squares (p > d) or minimum norm (p < d)
+                h = np.linalg.lstsq(a, h.T, rcond=None)[0].T
         return h.reshape((h.shape[0], *image_shape))
 
-    params = (("depth", depth), ("slope", slope), ("w_std", w_std), ("seed", seed))
+    params = (("depth", depth), ("slope", slope), ("w_std", w_std), ("seed", seed), ("width", width))
     return Kernel("fcnn", params, _linear_kernel_of(features), features=features, inverse=inverse,
                   host_features=host_features)
 
