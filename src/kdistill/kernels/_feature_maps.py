@@ -4,12 +4,18 @@ Each is registered as a kernel ``k(x1, x2) = phi(x1) . phi(x2)`` with ``features
 and ``inverse`` set, so ridge regression can run in the primal and a target
 feature matrix can be mapped back to images.
 
-- ``fcnn``: phi(x) = LeakyReLU(A_L ... LeakyReLU(A_1 x)), every A_l square (d x d)
-  with iid N(0, w_std^2 / d) entries (invertible with probability 1), slope 0.1.
+- ``fcnn``: phi(x) = LeakyReLU(A_L ... LeakyReLU(A_1 x)), A_1 (p x d), A_l (p x p), iid
+  N(0, w_std^2 / fan_in) entries, slope 0.1; p = d by default (square: invertible with
+  probability 1), ``width`` sets p (p < d: onto; p > d: injective, not onto).
+
+Each map also has a NumPy implementation (``host_features``) used on NumPy inputs, and
+its inverse runs on the host in float64.
 - ``rff``: random Fourier features phi(x) = sqrt(2/p) cos(A x + b), p = d,
   A ~ N(0, 2 gamma), b ~ U[0, 2 pi) (approximates exp(-gamma ||x - y||^2)).
   Its inverse exists only inside the range of phi (|sqrt(p/2) f_i| <= 1);
-  outside it the coordinates are clipped and the round trip is not exact.
+  outside it the coordinates are clipped and the round trip is not exact. Of the
+  many preimages (cos is periodic and even) it returns the one with the smallest
+  pre-activations |A x| coordinate by coordinate.
 
 Weights are drawn from ``jax.random.key(seed)`` and the input dimension, so the
 same spec always gives the same map.
@@ -215,8 +221,14 @@ def rff(*, gamma: float = 0.0, seed: int = 0) -> Kernel:
         p = f.shape[1]
         _check_square_weights("rff", p, 1, f.dtype, "")
         a, b = _rff_weights_host(seed, p, gamma)
-        c = np.clip(f * np.sqrt(p / 2.0), -1.0, 1.0)  # outside [-1, 1] no preimage exists
-        x = np.linalg.solve(a, (np.arccos(c) - b).T).T
+        angle = np.arccos(np.clip(f * np.sqrt(p / 2.0), -1.0, 1.0))  # outside [-1, 1] no preimage exists
+        # cos(t) = c has the solutions t = +-arccos(c) + 2 pi j: take the one nearest b, so the pre-activations
+        # A x = t - b are as small as the map allows (images ~6x smaller than the principal branch's)
+        best = None
+        for t in (angle, -angle):
+            t = t + 2 * np.pi * np.round((b - t) / (2 * np.pi))
+            best = t if best is None else np.where(np.abs(t - b) < np.abs(best - b), t, best)
+        x = np.linalg.solve(a, (best - b).T).T
         return x.reshape((x.shape[0], *image_shape))
 
     return Kernel("rff", (("gamma", gamma), ("seed", seed)), _linear_kernel_of(features), features=features,
