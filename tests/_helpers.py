@@ -28,3 +28,13 @@ def error_line(result) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     return lines[0]
+
+
+def primal_ridge(phi: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge weights (k, p) on feature rows phi (n, p), targets y (n, k), solved in the primal:
+    (phi^T phi + lam I) W^T = phi^T y for lam > 0, the minimum-norm solution W = y^T (phi^T)^+ for lam = 0.
+    An independent reference for the closed-form distilled sets."""
+    phi, y = np.asarray(phi, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if lam == 0:
+        return y.T @ np.linalg.pinv(phi.T)
+    return np.linalg.solve(phi.T @ phi + lam * np.eye(phi.shape[1]), phi.T @ y).T

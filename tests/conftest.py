@@ -60,7 +60,7 @@ def x64_module():
 _PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
                    "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py",
                    "test_misuse.py", "test_fuzz.py", "test_input_validation.py", "test_kernel_validation.py",
-                   "test_distil_boost.py", "test_data_cache.py", "test_cli.py"}  # the CLI scopes float64 itself; its tests start from both
+                   "test_distil_boost.py", "test_data_cache.py", "test_feature_maps.py", "test_cli.py"}  # the CLI scopes float64 itself; its tests start from both
 
 
 def pytest_collection_modifyitems(config, items):

@@ -269,3 +269,19 @@ def test_map_that_is_not_onto_says_so_and_re_solves_the_labels():
         _w.simplefilter("error")
         res = analytic.distill(kernel, w, x, labels, num_classes=3, ipc=2, seed=0)
     assert res.info["relative_weight_error"] < 1e-8
+
+
+@pytest.mark.parametrize("spec", ["linear", "fcnn", "deep-linear:width=6", "cnn:patch=1", "inn:depth=2"])
+def test_more_images_than_features(spec):
+    """m > p: D has rank <= p < m, and its rounding-level singular values must not be inverted (they gave
+    targets of 1e13); every map still reproduces W, deep-linear wider than d included (Z from its range)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 2, 2, 1))
+    labels = np.arange(60) % 2
+    kernel = from_spec(spec)
+    phi = np.asarray(kernel.features(x))
+    w = _ridge_weights(phi, np.eye(2)[labels] - 0.5, lam=0.1)
+    for init in ("noise", "real"):
+        res = analytic.distill(kernel, w, x, labels, num_classes=2, ipc=5, seed=0, init=init)  # m = 10 > p
+        assert res.info["relative_weight_error"] < 1e-7, (init, res.info["relative_weight_error"])
+        assert res.info["image_std_ratio"] < 10

@@ -24,3 +24,7 @@ from ._convnet import convnet_ntk as convnet_ntk
 from ._convnet import convnet_nngp as convnet_nngp
 from ._random_features import rf_convnet as rf_convnet
 from ._random_features import rf_fc as rf_fc
+from ._invertible import cnn as cnn
+from ._invertible import deep_linear as deep_linear
+from ._invertible import deep_linear_matrix as deep_linear_matrix
+from ._invertible import inn as inn

@@ -125,12 +125,13 @@ def solve(k_ss: Array, y: Array, *, reg: float = 1e-6, lam: float | None = None)
             return Solution(alpha, lam, "cholesky")
     except np.linalg.LinAlgError:
         pass
-    warnings.warn(
-        f"K + lam*I (m={m}, lam={lam:.3g}) is not positive definite; using the eigendecomposition "
-        "pseudo-inverse instead (raise reg to avoid this)",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+    if lam > 0:  # at lam = 0 the pseudo-inverse is the definition (the minimum-norm interpolant), not a fallback
+        warnings.warn(
+            f"K + lam*I (m={m}, lam={lam:.3g}) is not positive definite; using the eigendecomposition "
+            "pseudo-inverse instead (raise reg to avoid this)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     e, q = np.linalg.eigh((a + a.T) / 2)
     cutoff = m * np.finfo(np.float64).eps * max(float(np.abs(e).max()), 1e-300)
     inv = np.where(e > cutoff, 1.0 / np.where(e > cutoff, e, 1.0), 0.0)

@@ -51,11 +51,14 @@ __all__ = [
 ]
 
 
+_RCOND = 1e-10  # relative cutoff of the pseudo-inverses here: below it a singular value is rounding
+
+
 def _label_pinv(y_s: np.ndarray) -> np.ndarray:
     """Pseudo-inverse of the labels (k, m), treating singular values below 1e-10 * s_max as zero:
     rounding must not turn mean-centred one-hot labels (rank k - 1) into a rank-k matrix with a
     tiny singular value, whose inverse would swamp D."""
-    return np.linalg.pinv(y_s, rcond=1e-10)
+    return np.linalg.pinv(y_s, rcond=_RCOND)
 
 
 def _check(w: np.ndarray, y_s: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +118,8 @@ def distilled_features(w, y_s, z=None, *, lambda_s: float = 0.0, clamp: bool = F
     if not (lambda_s >= 0 and np.isfinite(lambda_s)):
         raise InvalidInputError(f"lambda_s must be a finite number >= 0, got {lambda_s}")
     d = _d_matrix(w, y_s, z)
-    if lambda_s == 0:
-        return np.linalg.pinv(d).T
+    if lambda_s == 0:  # singular values below 1e-10 s_1 are rounding (rank(D) <= p < m when m > p), not data
+        return np.linalg.pinv(d, rcond=_RCOND).T
     v, s, ut = np.linalg.svd(d, full_matrices=False)  # d = v diag(s) ut
     bound = 1.0 / (4.0 * s[0] ** 2) if s[0] > 0 else np.inf
     if bound < lambda_s <= bound * (1 + 1e-9):  # the bound itself, up to rounding: a double root
@@ -129,7 +132,7 @@ def distilled_features(w, y_s, z=None, *, lambda_s: float = 0.0, clamp: bool = F
             )
         warnings.warn(f"lambda_s={lambda_s:.6g} clamped to the bound {bound:.6g}", RuntimeWarning, stacklevel=2)
         lambda_s = bound
-    pos = s > s[0] * max(d.shape) * np.finfo(np.float64).eps
+    pos = s > s[0] * _RCOND
     disc = np.sqrt(np.clip(1.0 - 4.0 * lambda_s * s**2, 0.0, None))
     sigma = np.where(pos, (1.0 + disc) / (2.0 * np.where(pos, s, 1.0)), 0.0)
     # phi(X_S) = U diag(sigma) V^T  (p, m); return its transpose
