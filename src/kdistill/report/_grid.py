@@ -20,6 +20,7 @@ __all__ = ["image_grid", "rows_by_class", "displayable", "image_classes", "label
 
 _WIDTH = 10.5  # inches the image columns aim to fill (a report column at 80 dpi)
 _DPI = 80
+_CELL = (0.6, 1.2)  # inches per image, least and most: few images are drawn larger
 _RESCALED = "tab:red"
 
 
@@ -78,20 +79,45 @@ def _lines(groups: Sequence[tuple[str, np.ndarray]], per_line: int) -> list[tupl
     return out
 
 
-def _blank(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for s in ax.spines.values():
-        s.set_visible(False)
+def _cell_size(h: int, w: int, target: float, largest: float) -> tuple[int, int]:
+    """Screen pixels of one ``(h, w)`` image drawn about ``target`` (at most ``largest``) pixels across: the
+    nearest integer multiple of the image when it is enlarged (every image pixel an equal square), ``target``
+    when it must shrink."""
+    n = max(h, w)
+    if n <= target:
+        s = max(1, round(target / n))
+        if s > 1 and s * n > largest:
+            s -= 1
+        return h * s, w * s
+    f = target / n
+    return max(1, round(h * f)), max(1, round(w * f))
 
 
-def _show(ax, img: np.ndarray, rescaled: bool) -> None:
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    if rescaled:
-        for s in ax.spines.values():
-            s.set_visible(True)
-            s.set_color(_RESCALED)
-            s.set_linewidth(2)
+def _resize(images: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """``images: (m, h, w, c)`` to ``(m, ch, cw, c)`` by nearest neighbour (exact repetition when enlarging
+    by an integer factor)."""
+    _, h, w, _ = images.shape
+    rows = np.minimum((np.arange(ch) + 0.5) * h / ch, h - 1).astype(np.intp)
+    cols = np.minimum((np.arange(cw) + 0.5) * w / cw, w - 1).astype(np.intp)
+    return images[:, rows][:, :, cols]
+
+
+def _pasted(rgba: np.ndarray, x: int, y: int):
+    """An artist that copies ``rgba: (h, w, 4) uint8`` (first row on top) onto the canvas pixel for pixel,
+    its lower-left corner ``(x, y)`` pixels from the figure's lower-left corner (``figimage`` would resample
+    it, which costs more than drawing everything else)."""
+    from matplotlib.artist import Artist
+
+    rows_up = np.ascontiguousarray(rgba[::-1])  # the renderer's rows run bottom to top
+
+    class Pasted(Artist):
+        def draw(self, renderer) -> None:
+            if self.get_visible():
+                gc = renderer.new_gc()
+                renderer.draw_image(gc, x, y, rows_up)
+                gc.restore()
+
+    return Pasted()
 
 
 def image_grid(
@@ -113,11 +139,13 @@ def image_grid(
     classes, wrapped after ``max_per_row`` classes), so ipc 1 fills the width. ``rows``, when given,
     replaces the grouping by explicit ``(row title, indices)`` pairs (each wrapped the same way).
     Images outside [0, 1] are min-max rescaled and framed in red, and the figure says so.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The images are pasted into one mosaic, each enlarged by a whole number of screen pixels per image
+    pixel (about 0.6 to 1.2 inches at 80 dpi per image), which the figure shows pixel for pixel: the cost
+    grows with the figure's area, not with one matplotlib artist per image.
+    """
+    from matplotlib.colors import to_rgb
+    from matplotlib.figure import Figure
 
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim != 4 or pixels.shape[-1] not in (1, 3):
@@ -141,53 +169,96 @@ def image_grid(
         columns = max(len(i) for _, i in groups) <= 3 and len(groups) > 1
     else:
         groups = [(t, np.asarray(i)) for t, i in rows if len(i)]
+        if not groups:
+            raise InvalidInputError("every row is empty: there are no images to draw")
     if rescaled.any():
         notes.append(f"{int(rescaled.sum())} of {len(pixels)} images lie outside [0, 1] and are min-max rescaled "
                      "(red frame); the others are clipped")
 
+    # where each image goes: (image index, line, column); titles at the left of lines or above columns
+    cells: list[tuple[int, int, int]] = []
+    row_titles: list[tuple[int, str]] = []  # (line, title) at the left of the line's first cell
+    col_titles: list[tuple[int, int, str]] = []  # (line, column, title) above the cell
     if columns:  # classes side by side, wrapped into bands of `per_line` classes; each band ipc lines deep
         depth = max(len(i) for _, i in groups)
         bands = [groups[s:s + per_line] for s in range(0, len(groups), per_line)]
         nrows, ncols = depth * len(bands), min(per_line, len(groups))
+        for b, band in enumerate(bands):
+            for c, (name, idx) in enumerate(band):
+                cells += [(int(i), b * depth + r, c) for r, i in enumerate(idx)]
+                col_titles.append((b * depth, c, name))
         label_w = 0.2
     else:
         lines = _lines(groups, per_line)
         nrows, ncols = len(lines), max(len(i) for _, i in lines)
+        for r, (name, idx) in enumerate(lines):
+            cells += [(int(i), r, c) for c, i in enumerate(idx)]
+            if name:
+                row_titles.append((r, name))
         longest = max((len(n) for n, _ in lines), default=1)
         label_w = min(2.5, 0.25 + 0.08 * longest)
-    cell = min(1.2, max(0.6, _WIDTH / ncols))  # inches per image: few images drawn larger
-    header = 0.3 * ((1 if title else 0) + len(notes)) + (0.25 if columns else 0.1)
-    width = max(label_w + cell * ncols + 0.1, 4.5)
-    height = header + cell * nrows * (1.25 if columns else 1.0) + 0.1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=label_w / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - header / height,
-                        wspace=0.06, hspace=0.3 if columns else 0.06)
-    for ax in axes.ravel():
-        _blank(ax)
+
+    # sizes in screen pixels at _DPI: image cells, the gaps between them, the room for column titles
+    _, h, w, _ = pixels.shape
+    cell = min(_CELL[1], max(_CELL[0], _WIDTH / ncols))
+    ch, cw = _cell_size(h, w, cell * _DPI, _CELL[1] * _DPI)
+    frame = 2  # red frame of a rescaled image, drawn in the gap around it
+    gap = max(2 * frame + 1, round(0.06 * cw))
+    title_gap = round(0.25 * _DPI) if columns else 0  # above each band but the first (header holds that one)
+    ys = np.arange(nrows) * (ch + gap) + frame
     if columns:
-        for b, band in enumerate(bands):
-            for c, (name, idx) in enumerate(band):
-                for r, i in enumerate(idx):
-                    _show(axes[b * depth + r][c], pixels[i], rescaled[i])
-                axes[b * depth][c].set_title(name, fontsize=8)
-    else:
-        for r, (name, idx) in enumerate(lines):
-            for c, i in enumerate(idx):
-                _show(axes[r][c], pixels[i], rescaled[i])
-            if name:
-                axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    y = 1 - 0.12 / height
+        ys += (np.arange(nrows) // depth) * title_gap
+    xs = np.arange(ncols) * (cw + gap) + frame
+    mosaic_h = int(ys[-1]) + ch + frame
+    mosaic_w = int(xs[-1]) + cw + frame
+
+    # the mosaic: opaque white, red where a frame goes, then every image (grey as RGB)
+    mosaic = np.full((mosaic_h, mosaic_w, 4), 255, dtype=np.uint8)
+    red = np.array([round(255 * v) for v in to_rgb(_RESCALED)], dtype=np.uint8)
+    order = np.array([i for i, _, _ in cells])
+    big = _resize(np.rint(pixels[order] * 255).astype(np.uint8), ch, cw)
+    if big.shape[-1] == 1:
+        big = np.repeat(big, 3, axis=-1)
+    for n, (i, r, c) in enumerate(cells):
+        y0, x0 = int(ys[r]), int(xs[c])
+        if rescaled[i]:
+            mosaic[y0 - frame:y0 + ch + frame, x0 - frame:x0 + cw + frame, :3] = red
+        mosaic[y0:y0 + ch, x0:x0 + cw, :3] = big[n]
+
+    header = 0.3 * ((1 if title else 0) + len(notes)) + (0.25 if columns else 0.1)
+    label_px = round(label_w * _DPI)
+    margin = round(0.1 * _DPI)
+    head_px = round(header * _DPI)
+    # wide enough for the title and notes (about 0.6 em a character), and at least 4.5 inches
+    text_in = max([0.6 * 10 / 72 * len(title or "")] + [0.6 * 8 / 72 * len(n) for n in notes]) + 0.2
+    width_px = max(label_px + mosaic_w + margin, round(max(4.5, text_in) * _DPI))
+    height_px = head_px + mosaic_h + margin
+    x_left = label_px + (width_px - margin - label_px - mosaic_w) // 2  # centred right of the row titles
+    fig = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI)
+    fig.add_artist(_pasted(mosaic, x_left, margin))
+
+    def fx(px: float) -> float:
+        return px / width_px
+
+    def fy(px_from_top: float) -> float:
+        return 1 - px_from_top / height_px
+
+    for r, name in row_titles:
+        fig.text(fx(x_left - 4), fy(head_px + ys[r] + ch / 2), name, ha="right", va="center", fontsize=9)
+    for r, c, name in col_titles:
+        fig.text(fx(x_left + xs[c] + cw / 2), fy(head_px + ys[r] - frame - 3), name, ha="center", va="bottom",
+                 fontsize=8)
+    y = 0.12 * _DPI
     if title:
-        fig.text(0.5, y, title, ha="center", va="top", fontsize=10)
-        y -= 0.3 / height
+        fig.text(0.5, fy(y), title, ha="center", va="top", fontsize=10)
+        y += 0.3 * _DPI
     for note in notes:
-        fig.text(0.5, y, note, ha="center", va="top", fontsize=8,
+        fig.text(0.5, fy(y), note, ha="center", va="top", fontsize=8,
                  color=_RESCALED if "rescaled" in note else "0.3")
-        y -= 0.3 / height
+        y += 0.3 * _DPI
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI)
-    plt.close(fig)
     return path
 
 
