@@ -17,8 +17,9 @@ its inverse runs on the host in float64.
   many preimages (cos is periodic and even) it returns the one with the smallest
   pre-activations |A x| coordinate by coordinate.
 
-Weights are drawn from ``jax.random.key(seed)`` and the input dimension, so the
-same spec always gives the same map.
+Weights are drawn from NumPy's ``default_rng(seed)`` (PCG64) and the input dimension,
+so the same spec always gives the same map (a JAX draw would compile a program
+first: half a second of a closed-form run).
 """
 
 from __future__ import annotations
@@ -56,15 +57,17 @@ def _fcnn_shapes(d: int, depth: int, width: int) -> list[tuple[int, int]]:
     return [(p, d)] + [(p, p)] * (depth - 1)
 
 
-def _fcnn_draw(seed: int, d: int, depth: int, width: int = 0) -> list[jax.Array]:
-    """Standard normal matrices, drawn in float32 whatever the precision, so float32 and float64 inputs see the
-    same map."""
-    keys = jax.random.split(jax.random.key(seed), depth)
-    return [jax.random.normal(k, shape, dtype=jnp.float32) for k, shape in zip(keys, _fcnn_shapes(d, depth, width))]
+@functools.lru_cache(maxsize=8)
+def _fcnn_draw(seed: int, d: int, depth: int, width: int = 0) -> tuple[np.ndarray, ...]:
+    """Standard normal matrices from NumPy's ``default_rng(seed)`` (no JAX program to compile: half a second of
+    a closed-form run), drawn in float32 whatever the precision, so float32 and float64 inputs see the same
+    map."""
+    rng = np.random.default_rng(seed)
+    return tuple(rng.standard_normal(shape, dtype=np.float32) for shape in _fcnn_shapes(d, depth, width))
 
 
 def _fcnn_weights(seed: int, d: int, depth: int, w_std: float, dtype, width: int = 0) -> list[jax.Array]:
-    return [(w_std / np.sqrt(a.shape[1]) * a).astype(dtype) for a in _fcnn_draw(seed, d, depth, width)]
+    return [(w_std / np.sqrt(a.shape[1]) * jnp.asarray(a)).astype(dtype) for a in _fcnn_draw(seed, d, depth, width)]
 
 
 @functools.lru_cache(maxsize=8)
@@ -161,11 +164,13 @@ def fcnn(*, depth: int = 1, slope: float = 0.1, w_std: float = float(np.sqrt(2.0
                   host_features=host_features)
 
 
-def _rff_draw(seed: int, d: int) -> tuple[jax.Array, jax.Array]:
-    """Standard normal frequencies (d, d) and phases in [0, 2 pi), drawn in float32 whatever the precision."""
-    ka, kb = jax.random.split(jax.random.key(seed))
-    return (jax.random.normal(ka, (d, d), dtype=jnp.float32),
-            jax.random.uniform(kb, (d,), dtype=jnp.float32, maxval=2 * np.pi))
+@functools.lru_cache(maxsize=8)
+def _rff_draw(seed: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standard normal frequencies (d, d) and phases in [0, 2 pi), drawn in float32 whatever the precision, from
+    NumPy's ``default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((d, d), dtype=np.float32)
+    return a, rng.uniform(0.0, 2 * np.pi, size=d).astype(np.float32)
 
 
 def _rff_scale(d: int, gamma: float) -> float:
@@ -174,7 +179,7 @@ def _rff_scale(d: int, gamma: float) -> float:
 
 def _rff_weights(seed: int, d: int, gamma: float, dtype):
     a, b = _rff_draw(seed, d)
-    return a.astype(dtype) * _rff_scale(d, gamma), b.astype(dtype)
+    return jnp.asarray(a).astype(dtype) * _rff_scale(d, gamma), jnp.asarray(b).astype(dtype)
 
 
 @functools.lru_cache(maxsize=8)

@@ -265,6 +265,37 @@ class AnalyticResult:
     seconds: float
 
 
+def _least_squares_labels(w: np.ndarray, phi: np.ndarray, lam: float, phi_data: np.ndarray) -> np.ndarray:
+    """Labels (k, m) for support features ``phi: (m, p)`` minimising ||(Y_S phi_lam^+ - W) phi_data^T||: the
+    distilled model's outputs against W's on training features ``phi_data: (n, p)`` (Chen et al. Thm 4.2
+    measured where the data lie; KIP's Label Solve)."""
+    b = regularised_pinv(phi.T, lam) @ phi_data.T  # (m, n)
+    return np.asarray((w @ phi_data.T) @ np.linalg.pinv(b), dtype=np.float64)
+
+
+def _output_error(w_s: np.ndarray, w: np.ndarray, phi_data: np.ndarray) -> float:
+    """||(W_S - W) phi_data^T|| / ||W phi_data^T||: how far the distilled model's outputs on training images
+    are from the original model's."""
+    ref = w @ phi_data.T
+    return float(np.linalg.norm(w_s @ phi_data.T - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+def _invisible_part(kernel: Kernel, w: np.ndarray, d: int) -> tuple[np.ndarray, float | None]:
+    """For a linear map that is not onto (deep-linear wider than d): W with its rows projected onto the map's
+    range, and the relative size of what was dropped. That part meets no input's features, so predictions
+    are unchanged; but rounding in a float32 Gram puts ~1e-7 of it into W, which no distilled set can
+    reproduce (``range_residual``). Other maps: W unchanged, None."""
+    if kernel.name != "deep-linear":
+        return w, None
+    from ..kernels import deep_linear_matrix
+
+    m = deep_linear_matrix(kernel, d)
+    q, r = np.linalg.qr(m)
+    q = q[:, np.abs(np.diag(r)) > np.abs(np.diag(r)).max() * _RCOND]
+    kept = (w @ q) @ q.T
+    return kept, float(np.linalg.norm(w - kept) / max(np.linalg.norm(w), 1e-300))
+
+
 def _targets(w, y_s, z, lambda_s, relative, clamp):
     """Distilled features for labels ``y_s`` and free ``z``; returns (phi_s, lambda_s used, its bound)."""
     bound = lambda_s_bound(w, y_s, z)
@@ -311,12 +342,16 @@ def distill(
 
     Maps that are not onto. When the images cannot reach the target features (relative round-trip error
     above 1e-6: e.g. ``fcnn:width=..`` wider than the input), the labels are re-solved for the images
-    actually obtained (least squares, the paper's Theorem 4.2), W_S then differs from W, the info says by
-    how much, and a warning says so in one line.
+    actually obtained (least squares, the paper's Theorem 4.2), or the real starting images are kept with
+    such labels when that reproduces W better (``info["fallback"]`` says which); W_S then differs from W,
+    the info says by how much, and a warning says so in one line. For ``deep-linear`` wider than d, the
+    part of W outside the map's range (which no input's features meet) is dropped first
+    (``info["w_outside_range"]``); the rest is reached exactly.
 
     Diagnostics in ``info`` use features recomputed from the images returned, i.e. the round trip a user
-    makes: ``weight_cosine`` = cos(W_S, W), ``relative_weight_error``, ``feature_round_trip_error``,
-    ``image_std_ratio`` (RMS of the images over that of the training images).
+    makes: ``weight_cosine`` = cos(W_S, W), ``relative_weight_error``, ``relative_output_error`` (the two
+    models' outputs on 2000 training images), ``feature_round_trip_error``, ``image_std_ratio`` (RMS of the
+    images over that of the training images).
     """
     check_kernel(kernel)
     if init not in ("noise", "real"):
@@ -326,8 +361,11 @@ def distill(
     t = time.perf_counter()
     w = np.asarray(w, dtype=np.float64)
     image_shape = tuple(x_train.shape[1:])
+    w, dropped = _invisible_part(kernel, w, int(np.prod(image_shape)))
     idx = class_balanced_indices(labels, ipc, seed=seed, num_classes=num_classes)
     info: dict[str, Any] = {"init": init}
+    if dropped is not None:
+        info["w_outside_range"] = dropped  # the weight errors below are against W without it
     data_rms = _rms(np.asarray(x_train[: min(4096, x_train.shape[0])], dtype=np.float64))
     if init == "noise":
         y_s = one_hot(labels[idx], num_classes, dtype=np.float64).T  # (k, m)
@@ -371,16 +409,32 @@ def distill(
     info["label_scale"] = scale
     phi_back = np.asarray(kernel.features(images), dtype=np.float64)
     reach = float(np.linalg.norm(phi_back - phi_s) / np.linalg.norm(phi_s))
+    rng = np.random.default_rng(seed + 7)
+    sample = np.sort(rng.choice(x_train.shape[0], size=min(2000, x_train.shape[0]), replace=False))
+    phi_data = np.asarray(kernel.features(np.asarray(x_train[sample], dtype=np.float64)), dtype=np.float64)
     if reach > REACH_TOL:
-        # not onto: the labels that best reproduce W from the features actually reached (Thm 4.2)
-        y_s = (w @ np.linalg.pinv(regularised_pinv(phi_back.T, lam_s))).astype(np.float64)
+        # not onto: labels that best reproduce W's outputs on training images from the features actually
+        # reached (least squares, cf. Thm 4.2 and KIP's Label Solve); the real starting images (reachable by
+        # definition) with such labels are the other candidate, kept when their outputs are closer
+        y_s = _least_squares_labels(w, phi_back, lam_s, phi_data)
+        x0 = np.asarray(x_train[idx], dtype=np.float64)
+        phi0 = np.asarray(kernel.features(x0), dtype=np.float64)
+        y0 = _least_squares_labels(w, phi0, lam_s, phi_data)
+        if (_output_error(weights_from_support(phi0, y0, lam=lam_s), w, phi_data)
+                < _output_error(weights_from_support(phi_back, y_s, lam=lam_s), w, phi_data)):
+            images, phi_back, y_s = x0, phi0, y0
+            info["fallback"] = "real images with least-squares labels (closer to W's outputs than the targets)"
+        else:
+            info["fallback"] = "least-squares preimages of the targets with least-squares labels"
         info["labels_resolved"] = True
     seconds = time.perf_counter() - t
 
-    agree = weight_agreement(weights_from_support(phi_back, y_s, lam=lam_s), w)
+    w_s = weights_from_support(phi_back, y_s, lam=lam_s)
+    agree = weight_agreement(w_s, w)
     info.update(
         weight_cosine=agree.cosine,
         relative_weight_error=agree.relative_error,
+        relative_output_error=_output_error(w_s, w, phi_data),
         lambda_s=lam_s,
         lambda_s_bound=bound,
         feature_round_trip_error=reach,
@@ -390,8 +444,9 @@ def distill(
     )
     if reach > REACH_TOL:
         info["reach_note"] = (
-            f"{kernel.spec} cannot reach the target features (relative round-trip error {reach:.2g}): labels "
-            f"re-solved by least squares; W_S differs from W by {agree.relative_error:.2g} (relative)"
+            f"{kernel.spec} cannot reach the target features (relative round-trip error {reach:.2g}): "
+            f"{info['fallback']}; the outputs on training images differ from the full model's by "
+            f"{info['relative_output_error']:.2g} (relative), the weights by {agree.relative_error:.2g}"
         )
         warnings.warn(info["reach_note"], RuntimeWarning, stacklevel=2)
     if init == "real":
