@@ -18,7 +18,8 @@ the same command on an earlier commit checked out into a temporary git worktree,
 run. The load average is recorded.
 
 Usage:  .venv/bin/python benchmarks/analytic.py [--datasets ...] [--maps ...] [--ipcs ...]
-                                               [--before REV] [--repeats N] [--skip-sets] [--save-sets DIR]
+                                               [--before REV (default 158bd4a; '' for none)] [--repeats N]
+                                               [--skip-sets] [--save-sets DIR]
 Writes benchmarks/results/analytic.json and analytic.md.
 """
 
@@ -60,6 +61,7 @@ MAPS = {
     "deep-linear-wide": "deep-linear:depth=2,width=1024",
     "fcnn-wide": "fcnn:width=1024",
 }
+BEFORE = "158bd4a"  # the last commit before the closed form was made fast (issue 16): the "before" column
 CLI_ARGS = ["distill", "--dataset", "mnist", "--method", "analytic", "--kernel", "fcnn", "--ipc", "1"]
 
 
@@ -241,7 +243,8 @@ def main(argv=None):
     ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
     ap.add_argument("--maps", nargs="+", default=list(MAPS), choices=list(MAPS))
     ap.add_argument("--ipcs", nargs="+", type=int, default=[1, 10, 50])
-    ap.add_argument("--before", default=None, help="also time the CLI command on this earlier commit")
+    ap.add_argument("--before", default=BEFORE, help="also time the CLI command on this earlier commit ('' for "
+                    f"none; default {BEFORE}, the last one before the closed form's speed work)")
     ap.add_argument("--repeats", type=int, default=5, help="fresh processes per timed command")
     ap.add_argument("--skip-sets", action="store_true", help="timing only (parts 2 and 3)")
     ap.add_argument("--save-sets", type=Path, default=None, help="also save every set here (npz)")
@@ -256,7 +259,8 @@ def main(argv=None):
             "round_trip_err", "image_rms_ratio", "image_max_over_data_max", "dist_to_init", "s_build"]
     md = ["# Closed-form distillation benchmark", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, JAX {mach['jax_backend']}. Command: "
-          "`.venv/bin/python benchmarks/analytic.py" + (f" --before {args.before}" if args.before else "") + "`. "
+          "`.venv/bin/python benchmarks/analytic.py" + ("" if args.before == BEFORE else f" --before '{args.before or ''}'")
+          + "`. "
           "Accuracies are fractions of the full test set; lambda_S = 0.", "",
           "## Time of one run, end to end", "", *_timing_md(timing)]
     if fits:
