@@ -66,7 +66,7 @@ bench: $(VENV)/.installed-test $(NT_VENV)/bin/python
 	$(BIN)/python benchmarks/kernels.py --nt-python $(NT_VENV)/bin/python
 	$(BIN)/python benchmarks/kip.py --datasets mnist fashion_mnist --ipcs 10 --kernel fc-ntk --variants random label-solve
 	$(BIN)/python benchmarks/kip.py --table4 --ipcs 1 10 50 --steps 200
-	$(BIN)/python benchmarks/distil_boost.py
+	$(BIN)/python benchmarks/distil_boost.py --fresh
 
 # The tables that take longer (about 5 hours in all): KIP's plain defaults and finite-network transfer.
 bench-long: $(VENV)/.installed-test

@@ -16,8 +16,9 @@ cores): --steps, --target-batch, lr 0.02 (KIP default), reg 1e-6, fixed labels, 
 a random candidate pool of 10000 images, floor 0.1, class-balanced, no reweighting).
 
 Usage (each invocation merges its rows into benchmarks/results/distil_boost.json, skipping rows
-already there with the same settings, and rewrites distil_boost.md):
-  .venv/bin/python benchmarks/distil_boost.py                      # everything, defaults below
+already there with the same settings unless --fresh, and rewrites distil_boost.md):
+  .venv/bin/python benchmarks/distil_boost.py --fresh              # everything again, defaults below
+  .venv/bin/python benchmarks/distil_boost.py                      # only the rows not in the file yet
   .venv/bin/python benchmarks/distil_boost.py --parts coresets --datasets mnist --seeds 0
 """
 
@@ -157,10 +158,12 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--target-batch", type=int, default=1000)
+    ap.add_argument("--fresh", action="store_true",
+                    help="recompute every row (the file is replaced as the rows come) instead of skipping those there")
     args = ap.parse_args()
 
     path = RESULTS / "distil_boost.json"
-    payload = load_json(path) if path.exists() else {"rows": []}
+    payload = load_json(path) if path.exists() and not args.fresh else {"rows": []}
     rows: list[dict] = payload["rows"]
     done = {_key(r) for r in rows}
     meta = {"machine": machine_info(), "versions": versions()}

@@ -290,3 +290,27 @@ def test_more_images_than_features(spec):
         res = analytic.distill(kernel, w, x, labels, num_classes=2, ipc=5, seed=0, init=init)  # m = 10 > p
         assert res.info["relative_weight_error"] < 1e-7, (init, res.info["relative_weight_error"])
         assert res.info["image_std_ratio"] < 10
+
+
+def test_closed_form_sets_of_earlier_weight_draws_are_refused(tmp_path):
+    """A closed-form fcnn set's images fit one draw of the weights: a set from before the sidecar recorded
+    the draw (``kernel_weights``) is refused with one line, not evaluated against other weights; a set
+    made now evaluates to its run's accuracy."""
+    from kdistill import io
+    from kdistill.data import load
+    from kdistill.evaluate import evaluate_file
+    from kdistill.methods import RunConfig, run
+
+    ds = load("digits")
+    res = run(ds, RunConfig(method="analytic", kernel="fcnn", ipc=1, baseline=False, full_reference=False))
+    path = io.save(tmp_path / "now.npz", res.distilled)
+    assert res.distilled.meta["kernel_weights"]
+    assert evaluate_file(path, ds)["test_accuracy"] == pytest.approx(res.summary["test_accuracy"], abs=1e-12)
+    old = io.DistilledSet(res.distilled.images, res.distilled.labels,
+                          meta={k: v for k, v in res.distilled.meta.items() if k != "kernel_weights"},
+                          arrays=res.distilled.arrays)
+    path = io.save(tmp_path / "old.npz", old)
+    with pytest.raises(InvalidInputError) as exc:
+        evaluate_file(path, ds)
+    assert "earlier kdistill" in str(exc.value) and "\n" not in str(exc.value)
+    assert evaluate_file(path, ds, kernel="linear")["kernel"] == "linear"  # another kernel: the user's call

@@ -56,6 +56,11 @@ def evaluate_file(
     if spec is None:
         raise InvalidInputError(f"{path}: no kernel recorded in a sidecar; pass --kernel")
     k = from_spec(spec)
+    if kernel is None and meta.get("method") == "analytic" and k.name in ("fcnn", "rff") \
+            and meta.get("kernel_weights") is None:
+        raise InvalidInputError(
+            f"{path}: a closed-form {k.name} set made by an earlier kdistill, whose {k.name} weights came from another "
+            f"random draw; its images fit those weights only: make it again with kdistill distill --method analytic")
     prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)
     # an absolute ridge (closed-form sets are built for one) wins unless the user gives --reg
     lam = meta.get("lam") if reg is None else None

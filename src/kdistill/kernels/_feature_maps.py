@@ -34,7 +34,12 @@ from ._classical import flatten, host_flatten
 from ..errors import InvalidInputError
 from ._spec import MAX_SEED, Kernel, Param, check_bytes, check_scale, register
 
-__all__ = ["fcnn", "rff", "leaky_relu", "leaky_relu_inverse"]
+__all__ = ["fcnn", "rff", "leaky_relu", "leaky_relu_inverse", "WEIGHTS_DRAW"]
+
+WEIGHTS_DRAW = "numpy-default_rng"
+"""How fcnn's and rff's weights are drawn, recorded in every distilled set's sidecar (``kernel_weights``):
+closed-form images fit one draw only, so a set made when the weights came from ``jax.random`` (before
+this key existed) is refused rather than evaluated against other weights."""
 
 
 def leaky_relu(z, slope):

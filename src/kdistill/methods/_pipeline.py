@@ -23,6 +23,7 @@ from .._precision import check_precision, precision_scope
 from ..data import Dataset, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
 from ..kernels import from_spec
+from ..kernels._feature_maps import WEIGHTS_DRAW
 from ._registry import get_method, resolve_options
 from ._types import Context, RunConfig
 
@@ -250,6 +251,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
                   "image_shape", "created", "precision")
     }
     meta["class_names"] = list(dataset.class_names)
+    meta["kernel_weights"] = WEIGHTS_DRAW
     # float32 unless the method returned float64 NumPy images (the closed-form method: its round trip needs them)
     wide = isinstance(out.images, np.ndarray) and out.images.dtype == np.float64
     distilled = DistilledSet(
