@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .. import io, krr
 from ..data import Dataset, Preprocessor, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
