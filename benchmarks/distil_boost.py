@@ -81,7 +81,7 @@ def _markdown(rows: list[dict], meta: dict) -> str:
     out = ["# Distil-Boost ablation (coreset inits, SMART-PICK)", "",
            f"Machine: {meta['machine'].get('cpu')}, {meta['machine'].get('cores')} cores; JAX "
            f"{meta['versions'].get('jax')}; kernel {KERNEL}; accuracy = KRR on the full test set, mean ± std over "
-           "seeds (%). Regenerate: `.venv/bin/python benchmarks/distil_boost.py` (settings in the script's "
+           "seeds (%). Regenerate: `.venv/bin/python benchmarks/distil_boost.py --fresh` (settings in the script's "
            "docstring and in distil_boost.json).", ""]
     core = [r for r in rows if r["part"] == "coresets"]
     if core:
