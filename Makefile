@@ -14,6 +14,7 @@ help:
 	@echo "make test   - install test extras into .venv and run the test suite"
 	@echo "make data   - install offline dataset sources that need system packages"
 	@echo "make bench  - regenerate the benchmark tables that take under an hour (benchmarks/README.md)"
+	@echo "make bench-long - the benchmark tables that take hours"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

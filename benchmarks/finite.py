@@ -56,7 +56,7 @@ NOTES = """Notes:
 - ipc 50 was not run: 2 steps per epoch on 500 images, about 5x the ipc-10 time per seed here.
 - Distilled-set rows: `kdistill evaluate FILE --model M` (settings in finite.json). The closed-form
   set (analytic, fcnn, init=real, KRR accuracy 93.75%) has images with std about 35 in the
-  standardized space. convnet-kip ran at width 64 (width 1024 took about 90 s per SGD step on
+  standardized space. (Sets made since issue 16 have the data's RMS; these rows predate it and were not rerun.) convnet-kip ran at width 64 (width 1024 took about 90 s per SGD step on
   10 images here, days per seed at ipc 10) and lr 4e-4 = 0.5 / (image variance, about 1270): at
   the default lr 0.5 its loss diverges to NaN (seen at width 16, 10 epochs)."""
 

@@ -179,11 +179,12 @@ def test_host_features_agree_with_the_jax_path(spec, precision):
     kernel = from_spec(spec)
     x = np.random.default_rng(0).normal(size=(9, 5, 5, 2))
     with precision_scope(precision):
-        for dtype in (np.float32, np.float64):
+        for dtype in (np.float32, np.float64, np.uint8):
             host = kernel.features(x.astype(dtype))
             jax_path = np.asarray(kernel.features(jnp.asarray(x.astype(dtype))))
             assert isinstance(host, np.ndarray) and host.dtype == jax_path.dtype
-            tol = 1e-12 if host.dtype == np.float64 else 2e-5
+            # uint8 pixels (0..255) feed cos large arguments: float32 rounding of A x shows at ~1e-4
+            tol = 1e-12 if host.dtype == np.float64 else 2e-5 if dtype != np.uint8 else 5e-4
             np.testing.assert_allclose(host, jax_path, rtol=tol, atol=tol * np.abs(jax_path).max())
         k_host = kernel(x, x[:4])
         k_jax = np.asarray(kernel(jnp.asarray(x), jnp.asarray(x[:4])))
@@ -313,4 +314,27 @@ def test_closed_form_sets_of_earlier_weight_draws_are_refused(tmp_path):
     with pytest.raises(InvalidInputError) as exc:
         evaluate_file(path, ds)
     assert "earlier kdistill" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(InvalidInputError, match="earlier kdistill"):
+        evaluate_file(path, ds, kernel="fcnn")  # the same kernel named explicitly: still the other weights
     assert evaluate_file(path, ds, kernel="linear")["kernel"] == "linear"  # another kernel: the user's call
+
+
+@pytest.mark.parametrize("spec", ["fcnn", "cnn", "inn:depth=2"])
+def test_float32_runs_build_exact_sets_too(spec):
+    """Under precision float32 the construction and its checks still run in float64: an onto map is not
+    mistaken for one that cannot reach its targets (float32 features round at ~1e-4)."""
+    import warnings as _w
+
+    from kdistill import precision_scope
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 4, 4, 1)).astype(np.float32)
+    labels = np.arange(60) % 3
+    kernel = from_spec(spec)
+    with precision_scope("float32"):
+        phi = np.asarray(kernel.features(x), dtype=np.float64)
+        w = _ridge_weights(phi, np.eye(3)[labels] - 1 / 3, lam=0.1)
+        with _w.catch_warnings():
+            _w.simplefilter("error")
+            res = analytic.distill(kernel, w, x, labels, num_classes=3, ipc=2, seed=0)
+    assert "fallback" not in res.info and res.info["relative_weight_error"] < 1e-8

@@ -294,7 +294,7 @@ def load(path: str | Path) -> DistilledSet:
             if key.startswith("prep_") and h.dtype.kind not in ("US" if key == "prep_kind" else "iuf"):
                 raise CorruptFileError(f"{path}: stored preprocessing array {key!r} has dtype {h.dtype}; {_SAVE_HINT}")
         need = sum(h.nbytes for h in headers.values()) + 4 * (im.size + lab.size)
-        check_memory(path, need, what="its arrays and the float32 copies of images and labels")
+        check_memory(path, need, what="its arrays and the copies of images and labels")
         raw = {key: npz.read(key) for key in headers}
     with np.errstate(over="ignore", invalid="ignore"):
         images = raw.pop("images")

@@ -177,7 +177,8 @@ def canonical_name(name: str) -> str:
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The data directory: ``data_dir`` if given, else ``$KDISTILL_DATA``, else
-    ``$XDG_CACHE_HOME/kdistill``, else ``~/.cache/kdistill``. It is not created."""
+    ``$XDG_CACHE_HOME/kdistill``, else ``~/.cache/kdistill``. It is not created here (loading a dataset
+    creates ``<dir>/.cache`` for decoded arrays when it can, see :mod:`._cache`)."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     env = os.environ.get("KDISTILL_DATA")

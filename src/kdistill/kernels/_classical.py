@@ -12,8 +12,10 @@ __all__ = ["flatten", "host_flatten", "linear", "rbf", "sq_distances"]
 
 
 def flatten(x: jax.Array) -> jax.Array:
-    """``x: (n, h, w, c) -> (n, h*w*c)``."""
+    """``x: (n, h, w, c) -> (n, h*w*c)``; integer images become floats (the default float type)."""
     x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
     return x.reshape(x.shape[0], -1)
 
 

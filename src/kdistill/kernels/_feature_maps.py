@@ -7,15 +7,15 @@ feature matrix can be mapped back to images.
 - ``fcnn``: phi(x) = LeakyReLU(A_L ... LeakyReLU(A_1 x)), A_1 (p x d), A_l (p x p), iid
   N(0, w_std^2 / fan_in) entries, slope 0.1; p = d by default (square: invertible with
   probability 1), ``width`` sets p (p < d: onto; p > d: injective, not onto).
-
-Each map also has a NumPy implementation (``host_features``) used on NumPy inputs, and
-its inverse runs on the host in float64.
 - ``rff``: random Fourier features phi(x) = sqrt(2/p) cos(A x + b), p = d,
   A ~ N(0, 2 gamma), b ~ U[0, 2 pi) (approximates exp(-gamma ||x - y||^2)).
   Its inverse exists only inside the range of phi (|sqrt(p/2) f_i| <= 1);
   outside it the coordinates are clipped and the round trip is not exact. Of the
   many preimages (cos is periodic and even) it returns the one with the smallest
   pre-activations |A x| coordinate by coordinate.
+
+Each map also has a NumPy implementation (``host_features``) used on NumPy inputs, and
+its inverse runs on the host in float64.
 
 Weights are drawn from NumPy's ``default_rng(seed)`` (PCG64) and the input dimension,
 so the same spec always gives the same map (a JAX draw would compile a program

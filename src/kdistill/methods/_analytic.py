@@ -20,12 +20,14 @@ Functions here return feature matrices with one row per distilled image,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from typing import Any
 
 import numpy as np
 
+from .._precision import precision_scope
 from ..data import class_balanced_indices, one_hot
 from ..errors import InvalidInputError
 from ..kernels import Kernel
@@ -224,7 +226,7 @@ def _median_singular_value(a: np.ndarray) -> float:
 def noise_z(kernel: Kernel, w, y_s, image_shape, *, seed: int, scale: float = 1.0) -> np.ndarray:
     """Free matrix Z (m, p) for the noise start: features of Gaussian noise images, with the part Y_S^+ Y_S Z
     (which D ignores) removed and the rest scaled so that its median singular value is ``scale`` times that of
-    Y_S^+ W.
+    Y_S^+ W. Shapes: w (k, p), y_s (k, m), image_shape (h, w, c) of the m noise images.
 
     Rows of Z are features of images, so they lie in the map's range even when it is not onto (deep-linear
     with width > d): then so do the rows of D and the columns of D^+, and the images reach their targets.
@@ -304,6 +306,19 @@ def _targets(w, y_s, z, lambda_s, relative, clamp):
     return phi_s, min(lam_s, bound), bound
 
 
+def _in_float64(fn):
+    """Run ``fn`` with JAX's 64-bit types on: the construction and its diagnostics need float64 features
+    whatever the run's precision (float32 features of the images round at ~1e-4, which would read as a
+    map that cannot reach its targets)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with precision_scope("float64"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_in_float64
 def distill(
     kernel: Kernel,
     w: np.ndarray,
