@@ -45,3 +45,20 @@ def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
 
 def load_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def matmul_seconds(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:
+    """Best seconds of a NumPy ``(m, k) @ (k, n)`` product in ``dtype`` (after one warm-up): this machine's
+    reference for ratios measured in the same run."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return best

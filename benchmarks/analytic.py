@@ -38,7 +38,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, markdown_table, write_results  # noqa: E402
+from _common import Timer, markdown_table, matmul_seconds, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -171,19 +171,6 @@ def _median_run(runs: list[dict]) -> dict:
     return {**mid, "walls": walls, "wall_median": statistics.median(walls)}
 
 
-def _product_seconds(dtype, repeats=5) -> float:
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((60000, 784)).astype(dtype)
-    b = rng.standard_normal((784, 784)).astype(dtype)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def timing_part(before: str | None, repeats: int):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("KDISTILL_NO_CACHE", None)
@@ -205,7 +192,8 @@ def timing_part(before: str | None, repeats: int):
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                                capture_output=True)
-    product = {"float64": _product_seconds(np.float64), "float32": _product_seconds(np.float32)}
+    product = {"float64": matmul_seconds(60000, 784, 784, np.float64),
+               "float32": matmul_seconds(60000, 784, 784, np.float32)}
     out = {"command": "kdistill " + " ".join(CLI_ARGS), "repeats": repeats, "after": after, "before": old,
            "product_60000x784x784_seconds": product, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     distill = after["seconds"]["distill"]

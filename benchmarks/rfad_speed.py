@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, write_results  # noqa: E402
+from _common import markdown_table, matmul_seconds, write_results  # noqa: E402
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -41,17 +40,9 @@ def convnet_flops(width: int, depth: int = 3, hw: int = 28, channels: int = 1) -
     return flops
 
 
-def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
-    """float32 FLOP/s of a NumPy (n x n) @ (n x n) product, best of ``repeats``."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best
+def gemm_rate(n: int = 2048) -> float:
+    """float32 FLOP/s of a NumPy (n x n) @ (n x n) product."""
+    return 2.0 * n**3 / matmul_seconds(n, n, n, np.float32)
 
 
 def images_per_second(width: int, images: int, repeats: int) -> tuple[float, float]:

@@ -59,7 +59,7 @@ def test_toy_method_is_listed_helped_validated_and_run(toy, tmp_path):
     for bad, needle in ((["--shift", "9"], "--shift must be >= -5 and <= 5, got 9.0"),
                         (["--shift", "nan"], "--shift must be a finite number"),
                         (["--repeat", "1.5"], "--repeat must be an integer"),
-                        (["--lr", "0.1"], "--lr applies to --method kip only, not toy")):
+                        (["--lr", "0.1"], "--lr applies to --method kip / rfad only, not toy")):
         line = error_line(_run(*base, *bad))
         assert needle in line, line
     assert not (tmp_path / "summary.json").exists()
@@ -95,9 +95,11 @@ def test_resolve_options_rejects_unknown_and_bad_values():
 def test_every_registered_method_runs_and_is_deterministic():
     """Contract: every method returns a valid set (shapes, finite, m = ipc * k) and the same set for a fixed seed."""
     ds = load("digits")
-    small = {"kip": {"steps": 2, "target_batch": 100, "val_every": 0}}
+    small = {"kip": {"steps": 2, "target_batch": 100, "val_every": 0},
+             "rfad": {"steps": 2, "target_batch": 100, "val_every": 0}}
+    kernels = {"analytic": "fcnn", "rfad": "rf-convnet:models=1,width=4,depth=2"}
     for name, m in methods().items():
-        kernel = "fcnn" if name == "analytic" else "rbf"
+        kernel = kernels.get(name, "rbf")
         cfg = RunConfig(method=name, ipc=2, kernel=kernel, seed=1, full_reference=False, options=small.get(name, {}))
         a, b = run(ds, cfg), run(ds, cfg)
         assert a.distilled.images.shape == (20, 8, 8, 1) and a.distilled.labels.shape == (20, 10), name

@@ -79,6 +79,8 @@ class DriverSettings:
       time_limit: stop (keeping the best set so far) after this many seconds of this process (0: none).
       init: support initialisation, a name in ``INITS``.
       sampler: target sampler, a name in ``SAMPLERS``.
+      hold_batch: keep each target batch for N steps: step s gets the sampler's batch of step s - s % N
+        (a method that caches the batch's features, such as RFAD's, reuses them; 1: a new batch every step).
       pick_every, pick_pool, pick_floor, pick_unbiased, pick_global: the ``smart-pick`` sampler's settings
         (see :mod:`kdistill.methods._smart_pick`).
     """
@@ -97,9 +99,10 @@ class DriverSettings:
     pick_floor: float = 0.1
     pick_unbiased: bool = False
     pick_global: bool = False
+    hold_batch: int = 1
 
     def validate(self) -> None:
-        for name in ("steps", "target_batch"):
+        for name in ("steps", "target_batch", "hold_batch"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("val_every", "val_size", "patience", "checkpoint_every"):
@@ -236,7 +239,8 @@ def run_iterative(
     history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_accuracy": []}
     best: dict[str, Any] = {"x": x0, "y": y0, "acc": -1.0, "step": 0}
     start, bad_vals, seconds_before, finished = 0, 0, 0.0, False
-    fp = dict(fingerprint or {}, method=method.name, driver=dataclasses.asdict(settings), ipc=ipc, seed=seed,
+    driver_fp = {k: v for k, v in dataclasses.asdict(settings).items() if not (k == "hold_batch" and v == 1)}
+    fp = dict(fingerprint or {}, method=method.name, driver=driver_fp, ipc=ipc, seed=seed,
               n=int(n), dtype=str(dtype), x64=bool(jax.config.jax_enable_x64))
     treedef = jax.tree_util.tree_structure(state)
 
@@ -276,7 +280,7 @@ def run_iterative(
     reason = "patience" if finished else "steps"
     with step_bar(settings.steps, description=method.name, completed=start, enabled=progress) as bar:
         for step in range(start, start if finished else settings.steps):
-            idx, weights = sampler(step, state)
+            idx, weights = sampler(step - step % settings.hold_batch, state)
             idx = np.asarray(idx)
             batch = Batch(jnp.asarray(x_pool[idx]), jnp.asarray(y_pool[idx]),
                           jnp.asarray(np.asarray(weights, dtype=dtype)), idx, step)

@@ -119,6 +119,29 @@ def kip_loss(kernel_fn: KernelFn, x_s, y_s, x_t, y_t, *, reg: float, loss: str =
     return value, acc
 
 
+def adam_update(objective, optimizer):
+    """``update(params, opt_state, *args) -> (params, opt_state, loss, accuracy)``: one jitted optimiser step
+    on ``objective(params, *args) -> (loss, accuracy)`` (KIP's and RFAD's steps)."""
+
+    @jax.jit
+    def update(params, opt_state, *args):
+        (value, acc), grads = jax.value_and_grad(objective, has_aux=True)(params, *args)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value, acc
+
+    return update
+
+
+def init_state(x_s, y_s, *, optimizer, learn_labels: bool, loss_init) -> dict:
+    """``{"params": {"x", ["y"], [loss parameters]}, "opt": optimiser state, "y_fixed": labels}`` (KIP, RFAD)."""
+    params = {"x": jnp.asarray(x_s)}
+    if learn_labels:
+        params["y"] = jnp.asarray(y_s)
+    for k, v in loss_init.items():
+        params[k] = jnp.asarray(v, dtype=params["x"].dtype)
+    return {"params": params, "opt": optimizer.init(params), "y_fixed": jnp.asarray(y_s)}
+
+
 def _kernel_fn(kernel: Kernel | KernelFn) -> KernelFn:
     return kernel.fn if isinstance(kernel, Kernel) else kernel
 
@@ -145,19 +168,8 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
         extra = {k: params[k] for k in the_loss.init}
         return kip_loss(kfn, params["x"], y_s, x_t, y_t, reg=reg, loss=loss, weights=w, params=extra)
 
-    @jax.jit
-    def update(params, opt_state, y_fixed, x_t, y_t, w, key):
-        (value, acc), grads = jax.value_and_grad(objective, has_aux=True)(params, y_fixed, x_t, y_t, w, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value, acc
-
-    def init(x_s, y_s):
-        params = {"x": jnp.asarray(x_s)}
-        if learn_labels:
-            params["y"] = jnp.asarray(y_s)
-        for k, v in the_loss.init.items():
-            params[k] = jnp.asarray(v, dtype=params["x"].dtype)
-        return {"params": params, "opt": optimizer.init(params), "y_fixed": jnp.asarray(y_s)}
+    update = adam_update(objective, optimizer)
+    init = functools.partial(init_state, optimizer=optimizer, learn_labels=learn_labels, loss_init=the_loss.init)
 
     def step(state, batch: Batch):
         params, y_fixed = state["params"], state["y_fixed"]

@@ -1,0 +1,189 @@
+"""RFAD (Loo, Hasani, Amini & Rus, NeurIPS 2022, arXiv:2210.12067), arranged for a CPU.
+
+KIP's objective with the kernel of random finite networks, K = Phi Phi^T, where Phi are the scaled
+random features of ``rf-convnet`` (or ``rf-fc``): ``models`` networks of the given width and depth,
+K = w_std^2 / (models p) sum_m phi_m phi_m^T + b_std^2 (with RFAD's w_std = sqrt 2, b_std = 0.1 this is
+their 2 Phi Phi^T + 0.01). The ridge is lam = reg * tr(K_SS) / m (RFAD: a jitter of 5e-3 of the mean
+diagonal, the default here). The loss is RFAD's Platt loss by default: cross-entropy of the KRR
+predictions times a learned exp(log_temp) (``--loss mse`` for KIP's).
+
+What makes it cheap: the networks are drawn from a fresh key every ``redraw_every`` steps (RFAD: every
+step), and while they are fixed the target batch is held too (the driver's ``hold_batch``), so the
+target images' features are computed once per window and only the support set goes through the
+networks, forward and backward, at each step. Networks and batch are functions of (seed, step), so a
+resumed run recomputes the window's features and ends where an uninterrupted run would.
+
+Validation and evaluation use the kernel's own fixed draw (the spec's ``seed``), independent of the
+training draws: give it more networks for a tighter estimate, or evaluate with ``convnet-nngp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import krr
+from ..errors import InvalidInputError
+from ..kernels import Kernel
+from ..kernels._random_features import random_features
+from ._driver import Batch, IterativeMethod, driver_options, driver_settings, run_iterative
+from ._kip import adam_update, init_state
+from ._losses import LOSSES, get_loss
+from ._registry import Option, register_method
+from ._types import Context, MethodOutput
+
+__all__ = ["RFADSettings", "rfad_method", "rfad_features"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RFADSettings:
+    """RFAD's settings: the driver's and its own (see the module docstring).
+
+    Attributes:
+      lr: Adam learning rate of the images (and labels, and the log temperature).
+      reg: relative ridge lam = reg * tr(K_SS) / m (RFAD's jitter: 5e-3).
+      learn_labels: learn Y_S too (RFAD's published runs do).
+      loss: ``"platt"`` (RFAD) or ``"mse"`` (KIP).
+      redraw_every: new networks, and a new held target batch, every N steps.
+    """
+
+    steps: int = 1000
+    lr: float = 0.01
+    reg: float = 5e-3
+    target_batch: int = 1280
+    learn_labels: bool = False
+    loss: str = "platt"
+    redraw_every: int = 10
+    val_every: int = 100
+    val_size: int = 5000
+    patience: int = 0
+    checkpoint_every: int = 100
+    init: str = "real"
+    sampler: str = "uniform"
+    time_limit: float = 0.0
+    pick_every: int = 50
+    pick_pool: int = 10_000
+    pick_floor: float = 0.1
+    pick_unbiased: bool = False
+    pick_global: bool = False
+
+    def driver(self):
+        return driver_settings({**dataclasses.asdict(self), "hold_batch": self.redraw_every})
+
+    def validate(self) -> None:
+        self.driver().validate()
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise InvalidInputError(f"RFAD learning rate must be a finite number > 0, got {self.lr}")
+        if not (self.reg > 0 and np.isfinite(self.reg)):
+            raise InvalidInputError(f"RFAD reg must be a finite number > 0, got {self.reg}")
+        if self.redraw_every < 1:
+            raise InvalidInputError(f"RFAD redraw_every must be >= 1, got {self.redraw_every}")
+        get_loss(self.loss)
+
+
+def rfad_features(kernel: Kernel):
+    """``features(x, key) -> (n, models * p + 1)``: the kernel's random features with its networks drawn from
+    ``key`` (a traced argument: a new key per window does not recompile)."""
+    if kernel.name not in ("rf-convnet", "rf-fc"):
+        raise InvalidInputError(
+            f"rfad needs a random-feature kernel: give --kernel rf-convnet:models=2,width=64 (the networks it "
+            f"redraws; validation and evaluation use that spec's own fixed draw), not {kernel.spec!r}")
+    params = dict(kernel.params)
+    return functools.partial(random_features, arch=kernel.name[len("rf-"):], **params)
+
+
+def _predictions(phi_s, y_s, phi_t, reg):
+    k_ss = phi_s @ phi_s.T
+    m = k_ss.shape[0]
+    lam = reg * jnp.trace(k_ss) / m
+    factor = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(m, dtype=k_ss.dtype), lower=True)
+    return (phi_t @ phi_s.T) @ jax.scipy.linalg.cho_solve(factor, y_s)
+
+
+def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = False, loss: str = "platt",
+                redraw_every: int = 1, seed: int = 0) -> IterativeMethod:
+    """RFAD as an iterative method (run with the driver's ``hold_batch = redraw_every``).
+
+    State: ``{"params": {"x", ["y"], [loss parameters]}, "opt": Adam state, "y_fixed": labels}``; the
+    window's target features live in a cache outside the state (recomputed after a resume).
+    """
+    features = rfad_features(kernel)
+    the_loss = get_loss(loss)
+    optimizer = optax.adam(lr)
+    base_key = jax.random.fold_in(jax.random.key(seed), 0x72666164)  # "rfad": the stream of network draws
+    window_features = jax.jit(lambda x, key: features(x, key=key))
+    cache: dict[str, Any] = {"window": None, "indices": None, "phi_t": None}
+
+    def objective(params, y_fixed, phi_t, y_t, w, key):
+        phi_s = features(params["x"], key=key)
+        y_s = params["y"] if learn_labels else y_fixed
+        pred = _predictions(phi_s, y_s, phi_t, reg)
+        extra = {k: params[k] for k in the_loss.init}
+        value = LOSSES[loss].fn(pred, y_t, w, dict(the_loss.init, **extra))
+        return value, jnp.mean(jnp.argmax(pred, axis=1) == jnp.argmax(y_t, axis=1))
+
+    update = adam_update(objective, optimizer)
+    init = functools.partial(init_state, optimizer=optimizer, learn_labels=learn_labels, loss_init=the_loss.init)
+
+    def step(state, batch: Batch):
+        window = batch.step // redraw_every
+        key = jax.random.fold_in(base_key, window)
+        if cache["window"] != window or not np.array_equal(cache["indices"], batch.indices):
+            cache.update(window=window, indices=np.array(batch.indices), phi_t=window_features(batch.x, key))
+        params, opt_state, value, acc = update(state["params"], state["opt"], state["y_fixed"], cache["phi_t"],
+                                               batch.y, batch.weights, key)
+        metrics = {"loss": value, "batch_accuracy": acc}
+        if "log_temp" in params:
+            metrics["log_temp"] = params["log_temp"]
+        return {"params": params, "opt": opt_state, "y_fixed": state["y_fixed"]}, metrics
+
+    def support(state):
+        return state["params"]["x"], state["params"]["y"] if learn_labels else state["y_fixed"]
+
+    def validate(x_s, y_s, x_val, labels_val):
+        model = krr.fit(kernel, np.asarray(x_s), np.asarray(y_s), reg=reg)
+        return krr.accuracy(krr.predict(kernel, model, x_val), labels_val)
+
+    return IterativeMethod("rfad", init, step, support, validate, hint=f"lower --lr or raise --reg (reg={reg})")
+
+
+_DEFAULTS = RFADSettings()
+
+RFAD_OPTIONS = (
+    *driver_options(_DEFAULTS.driver()),
+    Option("lr", float, _DEFAULTS.lr, "Adam learning rate", min=0, min_exclusive=True, max=10),
+    Option("learn_labels", bool, False, "learn the labels too"),
+    Option("loss", str, _DEFAULTS.loss, "loss of the KRR predictions (RFAD: platt)", choices=tuple(LOSSES)),
+    Option("redraw_every", int, _DEFAULTS.redraw_every, "new random networks, and a new target batch whose features "
+           "are then reused, every N steps (RFAD: 1)", min=1, max=10**6),
+)
+
+
+@register_method("rfad", doc="RFAD (Loo et al. 2022): KIP with random-ConvNet features redrawn every N steps and "
+                 "Platt's loss; --kernel rf-convnet:... gives the networks", options=RFAD_OPTIONS, iterative=True)
+def _run_rfad(ctx: Context, opts: dict) -> MethodOutput:
+    rfad_features(ctx.kernel)  # a clear error before any work
+    settings = RFADSettings(**{**opts, "reg": ctx.relative_reg(default=_DEFAULTS.reg),
+                               "val_size": ctx.config.val_size})
+    settings.validate()
+    method = rfad_method(ctx.kernel, lr=settings.lr, reg=settings.reg, learn_labels=settings.learn_labels,
+                         loss=settings.loss, redraw_every=settings.redraw_every, seed=ctx.config.seed)
+    checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
+    fp = {"kernel": ctx.kernel.spec, "precision": ctx.config.precision,
+          "rfad": {k: getattr(settings, k) for k in ("lr", "reg", "learn_labels", "loss", "redraw_every")}}
+    res = run_iterative(method, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
+                        seed=ctx.config.seed, settings=settings.driver(), kernel=ctx.kernel, checkpoint=checkpoint,
+                        resume=ctx.resume, fingerprint=fp, on_checkpoint=ctx.on_checkpoint, progress=ctx.progress)
+    info = {"settings": dataclasses.asdict(settings), "init": settings.init, "steps_run": res.steps_run,
+            "best_step": res.best_step, "best_val_accuracy": res.best_val_accuracy,
+            "stopped_early": res.stopped_early, "stop_reason": res.stop_reason,
+            "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
+    return MethodOutput(res.images, res.labels, info, reg=settings.reg, seconds={"rfad": res.seconds},
+                        history=res.history, init_images=res.init_images, seconds_before=res.seconds_before)

@@ -1,0 +1,108 @@
+"""RFAD (Loo et al. 2022) on the driver: cached window features, held batches, resume, errors."""
+
+import dataclasses
+import functools
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from kdistill.data import load
+from kdistill.errors import InvalidInputError
+from kdistill.kernels import from_spec
+from kdistill.methods import RunConfig, run_iterative, run_to_dir
+from kdistill.methods._driver import DriverSettings
+from kdistill.methods._kip import krr_predictions
+from kdistill.methods._rfad import _predictions, rfad_features, rfad_method
+
+pytestmark = pytest.mark.usefixtures("x64_module")
+
+SPEC = "rf-convnet:models=2,width=8,depth=2"
+
+
+def test_feature_space_predictions_equal_the_keyed_kernels_and_so_do_their_gradients():
+    """What a step computes from cached target features is KIP's prediction with the kernel of the same draw."""
+    kernel = from_spec(SPEC)
+    feats = rfad_features(kernel)
+    rng = np.random.default_rng(0)
+    x_s, x_t = rng.normal(size=(4, 8, 8, 1)), rng.normal(size=(6, 8, 8, 1))
+    y_s = np.eye(4)[:, :3] - 1 / 3
+    key = jax.random.key(7)
+    phi_t = feats(x_t, key=key)
+
+    def ours(x):
+        return _predictions(feats(x, key=key), y_s, phi_t, 5e-3).sum()
+
+    def kip(x):
+        return krr_predictions(functools.partial(kernel.keyed, key), x, y_s, x_t, reg=5e-3).sum()
+
+    np.testing.assert_allclose(ours(x_s), kip(x_s), rtol=1e-10)
+    np.testing.assert_allclose(jax.grad(ours)(x_s), jax.grad(kip)(x_s), rtol=1e-8, atol=1e-12)
+
+
+def test_batches_are_held_for_a_window_and_the_networks_change_between_windows():
+    ds = load("digits")
+    kernel = from_spec(SPEC)
+    method = rfad_method(kernel, lr=0.01, reg=5e-3, redraw_every=3, seed=0)
+    seen = []
+
+    def spy(state, batch):
+        seen.append((batch.step, tuple(np.asarray(batch.indices))))
+        return method.step(state, batch)
+
+    spied = dataclasses.replace(method, step=spy)
+    settings = DriverSettings(steps=7, target_batch=40, val_every=0, val_size=100, checkpoint_every=0, hold_batch=3)
+    run_iterative(spied, ds.x_train, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings)
+    batches = [b for _, b in seen]
+    assert batches[0] == batches[1] == batches[2] and batches[3] == batches[4] == batches[5]
+    assert batches[2] != batches[3] and batches[5] != batches[6]
+    feats = rfad_features(kernel)
+    x = ds.x_train[:3].astype(np.float64)
+    base = jax.random.fold_in(jax.random.key(0), 0x72666164)
+    assert not np.allclose(feats(x, key=jax.random.fold_in(base, 0)), feats(x, key=jax.random.fold_in(base, 1)))
+
+
+def _config(**opts):
+    options = dict(steps=9, target_batch=60, val_every=3, checkpoint_every=2, redraw_every=3, learn_labels=True)
+    options.update(opts)
+    return RunConfig(method="rfad", kernel=SPEC, ipc=1, seed=3, full_reference=False, baseline=False, val_size=100,
+                     options=options)
+
+
+@pytest.mark.slow
+def test_interrupt_mid_window_then_resume_equals_uninterrupted(tmp_path):
+    """Stopped at step 4, inside the window of steps 3-5: the resumed run recomputes that window's target
+    features from the held batch and ends where the uninterrupted run does."""
+    ds = load("digits")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_to_dir(full, ds, _config(), dataset_ref="digits")
+
+    def stop(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_to_dir(cut, ds, _config(), dataset_ref="digits", on_checkpoint=stop)
+    assert (cut / "checkpoint.npz").exists() and not (cut / "summary.json").exists()
+    run_to_dir(cut, ds, _config(), dataset_ref="digits", resume=True)
+    a, b = np.load(full / "distilled.npz"), np.load(cut / "distilled.npz")
+    np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-6)
+    ha, hb = (json.loads((d / "history.json").read_text()) for d in (full, cut))
+    assert hb["step"] == ha["step"] == list(range(9))
+    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-9)
+
+
+def test_rfad_learns_on_digits_and_refuses_kernels_without_random_features(tmp_path):
+    ds = load("digits")
+    res, summary = run_to_dir(tmp_path / "run", ds, _config(steps=30, val_every=10, checkpoint_every=0,
+                                                            learn_labels=False), dataset_ref="digits")
+    history = res.history
+    assert np.mean(history["loss"][-5:]) < np.mean(history["loss"][:5])  # Platt loss goes down
+    assert "log_temp" in history and summary["method_info"]["best_step"] > 0
+    with pytest.raises(InvalidInputError) as exc:
+        run_to_dir(tmp_path / "bad", ds, RunConfig(method="rfad", kernel="rbf", ipc=1, full_reference=False,
+                                                   baseline=False, options={"steps": 2}), dataset_ref="digits")
+    assert "rf-convnet" in str(exc.value) and "\n" not in str(exc.value)
+    assert not (tmp_path / "bad" / "summary.json").exists()
