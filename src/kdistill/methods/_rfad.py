@@ -33,7 +33,7 @@ from .. import krr
 from ..errors import InvalidInputError
 from ..kernels import Kernel
 from ..kernels._random_features import random_features
-from ._driver import Batch, IterativeMethod, driver_options, driver_settings, run_iterative
+from ._driver import Batch, DriverSettings, IterativeMethod, driver_options, driver_settings, run_iterative
 from ._kip import adam_update, init_state
 from ._losses import LOSSES, get_loss
 from ._registry import Option, register_method
@@ -43,8 +43,9 @@ __all__ = ["RFADSettings", "rfad_method", "rfad_features"]
 
 
 @dataclasses.dataclass(frozen=True)
-class RFADSettings:
-    """RFAD's settings: the driver's and its own (see the module docstring).
+class RFADSettings(DriverSettings):
+    """RFAD's settings: the driver's (:class:`~kdistill.methods.DriverSettings`, with RFAD's target batch)
+    and its own (see the module docstring). ``hold_batch`` follows ``redraw_every``.
 
     Attributes:
       lr: Adam learning rate of the images (and labels, and the log temperature).
@@ -54,37 +55,27 @@ class RFADSettings:
       redraw_every: new networks, and a new held target batch, every N steps.
     """
 
-    steps: int = 1000
+    target_batch: int = 1280
     lr: float = 0.01
     reg: float = 5e-3
-    target_batch: int = 1280
     learn_labels: bool = False
     loss: str = "platt"
     redraw_every: int = 10
-    val_every: int = 100
-    val_size: int = 5000
-    patience: int = 0
-    checkpoint_every: int = 100
-    init: str = "real"
-    sampler: str = "uniform"
-    time_limit: float = 0.0
-    pick_every: int = 50
-    pick_pool: int = 10_000
-    pick_floor: float = 0.1
-    pick_unbiased: bool = False
-    pick_global: bool = False
 
-    def driver(self):
-        return driver_settings({**dataclasses.asdict(self), "hold_batch": self.redraw_every})
+    def __post_init__(self):
+        object.__setattr__(self, "hold_batch", self.redraw_every)
+
+    def driver(self) -> DriverSettings:
+        return driver_settings(dataclasses.asdict(self))
 
     def validate(self) -> None:
-        self.driver().validate()
+        if self.redraw_every < 1:
+            raise InvalidInputError(f"RFAD redraw_every must be >= 1, got {self.redraw_every}")
+        super().validate()
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise InvalidInputError(f"RFAD learning rate must be a finite number > 0, got {self.lr}")
         if not (self.reg > 0 and np.isfinite(self.reg)):
             raise InvalidInputError(f"RFAD reg must be a finite number > 0, got {self.reg}")
-        if self.redraw_every < 1:
-            raise InvalidInputError(f"RFAD redraw_every must be >= 1, got {self.redraw_every}")
         get_loss(self.loss)
 
 
