@@ -106,3 +106,44 @@ def test_rfad_learns_on_digits_and_refuses_kernels_without_random_features(tmp_p
                                                    baseline=False, options={"steps": 2}), dataset_ref="digits")
     assert "rf-convnet" in str(exc.value) and "\n" not in str(exc.value)
     assert not (tmp_path / "bad" / "summary.json").exists()
+
+
+def test_validation_from_cached_features_equals_dual_krr_with_the_fixed_kernel():
+    from kdistill import krr
+
+    ds = load("digits")
+    kernel = from_spec(SPEC)
+    method = rfad_method(kernel, lr=0.01, reg=5e-3, draw_models=1, draw_width=4)
+    x_s, y_s = ds.x_train[:20].astype(np.float64), np.eye(10)[ds.y_train[:20]] - 0.1
+    x_val, lab_val = ds.x_train[100:400].astype(np.float64), ds.y_train[100:400]
+    model = krr.fit(kernel, x_s, y_s, reg=5e-3)
+    expected = krr.accuracy(krr.predict(kernel, model, x_val), lab_val)
+    assert method.validate(x_s, y_s, x_val, lab_val) == expected
+    assert method.validate(x_s[::-1], y_s[::-1], x_val, lab_val) == expected  # second call: the cached features
+    assert method.validate(x_s[:10], y_s[:10], x_val, lab_val) != expected  # ...of the images, not the answer
+
+
+def test_draw_models_and_width_set_the_training_networks_of_the_kernels_architecture():
+    x = np.random.default_rng(1).normal(size=(3, 8, 8, 1))
+    key = jax.random.key(5)
+    drawn = rfad_features(from_spec(SPEC), models=3, width=4)(x, key=key)
+    same = rfad_features(from_spec("rf-convnet:models=3,width=4,depth=2"))(x, key=key)
+    np.testing.assert_array_equal(drawn, same)
+    assert drawn.shape == (3, 3 * 4 * 2 * 2 + 1)  # 3 networks, 4 channels on a 2x2 grid after 2 pools, the bias
+
+
+def test_precision_auto_is_float32_for_rfad_and_float64_for_the_others(tmp_path):
+    ds = load("digits")
+    _, auto = run_to_dir(tmp_path / "auto", ds, _config(steps=2, val_every=0, checkpoint_every=0),
+                         dataset_ref="digits")
+    _, forced = run_to_dir(tmp_path / "f64", ds, dataclasses.replace(
+        _config(steps=2, val_every=0, checkpoint_every=0), precision="float64"), dataset_ref="digits")
+    _, analytic = run_to_dir(tmp_path / "an", ds, RunConfig(method="analytic", kernel="linear", ipc=1,
+                                                            full_reference=False, baseline=False),
+                             dataset_ref="digits")
+    assert (auto["precision"], forced["precision"], analytic["precision"]) == ("float32", "float64", "float64")
+    assert json.loads((tmp_path / "auto" / "run.json").read_text())["config"]["precision"] == "float32"
+    with pytest.raises(InvalidInputError) as exc:
+        run_to_dir(tmp_path / "bad", ds, dataclasses.replace(_config(steps=1), precision="float16"),
+                   dataset_ref="digits")
+    assert "auto" in str(exc.value)

@@ -72,7 +72,7 @@ def distill(
     preprocess: str = "standardize",
     reg: float | str = "auto",
     val_size: int = 5000,
-    precision: str = "float64",
+    precision: str = "auto",
     x_test: Any = None,
     y_test: Any = None,
     progress: bool = False,

@@ -19,13 +19,16 @@ from .errors import InvalidInputError
 __all__ = ["PRECISIONS", "check_precision", "precision_scope"]
 
 PRECISIONS: tuple[str, ...] = ("float64", "float32")
-"""Accepted precision settings; float64 is the default of every entry point."""
+"""Precisions a computation runs in. A run's setting may also be ``"auto"``: the method's own
+(float64 for every method except those registered with another, such as rfad's float32)."""
 
 
-def check_precision(precision: str) -> str:
-    """Return ``precision`` if it is one of :data:`PRECISIONS`, else raise a one-line error."""
-    if precision not in PRECISIONS:
-        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+def check_precision(precision: str, *, auto: bool = False) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS` (or ``"auto"`` when ``auto``), else raise a
+    one-line error."""
+    allowed = PRECISIONS + (("auto",) if auto else ())
+    if precision not in allowed:
+        raise InvalidInputError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
     return precision
 
 

@@ -291,9 +291,10 @@ def _method_options(method: str, given: dict) -> dict:
 @click.option("--force", is_flag=True,
               help="Replace the earlier run in --out (only once the new run has succeeded; a failed run leaves "
                    "it as it was).")
-@click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+@click.option("--precision", type=click.Choice(["auto", "float64", "float32"]), default="auto", show_default=True,
               help="Kernel values in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in our "
-                   "tests). Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
+                   "tests); auto: float32 for rfad (random networks; see benchmarks/results/rfad.md), float64 for "
+                   "the other methods. Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
                    "solves always run in float64. Recorded in run.json; --resume keeps it.")
 @click.option("--download", "download_", is_flag=True, help="Download the dataset's missing official files into --data-dir before loading (needs internet).")
 @_data_dir_option

@@ -34,15 +34,17 @@ def fc_shapes(d_in: int, *, width: int, depth: int) -> list[tuple[tuple[int, ...
     return [((sizes[i], width), (width,)) for i in range(depth)] + [((sizes[-1], 1), (1,))]
 
 
-def convnet_shapes(c_in: int, *, width: int, depth: int, spatial: tuple[int, int]):
+def convnet_shapes(c_in: int, *, width: int, depth: int, spatial: tuple[int, int], stem: bool = True):
     """``(W, b)`` shapes of ``Conv(width), ReLU, [Conv(width), ReLU, AvgPool 2x2] * depth,
-    Flatten, Dense(1)`` on ``spatial = (h, w)`` images, readout last."""
-    chans = [c_in] + [width] * (depth + 1)
+    Flatten, Dense(1)`` on ``spatial = (h, w)`` images, readout last; ``stem=False`` drops the
+    first ``Conv, ReLU`` (DC's ConvNet without normalisation: the blocks alone)."""
+    convs = depth + (1 if stem else 0)
+    chans = [c_in] + [width] * convs
     h, w = spatial
     for _ in range(depth):
         h, w = h // 2, w // 2
-    convs = [((3, 3, chans[i], width), (width,)) for i in range(depth + 1)]
-    return convs + [((h * w * width, 1), (1,))]
+    layers = [((3, 3, chans[i], width), (width,)) for i in range(convs)]
+    return layers + [((h * w * width, 1), (1,))]
 
 
 def draw(key, shapes, *, batch: tuple[int, ...] = ()) -> Params:
@@ -65,9 +67,9 @@ def init_fc(key, d_in: int, *, width: int, depth: int) -> Params:
     return draw(key, fc_shapes(d_in, width=width, depth=depth))
 
 
-def init_convnet(key, c_in: int, *, width: int, depth: int, spatial: tuple[int, int]) -> Params:
+def init_convnet(key, c_in: int, *, width: int, depth: int, spatial: tuple[int, int], stem: bool = True) -> Params:
     """One random ``convnet`` network (see :func:`convnet_shapes`)."""
-    return draw(key, convnet_shapes(c_in, width=width, depth=depth, spatial=spatial))
+    return draw(key, convnet_shapes(c_in, width=width, depth=depth, spatial=spatial, stem=stem))
 
 
 def apply_fc(params: Params, x, *, w_std: float, b_std: float, readout: bool = True) -> jax.Array:
@@ -100,13 +102,15 @@ def _avg_pool(h):
     return h.reshape(n, hh // 2, 2, ww // 2, 2, c).mean(axis=(2, 4))
 
 
-def apply_convnet(params: Params, x, *, w_std: float, b_std: float, readout: bool = True) -> jax.Array:
+def apply_convnet(params: Params, x, *, w_std: float, b_std: float, readout: bool = True,
+                  stem: bool = True) -> jax.Array:
     """``x: (n, h, w, c)``; returns ``(n,)`` outputs, or with ``readout=False`` the
-    flattened activations after the last pool ``(n, h' * w' * width)``."""
+    flattened activations after the last pool ``(n, h' * w' * width)``. ``stem`` as in
+    :func:`convnet_shapes` (it must match the parameters' shapes)."""
     h = x
     for i, (w, b) in enumerate(params["hidden"]):
         h = jax.nn.relu(_conv(h, w, b, w_std, b_std))
-        if i > 0:
+        if i > 0 or not stem:
             h = _avg_pool(h)
     h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
     if not readout:

@@ -38,28 +38,35 @@ __all__ = ["random_features", "rf_convnet", "rf_fc"]
 _CHUNK = 64  # images per step of the feature map (memory: chunk * h * w * width activations)
 _CHUNK_BYTES = 2**30  # fewer images per step when a chunk's activations and features would pass this
 _LIVE_ACTIVATIONS = 3  # copies of the first layer's output alive at once (conv output, ReLU, next input)
+# Up to this many (network, chunk) pieces are written out as straight-line code; beyond it they run in
+# lax.map loops. Differentiating through lax.map (a scan) was 2.5-4x slower than the straight-line form
+# on this CPU (the support set's gradient in RFAD: 100 MNIST images, 2 networks of width 64: 0.18 s
+# against 0.72 s), while the forward pass is as fast either way (benchmarks/results/rfad_speed.md).
+_UNROLL_PIECES = 64
+_RESIDUAL_BYTES = 2**30  # straight-line pieces keep activations for the backward pass below this, else recompute
 
 
-def _shapes(arch: str, *, width: int, depth: int, image: tuple[int, int, int]):
+def _shapes(arch: str, *, width: int, depth: int, image: tuple[int, int, int], stem: int = 1):
     h, w, c = image
     if arch == "convnet":
-        return convnet_shapes(c, width=width, depth=depth, spatial=(h, w))
+        return convnet_shapes(c, width=width, depth=depth, spatial=(h, w), stem=bool(stem))
     return fc_shapes(h * w * c, width=width, depth=depth)
 
 
-def _weight_bytes(arch: str, *, models: int, width: int, depth: int, image: tuple[int, int, int]) -> int:
+def _weight_bytes(arch: str, *, models: int, width: int, depth: int, image: tuple[int, int, int],
+                  stem: int = 1) -> int:
     """Bytes of the float32 random weights of ``models`` networks on ``image = (h, w, c)`` inputs."""
-    count = sum(math.prod(ws) + math.prod(bs) for ws, bs in _shapes(arch, width=width, depth=depth, image=image))
-    return 4 * models * count
+    shapes = _shapes(arch, width=width, depth=depth, image=image, stem=stem)
+    return 4 * models * sum(math.prod(ws) + math.prod(bs) for ws, bs in shapes)
 
 
 def _image_bytes(arch: str, *, models: int, width: int, depth: int, image: tuple[int, int, int],
-                 itemsize: int) -> int:
+                 itemsize: int, stem: int = 1) -> int:
     """Bytes alive per image of a chunk: the first layer's activations (a few copies) and the
     features of every network (twice: per network, then regrouped per image)."""
     h, w, c = image
     first = h * w * max(width, c) if arch == "convnet" else max(width, h * w * c)
-    p = _shapes(arch, width=width, depth=depth, image=image)[-1][0][0]  # the readout's fan-in
+    p = _shapes(arch, width=width, depth=depth, image=image, stem=stem)[-1][0][0]  # the readout's fan-in
     return (_LIVE_ACTIVATIONS * first + 2 * models * p) * itemsize
 
 
@@ -68,11 +75,12 @@ def _settings(models: int, width: int, depth: int) -> str:
 
 
 def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int,
-                    key=None) -> jax.Array:
+                    key=None, stem: int = 1) -> jax.Array:
     """Scaled random features ``x: (n, h, w, c) -> (n, models * p + 1)`` (module docstring).
 
     The networks come from ``jax.random.key(seed)``, or from ``key`` when given (a traced key:
-    the draw is part of the computation, so a new key per call does not recompile)."""
+    the draw is part of the computation, so a new key per call does not recompile). ``stem``
+    (convnet only): 1 for a full-resolution Conv, ReLU before the pooled blocks, 0 for none."""
     dtype = jnp.dtype(compute_dtype(x))
     x = jnp.asarray(x, dtype)
     if x.ndim != 4:
@@ -80,10 +88,11 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
     n, h, w, c = x.shape
     if arch == "convnet" and min(h, w) < 2**depth:
         raise InvalidInputError(f"rf-convnet: {h}x{w} images are too small for depth={depth}")
-    shapes = _shapes(arch, width=width, depth=depth, image=(h, w, c))
-    apply = apply_convnet if arch == "convnet" else apply_fc
-    per_image = _image_bytes(arch, models=models, width=width, depth=depth, image=(h, w, c), itemsize=dtype.itemsize)
-    weights = _weight_bytes(arch, models=models, width=width, depth=depth, image=(h, w, c))
+    shapes = _shapes(arch, width=width, depth=depth, image=(h, w, c), stem=stem)
+    apply = functools.partial(apply_convnet, stem=bool(stem)) if arch == "convnet" else apply_fc
+    per_image = _image_bytes(arch, models=models, width=width, depth=depth, image=(h, w, c), itemsize=dtype.itemsize,
+                             stem=stem)
+    weights = _weight_bytes(arch, models=models, width=width, depth=depth, image=(h, w, c), stem=stem)
     check_bytes(f"rf-{arch}", weights + per_image,
                 f"random weights and one image's activations and features for {_settings(models, width, depth)} "
                 f"on {h}x{w}x{c} images", "width, models or depth, or use smaller images")
@@ -106,7 +115,16 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
 
     size = max(1, min(n, _CHUNK, _CHUNK_BYTES // per_image))
     count = -(-n // size)
-    if count <= 1:
+    if params["hidden"] and models * count <= _UNROLL_PIECES:
+        # straight-line pieces (fast to differentiate), recomputed in the backward pass when keeping every
+        # piece's activations would pass _RESIDUAL_BYTES
+        one = functools.partial(apply, w_std=w_std, b_std=b_std, readout=False)
+        if 2 * n * models * per_image > _RESIDUAL_BYTES:
+            one = jax.checkpoint(one)
+        nets = [jax.tree_util.tree_map(lambda a, i=i: a[i], params) for i in range(models)]
+        feats = jnp.concatenate([
+            jnp.concatenate([one(p, x[j:j + size]) for p in nets], axis=1) for j in range(0, n, size)])
+    elif count <= 1:
         feats = chunk_features(x)
     else:
         xp = jnp.pad(x, ((0, size * count - n), (0, 0), (0, 0), (0, 0)))
@@ -117,15 +135,18 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
     return jnp.concatenate([feats, jnp.full((n, 1), b_std, dtype)], axis=1)
 
 
-def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int) -> Kernel:
+def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int,
+           stem: int | None = None) -> Kernel:
     family = f"rf-{arch}"
-    check_relu_scale(family, layers=depth + (2 if arch == "convnet" else 1), depth=depth, w_std=w_std, b_std=b_std)
+    layers = depth + 1 + (stem if arch == "convnet" else 0)  # behind the readout
+    check_relu_scale(family, layers=layers, depth=depth, w_std=w_std, b_std=b_std)
     # the weights that do not depend on the images (smallest images the depth allows, one channel);
     # random_features checks again with the images' real size
     smallest = (2**depth, 2**depth, 1) if arch == "convnet" else (1, 1, 1)
-    check_bytes(family, _weight_bytes(arch, models=models, width=width, depth=depth, image=smallest),
+    extra = {} if stem is None else {"stem": stem}
+    check_bytes(family, _weight_bytes(arch, models=models, width=width, depth=depth, image=smallest, **extra),
                 f"random weights of {_settings(models, width, depth)}", "width, models or depth")
-    settings = dict(arch=arch, models=models, width=width, depth=depth, w_std=w_std, b_std=b_std, seed=seed)
+    settings = dict(arch=arch, models=models, width=width, depth=depth, w_std=w_std, b_std=b_std, seed=seed, **extra)
     features = jax.jit(functools.partial(random_features, **settings))
 
     def fn(x1, x2):
@@ -135,7 +156,8 @@ def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: 
         f = functools.partial(random_features, **settings, key=key)
         return f(x1) @ f(x2).T
 
-    params = (("models", models), ("width", width), ("depth", depth), ("w_std", w_std), ("b_std", b_std), ("seed", seed))
+    params = (("models", models), ("width", width), ("depth", depth), ("w_std", w_std), ("b_std", b_std), ("seed", seed),
+              *extra.items())
     return Kernel(family, params, fn, features=features, keyed=keyed)
 
 
@@ -158,11 +180,15 @@ def _params(width_doc: str, max_width: int, max_depth: int) -> dict[str, Param]:
 
 @register(
     "rf-convnet",
-    params=_params("channels of every conv layer", 4096, 10),
+    params={**_params("channels of every conv layer", 4096, 10),
+            "stem": Param(int, 1, "1: a full-resolution Conv3x3, ReLU before the depth [Conv3x3, ReLU, AvgPool2x2] "
+                          "blocks (KIP's ConvNet, as convnet-nngp); 0: the blocks alone (DC's and RFAD's ConvNet, "
+                          "about 4x fewer FLOPs on 28x28 images)", min=0, max=1)},
     doc="empirical NNGP of random finite ConvNets (RFAD random features; approaches convnet-nngp)",
 )
-def rf_convnet(*, models: int = 8, width: int = 128, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, seed: int = 0) -> Kernel:
-    return _build("convnet", models, width, depth, w_std, b_std, seed)
+def rf_convnet(*, models: int = 8, width: int = 128, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, seed: int = 0,
+               stem: int = 1) -> Kernel:
+    return _build("convnet", models, width, depth, w_std, b_std, seed, stem)
 
 
 @register(

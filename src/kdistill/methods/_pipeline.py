@@ -80,7 +80,7 @@ def _baseline(config: RunConfig, kernel, x_train, dataset: Dataset, targets, x_t
 
 def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     """Check the settings against the data; returns the config with the method's options resolved."""
-    get_method(config.method)
+    method = get_method(config.method)
     if isinstance(config.ipc, bool) or not isinstance(config.ipc, (int, np.integer)) or config.ipc < 1:
         raise InvalidInputError(f"ipc must be an integer >= 1, got {config.ipc!r}")
     if (isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer))
@@ -88,7 +88,7 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
         raise InvalidInputError(f"seed must be an integer in 0 .. 2**32 - 1, got {config.seed!r}")
     if dataset.num_classes < 2:
         raise InvalidInputError(f"the training set has {dataset.num_classes} class; distillation needs at least 2")
-    check_precision(config.precision)
+    check_precision(config.precision, auto=True)
     counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
     if config.ipc > counts.min():
         c = int(counts.argmin())
@@ -118,7 +118,8 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     n = dataset.x_train.shape[0]
     if config.full_reference and kernel.features is None and n <= config.max_dual_n:
         evaluate.check_dual_memory(n)
-    return dataclasses.replace(config, ipc=int(config.ipc), seed=int(config.seed),
+    precision = method.precision if config.precision == "auto" else config.precision
+    return dataclasses.replace(config, ipc=int(config.ipc), seed=int(config.seed), precision=precision,
                                options=resolve_options(config.method, config.options))
 
 

@@ -148,6 +148,7 @@ class Method:
     options: tuple[Option, ...]
     run: Callable[..., Any]
     iterative: bool = False
+    precision: str = "float64"  # what a run's precision "auto" means for this method
 
     def option(self, name: str) -> Option:
         for o in self.options:
@@ -165,7 +166,8 @@ RESERVED_FLAGS = frozenset({
 """Flags of ``kdistill distill`` itself: no method option may take them."""
 
 
-def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iterative: bool = False):
+def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iterative: bool = False,
+                    precision: str = "float64"):
     """Decorator: register ``run(ctx: Context, options: dict) -> MethodOutput`` as method ``name``.
 
     Raises ``RuntimeError`` for a programming error in the registration: a duplicate name or option,
@@ -194,7 +196,9 @@ def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iter
                     if p.cli_flag == o.cli_flag and (p.name != o.name or (p.type is bool) != (o.type is bool)):
                         raise RuntimeError(f"method {name!r}: {o.cli_flag} is option {p.name!r} of "
                                            f"{other.name!r} with another name or type")
-        _METHODS[name] = Method(name, doc, opts, run, iterative)
+        if precision not in ("float64", "float32"):
+            raise RuntimeError(f"method {name!r}: precision must be float64 or float32, not {precision!r}")
+        _METHODS[name] = Method(name, doc, opts, run, iterative, precision)
         return run
 
     return deco

@@ -1,20 +1,35 @@
 """RFAD (Loo, Hasani, Amini & Rus, NeurIPS 2022, arXiv:2210.12067), arranged for a CPU.
 
-KIP's objective with the kernel of random finite networks, K = Phi Phi^T, where Phi are the scaled
-random features of ``rf-convnet`` (or ``rf-fc``): ``models`` networks of the given width and depth,
-K = w_std^2 / (models p) sum_m phi_m phi_m^T + b_std^2 (with RFAD's w_std = sqrt 2, b_std = 0.1 this is
-their 2 Phi Phi^T + 0.01). The ridge is lam = reg * tr(K_SS) / m (RFAD: a jitter of 5e-3 of the mean
-diagonal, the default here). The loss is RFAD's Platt loss by default: cross-entropy of the KRR
-predictions times a learned exp(log_temp) (``--loss mse`` for KIP's).
+KIP's objective with the kernel of random finite networks. Two kernels are involved:
 
-What makes it cheap: the networks are drawn from a fresh key every ``redraw_every`` steps (RFAD: every
-step), and while they are fixed the target batch is held too (the driver's ``hold_batch``), so the
-target images' features are computed once per window and only the support set goes through the
-networks, forward and backward, at each step. Networks and batch are functions of (seed, step), so a
-resumed run recomputes the window's features and ends where an uninterrupted run would.
+- the *fixed* kernel, ``--kernel rf-convnet:models=M,width=W,depth=D`` (one draw, from the spec's
+  ``seed``): validation (keeping the best set) and the final KRR evaluation use it, so a set is
+  judged by networks it was never trained on. Give it more networks for a tighter estimate, or
+  evaluate the set with the exact ``convnet-nngp`` it estimates (``benchmarks/rfad_checks.py``);
+- the *training* draws: ``--draw-models`` networks of width ``--draw-width`` (default: the spec's),
+  drawn afresh from ``fold_in(seed, step // redraw_every)``.
 
-Validation and evaluation use the kernel's own fixed draw (the spec's ``seed``), independent of the
-training draws: give it more networks for a tighter estimate, or evaluate with ``convnet-nngp``.
+The maths. With phi_m(x) in R^p the readout features (after the last pool) of network m,
+
+    K(x, x') = w_std^2 / (models p) * sum_m <phi_m(x), phi_m(x')> + b_std^2,
+
+the empirical NNGP of the readout layer (weights N(0, w_std^2 / p), bias N(0, b_std^2)). RFAD's code
+writes K = 2 Phi Phi^T + 0.01 with Phi the features divided by sqrt(models p): that is w_std^2 = 2
+(w_std = sqrt 2, ReLU's He scale) and b_std^2 = 0.01 (b_std = 0.1), the defaults here. The KRR
+predictions on a target batch are K_TS (K_SS + lam I)^-1 Y_S with lam = reg * tr(K_SS) / m, a ridge
+relative to the mean eigenvalue; RFAD's trace-relative jitter of 5e-3 is ``reg = 5e-3``, the default.
+The loss is RFAD's Platt loss by default: softmax cross-entropy of exp(log_temp) * predictions, with
+log_temp learned alongside the images (``--loss mse`` for KIP's). Labels start as centred one-hot
+(1 - 1/k, -1/k; RFAD: 1 - 0.1, -0.1) and are learned with ``--learn-labels``.
+
+What makes it cheap on a CPU: the networks are redrawn only every ``redraw_every`` steps (RFAD:
+every step), and while they are fixed the target batch is held too (the driver's ``hold_batch``),
+so the target images' features are computed once per window and only the support set goes
+through the networks, forward and backward, at each step; the validation images' features under
+the fixed kernel are computed once per run. Everything runs in float32 (``--precision auto``). The
+networks and batches are functions of (seed, step), so a resumed run recomputes the window's
+features and ends where an uninterrupted run would. ``benchmarks/results/rfad.md`` has the
+measurements the defaults come from.
 """
 
 from __future__ import annotations
@@ -53,6 +68,8 @@ class RFADSettings(DriverSettings):
       learn_labels: learn Y_S too (RFAD's published runs do).
       loss: ``"platt"`` (RFAD) or ``"mse"`` (KIP).
       redraw_every: new networks, and a new held target batch, every N steps.
+      draw_models: networks per training draw (None: the ``--kernel`` spec's ``models``).
+      draw_width: their width (None: the spec's ``width``).
     """
 
     target_batch: int = 1280
@@ -61,6 +78,8 @@ class RFADSettings(DriverSettings):
     learn_labels: bool = False
     loss: str = "platt"
     redraw_every: int = 10
+    draw_models: int | None = None
+    draw_width: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "hold_batch", self.redraw_every)
@@ -79,14 +98,17 @@ class RFADSettings(DriverSettings):
         get_loss(self.loss)
 
 
-def rfad_features(kernel: Kernel):
+def rfad_features(kernel: Kernel, *, models: int | None = None, width: int | None = None):
     """``features(x, key) -> (n, models * p + 1)``: the kernel's random features with its networks drawn from
-    ``key`` (a traced argument: a new key per window does not recompile)."""
+    ``key`` (a traced argument: a new key per window does not recompile); ``models`` and ``width``
+    replace the spec's when given (cheaper training draws of the same architecture)."""
     if kernel.name not in ("rf-convnet", "rf-fc"):
         raise InvalidInputError(
-            f"rfad needs a random-feature kernel: give --kernel rf-convnet:models=2,width=64 (the networks it "
-            f"redraws; validation and evaluation use that spec's own fixed draw), not {kernel.spec!r}")
+            f"rfad needs a random-feature kernel: give --kernel rf-convnet:models=8,width=64 (validation and "
+            f"evaluation use that spec's own fixed draw; training redraws --draw-models networks of its "
+            f"architecture), not {kernel.spec!r}")
     params = dict(kernel.params)
+    params.update({k: v for k, v in (("models", models), ("width", width)) if v is not None})
     return functools.partial(random_features, arch=kernel.name[len("rf-"):], **params)
 
 
@@ -99,13 +121,15 @@ def _predictions(phi_s, y_s, phi_t, reg):
 
 
 def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = False, loss: str = "platt",
-                redraw_every: int = 1, seed: int = 0) -> IterativeMethod:
+                redraw_every: int = 1, seed: int = 0, draw_models: int | None = None,
+                draw_width: int | None = None) -> IterativeMethod:
     """RFAD as an iterative method (run with the driver's ``hold_batch = redraw_every``).
 
     State: ``{"params": {"x", ["y"], [loss parameters]}, "opt": Adam state, "y_fixed": labels}``; the
-    window's target features live in a cache outside the state (recomputed after a resume).
+    window's target features, and the validation images' features under ``kernel``'s fixed draw, live
+    in caches outside the state (recomputed after a resume).
     """
-    features = rfad_features(kernel)
+    features = rfad_features(kernel, models=draw_models, width=draw_width)
     the_loss = get_loss(loss)
     optimizer = optax.adam(lr)
     base_key = jax.random.fold_in(jax.random.key(seed), 0x72666164)  # "rfad": the stream of network draws
@@ -139,8 +163,13 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
         return state["params"]["x"], state["params"]["y"] if learn_labels else state["y_fixed"]
 
     def validate(x_s, y_s, x_val, labels_val):
-        model = krr.fit(kernel, np.asarray(x_s), np.asarray(y_s), reg=reg)
-        return krr.accuracy(krr.predict(kernel, model, x_val), labels_val)
+        # dual KRR with the fixed kernel, written in its features so the validation images go through
+        # the networks once per run rather than once per validation
+        if cache.get("x_val") is not x_val:
+            cache.update(x_val=x_val, phi_val=np.asarray(kernel.features(x_val), np.float64))
+        phi_s = np.asarray(kernel.features(np.asarray(x_s)), np.float64)
+        alpha = krr.solve(phi_s @ phi_s.T, np.asarray(y_s), reg=reg).alpha
+        return krr.accuracy(cache["phi_val"] @ (phi_s.T @ alpha), labels_val)
 
     return IterativeMethod("rfad", init, step, support, validate, hint=f"lower --lr or raise --reg (reg={reg})")
 
@@ -154,21 +183,28 @@ RFAD_OPTIONS = (
     Option("loss", str, _DEFAULTS.loss, "loss of the KRR predictions (RFAD: platt)", choices=tuple(LOSSES)),
     Option("redraw_every", int, _DEFAULTS.redraw_every, "new random networks, and a new target batch whose features "
            "are then reused, every N steps (RFAD: 1)", min=1, max=10**6),
+    Option("draw_models", int, _DEFAULTS.draw_models, "networks per training draw (default: the --kernel spec's "
+           "models; RFAD: 8)", min=1, max=1024),
+    Option("draw_width", int, _DEFAULTS.draw_width, "width of the training networks (default: the --kernel spec's "
+           "width; RFAD: 256)", min=1, max=4096),
 )
 
 
 @register_method("rfad", doc="RFAD (Loo et al. 2022): KIP with random-ConvNet features redrawn every N steps and "
-                 "Platt's loss; --kernel rf-convnet:... gives the networks", options=RFAD_OPTIONS, iterative=True)
+                 "Platt's loss; --kernel rf-convnet:... gives the networks", options=RFAD_OPTIONS, iterative=True,
+                 precision="float32")
 def _run_rfad(ctx: Context, opts: dict) -> MethodOutput:
     rfad_features(ctx.kernel)  # a clear error before any work
     settings = RFADSettings(**{**opts, "reg": ctx.relative_reg(default=_DEFAULTS.reg),
                                "val_size": ctx.config.val_size})
     settings.validate()
     method = rfad_method(ctx.kernel, lr=settings.lr, reg=settings.reg, learn_labels=settings.learn_labels,
-                         loss=settings.loss, redraw_every=settings.redraw_every, seed=ctx.config.seed)
+                         loss=settings.loss, redraw_every=settings.redraw_every, seed=ctx.config.seed,
+                         draw_models=settings.draw_models, draw_width=settings.draw_width)
     checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
     fp = {"kernel": ctx.kernel.spec, "precision": ctx.config.precision,
-          "rfad": {k: getattr(settings, k) for k in ("lr", "reg", "learn_labels", "loss", "redraw_every")}}
+          "rfad": {k: getattr(settings, k) for k in ("lr", "reg", "learn_labels", "loss", "redraw_every", "draw_models",
+                                                     "draw_width")}}
     res = run_iterative(method, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
                         seed=ctx.config.seed, settings=settings.driver(), kernel=ctx.kernel, checkpoint=checkpoint,
                         resume=ctx.resume, fingerprint=fp, on_checkpoint=ctx.on_checkpoint, progress=ctx.progress)

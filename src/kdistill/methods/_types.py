@@ -35,7 +35,8 @@ class RunConfig:
       full_reference: also fit the whole training set for comparison (needs a test set).
       max_dual_n: largest n for a dual full-data reference.
       val_fraction: held-out share of the training set for choosing the full model's ridge.
-      precision: ``"float64"`` or ``"float32"`` for kernel values (ridge solves are float64).
+      precision: ``"float64"`` or ``"float32"`` for kernel values (ridge solves are float64), or ``"auto"``:
+        the method's own (float32 for rfad, float64 for the others); the run records the one used.
       baseline: also evaluate class-balanced random real images at the same ipc with the same kernel
         (ridge chosen like ``reg="auto"``), the baseline every paper reports (skipped for ``random``).
       options: the method's options (names and types from its registration).
@@ -51,7 +52,7 @@ class RunConfig:
     full_reference: bool = True
     max_dual_n: int = evaluate.MAX_DUAL_N
     val_fraction: float = 0.05
-    precision: str = "float64"
+    precision: str = "auto"
     baseline: bool = True
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
