@@ -53,7 +53,7 @@ def nngp_check(run: Path, n_test: int) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     spec = from_spec(summary["kernel"])
     p = dict(spec.params)
-    exact = f"convnet-nngp:depth={p['depth']},w_std={p['w_std']},b_std={p['b_std']}"
+    exact = f"convnet-nngp:depth={p['depth']},stem={p.get('stem', 1)},w_std={p['w_std']},b_std={p['b_std']}"
     data = load(summary["dataset"])
     sub = dataclasses.replace(data, x_test=data.x_test[:n_test], y_test=data.y_test[:n_test])
     out = {"nngp_kernel": exact, "nngp_test_images": n_test}

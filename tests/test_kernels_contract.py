@@ -27,8 +27,8 @@ from kdistill.kernels import families, from_spec
 # one rebuilds a kernel with other values), at cheap sizes. A new family needs an entry here.
 W_STD = 1.2345678901234567  # all 17 digits matter
 SMALL = {
-    "convnet-ntk": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=32),  # one tile of pairs here (the cheapest)
-    "convnet-nngp": dict(depth=1, w_std=W_STD, b_std=0.3, block_mb=32),
+    "convnet-ntk": dict(depth=1, stem=0, w_std=W_STD, b_std=0.3, block_mb=32),  # one tile of pairs here (the cheapest)
+    "convnet-nngp": dict(depth=1, stem=0, w_std=W_STD, b_std=0.3, block_mb=32),
     "fc-ntk": dict(depth=2, w_std=W_STD, b_std=0.3),
     "fc-nngp": dict(depth=2, w_std=W_STD, b_std=0.3),
     "cnn": dict(depth=1, kernel=5, patch=3, slope=0.2345678901234567, offcentre=0.2345678901234567, seed=3),
@@ -38,7 +38,7 @@ SMALL = {
     "linear": dict(),
     "rbf": dict(gamma=0.012345678901234567),
     "rff": dict(gamma=0.012345678901234567, seed=3),
-    "rf-convnet": dict(models=2, width=8, depth=1, w_std=W_STD, b_std=0.3, seed=3),
+    "rf-convnet": dict(models=2, width=8, depth=1, w_std=W_STD, b_std=0.3, seed=3, stem=0),
     "rf-fc": dict(models=2, width=16, depth=2, w_std=W_STD, b_std=0.3, seed=3),
 }
 

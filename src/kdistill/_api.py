@@ -67,7 +67,7 @@ def distill(
     *,
     method: str = "analytic",
     ipc: int = 1,
-    kernel: str = "fcnn",
+    kernel: str | None = None,
     seed: int = 0,
     preprocess: str = "standardize",
     reg: float | str = "auto",
@@ -82,7 +82,9 @@ def distill(
     """Distil labelled arrays ``x: (n, d) | (n, h, w) | (n, h, w, c)``, ``y: (n,)`` to ``ipc`` samples per class.
 
     ``val_size`` held-out training images choose ``reg="auto"`` and iterative methods' best step (at most
-    a fifth of ``x``). ``options`` are the method's own (``kdistill methods`` lists them, e.g. ``steps=200,
+    a fifth of ``x``). ``kernel`` defaults to the method's own (``kdistill methods``; rfad's random
+    ConvNets), else ``fcnn``; ``precision="auto"`` is the method's own (float32 for rfad, else float64).
+    ``options`` are the method's own (``kdistill methods`` lists them, e.g. ``steps=200,
     learn_labels=True`` for KIP). Returns a :class:`~kdistill.io.DistilledSet`: ``.images`` in the
     preprocessed space the kernel saw, ``.pixels()`` in the input's space and layout, ``.labels``
     ``(m, k)`` targets, ``.classes`` the original class of each label column, ``.summary`` the
@@ -96,7 +98,10 @@ def distill(
     >>> s.pixels().shape, s.classes
     ((2, 5), ['a', 'b'])
     """
-    from .methods import RunConfig, run
+    from .methods import RunConfig, get_method, run
+
+    if kernel is None:  # the method's own (rfad: its random ConvNets), else the closed-form paper's map
+        kernel = get_method(method).kernel or "fcnn"
 
     images, input_shape = as_images(x)
     codes, classes = encode_labels(y, images.shape[0])

@@ -264,8 +264,9 @@ def _method_options(method: str, given: dict) -> dict:
 @click.option("--method", default="random", show_default=True,
               help="A registered method (kdistill methods lists them with their options).")
 @click.option("--ipc", type=int, default=10, show_default=True, help="Images per class.")
-@click.option("--kernel", default="linear", show_default=True,
-              help="Kernel spec, e.g. linear, rbf:gamma=0.01, fcnn, fc-ntk:depth=3, convnet-ntk (kdistill kernels).")
+@click.option("--kernel", default=None,
+              help="Kernel spec, e.g. linear, rbf:gamma=0.01, fcnn, fc-ntk:depth=3, convnet-ntk (kdistill kernels) "
+                   "[default: the method's own (kdistill methods), else linear].")
 @click.option("--out", type=click.Path(file_okay=False), default=None, callback=lambda c, p, v: _out_arg(v),
               help="Output directory [default: runs/<dataset>-<method>-ipc<N>, with -2, -3, ... appended when "
                    "that exists].")
@@ -333,7 +334,7 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_s
             raise InvalidInputError("--dataset is required (or --resume DIR to continue a run)")
         if out is None:
             out = _default_out(dataset_name, method, ipc)
-        get_method(method)
+        kernel = kernel if kernel is not None else (get_method(method).kernel or "linear")
         if ipc < 1:
             raise InvalidInputError(f"--ipc must be >= 1, got {ipc}")
         if not 0 <= seed < 2**32:
@@ -415,7 +416,9 @@ def methods_cmd():
         table.add_column(col)
     for name, m in sorted(methods().items()):
         opts = "\n".join(f"{o.cli_flag}: {o.describe()}" for o in m.options) or "-"
-        table.add_row(escape(name), escape(m.doc), escape(opts))
+        own = [f"default --kernel {m.kernel}"] if m.kernel else []
+        own += [f"default --precision {m.precision}"] if m.precision != "float64" else []
+        table.add_row(escape(name), escape(" ".join([m.doc, *(f"({x})" for x in own)])), escape(opts))
     Console(width=max(Console().width, 160)).print(table)
 
 

@@ -9,6 +9,9 @@ own virtual environment::
     /tmp/ntenv/bin/pip install --no-deps neural-tangents==0.6.5
     /tmp/ntenv/bin/python tests/reference/make_nt_reference.py   # from the repository root
 
+With case names as arguments (``... make_nt_reference.py convnet_nostem_d2``) only those
+cases are computed, and the other cases' stored values and metadata are kept as they are.
+
 Every case stores its inputs (NHWC, drawn from ``np.random.default_rng`` with a
 fixed seed) and ``K(x1, x2)``, ``K(x1, x1)`` for both the NTK and the NNGP, all in
 float64 (``jax_enable_x64``). Keys in the ``.npz`` are ``"<case>/<name>"`` with
@@ -22,7 +25,10 @@ the infinite-width kernels):
   on flattened inputs;
 * ``convnet``: ``serial(Conv(512, (3, 3), padding='SAME', W_std, b_std), Relu(),
   *[Conv(512, (3, 3), padding='SAME'), Relu(), AvgPool((2, 2), strides=(2, 2))] * depth,
-  Flatten(), Dense(1, W_std, b_std))``.
+  Flatten(), Dense(1, W_std, b_std))``;
+* ``convnet_nostem``: the same without the first ``Conv, Relu`` (DC's / RFAD's ConvNet without
+  normalisation; ``convnet-*:stem=0``): ``serial(*[Conv(512, (3, 3), padding='SAME', W_std, b_std),
+  Relu(), AvgPool((2, 2), strides=(2, 2))] * depth, Flatten(), Dense(1, W_std, b_std))``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ CASES = {
     "convnet_d3": ("convnet", 3, SQRT2, 0.1, (4, 3), (8, 8, 3), 5),
     "convnet_d2_odd": ("convnet", 2, SQRT2, 0.1, (3, 2), (10, 6, 2), 6),
     "convnet_d3_mnist": ("convnet", 3, SQRT2, 0.1, (2, 2), (28, 28, 1), 7),
+    "convnet_nostem_d2": ("convnet_nostem", 2, SQRT2, 0.1, (3, 2), (8, 8, 3), 8),
+    "convnet_nostem_d3_mnist": ("convnet_nostem", 3, SQRT2, 0.1, (2, 2), (28, 28, 1), 9),
+    "convnet_nostem_d1_odd_custom": ("convnet_nostem", 1, 1.2, 0.4, (3, 2), (7, 5, 2), 10),
 }
 
 
@@ -69,17 +78,27 @@ def architecture(arch: str, depth: int, w_std: float, b_std: float):
         layers += [stax.Dense(1, W_std=w_std, b_std=b_std)]
     else:
         conv = lambda: stax.Conv(512, (3, 3), padding="SAME", W_std=w_std, b_std=b_std)  # noqa: E731
-        layers = [conv(), stax.Relu()]
+        layers = [conv(), stax.Relu()] if arch == "convnet" else []
         for _ in range(depth):
             layers += [conv(), stax.Relu(), stax.AvgPool((2, 2), strides=(2, 2))]
         layers += [stax.Flatten(), stax.Dense(1, W_std=w_std, b_std=b_std)]
     return stax.serial(*layers)
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        raise SystemExit(f"unknown cases {unknown}; known: {', '.join(CASES)}")
     out: dict[str, np.ndarray] = {}
     meta = {}
+    if names:  # keep every other case as stored
+        with np.load(HERE / "nt_values.npz") as old:
+            out.update({k: old[k] for k in old.files if k.split("/")[0] not in names})
+        meta = {k: v for k, v in json.loads((HERE / "nt_versions.json").read_text())["cases"].items()
+                if k not in names}
     for name, (arch, depth, w_std, b_std, (n1, n2), shape, seed) in CASES.items():
+        if names and name not in names:
+            continue
         rng = np.random.default_rng(seed)
         x1 = rng.standard_normal((n1, *shape))
         x2 = rng.standard_normal((n2, *shape))
@@ -103,10 +122,10 @@ def main() -> None:
         "python": platform.python_version(),
         "dtype": "float64",
         "parameterization": "ntk",
-        "cases": meta,
+        "cases": {k: meta[k] for k in CASES if k in meta},
     }
     (HERE / "nt_versions.json").write_text(json.dumps(versions, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,9 +1,17 @@
 """Exact infinite-width ConvNet kernels: ``convnet-ntk`` and ``convnet-nngp``.
 
-Architecture (the KIP "ConvNet", neural-tangents ``stax`` with parameterization
-``'ntk'``; arXiv:2011.00050, arXiv:1912.02803):
+Architecture (neural-tangents ``stax`` with parameterization ``'ntk'``; arXiv:1912.02803),
+with ``stem=1`` (the default) the KIP "ConvNet" (arXiv:2011.00050):
 
     Conv3x3(SAME), ReLU, [Conv3x3(SAME), ReLU, AvgPool 2x2 (stride 2, VALID)] * depth, Flatten, Dense
+
+and with ``stem=0`` the ConvNet of DC / RFAD without normalisation (arXiv:2006.05929,
+arXiv:2210.12067), the blocks alone, so the first block's Conv reads the input:
+
+    [Conv3x3(SAME), ReLU, AvgPool 2x2 (stride 2, VALID)] * depth, Flatten, Dense
+
+Either way there are ``depth + stem`` ReLU layers, each a Conv then a ReLU; layer l
+is followed by an AvgPool when l >= stem. Images need ``2**depth`` pixels a side.
 
 The kernel tracks the full pixel-pair covariance. For images x, x' with pixels
 i, j, write S(i, j) for the NNGP and T(i, j) for the NTK of one layer's
@@ -13,8 +21,9 @@ pre-activations. Starting from S_0(i, j) = <x_i, x'_j> / C and T_0 = 0:
   survive; zeros outside the image):
   S <- W_std^2 / 9 * sum_{d in {-1,0,1}^2} S(i + d, j + d) + b_std^2,
   T <- W_std^2 / 9 * sum_d T(i + d, j + d) + S.
-  The first Conv acts on a rank-C input covariance, so it is one matrix product
-  of 3x3 patch vectors: S_1(i, j) = W_std^2 / (9 C) <p_i, p'_j> + b_std^2.
+  The first Conv (the stem's, or with stem=0 the first block's) acts on a rank-C
+  input covariance, so it is one matrix product of 3x3 patch vectors:
+  S_1(i, j) = W_std^2 / (9 C) <p_i, p'_j> + b_std^2.
 - ReLU, entrywise with the per-pixel variances q(i) = S(x, x)(i, i):
   S <- sqrt(q_i q'_j) J1(rho), T <- T J0(rho) (see :mod:`._arccos`).
 - AvgPool 2x2: average S and T over the 2x2 x 2x2 blocks of pixel pairs.
@@ -42,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SpecError
 from ._arccos import compute_dtype, j1_j0, relu_j0_slope, relu_layer
 from ._fc import B_STD, SQRT2, W_STD, check_relu_scale
 from .._machine import format_bytes
@@ -139,7 +148,17 @@ def _cols(v: jax.Array) -> jax.Array:
     return v[None, None, None]
 
 
-def _forward(p1, p2, variances, *, with_ntk: bool, depth: int, w_std: float, b_std: float):
+def _layers(depth: int, stem: int) -> int:
+    """Number of [Conv, ReLU] layers (each maybe followed by a pool): ``depth + stem``."""
+    return depth + stem
+
+
+def _pools(layer: int, stem: int) -> bool:
+    """Whether ReLU layer number ``layer`` is followed by the 2x2 AvgPool: every block's is, the stem's is not."""
+    return layer >= stem
+
+
+def _forward(p1, p2, variances, *, with_ntk: bool, depth: int, stem: int, w_std: float, b_std: float):
     """Propagate one tile of image pairs through the network.
 
     Args:
@@ -156,15 +175,15 @@ def _forward(p1, p2, variances, *, with_ntk: bool, depth: int, w_std: float, b_s
     nngp = jnp.einsum("ahwk,bijk->ahwbij", p1, p2) * (w2 / c) + b2
     ntk = nngp if with_ntk else None
     pre = []
-    for layer in range(depth + 1):
-        if layer > 0:
+    for layer in range(_layers(depth, stem)):
+        if layer > 0:  # layer 0's Conv is the patch product above
             nngp_new = (w2 / 9.0) * _conv_cov(nngp) + b2
             ntk = None if ntk is None else (w2 / 9.0) * _conv_cov(ntk) + nngp_new
             nngp = nngp_new
         pre.append((nngp, ntk))
         s1, s2 = variances(layer, nngp)
         nngp, ntk = relu_layer(nngp, ntk, _rows(s1), _cols(s2))
-        if layer > 0:
+        if _pools(layer, stem):
             nngp = _pool_cov(nngp)
             ntk = None if ntk is None else _pool_cov(ntk)
     out_nngp = w2 * jnp.mean(_diag(nngp), axis=-1) + b2
@@ -200,15 +219,16 @@ def _embed_diag(g: jax.Array, h: int, w: int) -> jax.Array:
 
 
 @functools.cache
-def _cross_tile(with_ntk: bool, depth: int, w_std: float, b_std: float):
+def _cross_tile(with_ntk: bool, depth: int, stem: int, w_std: float, b_std: float):
     """The kernel of one tile of pairs, ``(p1, p2, s1, s2) -> (A, B)``, with a hand-written vjp.
 
     ``s1``/``s2`` are the lists of per-layer pixel standard deviations of the two image sets.
     JAX's own transpose of the padded slices and pooling compiles to many separate
     loops, about 5x slower than this backward pass.
     """
-    settings = dict(with_ntk=with_ntk, depth=depth, w_std=w_std, b_std=b_std)
+    settings = dict(with_ntk=with_ntk, depth=depth, stem=stem, w_std=w_std, b_std=b_std)
     w2 = w_std**2
+    layers = _layers(depth, stem)
 
     def run(p1, p2, s1, s2):
         nngp, ntk, pre = _forward(p1, p2, lambda layer, _: (s1[layer], s2[layer]), **settings)
@@ -225,15 +245,15 @@ def _cross_tile(with_ntk: bool, depth: int, w_std: float, b_std: float):
     def bwd(res, g):
         p1, p2, s1, s2, pre = res
         h, w = s1[-1].shape[1:]
-        if depth > 0:
+        if _pools(layers - 1, stem):
             h, w = h // 2, w // 2
         # the readout: nngp = w2 mean diag(S) + b2, ntk = w2 mean diag(T) + nngp
         g_nngp = _embed_diag(g * (w2 / (h * w)), h, w)
         g_ntk = g_nngp if with_ntk else None
-        g_s1, g_s2 = [None] * (depth + 1), [None] * (depth + 1)
-        for layer in range(depth, -1, -1):
+        g_s1, g_s2 = [None] * layers, [None] * layers
+        for layer in range(layers - 1, -1, -1):
             nngp, ntk = pre[layer]
-            if layer > 0:
+            if _pools(layer, stem):
                 g_nngp = _pool_cov_bwd(nngp.shape, g_nngp)
                 g_ntk = None if g_ntk is None else _pool_cov_bwd(nngp.shape, g_ntk)
             g_nngp, g_ntk, g_s1[layer], g_s2[layer] = _relu_backward(nngp, ntk, s1[layer], s2[layer], g_nngp, g_ntk)
@@ -251,11 +271,11 @@ def _cross_tile(with_ntk: bool, depth: int, w_std: float, b_std: float):
     return tile
 
 
-def _self_sqrt_variances(p: jax.Array, *, depth: int, w_std: float, b_std: float) -> list[jax.Array]:
+def _self_sqrt_variances(p: jax.Array, *, depth: int, stem: int, w_std: float, b_std: float) -> list[jax.Array]:
     """Square roots of the per-pixel variances before each ReLU for one image ``p: (H, W, 9C)``.
 
     Runs the NNGP recursion on the pair (x, x) and reads the variances off the
-    diagonal of each pre-activation; returns ``depth + 1`` arrays ``(H_l, W_l)``.
+    diagonal of each pre-activation; returns ``depth + stem`` arrays ``(H_l, W_l)``.
     """
     recorded: list[jax.Array] = []
 
@@ -265,7 +285,7 @@ def _self_sqrt_variances(p: jax.Array, *, depth: int, w_std: float, b_std: float
         recorded.append(s[0])
         return s, s
 
-    _forward(p[None], p[None], variances, with_ntk=False, depth=depth, w_std=w_std, b_std=b_std)
+    _forward(p[None], p[None], variances, with_ntk=False, depth=depth, stem=stem, w_std=w_std, b_std=b_std)
     return recorded
 
 
@@ -299,6 +319,7 @@ def convnet_kernel(
     *,
     get: str = "ntk",
     depth: int = 3,
+    stem: int = 1,
     w_std: float = SQRT2,
     b_std: float = 0.1,
     block_mb: int = 16,
@@ -309,10 +330,13 @@ def convnet_kernel(
       x1: ``(n1, h, w, c)`` images.
       x2: ``(n2, h, w, c)`` images.
       get: ``"ntk"`` or ``"nngp"``.
+      depth: number of [Conv3x3, ReLU, AvgPool 2x2] blocks.
+      stem: 1: a Conv3x3, ReLU at full resolution before the blocks (KIP); 0: none (DC / RFAD).
       block_mb: approximate working memory of one tile of image pairs in MiB.
     Returns:
       ``(n1, n2)``, float64 when ``jax_enable_x64`` is on.
     """
+    _check_stem(stem, depth)
     dtype = compute_dtype(x1, x2)
     x1, x2 = jnp.asarray(x1, dtype), jnp.asarray(x2, dtype)
     if x1.ndim != 4 or x2.ndim != 4 or x1.shape[1:] != x2.shape[1:]:
@@ -327,7 +351,7 @@ def convnet_kernel(
         raise InvalidInputError(
             f"convnet kernel: {h}x{w} images are too small for depth={depth} (2x2 pooling {depth} times)"
         )
-    settings = dict(depth=depth, w_std=w_std, b_std=b_std)
+    settings = dict(depth=depth, stem=stem, w_std=w_std, b_std=b_std)
     pair_bytes = _LIVE_ARRAYS * (h * w) ** 2 * jnp.dtype(dtype).itemsize
     if pair_bytes > MAX_BYTES:
         raise InvalidInputError(
@@ -355,7 +379,7 @@ def convnet_kernel(
     sv1 = [_pad_rows(s, a_size * a_count, 1.0) for s in sv1]
     sv2 = [_pad_rows(s, b_size * b_count, 1.0) for s in sv2]
 
-    cross = _cross_tile(get == "ntk", depth, w_std, b_std)
+    cross = _cross_tile(get == "ntk", depth, stem, w_std, b_std)
 
     def tile(ta, tb):
         return cross(ta[0], tb[0], ta[1], tb[1])
@@ -369,27 +393,40 @@ def convnet_kernel(
     return k[:n1, :n2]
 
 
-def _build(get: str, family: str, depth: int, w_std: float, b_std: float, block_mb: int) -> Kernel:
-    # depth + 1 convolutions and the readout Dense, each behind a ReLU but the readout
-    check_relu_scale(family, layers=depth + 2, depth=depth, w_std=w_std, b_std=b_std)
-    fn = jax.jit(functools.partial(convnet_kernel, get=get, depth=depth, w_std=w_std, b_std=b_std, block_mb=block_mb))
-
-    params = (("depth", depth), ("w_std", w_std), ("b_std", b_std), ("block_mb", block_mb))
-    return Kernel(family, params, fn, pair_seconds=_pair_seconds)
+def _check_stem(stem: int, depth: int) -> None:
+    if isinstance(stem, bool) or stem not in (0, 1):
+        raise InvalidInputError(f"convnet kernel: stem={stem!r} is not 0 or 1")
+    if stem == 0 and depth < 1:
+        raise InvalidInputError("convnet kernel: stem=0 needs depth >= 1 (with depth=0 there is no convolution)")
 
 
-def _pair_seconds(image_shape: tuple[int, ...]) -> float:
+def _build(get: str, family: str, depth: int, stem: int, w_std: float, b_std: float, block_mb: int) -> Kernel:
+    if stem == 0 and depth < 1:
+        raise SpecError(f"kernel {family!r}: stem=0 needs depth >= 1 (with depth=0 there is no convolution)")
+    # depth + stem convolutions and the readout Dense, each behind a ReLU but the readout
+    check_relu_scale(family, layers=_layers(depth, stem) + 1, depth=depth, w_std=w_std, b_std=b_std)
+    fn = jax.jit(functools.partial(convnet_kernel, get=get, depth=depth, stem=stem, w_std=w_std, b_std=b_std,
+                                   block_mb=block_mb))
+
+    params = (("depth", depth), ("stem", stem), ("w_std", w_std), ("b_std", b_std), ("block_mb", block_mb))
+    return Kernel(family, params, fn, pair_seconds=functools.partial(_pair_seconds, stem=stem))
+
+
+def _pair_seconds(image_shape: tuple[int, ...], stem: int = 1) -> float:
     """Rough seconds per image pair on a CPU: about 25 ns per pixel pair ((h*w)^2; measured at 28x28 and
-    32x32 on 2 EPYC cores in float64, ~15 and ~25 ms per image pair), plus a fixed overhead."""
+    32x32 on 2 EPYC cores in float64 with stem=1, ~15 and ~25 ms per image pair), plus a fixed overhead.
+    The work is mostly in the two full-resolution ReLU layers; stem=0 has one, so half (not measured)."""
     h, w = image_shape[0], image_shape[1]
-    return 25e-9 * float(h * w) ** 2 + 1e-4
+    return (1 + stem) / 2 * 25e-9 * float(h * w) ** 2 + 1e-4
 
 
 # depth: images need 2**depth pixels a side (checked on the data), so 10 allows 1024 x 1024; KIP uses 3.
 # block_mb: one tile's working set, at most MAX_BYTES.
 CONVNET_PARAMS = {
-    "depth": Param(int, 3, "number of [Conv3x3, ReLU, AvgPool2x2] blocks after the first Conv3x3, ReLU",
+    "depth": Param(int, 3, "number of [Conv3x3, ReLU, AvgPool2x2] blocks (after the stem Conv3x3, ReLU if stem=1)",
                    min=0, max=10),
+    "stem": Param(int, 1, "1: a Conv3x3, ReLU at full resolution before the blocks (KIP's ConvNet); "
+                  "0: none (DC's / RFAD's ConvNet without normalisation; needs depth >= 1)", min=0, max=1),
     "w_std": W_STD,
     "b_std": B_STD,
     "block_mb": Param(int, 16, "working memory per tile of image pairs, MiB (speed and memory only, not values)",
@@ -397,11 +434,15 @@ CONVNET_PARAMS = {
 }
 
 
-@register("convnet-ntk", params=CONVNET_PARAMS, doc="exact NTK of the infinite-width KIP ConvNet (full pixel-pair covariance)")
-def convnet_ntk(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, block_mb: int = 16) -> Kernel:
-    return _build("ntk", "convnet-ntk", depth, w_std, b_std, block_mb)
+@register("convnet-ntk", params=CONVNET_PARAMS,
+          doc="exact NTK of the infinite-width KIP ConvNet (DC's with stem=0; full pixel-pair covariance)")
+def convnet_ntk(*, depth: int = 3, stem: int = 1, w_std: float = SQRT2, b_std: float = 0.1,
+                block_mb: int = 16) -> Kernel:
+    return _build("ntk", "convnet-ntk", depth, stem, w_std, b_std, block_mb)
 
 
-@register("convnet-nngp", params=CONVNET_PARAMS, doc="exact NNGP of the infinite-width KIP ConvNet (full pixel-pair covariance)")
-def convnet_nngp(*, depth: int = 3, w_std: float = SQRT2, b_std: float = 0.1, block_mb: int = 16) -> Kernel:
-    return _build("nngp", "convnet-nngp", depth, w_std, b_std, block_mb)
+@register("convnet-nngp", params=CONVNET_PARAMS,
+          doc="exact NNGP of the infinite-width KIP ConvNet (DC's with stem=0; full pixel-pair covariance)")
+def convnet_nngp(*, depth: int = 3, stem: int = 1, w_std: float = SQRT2, b_std: float = 0.1,
+                 block_mb: int = 16) -> Kernel:
+    return _build("nngp", "convnet-nngp", depth, stem, w_std, b_std, block_mb)

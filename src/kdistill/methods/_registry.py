@@ -149,6 +149,7 @@ class Method:
     run: Callable[..., Any]
     iterative: bool = False
     precision: str = "float64"  # what a run's precision "auto" means for this method
+    kernel: str | None = None  # the kernel spec when none is given (None: the entry point's own default)
 
     def option(self, name: str) -> Option:
         for o in self.options:
@@ -167,7 +168,7 @@ RESERVED_FLAGS = frozenset({
 
 
 def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iterative: bool = False,
-                    precision: str = "float64"):
+                    precision: str = "float64", kernel: str | None = None):
     """Decorator: register ``run(ctx: Context, options: dict) -> MethodOutput`` as method ``name``.
 
     Raises ``RuntimeError`` for a programming error in the registration: a duplicate name or option,
@@ -198,7 +199,11 @@ def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iter
                                            f"{other.name!r} with another name or type")
         if precision not in ("float64", "float32"):
             raise RuntimeError(f"method {name!r}: precision must be float64 or float32, not {precision!r}")
-        _METHODS[name] = Method(name, doc, opts, run, iterative, precision)
+        if kernel is not None:
+            from ..kernels import from_spec
+
+            from_spec(kernel)  # a default that does not parse is a bug
+        _METHODS[name] = Method(name, doc, opts, run, iterative, precision, kernel)
         return run
 
     return deco

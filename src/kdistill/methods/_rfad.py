@@ -54,7 +54,7 @@ from ._losses import LOSSES, get_loss
 from ._registry import Option, register_method
 from ._types import Context, MethodOutput
 
-__all__ = ["RFADSettings", "rfad_method", "rfad_features"]
+__all__ = ["DEFAULT_KERNEL", "RFADSettings", "rfad_method", "rfad_features"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +175,8 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
 
 
 _DEFAULTS = RFADSettings()
+DEFAULT_KERNEL = "rf-convnet:models=8,width=64,depth=3,stem=0"
+"""The fixed evaluation kernel when no --kernel is given: 8 networks of DC's/RFAD's ConvNet (no stem conv)."""
 
 RFAD_OPTIONS = (
     *driver_options(_DEFAULTS.driver()),
@@ -192,7 +194,7 @@ RFAD_OPTIONS = (
 
 @register_method("rfad", doc="RFAD (Loo et al. 2022): KIP with random-ConvNet features redrawn every N steps and "
                  "Platt's loss; --kernel rf-convnet:... gives the networks", options=RFAD_OPTIONS, iterative=True,
-                 precision="float32")
+                 precision="float32", kernel=DEFAULT_KERNEL)
 def _run_rfad(ctx: Context, opts: dict) -> MethodOutput:
     rfad_features(ctx.kernel)  # a clear error before any work
     settings = RFADSettings(**{**opts, "reg": ctx.relative_reg(default=_DEFAULTS.reg),
