@@ -68,12 +68,21 @@ bench: $(VENV)/.installed-test $(NT_VENV)/bin/python
 	$(BIN)/python benchmarks/kip.py --datasets mnist fashion_mnist --ipcs 10 --kernel fc-ntk --variants random label-solve
 	$(BIN)/python benchmarks/kip.py --table4 --ipcs 1 10 50 --steps 200
 	$(BIN)/python benchmarks/distil_boost.py --fresh
+	$(BIN)/python benchmarks/rfad_speed.py
 
-# The tables that take longer (about 5 hours in all): KIP's plain defaults and finite-network transfer.
+# The tables that take longer (about 8 hours in all): KIP's plain defaults, finite-network transfer, RFAD.
+RFAD_KERNEL := rf-convnet:models=16,width=64,depth=3,stem=0
 bench-long: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/kip.py --defaults
 	$(BIN)/python benchmarks/finite.py --datasets mnist fashion_mnist --ipcs 1 10
 	$(BIN)/python benchmarks/finite.py --datasets mnist --ipcs 1 10 --augment
+	benchmarks/rfad_ablation.sh
+	$(BIN)/python benchmarks/rfad.py --dataset mnist --ipc 1 --minutes 20 --kernel $(RFAD_KERNEL) --keep runs/bench
+	$(BIN)/python benchmarks/rfad.py --dataset mnist --ipc 10 --minutes 60 --kernel $(RFAD_KERNEL) --keep runs/bench
+	$(BIN)/python benchmarks/rfad.py --dataset fashion_mnist --ipc 10 --minutes 60 --kernel $(RFAD_KERNEL) --keep runs/bench
+	$(BIN)/python benchmarks/rfad_checks.py runs/bench/mnist_ipc1_20min
+	$(BIN)/python benchmarks/rfad_checks.py runs/bench/mnist_ipc10_60min --finite-seeds 0
+	$(BIN)/python benchmarks/rfad_checks.py runs/bench/fashion_mnist_ipc10_60min --finite-seeds 0
 
 clean:
 	rm -rf $(VENV) $(NT_VENV) build src/*.egg-info .pytest_cache

@@ -147,3 +147,21 @@ def test_precision_auto_is_float32_for_rfad_and_float64_for_the_others(tmp_path)
         run_to_dir(tmp_path / "bad", ds, dataclasses.replace(_config(steps=1), precision="float16"),
                    dataset_ref="digits")
     assert "auto" in str(exc.value)
+
+
+def test_cli_without_kernel_or_precision_uses_rfads_own(tmp_path):
+    from click.testing import CliRunner
+
+    from kdistill.cli import cli
+    from kdistill.methods._rfad import DEFAULT_KERNEL
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", "--method", "rfad", "--ipc", "1", "--steps", "2",
+                                 "--no-full", "--no-baseline", "--val-size", "100", "--out", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kernel"] == from_spec(DEFAULT_KERNEL).spec and summary["precision"] == "float32"
+    assert summary["method_info"]["settings"]["draw_models"] < from_spec(DEFAULT_KERNEL).params[0][1]
+    listing = CliRunner().invoke(cli, ["methods"], catch_exceptions=False).output
+    assert "default --kernel rf-convnet" in " ".join(listing.split())
