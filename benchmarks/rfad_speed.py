@@ -131,7 +131,10 @@ def main(argv=None):
           f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after.", "",
           "`published_step_forward_s`: the forward passes alone of one step at RFAD's published settings "
           "(8 networks of width 256 on 4 x 1280 target images), a lower bound of its step time; "
-          "`cpu_step_forward_s_2x1280`: 2 networks on 1280 target images.", "",
+          "`cpu_step_forward_s_2x1280`: 2 networks on 1280 target images. A fraction_of_gemm above 1 means the "
+          "convolutions ran faster than the FLOPs counted here at NumPy's GEMM rate would allow: XLA's CPU "
+          "convolutions (oneDNN) can use fewer multiplications than 2 per multiply-add of the direct form "
+          "(e.g. Winograd), and a 2048^3 NumPy product is not this CPU's peak.", "",
           markdown_table(rows, ["stem", "width", "images_per_s", "gflop_per_image", "gflop_per_s", "fraction_of_gemm",
                                 "first_call_s", "published_step_forward_s", "cpu_step_forward_s_2x1280"]), "",
           "## One step's gradient through the networks (100 images, 2 networks of width 64)", "",
