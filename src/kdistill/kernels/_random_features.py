@@ -39,9 +39,10 @@ _CHUNK = 64  # images per step of the feature map (memory: chunk * h * w * width
 _CHUNK_BYTES = 2**30  # fewer images per step when a chunk's activations and features would pass this
 _LIVE_ACTIVATIONS = 3  # copies of the first layer's output alive at once (conv output, ReLU, next input)
 # Up to this many (network, chunk) pieces are written out as straight-line code; beyond it they run in
-# lax.map loops. Differentiating through lax.map (a scan) was 2.5-4x slower than the straight-line form
-# on this CPU (the support set's gradient in RFAD: 100 MNIST images, 2 networks of width 64: 0.18 s
-# against 0.72 s), while the forward pass is as fast either way (benchmarks/results/rfad_speed.md).
+# lax.map loops. Differentiating through lax.map (a scan) was 2-3x slower than the straight-line form
+# on this CPU (RFAD's per-step gradient, 100 MNIST images through 2 networks of width 64: 0.24 s against
+# 0.69 s with the stem conv, 0.09 s against 0.18 s without; benchmarks/results/rfad_speed.md), while the
+# forward pass is as fast either way.
 _UNROLL_PIECES = 64
 _RESIDUAL_BYTES = 2**30  # straight-line pieces keep activations for the backward pass below this, else recompute
 
