@@ -144,7 +144,7 @@ def render(rows: list[dict]) -> None:
           "Accuracies as fractions; published ones in %. label_solve_same_features, exact_nngp_on_subset, "
           "rf_kernel_on_same_subset and finite_convnet come from `benchmarks/rfad_checks.py` on the kept run "
           "(rfad_checks.md says how).", "",
-          markdown_table(compare, list(compare[0]) if compare else ["dataset"]), "",
+          markdown_table(compare, list(compare[0])) if compare else "(no kept headline run yet)", "",
           "Published sources: " + "; ".join(sources) + ".", "",
           "## Headline rows", "", markdown_table([r for r in rows if r["group"] == "headline"], cols), "",
           "## Speed knobs at equal wall-clock", "",

@@ -10,7 +10,7 @@ PY=.venv/bin/python
 MIN=${MIN:-3}
 K0=rf-convnet:models=8,width=64,depth=3,stem=0
 K1=rf-convnet:models=8,width=64,depth=3,stem=1
-run() { $PY benchmarks/rfad.py --group ablation --dataset mnist --ipc 10 --minutes "$MIN" --no-baseline "$@"; }
+run() { $PY benchmarks/rfad.py --group ablation --dataset mnist --ipc 10 --minutes "$MIN" --no-baseline --redraw-every 10 "$@"; }
 run --kernel $K0 --draw-models 2 --draw-width 64
 run --kernel $K1 --draw-models 2 --draw-width 64
 run --kernel $K0 --draw-models 1 --draw-width 64
@@ -19,5 +19,5 @@ run --kernel $K0 --draw-models 2 --draw-width 32
 run --kernel $K0 --draw-models 2 --draw-width 128
 run --kernel $K0 --draw-models 2 --draw-width 64 --target-batch 320
 run --kernel $K0 --draw-models 2 --draw-width 64 --target-batch 2560
-run --kernel $K0 --draw-models 2 --draw-width 64 --redraw-every 1
+run --kernel $K0 --draw-models 2 --draw-width 64 --redraw-every 1   # the later flag wins
 run --kernel $K0 --draw-models 2 --draw-width 64 --redraw-every 50

@@ -113,14 +113,28 @@ def test_validation_from_cached_features_equals_dual_krr_with_the_fixed_kernel()
 
     ds = load("digits")
     kernel = from_spec(SPEC)
-    method = rfad_method(kernel, lr=0.01, reg=5e-3, draw_models=1, draw_width=4)
+    seen = []
+
+    def counting(x):
+        seen.append(np.shape(x)[0])
+        return kernel.features(x)
+
+    spy = dataclasses.replace(kernel)
+    object.__setattr__(spy, "features", counting)  # every call counted (a jitted spy would count traces only)
+    method = rfad_method(spy, lr=0.01, reg=5e-3, draw_models=1, draw_width=4)
     x_s, y_s = ds.x_train[:20].astype(np.float64), np.eye(10)[ds.y_train[:20]] - 0.1
     x_val, lab_val = ds.x_train[100:400].astype(np.float64), ds.y_train[100:400]
-    model = krr.fit(kernel, x_s, y_s, reg=5e-3)
-    expected = krr.accuracy(krr.predict(kernel, model, x_val), lab_val)
-    assert method.validate(x_s, y_s, x_val, lab_val) == expected
-    assert method.validate(x_s[::-1], y_s[::-1], x_val, lab_val) == expected  # second call: the cached features
-    assert method.validate(x_s[:10], y_s[:10], x_val, lab_val) != expected  # ...of the images, not the answer
+
+    def dual(x_v, lab_v, n=20):
+        model = krr.fit(kernel, x_s[:n], y_s[:n], reg=5e-3)
+        return krr.accuracy(krr.predict(kernel, model, x_v), lab_v)
+
+    assert method.validate(x_s, y_s, x_val, lab_val) == dual(x_val, lab_val)
+    assert method.validate(x_s[:10], y_s[:10], x_val, lab_val) == dual(x_val, lab_val, n=10)
+    assert seen.count(300) == 1  # the validation images went through the networks once for both calls
+    other = x_val[:100].copy()  # another validation set: its own features, not the cached ones
+    assert method.validate(x_s, y_s, other, lab_val[:100]) == dual(other, lab_val[:100])
+    assert seen.count(100) == 1
 
 
 def test_draw_models_and_width_set_the_training_networks_of_the_kernels_architecture():

@@ -323,8 +323,8 @@ class Distiller(BaseEstimator):
     ((4, 4), [0, 0, 1, 1])
     """
 
-    def __init__(self, method="analytic", ipc=1, kernel="fcnn", *, seed=0, preprocess="standardize", reg="auto",
-                 precision="float64", options=None, **kwargs):
+    def __init__(self, method="analytic", ipc=1, kernel=None, *, seed=0, preprocess="standardize", reg="auto",
+                 precision="auto", options=None, **kwargs):
         self.method = method
         self.ipc = ipc
         self.kernel = kernel

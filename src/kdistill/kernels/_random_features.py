@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SpecError
 from ._arccos import compute_dtype
 from ._fc import B_STD, SQRT2, W_STD, check_relu_scale
 from ._finite import apply_convnet, apply_fc, convnet_shapes, draw, fc_shapes
@@ -116,7 +116,7 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
 
     size = max(1, min(n, _CHUNK, _CHUNK_BYTES // per_image))
     count = -(-n // size)
-    if params["hidden"] and models * count <= _UNROLL_PIECES:
+    if params["hidden"] and 1 <= models * count <= _UNROLL_PIECES:
         # straight-line pieces (fast to differentiate), recomputed in the backward pass when keeping every
         # piece's activations would pass _RESIDUAL_BYTES
         one = functools.partial(apply, w_std=w_std, b_std=b_std, readout=False)
@@ -139,6 +139,8 @@ def random_features(x, *, arch: str, models: int, width: int, depth: int, w_std:
 def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: float, seed: int,
            stem: int | None = None) -> Kernel:
     family = f"rf-{arch}"
+    if stem == 0 and depth == 0:
+        raise SpecError(f"{family}: stem=0 with depth=0 has no convolution at all; give depth >= 1 or stem=1")
     layers = depth + 1 + (stem if arch == "convnet" else 0)  # behind the readout
     check_relu_scale(family, layers=layers, depth=depth, w_std=w_std, b_std=b_std)
     # the weights that do not depend on the images (smallest images the depth allows, one channel);
@@ -157,8 +159,9 @@ def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: 
         f = functools.partial(random_features, **settings, key=key)
         return f(x1) @ f(x2).T
 
+    # stem=1 (the default, and the only architecture before the option existed) stays out of the spec string
     params = (("models", models), ("width", width), ("depth", depth), ("w_std", w_std), ("b_std", b_std), ("seed", seed),
-              *extra.items())
+              *((k, v) for k, v in extra.items() if v != 1))
     return Kernel(family, params, fn, features=features, keyed=keyed)
 
 

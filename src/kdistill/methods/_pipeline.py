@@ -111,6 +111,8 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     if (isinstance(config.max_dual_n, bool) or not isinstance(config.max_dual_n, (int, np.integer))
             or config.max_dual_n < 0):
         raise InvalidInputError(f"max_dual_n must be an integer >= 0, got {config.max_dual_n!r}")
+    if config.kernel is None:  # the method's own (rfad: its random ConvNets), else linear
+        config = dataclasses.replace(config, kernel=method.kernel or "linear")
     if not isinstance(config.kernel, str):
         raise InvalidInputError(f"kernel must be a spec string such as 'fcnn' or 'rbf:gamma=0.01', got "
                                 f"{type(config.kernel).__name__}")

@@ -24,13 +24,14 @@ log_temp learned alongside the images (``--loss mse`` for KIP's). Labels start a
 
 What makes it run on a CPU: DC's ConvNet without the stem conv (``stem=0``, a quarter of the FLOPs of
 KIP's on 28x28), 2 networks of width 64 per draw instead of RFAD's 8 of width 256, float32
-(``--precision auto``), straight-line network code that differentiates 3-4x faster than a scan, and
+(``--precision auto``), straight-line network code that differentiates 2-3x faster than a scan, and
 the validation images' features under the fixed kernel computed once per run. With
 ``redraw_every`` R > 1 the networks stay fixed for R steps and the target batch is held too (the
 driver's ``hold_batch``), so the target features are computed once per window and only the support
 set goes through the networks each step: 2.7x more steps, but at equal wall-clock on MNIST ipc 10 the
-fresh draws of R = 1 (RFAD's) won, so R = 1 is the default. Every default comes from the 3-minute
-ablation in ``benchmarks/results/rfad.md``. Networks and batches are functions of (seed, step), so a
+fresh draws of R = 1 (RFAD's) won, so R = 1 is the default. The speed knobs' defaults (architecture,
+networks and width per draw, target batch, R) come from the 3-minute ablation in
+``benchmarks/results/rfad.md``; the fixed kernel's 16 networks follow RFAD's validation (16 models). Networks and batches are functions of (seed, step), so a
 resumed run recomputes the window's features and ends where an uninterrupted run would.
 """
 
@@ -47,6 +48,7 @@ import numpy as np
 import optax
 
 from .. import krr
+from .._machine import check_memory
 from ..errors import InvalidInputError
 from ..kernels import Kernel
 from ..kernels._random_features import random_features
@@ -106,9 +108,9 @@ def rfad_features(kernel: Kernel, *, models: int | None = None, width: int | Non
     replace the spec's when given (cheaper training draws of the same architecture)."""
     if kernel.name not in ("rf-convnet", "rf-fc"):
         raise InvalidInputError(
-            f"rfad needs a random-feature kernel: give --kernel rf-convnet:models=8,width=64 (validation and "
-            f"evaluation use that spec's own fixed draw; training redraws --draw-models networks of its "
-            f"architecture), not {kernel.spec!r}")
+            f"rfad needs a random-feature kernel, not {kernel.spec!r}: leave out --kernel for rfad's own "
+            f"({DEFAULT_KERNEL}), or give an rf-convnet or rf-fc spec (its fixed draw validates and evaluates; "
+            f"training draws --draw-models networks of its architecture)")
     params = dict(kernel.params)
     params.update({k: v for k, v in (("models", models), ("width", width)) if v is not None})
     return functools.partial(random_features, arch=kernel.name[len("rf-"):], **params)
@@ -166,12 +168,16 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
 
     def validate(x_s, y_s, x_val, labels_val):
         # dual KRR with the fixed kernel, written in its features so the validation images go through
-        # the networks once per run rather than once per validation
-        if cache.get("x_val") is not x_val:
-            cache.update(x_val=x_val, phi_val=np.asarray(kernel.features(x_val), np.float64))
-        phi_s = np.asarray(kernel.features(np.asarray(x_s)), np.float64)
+        # the networks once per run rather than once per validation (kept in float32: accuracy only)
+        x_s = np.asarray(x_s)
+        if cache.get("x_val") is not x_val or cache["val_shape"] != x_val.shape:
+            p = int(kernel.features(x_s[:1]).shape[1])
+            check_memory(8 * x_val.shape[0] * p, f"the features of {x_val.shape[0]} validation images under {kernel.spec}",
+                         "use a smaller --val-size or fewer networks in --kernel")
+            cache.update(x_val=x_val, val_shape=x_val.shape, phi_val=np.asarray(kernel.features(x_val), np.float32))
+        phi_s = np.asarray(kernel.features(x_s), np.float64)
         alpha = krr.solve(phi_s @ phi_s.T, np.asarray(y_s), reg=reg).alpha
-        return krr.accuracy(cache["phi_val"] @ (phi_s.T @ alpha), labels_val)
+        return krr.accuracy(cache["phi_val"] @ (phi_s.T @ alpha).astype(np.float32), labels_val)
 
     return IterativeMethod("rfad", init, step, support, validate, hint=f"lower --lr or raise --reg (reg={reg})")
 
@@ -194,8 +200,9 @@ RFAD_OPTIONS = (
 )
 
 
-@register_method("rfad", doc="RFAD (Loo et al. 2022): KIP with random-ConvNet features redrawn every N steps and "
-                 "Platt's loss; --kernel rf-convnet:... gives the networks", options=RFAD_OPTIONS, iterative=True,
+@register_method("rfad", doc="RFAD (Loo et al. 2022): KIP with the features of random ConvNets (--draw-models of "
+                 "them, redrawn every --redraw-every steps) and Platt's loss; the --kernel spec's fixed draw "
+                 "validates and evaluates", options=RFAD_OPTIONS, iterative=True,
                  precision="float32", kernel=DEFAULT_KERNEL)
 def _run_rfad(ctx: Context, opts: dict) -> MethodOutput:
     rfad_features(ctx.kernel)  # a clear error before any work

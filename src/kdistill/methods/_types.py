@@ -22,7 +22,8 @@ class RunConfig:
     Attributes:
       method: a registered method name (``kdistill methods``).
       ipc: images per class (>= 1).
-      kernel: kernel spec string (``kdistill.kernels.from_spec``).
+      kernel: kernel spec string (``kdistill.kernels.from_spec``), or None: the method's own (``kdistill methods``),
+        else ``"linear"``; the run records the one used.
       seed: seeds every random choice of the run.
       preprocess: ``"none"``, ``"standardize"`` or ``"zca"``.
       reg: relative ridge of the model trained on the distilled set (lam = reg * tr(K_SS) / m), or
@@ -44,7 +45,7 @@ class RunConfig:
 
     method: str = "random"
     ipc: int = 10
-    kernel: str = "linear"
+    kernel: str | None = None
     seed: int = 0
     preprocess: str = "standardize"
     reg: float | str = "auto"
