@@ -15,7 +15,8 @@ output) this computes:
 
 Usage:  .venv/bin/python benchmarks/rfad_checks.py RUN_DIR [--nngp-test 300] [--finite-seeds 3]
         [--no-label-solve]
-Rows merge into benchmarks/results/rfad_checks.json (keyed by the run directory's name) and rfad_checks.md.
+Rows merge into benchmarks/results/rfad_checks.json (keyed by the run directory's name; parts skipped this time
+keep their earlier results) and rfad_checks.md.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ def main(argv=None):
     print(row, flush=True)
 
     path = RESULTS / "rfad_checks.json"
-    rows = [r for r in (load_json(path)["rows"] if path.exists() else []) if r["run"] != row["run"]] + [row]
+    old = [r for r in (load_json(path)["rows"] if path.exists() else [])]
+    # a part skipped this time (--nngp-test 0, --finite-seeds 0, --no-label-solve) keeps its earlier result
+    row = {**next((r for r in old if r["run"] == row["run"]), {}), **row}
+    rows = [r for r in old if r["run"] != row["run"]] + [row]
     mach = machine_info()
     cols = ["run", "dataset", "ipc", "kernel", "rfad_test_acc", "nngp_test_images", "rf_subset_acc", "nngp_subset_acc",
             "nngp_subset_seconds", "finite_acc_mean", "finite_acc_std", "finite_augment", "finite_seconds",
