@@ -53,7 +53,10 @@ def _small(name: str, **given):
     """The kernel with every integer parameter (depth, width, models, ...) but those ``given`` at its
     minimum, the cheapest setting, and the floats at their defaults."""
     ints = {k: int(p.min) for k, p in families()[name].params.items() if p.type is int}
-    return from_spec(name, **{**ints, **given})
+    merged = {**ints, **given}
+    if str(merged.get("stem")) == "0" and str(merged.get("depth")) == "0":  # no convolution at all: refused
+        merged["depth" if "stem" in given else "stem"] = 1
+    return from_spec(name, **merged)
 
 
 def test_every_numeric_parameter_declares_bounds_and_a_valid_default():
@@ -169,7 +172,10 @@ def test_bounds_build_and_are_recorded_exactly(name, key):
 def _extreme(name: str, which: str) -> dict:
     params = families()[name].params
     if which == "min":
-        return {k: p.type(p.min) for k, p in params.items() if p.type in (int, float)}
+        low = {k: p.type(p.min) for k, p in params.items() if p.type in (int, float)}
+        if low.get("stem") == 0 and low.get("depth") == 0:  # no convolution at all (refused): the stem stays
+            low["stem"] = 1
+        return low
     return {k: p.type(p.max) for k, p in params.items() if p.type is float or k == "width"}
 
 

@@ -408,10 +408,7 @@ def _build(get: str, family: str, depth: int, stem: int, w_std: float, b_std: fl
     fn = jax.jit(functools.partial(convnet_kernel, get=get, depth=depth, stem=stem, w_std=w_std, b_std=b_std,
                                    block_mb=block_mb))
 
-    # stem=1 (the default, and the only architecture before the option existed) stays out of the spec string,
-    # so specs recorded in earlier sets and checkpoints still match
-    params = (("depth", depth), *((("stem", stem),) if stem != 1 else ()), ("w_std", w_std), ("b_std", b_std),
-              ("block_mb", block_mb))
+    params = (("depth", depth), ("stem", stem), ("w_std", w_std), ("b_std", b_std), ("block_mb", block_mb))
     return Kernel(family, params, fn, pair_seconds=functools.partial(_pair_seconds, stem=stem))
 
 

@@ -159,9 +159,8 @@ def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: 
         f = functools.partial(random_features, **settings, key=key)
         return f(x1) @ f(x2).T
 
-    # stem=1 (the default, and the only architecture before the option existed) stays out of the spec string
     params = (("models", models), ("width", width), ("depth", depth), ("w_std", w_std), ("b_std", b_std), ("seed", seed),
-              *((k, v) for k, v in extra.items() if v != 1))
+              *extra.items())
     return Kernel(family, params, fn, features=features, keyed=keyed)
 
 

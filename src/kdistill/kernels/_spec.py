@@ -24,6 +24,11 @@ __all__ = ["Kernel", "KernelFamily", "Param", "register", "from_spec", "families
            "MAX_BYTES", "MAX_SEED", "check_bytes", "check_scale", "host_float"]
 
 
+# Parameters added after specs were first recorded, at the value that means what specs without them meant:
+# left out of spec strings, so sets and checkpoints recorded earlier still match (from_spec restores them).
+_UNSHOWN = frozenset({("stem", 1)})
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Kernel:
     """A kernel ``k(x1, x2) -> (n1, n2)`` on NHWC images, plus what it knows about itself.
@@ -90,9 +95,10 @@ class Kernel:
     @property
     def spec(self) -> str:
         """Canonical spec string that rebuilds this kernel with :func:`from_spec`."""
-        if not self.params:
+        shown = [(k, v) for k, v in self.params if (k, v) not in _UNSHOWN]
+        if not shown:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.params)
+        return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in shown)
 
     def param(self, name: str) -> Any:
         return dict(self.params)[name]
