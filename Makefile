@@ -69,6 +69,7 @@ bench: $(VENV)/.installed-test $(NT_VENV)/bin/python
 	$(BIN)/python benchmarks/kip.py --table4 --ipcs 1 10 50 --steps 200
 	$(BIN)/python benchmarks/distil_boost.py --fresh
 	$(BIN)/python benchmarks/rfad_speed.py
+	$(BIN)/python benchmarks/distributed.py
 
 # The tables that take longer (about 8 hours in all): KIP's plain defaults, finite-network transfer, RFAD.
 RFAD_KERNEL := rf-convnet:models=16,width=64,depth=3,stem=0
@@ -81,8 +82,8 @@ bench-long: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/rfad.py --dataset mnist --ipc 10 --minutes 60 --kernel $(RFAD_KERNEL) --keep runs/bench
 	$(BIN)/python benchmarks/rfad.py --dataset fashion_mnist --ipc 10 --minutes 60 --kernel $(RFAD_KERNEL) --keep runs/bench
 	$(BIN)/python benchmarks/rfad_checks.py runs/bench/mnist_ipc1_20min
-	$(BIN)/python benchmarks/rfad_checks.py runs/bench/mnist_ipc10_60min --finite-seeds 0
-	$(BIN)/python benchmarks/rfad_checks.py runs/bench/fashion_mnist_ipc10_60min --finite-seeds 0
+	$(BIN)/python benchmarks/rfad_checks.py runs/bench/mnist_ipc10_60min --nngp-test 2000
+	$(BIN)/python benchmarks/rfad_checks.py runs/bench/fashion_mnist_ipc10_60min --nngp-test 2000
 
 clean:
 	rm -rf $(VENV) $(NT_VENV) build src/*.egg-info .pytest_cache

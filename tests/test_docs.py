@@ -72,6 +72,9 @@ SHORTEN = [
      "KIP's default 4000 steps (17 minutes on MNIST, benchmarks/results/kip.md) and RFAD's hour: 5 steps"),
     (r"^(evaluate .*--model \S+.*)$", r"\1 --seeds 1 --epochs 2 --width 8",
      "finite networks: 5 seeds x 300 epochs is an hour or more on a CPU"),
+    (r" --workers \d+", "",
+     "a local Dask cluster takes ~20 s to start; tests/test_distributed.py runs `distill --workers 2` itself and "
+     "compares it with the single-process run"),
     (r"^download \S+$", "download --help",
      "needs internet; the dataset name is checked against the registry's downloadable files instead"),
 ]

@@ -77,6 +77,9 @@ def distill(
     y_test: Any = None,
     progress: bool = False,
     executor: Executor | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
     **options: Any,
 ) -> DistilledSet:
     """Distil labelled arrays ``x: (n, d) | (n, h, w) | (n, h, w, c)``, ``y: (n,)`` to ``ipc`` samples per class.
@@ -90,6 +93,10 @@ def distill(
     ``(m, k)`` targets, ``.classes`` the original class of each label column, ``.summary`` the
     run's summary (test accuracy when ``x_test, y_test`` are given), ``.save(path)``. The caller's
     JAX settings are left as they were.
+
+    Distributed (``pip install 'kdistill[distributed]'``): ``client`` (a ``distributed.Client``), ``workers=N``
+    (a local cluster of N processes for this call) or ``scheduler="tcp://HOST:PORT"`` run the block
+    computations and iterative steps on Dask, with the same result to rounding (docs/distributed.md).
 
     >>> import numpy as np, kdistill
     >>> rng = np.random.default_rng(0)
@@ -129,7 +136,15 @@ def distill(
                       class_names=tuple(str(c) for c in classes), source="arrays given to kdistill.distill")
     config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess, reg=reg,
                        val_size=val_size, precision=precision, options=options)
-    result = run(dataset, config, progress=progress, executor=executor)
+    if executor is not None and (client is not None or workers is not None or scheduler is not None):
+        raise InvalidInputError("give an executor, or a Dask client / workers / scheduler, not both")
+    if executor is not None:
+        result = run(dataset, config, progress=progress, executor=executor)
+    else:
+        from ._distributed import executor_scope
+
+        with executor_scope(client=client, workers=workers, scheduler=scheduler) as ex:
+            result = run(dataset, config, progress=progress, executor=ex)
     ds = result.distilled
     meta = dict(ds.meta, input_shape=list(input_shape), classes=classes)
     return DistilledSet(ds.images, ds.labels, meta, ds.arrays, summary=result.summary)

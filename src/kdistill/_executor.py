@@ -7,6 +7,12 @@ optionally followed by a reduction (neural-tangents' ``batch`` wrapper is the id
         = concatenate([fn(a[s:e], b[s:e], support, alpha) for each block s:e])
     total = executor.map(fn, rows, reduce=operator.add)
         = fn(block_0) + fn(block_1) + ...
+    total = executor.map_take(fn, pool, index, rows_b, broadcast=(support,), reduce=operator.add)
+        = sum over groups j of fn(pool[index_j], rows_b[j], support)
+
+``map_take`` is what an iterative step needs: ``pool`` (the target pool, the same array every step)
+stays where the executor keeps it, and only the step's indices and per-row values travel; the groups
+``index_j`` are the executor's (one per worker shard for Dask, a single group here).
 
 ``fn`` must be pure. ``broadcast`` arguments are the same for every block, so a distributed
 executor ships them to each worker once. :class:`LocalExecutor` runs the blocks in order
@@ -29,6 +35,9 @@ class Executor(Protocol):
     def map(self, fn: Callable[..., Any], *rows: Any, broadcast: Sequence[Any] = (), block_size: int = 2048,
             reduce: Callable[[Any, Any], Any] | None = None, progress: bool = False,
             description: str = "") -> Any: ...
+
+    def map_take(self, fn: Callable[..., Any], pool: Any, index: Any, *rows: Any, broadcast: Sequence[Any] = (),
+                 reduce: Callable[[Any, Any], Any] | None = None) -> Any: ...
 
 
 def _blocks(n: int, block_size: int) -> list[tuple[int, int]]:
@@ -57,6 +66,14 @@ class LocalExecutor:
         if not parts:
             return None
         return np.concatenate([np.asarray(p) for p in parts], axis=0)
+
+    def map_take(self, fn, pool, index, *rows, broadcast=(), reduce=None):
+        """``fn(pool[index], *rows, *broadcast)``: one group (``reduce`` has nothing to combine)."""
+        out = fn(pool[np.asarray(index)], *rows, *broadcast)
+        return out if reduce is not None else [out]
+
+    def describe(self) -> str:
+        return "local (this process)"
 
     def __repr__(self) -> str:
         return "LocalExecutor()"

@@ -298,9 +298,15 @@ def _method_options(method: str, given: dict) -> dict:
                    "the other methods. Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
                    "solves always run in float64. Recorded in run.json; --resume keeps it.")
 @click.option("--download", "download_", is_flag=True, help="Download the dataset's missing official files into --data-dir before loading (needs internet).")
+@click.option("--workers", type=int, default=None,
+              help="Run the block computations and steps on a local Dask cluster of N worker processes "
+                   "(needs kdistill[distributed]; docs/distributed.md). Allowed with --resume.")
+@click.option("--scheduler", default=None,
+              help="Run them on the Dask cluster whose scheduler is at tcp://HOST:PORT (started with `dask "
+                   "scheduler`, workers with `dask worker tcp://HOST:PORT`). Allowed with --resume.")
 @_data_dir_option
 def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_size, full, max_dual_n, baseline, resume,
-            force, precision, download_, data_dir, **method_values):
+            force, precision, download_, workers, scheduler, data_dir, **method_values):
     """Distil a dataset; writes OUT/run.json, distilled.npz (+ .json sidecar), summary.json, distilled.png and
     report.html (iterative methods: history.json and checkpoint.npz too; sets that start from real images:
     init_vs_distilled.png).
@@ -308,16 +314,19 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_s
     Options after the common ones belong to one method each; `kdistill distill --method NAME --help`
     shows NAME's.
     """
+    from ._distributed import executor_scope
     from .errors import InvalidInputError
     from .evaluate import MAX_DUAL_N
     from .kernels import from_spec
     from .methods import RunConfig, get_method, read_run_json, run_to_dir
 
     ctx = click.get_current_context()
+    if workers is not None and scheduler is not None:
+        raise InvalidInputError("give --workers N (a local cluster) or --scheduler ADDRESS (a running one), not both")
     if resume is not None:
         dataset_ref, saved_dir, config = read_run_json(resume)
         given = [p.opts[0] for p in ctx.command.get_params(ctx)
-                 if p.name not in ("resume", "download_") and p.name in ctx.params
+                 if p.name not in ("resume", "download_", "workers", "scheduler") and p.name in ctx.params
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise InvalidInputError(f"--resume continues the recorded run; drop {', '.join(given)} (its settings "
@@ -327,7 +336,9 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_s
                                     "new run instead")
         _interrupt_hint(ctx, resume, config)
         dataset, timings = _timed_load(dataset_ref, saved_dir, download_)
-        _, summary = run_to_dir(resume, dataset, config, resume=True, progress=True, timings=timings)
+        with executor_scope(workers=workers, scheduler=scheduler) as executor:
+            _, summary = run_to_dir(resume, dataset, config, resume=True, progress=True, timings=timings,
+                                    executor=executor)
         out = resume
     else:
         if dataset_name is None:
@@ -352,9 +363,10 @@ def distill(dataset_name, method, ipc, kernel, out, seed, preprocess, reg, val_s
                            baseline=baseline,
                            max_dual_n=MAX_DUAL_N if max_dual_n is None else max_dual_n, options=options)
         _interrupt_hint(ctx, out, config)
-        dataset, timings = _timed_load(dataset_name, data_dir, download_)
-        _, summary = run_to_dir(out, dataset, config, dataset_ref=dataset_name, data_dir=data_dir, force=force,
-                                progress=True, timings=timings)
+        with executor_scope(workers=workers, scheduler=scheduler) as executor:
+            dataset, timings = _timed_load(dataset_name, data_dir, download_)
+            _, summary = run_to_dir(out, dataset, config, dataset_ref=dataset_name, data_dir=data_dir, force=force,
+                                    progress=True, timings=timings, executor=executor)
     _print_table(summary_rows(summary), f"kdistill distill -> {out}")
     if summary.get("full_test_accuracy_note"):
         click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")

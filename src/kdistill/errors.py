@@ -14,6 +14,7 @@ __all__ = [
     "CorruptFileError",
     "UnsafeFileError",
     "SpecError",
+    "DistributedError",
 ]
 
 
@@ -39,3 +40,7 @@ class UnsafeFileError(CorruptFileError):
 
 class SpecError(KDistillError, ValueError):
     """An unknown kernel/method name or a bad parameter in a spec string."""
+
+
+class DistributedError(KDistillError, RuntimeError):
+    """A Dask cluster that cannot be used: unreachable scheduler, no workers, another kdistill version."""

@@ -75,17 +75,7 @@ class Kernel:
         # One compiled program per input shape instead of one per primitive per shape.
         object.__setattr__(self, "_fn_jit", jax.jit(self.fn))
         if self.features is not None:
-            jitted = jax.jit(self.features)
-            host = self.host_features
-            if host is None:
-                object.__setattr__(self, "features", jitted)
-            else:
-                def features(x):
-                    if isinstance(x, np.ndarray):
-                        return host(x, host_float(x.dtype))
-                    return jitted(x)
-
-                object.__setattr__(self, "features", features)
+            object.__setattr__(self, "features", _Features(self, self.features, self.host_features))
 
     def __call__(self, x1: Array, x2: Array) -> jax.Array | np.ndarray:
         if self.host_features is not None and isinstance(x1, np.ndarray) and isinstance(x2, np.ndarray):
@@ -103,8 +93,43 @@ class Kernel:
     def param(self, name: str) -> Any:
         return dict(self.params)[name]
 
+    def __reduce_ex__(self, protocol):
+        # A registry kernel travels as its spec string (its functions are jitted closures, which do not
+        # pickle) and is rebuilt once per process: how kernels reach Dask workers. Another is rebuilt from
+        # its plain fields (which must pickle themselves, e.g. with cloudpickle), jitted again on arrival.
+        if getattr(self, "_registry", False):
+            return _kernel_from_spec, (self.spec,)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(fields["features"], _Features):
+            fields["features"] = fields["features"].raw
+        return _rebuild_kernel, (fields,)
+
     def __repr__(self) -> str:
         return f"Kernel({self.spec!r})"
+
+
+class _Features:
+    """``kernel.features``: the jitted feature map, or the host (NumPy) one for NumPy input; pickles as its
+    kernel's (``kernel.features`` is what primal map-reduces send to Dask workers). ``raw`` is the map as
+    given to the kernel."""
+
+    def __init__(self, kernel: Kernel, raw: Callable, host: Callable | None):
+        self._kernel, self.raw, self._jitted, self._host = kernel, raw, jax.jit(raw), host
+
+    def __call__(self, x):
+        if self._host is not None and isinstance(x, np.ndarray):
+            return self._host(x, host_float(x.dtype))
+        return self._jitted(x)
+
+    def __reduce__(self):
+        return getattr, (self._kernel, "features")
+
+    def __repr__(self) -> str:
+        return f"{self._kernel!r}.features"
+
+
+def _rebuild_kernel(fields: dict) -> Kernel:
+    return Kernel(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +350,9 @@ def register(name: str, *, params: Mapping[str, Param] | None = None, doc: str =
     def deco(build: Callable[..., Kernel]) -> Callable[..., Kernel]:
         @functools.wraps(build)
         def checked(**kwargs: Any) -> Kernel:
-            return build(**_resolve(name, params, kwargs))
+            kernel = build(**_resolve(name, params, kwargs))
+            object.__setattr__(kernel, "_registry", kernel.name in _FAMILIES)  # rebuildable from its spec
+            return kernel
 
         fam = KernelFamily(name=name, params=params, build=checked, doc=doc)
         for n in (name, *aliases):
@@ -335,6 +362,12 @@ def register(name: str, *, params: Mapping[str, Param] | None = None, doc: str =
         return checked
 
     return deco
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_from_spec(spec: str) -> Kernel:
+    """The kernel of ``spec``, one instance per process (unpickling; compiled functions are reused)."""
+    return from_spec(spec)
 
 
 def families() -> dict[str, KernelFamily]:

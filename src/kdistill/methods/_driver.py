@@ -40,13 +40,15 @@ __all__ = ["Batch", "IterativeMethod", "DriverSettings", "IterativeResult", "run
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """A target batch: ``x (b, h, w, c)``, ``y (b, k)`` centred one-hot, ``weights (b,)``, the pool
-    ``indices (b,)`` and the ``step`` it belongs to."""
+    ``indices (b,)`` and the ``step`` it belongs to; ``pool`` is the target pool itself (``x`` is
+    ``pool[indices]``; the same array every step, which a distributed step keeps on its workers)."""
 
     x: Any
     y: Any
     weights: Any
     indices: np.ndarray
     step: int
+    pool: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,7 +285,7 @@ def run_iterative(
             idx, weights = sampler(step - step % settings.hold_batch, state)
             idx = np.asarray(idx)
             batch = Batch(jnp.asarray(x_pool[idx]), jnp.asarray(y_pool[idx]),
-                          jnp.asarray(np.asarray(weights, dtype=dtype)), idx, step)
+                          jnp.asarray(np.asarray(weights, dtype=dtype)), idx, step, x_pool)
             state, metrics = method.step(state, batch)
             metrics = {k: float(v) for k, v in metrics.items()}
             loss = metrics.get("loss", float("nan"))

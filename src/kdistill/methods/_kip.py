@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from .. import krr
+from .._executor import get_executor
 from .._typing import KernelFn
 from ..errors import InvalidInputError
 from ..kernels import Kernel
@@ -34,6 +35,7 @@ from ._label_solve import label_solve
 from ._losses import LOSSES, get_loss
 from ._registry import Option, register_method
 from ._sampling import Init, Sampler
+from ._split import kip_head, kip_shard, split_update
 from ._types import Context, MethodOutput
 
 __all__ = ["KIPSettings", "KIPResult", "kip_loss", "krr_predictions", "kip_method", "kip"]
@@ -148,10 +150,14 @@ def _kernel_fn(kernel: Kernel | KernelFn) -> KernelFn:
 
 def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels: bool = False,
                label_solve_every: int = 0, loss: str = "mse", redraw_every: int = 0, seed: int = 0,
-               name: str = "kip") -> IterativeMethod:
+               name: str = "kip", executor=None, split: bool | None = None,
+               support_on_workers: bool | None = None) -> IterativeMethod:
     """KIP as an iterative method for :func:`~kdistill.methods.run_iterative`.
 
     State: ``{"params": {"x", ["y"], [loss parameters]}, "opt": Adam state, "y_fixed": labels}``.
+    ``split`` (default: when ``executor`` is distributed) evaluates each step's target rows through
+    ``executor.map_take`` (:mod:`._split`: the workers hold the target pool; ``support_on_workers``, default
+    with two or more workers, computes K_SS there too); else one fused jitted step.
     """
     fixed_fn = _kernel_fn(kernel)
     the_loss = get_loss(loss)
@@ -170,17 +176,31 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
 
     update = adam_update(objective, optimizer)
     init = functools.partial(init_state, optimizer=optimizer, learn_labels=learn_labels, loss_init=the_loss.init)
+    if split is None:
+        split = bool(getattr(executor, "distributed", False))
+    if split:
+        if not isinstance(kernel, Kernel):
+            raise InvalidInputError("a distributed KIP step needs a registry kernel (a spec string or Kernel), "
+                                    "not a plain function: workers rebuild it from its spec")
+        split_step = split_update(kip_head(reg), ("kip", kernel, None, None), kip_shard, (kernel, loss),
+                                  optimizer=optimizer, learn_labels=learn_labels, loss=loss,
+                                  executor=get_executor(executor), support_on_workers=support_on_workers)
 
     def step(state, batch: Batch):
         params, y_fixed = state["params"], state["y_fixed"]
         if label_solve_every and batch.step % label_solve_every == 0:
+            # on the coordinator (the batch is here): sending the batch's images each time would cost more
             solved = label_solve(fixed_fn, np.asarray(params["x"]), np.asarray(batch.x), np.asarray(batch.y),
                                  reg=reg)
             y_fixed = jnp.asarray(solved, dtype=y_fixed.dtype)
             if learn_labels:
                 params = dict(params, y=y_fixed)
         key = jax.random.fold_in(base_key, batch.step // redraw_every) if redraw_every else None
-        params, opt_state, value, acc = update(params, state["opt"], y_fixed, batch.x, batch.y, batch.weights, key)
+        if split:
+            params, opt_state, value, acc = split_step(params, state["opt"], y_fixed, batch, key)
+        else:
+            params, opt_state, value, acc = update(params, state["opt"], y_fixed, batch.x, batch.y, batch.weights,
+                                                   key)
         metrics = {"loss": value, "batch_accuracy": acc}
         if "log_temp" in params:
             metrics["log_temp"] = params["log_temp"]
@@ -193,13 +213,13 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
 
     def validate(x_s, y_s, x_val, labels_val):
         model = krr.fit(eval_fn, np.asarray(x_s), np.asarray(y_s), reg=reg)
-        return krr.accuracy(krr.predict(eval_fn, model, x_val), labels_val)
+        return krr.accuracy(krr.predict(eval_fn, model, x_val, executor=executor), labels_val)
 
     def scores(state, x, y):
         """Each example's KIP loss under the current support set (what smart-pick draws by)."""
         x_s, y_s = support(state)
         model = krr.fit(eval_fn, np.asarray(x_s), np.asarray(y_s), reg=reg)
-        pred = jnp.asarray(krr.predict(eval_fn, model, x))
+        pred = jnp.asarray(krr.predict(eval_fn, model, x, executor=executor))
         params = {k: state["params"].get(k, v) for k, v in the_loss.init.items()}
         one = jnp.ones(1, pred.dtype)
         per = jax.vmap(lambda p, t: the_loss.fn(p[None], t[None], one, params))(pred, jnp.asarray(y, pred.dtype))
@@ -225,6 +245,7 @@ def kip(
     fingerprint: dict[str, Any] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     progress: bool = False,
+    executor=None,
 ) -> KIPResult:
     """Run KIP on ``x_train: (n, h, w, c)``, ``labels: (n,)`` and return the best support set.
 
@@ -234,7 +255,7 @@ def kip(
     settings.validate()
     method = kip_method(kernel, lr=settings.lr, reg=settings.reg, learn_labels=settings.learn_labels,
                         label_solve_every=settings.label_solve_every, loss=settings.loss,
-                        redraw_every=settings.redraw_every, seed=seed)
+                        redraw_every=settings.redraw_every, seed=seed, executor=executor)
     fp = dict(fingerprint or {}, kip={k: getattr(settings, k) for k in
                                       ("lr", "reg", "learn_labels", "label_solve_every", "loss", "redraw_every")})
     return run_iterative(method, x_train, labels, num_classes=num_classes, ipc=ipc, seed=seed,
@@ -266,7 +287,7 @@ def _run_kip(ctx: Context, opts: dict) -> MethodOutput:
     res = kip(ctx.kernel, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
               seed=ctx.config.seed, settings=settings, checkpoint=checkpoint, resume=ctx.resume,
               fingerprint={"kernel": ctx.kernel.spec, "precision": ctx.config.precision}, progress=ctx.progress,
-              on_checkpoint=ctx.on_checkpoint)
+              on_checkpoint=ctx.on_checkpoint, executor=ctx.executor)
     info = {"settings": dataclasses.asdict(settings), "init": settings.init, "sampler": settings.sampler,
             "init_seconds": res.init_seconds, "sampler_seconds": res.sampler_seconds,
             "steps_run": res.steps_run, "best_step": res.best_step,

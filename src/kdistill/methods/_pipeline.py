@@ -239,6 +239,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         "config": _describe_config(config),
         "method_info": dict(out.info),
         "machine": machine_info(),
+        "executor": executor.describe() if hasattr(executor, "describe") else type(executor).__name__,
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

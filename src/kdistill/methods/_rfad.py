@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from .. import krr
+from .._executor import get_executor
 from .._machine import check_memory
 from ..errors import InvalidInputError
 from ..kernels import Kernel
@@ -56,6 +57,7 @@ from ._driver import Batch, DriverSettings, IterativeMethod, driver_options, dri
 from ._kip import adam_update, init_state
 from ._losses import LOSSES, get_loss
 from ._registry import Option, register_method
+from ._split import rfad_head, rfad_shard, split_update
 from ._types import Context, MethodOutput
 
 __all__ = ["DEFAULT_KERNEL", "RFADSettings", "rfad_method", "rfad_features"]
@@ -116,6 +118,10 @@ def rfad_features(kernel: Kernel, *, models: int | None = None, width: int | Non
     return functools.partial(random_features, arch=kernel.name[len("rf-"):], **params)
 
 
+def _features_block(x, kernel):
+    return np.asarray(kernel.features(x), np.float32)
+
+
 def _predictions(phi_s, y_s, phi_t, reg):
     k_ss = phi_s @ phi_s.T
     m = k_ss.shape[0]
@@ -126,8 +132,14 @@ def _predictions(phi_s, y_s, phi_t, reg):
 
 def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = False, loss: str = "platt",
                 redraw_every: int = 1, seed: int = 0, draw_models: int | None = None,
-                draw_width: int | None = None) -> IterativeMethod:
+                draw_width: int | None = None, executor=None, split: bool | None = None,
+                support_on_workers: bool | None = None) -> IterativeMethod:
     """RFAD as an iterative method (run with the driver's ``hold_batch = redraw_every``).
+
+    ``split`` (default: when ``executor`` is distributed) computes each step's target features on the
+    workers that hold the target pool (:mod:`._split`; they are recomputed every step, so R > 1 saves
+    nothing there; ``support_on_workers``, default with two or more workers, computes the support set's
+    features there too); else one fused jitted step with the window's target features cached here.
 
     State: ``{"params": {"x", ["y"], [loss parameters]}, "opt": Adam state, "y_fixed": labels}``; the
     window's target features, and the validation images' features under ``kernel``'s fixed draw, live
@@ -150,10 +162,23 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
 
     update = adam_update(objective, optimizer)
     init = functools.partial(init_state, optimizer=optimizer, learn_labels=learn_labels, loss_init=the_loss.init)
+    if split is None:
+        split = bool(getattr(executor, "distributed", False))
+    if split:
+        split_step = split_update(rfad_head(reg), ("rfad", kernel, draw_models, draw_width), rfad_shard,
+                                  (kernel, draw_models, draw_width, loss), optimizer=optimizer,
+                                  learn_labels=learn_labels, loss=loss, executor=get_executor(executor),
+                                  support_on_workers=support_on_workers)
 
     def step(state, batch: Batch):
         window = batch.step // redraw_every
         key = jax.random.fold_in(base_key, window)
+        if split:
+            params, opt_state, value, acc = split_step(state["params"], state["opt"], state["y_fixed"], batch, key)
+            metrics = {"loss": value, "batch_accuracy": acc}
+            if "log_temp" in params:
+                metrics["log_temp"] = params["log_temp"]
+            return {"params": params, "opt": opt_state, "y_fixed": state["y_fixed"]}, metrics
         if cache["window"] != window or not np.array_equal(cache["indices"], batch.indices):
             cache.update(window=window, indices=np.array(batch.indices), phi_t=window_features(batch.x, key))
         params, opt_state, value, acc = update(state["params"], state["opt"], state["y_fixed"], cache["phi_t"],
@@ -174,7 +199,8 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
             p = int(kernel.features(x_s[:1]).shape[1])
             check_memory(8 * x_val.shape[0] * p, f"the features of {x_val.shape[0]} validation images under {kernel.spec}",
                          "use a smaller --val-size or fewer networks in --kernel")
-            cache.update(x_val=x_val, val_shape=x_val.shape, phi_val=np.asarray(kernel.features(x_val), np.float32))
+            phi_val = get_executor(executor).map(_features_block, x_val, broadcast=(kernel,), block_size=len(x_val))
+            cache.update(x_val=x_val, val_shape=x_val.shape, phi_val=np.asarray(phi_val, np.float32))
         phi_s = np.asarray(kernel.features(x_s), np.float64)
         alpha = krr.solve(phi_s @ phi_s.T, np.asarray(y_s), reg=reg).alpha
         return krr.accuracy(cache["phi_val"] @ (phi_s.T @ alpha).astype(np.float32), labels_val)
@@ -211,7 +237,7 @@ def _run_rfad(ctx: Context, opts: dict) -> MethodOutput:
     settings.validate()
     method = rfad_method(ctx.kernel, lr=settings.lr, reg=settings.reg, learn_labels=settings.learn_labels,
                          loss=settings.loss, redraw_every=settings.redraw_every, seed=ctx.config.seed,
-                         draw_models=settings.draw_models, draw_width=settings.draw_width)
+                         draw_models=settings.draw_models, draw_width=settings.draw_width, executor=ctx.executor)
     checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
     fp = {"kernel": ctx.kernel.spec, "precision": ctx.config.precision,
           "rfad": {k: getattr(settings, k) for k in ("lr", "reg", "learn_labels", "loss", "redraw_every", "draw_models",
