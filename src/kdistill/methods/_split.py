@@ -207,13 +207,22 @@ def split_update(head: Callable, support: tuple, shard: Callable, static: tuple,
         rows, _ = _support_fns(*support, key is not None)
         return head(rows(jnp.arange(x_s.shape[0]), x_s, key), y_s, x_s)
 
+    # Forward and backward are separate compiled programs with the worker round trip between them; the
+    # backward recomputes the forward (a VJP closure cannot cross from one compiled program to the next
+    # without recompiling every step): one more pass over the support side, on the coordinator.
     @jax.jit
     def forward(x_s, y_s, key):  # coordinator computes Z too
-        return jax.vjp(lambda x, y: full(x, y, key), x_s, y_s)
+        return full(x_s, y_s, key)
 
     @jax.jit
-    def head_forward(z, y_s, x_s):  # Z from the workers
-        return jax.vjp(head, z, y_s, x_s)
+    def backward(x_s, y_s, key, g_r):
+        return jax.vjp(lambda x, y: full(x, y, key), x_s, y_s)[1](g_r)
+
+    head_forward = jax.jit(head)  # Z from the workers
+
+    @jax.jit
+    def head_backward(z, y_s, x_s, g_r):
+        return jax.vjp(head, z, y_s, x_s)[1](g_r)
 
     @jax.jit
     def apply(params, opt_state, grads):
@@ -227,10 +236,11 @@ def split_update(head: Callable, support: tuple, shard: Callable, static: tuple,
         host_x = np.asarray(x_s)
         rows = np.arange(x_s.shape[0])
         if support_on_workers:
-            z = executor.map(support_rows, rows, broadcast=(host_x, *support, key_data), block_size=len(rows))
-            r, pullback = head_forward(jnp.asarray(z), y_s, x_s)
+            z = jnp.asarray(executor.map(support_rows, rows, broadcast=(host_x, *support, key_data),
+                                         block_size=len(rows)))
+            r = head_forward(z, y_s, x_s)
         else:
-            r, pullback = forward(x_s, y_s, key)
+            r = forward(x_s, y_s, key)
         extra = {k: np.asarray(params[k]) for k in loss_init}
         b_total = len(batch.indices)
         value, correct, g_r, g_extra = executor.map_take(
@@ -238,12 +248,12 @@ def split_update(head: Callable, support: tuple, shard: Callable, static: tuple,
             broadcast=(jax.device_get(r), extra, *static, b_total, key_data), reduce=_add)
         g_r = jax.tree_util.tree_map(lambda g, ref: jnp.asarray(g, ref.dtype), g_r, r)
         if support_on_workers:
-            g_z, g_y, g_x = pullback(g_r)
+            g_z, g_y, g_x = head_backward(z, y_s, x_s, g_r)
             g_x = g_x + jnp.asarray(executor.map(support_rows_vjp, rows, np.asarray(g_z),
                                                  broadcast=(host_x, *support, key_data), block_size=len(rows),
                                                  reduce=_add), x_s.dtype)
         else:
-            g_x, g_y = pullback(g_r)
+            g_x, g_y = backward(x_s, y_s, key, g_r)
         grads = {"x": g_x, **{k: jnp.asarray(v, params[k].dtype) for k, v in g_extra.items()}}
         if learn_labels:
             grads["y"] = g_y
