@@ -37,7 +37,7 @@ from kdistill.methods._rfad import rfad_method
 
 from conftest import TOL, X64
 
-distributed = pytest.importorskip("distributed")  # installed by `make test` ([test] extra): never skipped there
+import distributed  # noqa: E402  (the [test] extra installs it: its absence is a failure, not a skip)
 
 BIN = Path(sys.executable).parent
 ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",

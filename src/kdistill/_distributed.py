@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import pickle
 import uuid
 import weakref
 from typing import Any, Iterator, Sequence
@@ -92,9 +91,10 @@ def _tune_malloc() -> None:
 
     The nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting it switches off glibc's
     adaptive mmap threshold, so every large buffer XLA allocates is mapped and unmapped afresh (page
-    faults on every call): RFAD's features ran 2x slower in a worker than in a plain process (0.55 s
-    against 0.27 s for 1280 images, benchmarks/distributed.py's workload). Fixed thresholds at the
-    adaptive scheme's ceiling restore the plain process's speed.
+    faults on every call): RFAD's features for 1280 MNIST images ran about 2x slower in a worker than in a
+    plain process (0.55 s against 0.27 s, a one-off probe while writing benchmarks/distributed.py, whose
+    results are with this fix). Fixed thresholds at the adaptive scheme's ceiling restore the plain
+    process's speed.
     """
     try:
         import ctypes
@@ -422,8 +422,3 @@ def executor_scope(*, workers: int | None = None, scheduler: str | None = None, 
         yield ex
     finally:
         ex.close()
-
-
-def payload_bytes(obj: Any) -> int:
-    """Pickled size of ``obj`` (a check of :func:`_nbytes`' accounting in tests and benchmarks)."""
-    return len(pickle.dumps(_host(obj), protocol=5))

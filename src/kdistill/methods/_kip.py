@@ -35,7 +35,7 @@ from ._label_solve import label_solve
 from ._losses import LOSSES, get_loss
 from ._registry import Option, register_method
 from ._sampling import Init, Sampler
-from ._split import kip_head, kip_shard, split_update
+from ._split import kip_head, kip_shard, ridge_solve, split_update
 from ._types import Context, MethodOutput
 
 __all__ = ["KIPSettings", "KIPResult", "kip_loss", "krr_predictions", "kip_method", "kip"]
@@ -99,12 +99,9 @@ def krr_predictions(kernel_fn: KernelFn, x_s, y_s, x_t, *, reg: float):
 
     Shapes: x_s (m, h, w, c), y_s (m, k), x_t (b, h, w, c) -> (b, k).
     """
-    k_ss = kernel_fn(x_s, x_s)
+    k_ss = kernel_fn(x_s, x_s)  # before K_TS: the order the recorded reference losses were computed in
     k_ts = kernel_fn(x_t, x_s)
-    m = k_ss.shape[0]
-    lam = reg * jnp.trace(k_ss) / m
-    factor = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(m, dtype=k_ss.dtype), lower=True)
-    return k_ts @ jax.scipy.linalg.cho_solve(factor, y_s)
+    return k_ts @ ridge_solve(k_ss, y_s, reg)
 
 
 def kip_loss(kernel_fn: KernelFn, x_s, y_s, x_t, y_t, *, reg: float, loss: str = "mse", weights=None,

@@ -57,7 +57,7 @@ from ._driver import Batch, DriverSettings, IterativeMethod, driver_options, dri
 from ._kip import adam_update, init_state
 from ._losses import LOSSES, get_loss
 from ._registry import Option, register_method
-from ._split import rfad_head, rfad_shard, split_update
+from ._split import rfad_head, rfad_shard, ridge_solve, split_update
 from ._types import Context, MethodOutput
 
 __all__ = ["DEFAULT_KERNEL", "RFADSettings", "rfad_method", "rfad_features"]
@@ -123,11 +123,8 @@ def _features_block(x, kernel):
 
 
 def _predictions(phi_s, y_s, phi_t, reg):
-    k_ss = phi_s @ phi_s.T
-    m = k_ss.shape[0]
-    lam = reg * jnp.trace(k_ss) / m
-    factor = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(m, dtype=k_ss.dtype), lower=True)
-    return (phi_t @ phi_s.T) @ jax.scipy.linalg.cho_solve(factor, y_s)
+    alpha = ridge_solve(phi_s @ phi_s.T, y_s, reg)
+    return (phi_t @ phi_s.T) @ alpha
 
 
 def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = False, loss: str = "platt",

@@ -38,7 +38,7 @@ import optax
 from ..kernels import Kernel
 from ._losses import LOSSES
 
-__all__ = ["split_update", "kip_head", "rfad_head", "kip_shard", "rfad_shard", "support_rows", "support_rows_vjp", "step_bytes"]
+__all__ = ["split_update", "kip_head", "rfad_head", "kip_shard", "rfad_shard", "support_rows", "support_rows_vjp", "step_bytes", "ridge_solve"]
 
 _ROWS = 32  # shard rows are padded to a multiple of this
 
@@ -132,7 +132,9 @@ def step_bytes(*, m: int, d: int, k: int, b: int, workers: int, itemsize: int, x
     return sent, received
 
 
-def _cho_solve(k_ss, y_s, reg):
+def ridge_solve(k_ss, y_s, reg: float):
+    """``(K_SS + lam I)^-1 Y_S`` with ``lam = reg * tr(K_SS) / m``, by Cholesky (JAX, differentiable): the solve
+    of KIP's and RFAD's predictions, fused or split."""
     m = k_ss.shape[0]
     lam = reg * jnp.trace(k_ss) / m
     factor = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(m, dtype=k_ss.dtype), lower=True)
@@ -179,12 +181,12 @@ def support_rows_vjp(idx, g, x_s, kind, kernel, models, width, key_data):
 
 def kip_head(reg: float):
     """KIP: ``(Z = K_SS, Y_S, X_S) -> r = (X_S, alpha)``."""
-    return lambda z, y_s, x_s: (x_s, _cho_solve(z, y_s, reg))
+    return lambda z, y_s, x_s: (x_s, ridge_solve(z, y_s, reg))
 
 
 def rfad_head(reg: float):
     """RFAD: ``(Z = Phi_S, Y_S, X_S) -> r = v = Phi_S^T (Phi_S Phi_S^T + lam I)^-1 Y_S``."""
-    return lambda z, y_s, x_s: z.T @ _cho_solve(z @ z.T, y_s, reg)
+    return lambda z, y_s, x_s: z.T @ ridge_solve(z @ z.T, y_s, reg)
 
 
 def split_update(head: Callable, support: tuple, shard: Callable, static: tuple, *, optimizer, learn_labels: bool,
