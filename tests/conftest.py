@@ -27,6 +27,16 @@ _DATA = tempfile.mkdtemp(prefix="kdistill-test-data-")
 os.environ["KDISTILL_DATA"] = _DATA
 atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 
+# XLA's compiled programs are kept on disk for the test session and shared with the CLI processes and Dask
+# workers tests start: many tests build the same kernels and steps afresh (new closures, new processes) and
+# would otherwise compile them again. The cache starts empty each session, so `make test` times stay cold.
+_JAX_CACHE = tempfile.mkdtemp(prefix="kdistill-test-jax-cache-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+
 # One place for tolerances, per dtype (STYLE.md habit 10).
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-10)}
 
@@ -56,11 +66,13 @@ def x64_module():
 
 
 # Files whose tests do not touch JAX's precision (file formats, downloads, docs, reports) or pin
-# float64 for the whole module (float64 references): running them twice would test nothing new.
+# float64 for the whole module (float64 references), or set the precision in each test (test_kernels_neural:
+# float64 references, float32 cases under jax.enable_x64(False)): running them twice would test nothing new.
 _PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
                    "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py",
                    "test_misuse.py", "test_fuzz.py", "test_input_validation.py", "test_kernel_validation.py",
-                   "test_distil_boost.py", "test_data_cache.py", "test_feature_maps.py", "test_cli.py"}  # the CLI scopes float64 itself; its tests start from both
+                   "test_distil_boost.py", "test_data_cache.py", "test_feature_maps.py", "test_cli.py",
+                   "test_kernels_neural.py"}  # the CLI scopes float64 itself; its tests start from both
 
 
 def pytest_collection_modifyitems(config, items):

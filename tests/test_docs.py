@@ -70,6 +70,9 @@ SHORTEN = [
     (r"--steps \d+", "--steps 5", "KIP: 400 steps are 13 s on MNIST (README)"),
     (r"^(distill (?!.*--steps).*--method (kip|rfad)\b.*)$", r"\1 --steps 5",
      "KIP's default 4000 steps (17 minutes on MNIST, benchmarks/results/kip.md) and RFAD's hour: 5 steps"),
+    (r"^(distill (?!.*--kernel).*--method rfad\b.*)$", r"\1 --kernel rf-convnet:models=2,width=8,depth=2",
+     "RFAD's default fixed kernel (16 networks of width 64) takes ~10 s to compile; tests/test_rfad.py runs "
+     "the default once"),
     (r"^(evaluate .*--model \S+.*)$", r"\1 --seeds 1 --epochs 2 --width 8",
      "finite networks: 5 seeds x 300 epochs is an hour or more on a CPU"),
     (r" --workers \d+", "",

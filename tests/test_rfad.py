@@ -146,6 +146,7 @@ def test_draw_models_and_width_set_the_training_networks_of_the_kernels_architec
     assert drawn.shape == (3, 3 * 4 * 2 * 2 + 1)  # 3 networks, 4 channels on a 2x2 grid after 2 pools, the bias
 
 
+@pytest.mark.slow  # scopes its own precision: once is enough
 def test_precision_auto_is_float32_for_rfad_and_float64_for_the_others(tmp_path):
     ds = load("digits")
     _, auto = run_to_dir(tmp_path / "auto", ds, _config(steps=2, val_every=0, checkpoint_every=0),
@@ -163,6 +164,7 @@ def test_precision_auto_is_float32_for_rfad_and_float64_for_the_others(tmp_path)
     assert "auto" in str(exc.value)
 
 
+@pytest.mark.slow  # scopes its own precision: once is enough
 def test_cli_without_kernel_or_precision_uses_rfads_own(tmp_path):
     from click.testing import CliRunner
 

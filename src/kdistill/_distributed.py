@@ -360,6 +360,23 @@ def check_workers(client) -> None:
                                f"install the same version on every worker ({len(other)} of {len(info)} differ)")
 
 
+def _probe(address: str, timeout: float) -> None:
+    """Fail at once when nothing listens at a ``tcp://HOST:PORT`` address (Dask's client would retry until
+    its timeout); other schemes are left to Dask."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if parts.scheme != "tcp":
+        return
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number: Dask's own message says so
+        return
+    if host and port:
+        socket.create_connection((host, port), timeout=timeout).close()
+
+
 def connect(*, workers: int | None = None, scheduler: str | None = None, timeout: float = 5.0) -> DaskExecutor:
     """A :class:`DaskExecutor` on a new ``LocalCluster`` of ``workers`` processes, or on the running scheduler
     at ``scheduler`` (``tcp://HOST:PORT``). Close it with ``.close()`` (or use :func:`executor_scope`)."""
@@ -372,6 +389,7 @@ def connect(*, workers: int | None = None, scheduler: str | None = None, timeout
 
     if scheduler is not None:
         try:
+            _probe(scheduler, timeout)
             client = distributed.Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as e:
             raise DistributedError(f"cannot reach a Dask scheduler at {scheduler!r} ({_first_line(e)}); start one "
