@@ -118,9 +118,9 @@ def _gram(executor, x, y) -> float:
     if executor is not None:
         executor.persist(x, cache=True)
         executor.persist(y, cache=True)
-    krr.accumulate(features, x, y, chunk_size=2048, executor=executor)
+    krr.accumulate(features, x, y, executor=executor)
     t = time.perf_counter()
-    krr.accumulate(features, x, y, chunk_size=2048, executor=executor)
+    krr.accumulate(features, x, y, executor=executor)
     return time.perf_counter() - t
 
 

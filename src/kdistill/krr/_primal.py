@@ -37,6 +37,16 @@ class GramStats:
         return GramStats(self.gram + other.gram, self.cross + other.cross, self.n + other.n)
 
 
+def _sum_into(a: GramStats, b: GramStats) -> GramStats:
+    """``a + b`` written into ``a``'s arrays (the same numbers as ``+``): the reduce of a map whose blocks
+    are fresh arrays nobody else holds, so a (p, p) Gram is not allocated again for every block."""
+    if not (a.gram.flags.writeable and a.cross.flags.writeable):  # e.g. arrays received from a Dask worker
+        return a + b
+    np.add(a.gram, b.gram, out=a.gram)
+    np.add(a.cross, b.cross, out=a.cross)
+    return GramStats(a.gram, a.cross, a.n + b.n)
+
+
 @dataclasses.dataclass(frozen=True)
 class PrimalModel:
     """A fitted primal ridge model: ``w: (p, k)`` float64, ``reg`` relative, ``lam`` absolute."""
@@ -91,7 +101,7 @@ def accumulate(
     if x.shape[0] == 0:
         raise InvalidInputError("no training samples")
     return get_executor(executor).map(_stats_block, x, y, broadcast=(features,), block_size=chunk_size,
-                                      reduce=GramStats.__add__, progress=progress, description=description)
+                                      reduce=_sum_into, progress=progress, description=description)
 
 
 def solve_primal(stats: GramStats, *, reg: float) -> PrimalModel:
