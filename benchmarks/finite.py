@@ -41,7 +41,8 @@ from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E
 from kdistill import io  # noqa: E402
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import class_balanced_indices, fit_preprocessor, load, one_hot  # noqa: E402
-from kdistill.evaluate import PROTOCOLS, finite_evaluate_file, finite_settings, train_and_evaluate  # noqa: E402
+from kdistill.evaluate import (AUGMENTS, PROTOCOLS, finite_evaluate_file, finite_settings, resolve_augment,  # noqa: E402
+                               train_and_evaluate)
 
 PUBLISHED = {("mnist", 1): 0.649, ("mnist", 10): 0.951, ("mnist", 50): 0.979,
              ("fashion_mnist", 1): 0.514, ("fashion_mnist", 10): 0.738, ("fashion_mnist", 50): 0.825}
@@ -65,9 +66,16 @@ COLUMNS = ["source", "dataset", "ipc", "model", "width", "epochs", "augment", "s
            "diff (points)", "s / seed", "label mode"]
 
 
+def _augment_name(value) -> str:
+    """Rows written before the augmentation modes stored True (DC's augmentation: MNIST) or False."""
+    if isinstance(value, bool) or value is None:
+        return "dc" if value else "none"
+    return str(value)
+
+
 def _row_md(r: dict) -> dict:
     out = {k: r.get(k) for k in KEY}
-    out["augment"] = "yes" if r.get("augment") else "no"
+    out["augment"] = _augment_name(r.get("augment"))
     out["seeds"] = r["seeds"]
     out["accuracy %"] = f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}"
     pub = r.get("published")
@@ -90,7 +98,7 @@ class Results:
 
     def add(self, row: dict) -> None:
         def key(r):
-            return tuple(bool(r.get(k)) if k == "augment" else r.get(k) for k in KEY)
+            return tuple(_augment_name(r.get(k)) if k == "augment" else r.get(k) for k in KEY)
 
         path = RESULTS / f"{self.name}.json"  # re-read: another run may have added rows meanwhile
         rows = load_json(path).get("rows", []) if path.exists() else self.rows
@@ -111,8 +119,9 @@ class Results:
 
 
 def random_real(results: Results, names, ipcs, seeds, model, epochs, width, augment) -> None:
-    s = finite_settings(model, epochs=epochs, width=width, augment=augment)
     for name in names:
+        aug, flip = resolve_augment(augment, name)
+        s = finite_settings(model, epochs=epochs, width=width, augment=aug, flip=flip)
         ds = load(name)
         prep = fit_preprocessor(ds.x_train, "standardize")
         x_test = prep.apply(ds.x_test)
@@ -123,13 +132,13 @@ def random_real(results: Results, names, ipcs, seeds, model, epochs, width, augm
                 t0 = time.perf_counter()
                 acc = train_and_evaluate(prep.apply(ds.x_train[idx]), one_hot(ds.y_train[idx], ds.num_classes),
                                          x_test, ds.y_test, model=model, seed=seed, epochs=s.epochs, width=s.width,
-                                         augment=augment or None)
+                                         augment=aug, flip=flip)
                 secs.append(time.perf_counter() - t0)
                 accs.append(acc)
-                print(f"{name} ipc {ipc} {model} augment={augment} seed {seed}: {100 * acc:.2f}% "
+                print(f"{name} ipc {ipc} {model} augment={aug} seed {seed}: {100 * acc:.2f}% "
                       f"({secs[-1]:.0f} s)", flush=True)
             results.add({"source": "random real", "dataset": name, "ipc": ipc, "model": model, "width": s.width,
-                         "epochs": s.epochs, "augment": augment, "seeds": seeds, "mean": float(np.mean(accs)),
+                         "epochs": s.epochs, "augment": aug, "seeds": seeds, "mean": float(np.mean(accs)),
                          "std": float(np.std(accs)), "accuracies": accs, "seconds_per_seed": float(np.mean(secs)),
                          "seconds": secs, "published": PUBLISHED.get((name, ipc)), "label_mode": "one-hot",
                          "settings": s.as_dict()})
@@ -151,7 +160,7 @@ def distilled_sets(results: Results, root: Path, pattern: str, models, seeds, ep
         for model in models:
             w = width if model != "convnet" else None
             res = finite_evaluate_file(f, cache[name], model=model, seeds=seeds, epochs=epochs, width=w,
-                                       augment=augment or None)
+                                       augment=augment)
             print(f"{f.name} {model}: {100 * res['mean']:.2f} ± {100 * res['std']:.2f}% "
                   f"({res['seconds_per_seed']:.0f} s / seed)", flush=True)
             label = f.name if f.name != "distilled.npz" else f"{f.parent.name}/{f.name}"
@@ -193,8 +202,8 @@ def main(argv=None):
     ap.add_argument("--set-models", nargs="+", default=["convnet"])
     ap.add_argument("--width", type=int, default=None,
                     help="width of the non-DC models on distilled sets (convnet-kip's 1024 is hours per seed on CPU)")
-    ap.add_argument("--augment", action="store_true",
-                    help="train with augmentation (grayscale: DC's MNIST shift/scale/rotate; RGB: crop + flip)")
+    ap.add_argument("--augment", choices=["auto", *AUGMENTS], default="auto",
+                    help="augmentation while training (auto: DC's protocol, dc on MNIST and none elsewhere)")
     ap.add_argument("--name", default="finite", help="results/<name>.json and .md")
     ap.add_argument("--from-summary", nargs="+", type=Path, default=None, metavar="RUN_DIR",
                     help="only add the finite results that `kdistill evaluate --model` stored in "

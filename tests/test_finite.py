@@ -30,7 +30,7 @@ from kdistill.evaluate import (
     train_and_evaluate,
     training_targets,
 )
-from kdistill.evaluate._finite import _augment
+from kdistill.evaluate._finite import _crop_flip, _dc_augment, augment_batch, resolve_augment
 
 # One tiny configuration per model that fits 20 digits images exactly.
 TINY = {
@@ -145,15 +145,37 @@ def test_mse_network_fits_soft_labels_as_stored(tiny):
 def test_augment():
     key = jax.random.key(0, impl="rbg")
     rgb = np.arange(2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3) + 1
-    out = np.asarray(_augment(key, rgb))  # shift + flip: every pixel is padding (0) or from the same image
+    out = np.asarray(_crop_flip(key, rgb))  # shift + flip: every pixel is padding (0) or from the same image
     assert out.shape == rgb.shape
     for i in range(2):
         assert set(np.unique(out[i])) <= set(np.unique(rgb[i])) | {0.0}
+    # without flips, each image is a zero-filled shift: a row of the output reads left to right like the input
+    row = np.asarray(_crop_flip(key, rgb, flip=False))[:, 4, :, 0]
+    for r in row:
+        vals = r[r > 0]
+        assert np.all(np.diff(vals) > 0)
     gray = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)  # DC's shift / scale / rotate
-    a, b = np.asarray(_augment(key, gray)), np.asarray(_augment(key, gray))
+    a, b = np.asarray(_dc_augment(key, gray)), np.asarray(_dc_augment(key, gray))
     assert a.shape == gray.shape and a.dtype == np.float32 and np.array_equal(a, b)
     assert not np.allclose(a, gray) and np.all(np.isfinite(a))
     assert a.min() >= gray.min() - 1e-6 and a.max() <= gray.max() + 1e-6  # bilinear: no overshoot
+    np.testing.assert_array_equal(np.asarray(augment_batch("none", key, gray)), gray)
+    np.testing.assert_array_equal(np.asarray(augment_batch("dc", key, gray)), a)
+    with pytest.raises(InvalidInputError, match="unknown augmentation"):
+        augment_batch("mixup", key, gray)
+
+
+def test_default_augmentation_is_dcs_protocol():
+    """DC's get_daparam: crop/scale/rotate on MNIST, nothing elsewhere; digits are never flipped."""
+    assert resolve_augment(None, "mnist") == ("dc", False)
+    assert resolve_augment("auto", "fashion_mnist") == ("none", True)
+    assert resolve_augment("auto", "cifar10") == ("none", True)
+    assert resolve_augment("dsa", "svhn") == ("dsa", False) and resolve_augment("crop-flip", "cifar10") == (
+        "crop-flip", True)
+    with pytest.raises(InvalidInputError, match="unknown augmentation 'flip'"):
+        resolve_augment("flip", "mnist")
+    with pytest.raises(InvalidInputError, match="unknown augmentation"):
+        finite_settings("convnet", augment="yes")
 
 
 def test_train_and_evaluate_and_finite_accuracy(tiny):
@@ -212,7 +234,9 @@ def test_cli_evaluate_model_writes_summary(run_dir):
     api = finite_evaluate_file(run_dir / "distilled.npz", load("digits"), model="fc", seeds=2, width=kw["width"],
                                epochs=kw["epochs"])
     assert res["accuracies"] == api["accuracies"] and res["settings"] == api["settings"]
-    assert res["preprocess"] == "standardize" and res["settings"]["augment"] is False  # grayscale: off
+    # DC's protocol: digits (not MNIST) are not augmented, and never flipped
+    assert res["preprocess"] == "standardize" and res["settings"]["augment"] == "none"
+    assert res["settings"]["flip"] is False
     after = json.loads((run_dir / "summary.json").read_text())
     assert after["finite"]["fc"]["accuracies"] == res["accuracies"]
     for k, v in before.items():  # existing keys untouched

@@ -59,7 +59,7 @@ def test_toy_method_is_listed_helped_validated_and_run(toy, tmp_path):
     for bad, needle in ((["--shift", "9"], "--shift must be >= -5 and <= 5, got 9.0"),
                         (["--shift", "nan"], "--shift must be a finite number"),
                         (["--repeat", "1.5"], "--repeat must be an integer"),
-                        (["--lr", "0.1"], "--lr applies to --method kip / rfad only, not toy")):
+                        (["--lr", "0.1"], "--lr applies to --method dc / kip / rfad only, not toy")):
         line = error_line(_run(*base, *bad))
         assert needle in line, line
     assert not (tmp_path / "summary.json").exists()
@@ -96,7 +96,8 @@ def test_every_registered_method_runs_and_is_deterministic():
     """Contract: every method returns a valid set (shapes, finite, m = ipc * k) and the same set for a fixed seed."""
     ds = load("digits")
     small = {"kip": {"steps": 2, "target_batch": 100, "val_every": 0},
-             "rfad": {"steps": 2, "target_batch": 100, "val_every": 0}}
+             "rfad": {"steps": 2, "target_batch": 100, "val_every": 0},
+             "dc": {"steps": 2, "val_every": 0, "dc_width": 8, "dc_depth": 2, "batch_real": 8, "lr": 0.001}}
     kernels = {"analytic": "fcnn", "rfad": "rf-convnet:models=1,width=4,depth=2"}
     for name, m in methods().items():
         kernel = kernels.get(name, "rbf")

@@ -455,9 +455,10 @@ def methods_cmd():
               help="--model: channels / hidden units [default: convnet 128, convnet-kip 1024, fc 256].")
 @click.option("--lr", "lr", type=float, default=None,
               help="--model: SGD learning rate [default: convnet 0.01, convnet-kip 0.5, fc 0.01].")
-@click.option("--augment/--no-augment", default=None,
-              help="--model: augment while training (RGB: random crop + flip; grayscale: DC's MNIST shift/scale/"
-                   "rotate) [default: on for RGB datasets, off for grayscale].")
+@click.option("--augment", type=click.Choice(["auto", "none", "dc", "crop-flip", "dsa"]), default=None,
+              help="--model: augmentation while training: DC's crop/scale/rotate (dc), shift + flip (crop-flip), "
+                   "DSA's six families (dsa), or auto, DC's protocol: dc on MNIST, none elsewhere; digit "
+                   "datasets are never flipped [default: auto].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
 @_data_dir_option
 def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
@@ -565,7 +566,7 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
         s = res["settings"]
         click.echo(f"{file}: {model} test accuracy {100 * res['mean']:.2f} ± {100 * res['std']:.2f}% on "
                    f"{res['dataset']} over {res['seeds']} seeds ({res['epochs']} epochs, width {s['width']}, "
-                   f"augment {'on' if s['augment'] else 'off'}, labels: {res['label_mode']}, "
+                   f"augment {s['augment']}, labels: {res['label_mode']}, "
                    f"{res['seconds_per_seed']:.1f} s per seed, m={res['m']})")
     if "summary" in res and (file.parent / "report.html").exists():  # keep the run's report in step
         from .report import write_report

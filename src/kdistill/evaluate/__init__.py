@@ -12,7 +12,9 @@ from ._krr import support_predictions as support_predictions
 from ._file import evaluate_file as evaluate_file
 from ._models import MODELS as MODELS
 from ._models import make_model as make_model
+from ._finite import AUGMENTS as AUGMENTS
 from ._finite import PROTOCOLS as PROTOCOLS
+from ._finite import resolve_augment as resolve_augment
 from ._finite import FiniteSettings as FiniteSettings
 from ._finite import finite_settings as finite_settings
 from ._finite import training_targets as training_targets

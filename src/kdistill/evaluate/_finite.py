@@ -4,8 +4,9 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
 
 - ``convnet`` (DC/DSA, arXiv:2006.05929, arXiv:2102.08259): cross-entropy, SGD
   with momentum 0.9, lr 0.01, weight decay 5e-4, batch 256, lr x0.1 at half the
-  epochs ("step"), 300 epochs: DC's ``epoch_eval_train`` (DSA/DM use 1000). DC
-  also augments MNIST (``augment=True`` here); benchmarks/finite.py measures both.
+  epochs ("step"), 300 epochs: DC's ``epoch_eval_train`` (DSA/DM use 1000; DC's code
+  also raises it to 1000 when it augments). Augmentation follows DC's ``get_daparam`` by
+  default (``augment="auto"``): DC's crop / scale / rotate on MNIST, none elsewhere.
 - ``convnet-kip`` (KIP, arXiv:2107.13034): MSE on the stored labels
   ``0.5 * mean_i ||f(x_i) - y_i||^2``, SGD momentum 0.9, cosine decay to 0, no
   weight decay, 300 epochs, NTK parameterisation (so the lr does not depend on the
@@ -36,11 +37,22 @@ being argmaxed away. The loss is then ``-sum_c p_c log softmax(f(x))_c``.
 
 An epoch visits every image once in a random order, in batches of
 ``min(batch_size, m)``; the last, partial batch is padded and masked, so it
-averages over its real images only (PyTorch's ``drop_last=False``). Optional
-augmentation (``augment=True``, see ``_augment``): for RGB images a random crop
-(shift of up to 4 pixels at 32x32, zero padding) and a random horizontal flip;
-for grayscale images DC's MNIST augmentation, one of shift / scale / rotation
-per image. Every source of randomness (init, order, augmentation) comes from
+averages over its real images only (PyTorch's ``drop_last=False``). Augmentation
+(``augment``, per batch, a fresh draw per image):
+
+- ``"none"``;
+- ``"dc"``: DC's ``crop_scale_rotate`` (what DC's evaluation applies to MNIST): each image gets one
+  of a shift of up to 4 pixels, a scaling of each axis by U[0.8, 1.2] or a rotation by U[-45, 45]
+  degrees, filled with the image's mean (``_dc_augment``);
+- ``"crop-flip"``: the usual CIFAR augmentation, a shift of up to 4 pixels (zero padding) and a
+  horizontal flip (``_crop_flip``);
+- ``"dsa"``: DSA's ``color_crop_cutout_flip_scale_rotate`` with parameters per image
+  (:mod:`._augment`);
+- ``"auto"`` (:func:`resolve_augment`): DC's choice for the dataset, ``"dc"`` for MNIST and
+  ``"none"`` for every other.
+
+``flip=False`` (digit datasets: a mirrored digit is another glyph) takes the flips out of
+``crop-flip`` and ``dsa``. Every source of randomness (init, order, augmentation) comes from
 ``jax.random.key(seed, impl="rbg")``; a run is deterministic for a fixed seed
 (on a given backend).
 """
@@ -63,11 +75,15 @@ from .. import io
 from .._progress import track
 from ..data import Dataset
 from ..errors import InvalidInputError
+from ._augment import DSA_FAMILIES, dsa_augment, dsa_strategy
 from ._file import preprocessor_for
 from ._models import make_model
 
 __all__ = [
+    "AUGMENTS",
     "PROTOCOLS",
+    "augment_batch",
+    "resolve_augment",
     "FiniteSettings",
     "finite_settings",
     "learning_rate",
@@ -81,6 +97,8 @@ __all__ = [
 ]
 
 LOSSES = ("xent", "mse")
+AUGMENTS = ("none", "dc", "crop-flip", "dsa")
+"""Augmentations while training (module docstring); ``"auto"`` resolves to one of them per dataset."""
 SCHEDULES = ("step", "cosine", "constant")
 DEFAULT_LABEL_TEMPERATURE = 0.1
 _ACTIVATION_BUDGET = 2**26  # floats per conv activation when predicting in chunks (256 MiB)
@@ -96,7 +114,8 @@ class FiniteSettings:
       lr, momentum, weight_decay: SGD settings. schedule: ``"step"`` (x0.1 at half the
         epochs), ``"cosine"`` (to 0) or ``"constant"``.
       epochs, batch_size: training length and batch.
-      augment: augment while training (RGB: shift + flip; grayscale: DC's shift / scale / rotate).
+      augment: augmentation while training, one of :data:`AUGMENTS` (module docstring).
+      flip: whether the augmentation may flip images (False for digits).
       label_temperature: T of ``softmax(labels / T)`` for real-valued labels under
         cross-entropy (see the module docstring).
     """
@@ -111,8 +130,9 @@ class FiniteSettings:
     schedule: str
     epochs: int
     batch_size: int
-    augment: bool = False
+    augment: str = "none"
     label_temperature: float = DEFAULT_LABEL_TEMPERATURE
+    flip: bool = True
 
     @property
     def net(self):
@@ -156,6 +176,8 @@ def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
     s = FiniteSettings(**values)
     if s.loss not in LOSSES:
         raise InvalidInputError(f"unknown loss {s.loss!r}; valid: {', '.join(LOSSES)}")
+    if s.augment not in AUGMENTS:
+        raise InvalidInputError(f"unknown augmentation {s.augment!r}; valid: auto, {', '.join(AUGMENTS)}")
     if s.schedule not in SCHEDULES:
         raise InvalidInputError(f"unknown schedule {s.schedule!r}; valid: {', '.join(SCHEDULES)}")
     for name, top in (("epochs", 100_000), ("batch_size", 2**20)):
@@ -203,6 +225,17 @@ def training_targets(labels: Any, loss: str, *, temperature: float = DEFAULT_LAB
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), f"softmax(labels / {temperature:g})"
 
 
+def resolve_augment(augment: str | None, dataset_name: str | None) -> tuple[str, bool]:
+    """``(augment, flip)`` for a dataset: ``"auto"``/None is DC's per-dataset choice (``get_daparam``:
+    ``"dc"`` for MNIST, ``"none"`` otherwise); flips are off for digit datasets."""
+    name = (dataset_name or "").lower()
+    if augment in (None, "auto"):
+        augment = "dc" if name == "mnist" else "none"
+    if augment not in AUGMENTS:
+        raise InvalidInputError(f"unknown augmentation {augment!r}; valid: auto, {', '.join(AUGMENTS)}")
+    return augment, "flip" in dsa_strategy(name)
+
+
 def learning_rate(s: FiniteSettings, step: int, steps_per_epoch: int) -> float:
     """The learning rate of SGD step ``step`` (0-based): constant, x0.1 from epoch ``epochs // 2`` on
     (DC's step decay), or cosine ``lr * (1 + cos(pi * step / total)) / 2``."""
@@ -213,23 +246,29 @@ def learning_rate(s: FiniteSettings, step: int, steps_per_epoch: int) -> float:
     return s.lr
 
 
-def _augment(key, x: jax.Array) -> jax.Array:
-    """Random augmentation of a batch ``x: (n, h, w, c)``; ``p = max(1, h // 7)`` (4 for 28x28 and 32x32).
-
-    RGB: a random crop of the zero-padded image (a shift of up to ``p`` pixels) and a random
-    horizontal flip. Grayscale: DC's MNIST augmentation (``crop_scale_rotate``): each image gets
-    one of a shift of up to ``p`` pixels, a scaling of each axis by U[0.8, 1.2] or a rotation by
-    U[-45, 45] degrees, about the centre, bilinear, filled with the image's mean.
-    """
+def _crop_flip(key, x: jax.Array, flip: bool = True) -> jax.Array:
+    """A random crop of the zero-padded batch ``x: (n, h, w, c)`` (a shift of up to ``p = max(1, h // 7)``
+    pixels, 4 at 28x28 and 32x32) and, with ``flip``, a random horizontal flip, per image."""
     n, h, w, c = x.shape
     p = max(1, h // 7)
-    k_op, k_shift, k_scale, k_rot, k_flip = jax.random.split(key, 5)
+    k_shift, k_flip = jax.random.split(key)
     shifts = jax.random.randint(k_shift, (n, 2), -p, p + 1)
-    if c == 3:
-        padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0] + p, o[1] + p, 0), (h, w, c)))(padded, shifts)
-        flip = jax.random.bernoulli(k_flip, 0.5, (n,))
-        return jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0] + p, o[1] + p, 0), (h, w, c)))(padded, shifts)
+    if not flip:
+        return x
+    flips = jax.random.bernoulli(k_flip, 0.5, (n,))
+    return jnp.where(flips[:, None, None, None], x[:, :, ::-1, :], x)
+
+
+def _dc_augment(key, x: jax.Array) -> jax.Array:
+    """DC's ``crop_scale_rotate`` on a batch ``x: (n, h, w, c)``: each image gets one of a shift of up to
+    ``p = max(1, h // 7)`` pixels, a scaling of each axis by U[0.8, 1.2] or a rotation by U[-45, 45]
+    degrees, about the centre, bilinear, filled with the image's per-channel mean."""
+    n, h, w, c = x.shape
+    p = max(1, h // 7)
+    k_op, k_shift, k_scale, k_rot = jax.random.split(key, 4)
+    shifts = jax.random.randint(k_shift, (n, 2), -p, p + 1)
     op = jax.random.randint(k_op, (n,), 0, 3)
     scale = jax.random.uniform(k_scale, (n, 2), x.dtype, 0.8, 1.2)
     angle = jax.random.uniform(k_rot, (n,), x.dtype, -jnp.pi / 4, jnp.pi / 4)
@@ -257,6 +296,19 @@ def _augment(key, x: jax.Array) -> jax.Array:
     return jax.vmap(warp)(x, mats, offsets)
 
 
+def augment_batch(augment: str, key, x: jax.Array, *, flip: bool = True) -> jax.Array:
+    """``x: (n, h, w, c)`` under the augmentation ``augment`` (one of :data:`AUGMENTS`), a draw per image."""
+    if augment == "none":
+        return x
+    if augment == "dc":
+        return _dc_augment(key, x)
+    if augment == "crop-flip":
+        return _crop_flip(key, x, flip)
+    if augment == "dsa":
+        return dsa_augment(key, x, tuple(f for f in DSA_FAMILIES if flip or f != "flip"), shared=False)
+    raise InvalidInputError(f"unknown augmentation {augment!r}; valid: {', '.join(AUGMENTS)}")
+
+
 def _loss(params, net, loss: str, x, t, mask):
     out = net.apply(params, x)
     if loss == "mse":
@@ -280,13 +332,12 @@ def _epoch_plan(key, epoch, *, m: int, batch: int):
 # One jitted SGD step, driven from Python. (Deliberately not a lax.scan over steps: XLA's CPU
 # backend runs convolutions inside a while loop some 30x slower than at top level.) The
 # hyper-parameters are traced scalars, so one compilation serves every lr, schedule and length.
-@functools.partial(jax.jit, static_argnames=("net", "loss", "augment"), donate_argnums=(0, 1))
-def _step(params, velocity, x, t, idx, mask, key, lr, momentum, weight_decay, *, net, loss: str, augment: bool):
+@functools.partial(jax.jit, static_argnames=("net", "loss", "augment", "flip"), donate_argnums=(0, 1))
+def _step(params, velocity, x, t, idx, mask, key, lr, momentum, weight_decay, *, net, loss: str, augment: str,
+          flip: bool = True):
     """SGD with momentum and coupled weight decay, as PyTorch's ``SGD``:
     ``g = grad + wd * p;  v = momentum * v + g;  p = p - lr * v``."""
-    xb = x[idx]
-    if augment:
-        xb = _augment(key, xb)
+    xb = augment_batch(augment, key, x[idx], flip=flip)
     value, grads = jax.value_and_grad(_loss)(params, net, loss, xb, t[idx], mask)
     velocity = jax.tree.map(lambda v, g, p: momentum * v + g + weight_decay * p, velocity, grads, params)
     params = jax.tree.map(lambda p, v: p - lr * v, params, velocity)
@@ -348,7 +399,7 @@ def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool
         for i in range(steps):
             lr = jnp.asarray(learning_rate(settings, epoch * steps + i, steps), jnp.float32)
             params, velocity, v = _step(params, velocity, xj, tj, idx[i], mask[i], keys[i], lr, *hyper, net=net,
-                                        loss=settings.loss, augment=settings.augment)
+                                        loss=settings.loss, augment=settings.augment, flip=settings.flip)
             values.append(v)
         losses[epoch] = float(np.mean(jax.device_get(values)))
     return TrainResult(params, settings, losses, mode)
@@ -453,19 +504,18 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
 
 
 def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "convnet", seeds: int = 5,
-                         epochs: int | None = None, augment: bool | None = None, preprocess: str | None = None,
+                         epochs: int | None = None, augment: str | None = None, preprocess: str | None = None,
                          progress: bool = False, **overrides: Any) -> dict:
     """:func:`finite_accuracy` of the distilled set in ``path`` on ``dataset``'s full test set.
 
     Test images go through the preprocessing stored in the file (files without it
-    use ``preprocess`` fitted on the training set, default none). ``augment=None``
-    means on for RGB images, off for grayscale.
+    use ``preprocess`` fitted on the training set, default none). ``augment`` None or ``"auto"``:
+    DC's protocol for the dataset (:func:`resolve_augment`).
     """
+    augment, flip = resolve_augment(augment, dataset.name)
     finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
     ds = io.load(path)
     prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)
-    if augment is None:
-        augment = dataset.image_shape[-1] == 3
     res = finite_accuracy(ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, model=model,
-                          seeds=seeds, epochs=epochs, augment=augment, progress=progress, **overrides)
+                          seeds=seeds, epochs=epochs, augment=augment, flip=flip, progress=progress, **overrides)
     return {"file": str(path), "dataset": dataset.name, "preprocess": prep.kind, **res}

@@ -34,7 +34,7 @@ from ._sampling import noise_init as noise_init
 from ._sampling import real_init as real_init
 # method modules register themselves on import
 # (coreset inits and smart-pick first: iterative methods list the INITS and SAMPLERS as choices)
-from . import _random, _analytic, _label_solve, _coreset, _smart_pick, _kip, _rfad  # noqa: E401,F401
+from . import _random, _analytic, _label_solve, _coreset, _smart_pick, _kip, _rfad, _dc  # noqa: E401,F401
 from ._coreset import coreset_init as coreset_init
 from ._smart_pick import SmartPick as SmartPick
 from . import _analytic as analytic
@@ -47,6 +47,9 @@ from ._kip import kip_method as kip_method
 from ._label_solve import label_solve as label_solve
 from ._rfad import RFADSettings as RFADSettings
 from ._rfad import rfad_method as rfad_method
+from ._dc import DCSettings as DCSettings
+from ._dc import dc_method as dc_method
+from ._dc import match_distance as match_distance
 from ._random import random_real as random_real
 from ._pipeline import RunResult as RunResult
 from ._pipeline import run as run
@@ -56,13 +59,13 @@ from ._rundir import run_to_dir as run_to_dir
 from ._rundir import write_run_outputs as write_run_outputs
 
 __all__ = [
-    "Batch", "Context", "DriverSettings", "INITS", "IterativeMethod", "IterativeResult",
+    "Batch", "Context", "DCSettings", "DriverSettings", "INITS", "IterativeMethod", "IterativeResult",
     "KIPSettings", "LOSSES", "Loss", "Method", "MethodOutput", "Option", "RFADSettings", "RUN_FILES", "RunConfig",
     "RunResult",
     "SAMPLERS", "SmartPick", "analytic", "class_balanced_sampler", "coreset_init", "distilled_features",
-    "driver_options", "driver_settings", "get_method",
+    "dc_method", "driver_options", "driver_settings", "get_method",
     "kip", "kip_loss",
-    "kip_method", "label_solve", "lambda_s_bound", "methods", "mse", "noise_init", "platt", "random_real",
+    "kip_method", "label_solve", "lambda_s_bound", "match_distance", "methods", "mse", "noise_init", "platt", "random_real",
     "read_run_json", "real_init", "register_method", "resolve_options", "rfad_method", "run", "run_iterative",
     "run_to_dir",
     "unregister_method", "write_run_outputs",

@@ -238,7 +238,8 @@ def run_iterative(
     dtype = x_train.dtype
     x0, y0 = np.asarray(x0, dtype=dtype), np.asarray(y0, dtype=dtype)
     state = method.init(x0, y0)
-    history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_accuracy": []}
+    # val_seconds: the run's seconds (all segments, validation included) when each validation ended
+    history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_accuracy": [], "val_seconds": []}
     best: dict[str, Any] = {"x": x0, "y": y0, "acc": -1.0, "step": 0}
     start, bad_vals, seconds_before, finished = 0, 0, 0.0, False
     driver_fp = {k: v for k, v in dataclasses.asdict(settings).items() if not (k == "hold_batch" and v == 1)}
@@ -301,6 +302,7 @@ def run_iterative(
                 va = float(method.validate(x_s, y_s, x_val, lab_val))
                 history["val_step"].append(step + 1)
                 history["val_accuracy"].append(va)
+                history.setdefault("val_seconds", []).append(round(seconds_before + time.perf_counter() - t0, 3))
                 if va > best["acc"]:
                     best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": va, "step": step + 1}
                     bad_vals = 0

@@ -183,7 +183,8 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
 
     _warn_slow_kernel(kernel, config, dataset)
     ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress, full_reference,
-                  workdir=workdir, resume=resume, executor=executor, on_checkpoint=on_checkpoint)
+                  workdir=workdir, resume=resume, executor=executor, on_checkpoint=on_checkpoint,
+                  dataset_name=dataset.name)
     t = time.perf_counter()
     out = method.run(ctx, dict(config.options))
     seconds["distill"] = time.perf_counter() - t + out.seconds_before  # summed over resumed segments

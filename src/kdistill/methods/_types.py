@@ -81,6 +81,7 @@ class Context:
     resume: bool = False
     executor: Executor = LOCAL
     on_checkpoint: Callable[[int], None] | None = None  # called with the step after each checkpoint
+    dataset_name: str | None = None  # the dataset's registry name (method defaults that differ per dataset)
 
     def relative_reg(self, default: float = 1e-6) -> float:
         """The ridge iterative KRR methods train with: ``config.reg``, or ``default`` for ``"auto"``."""

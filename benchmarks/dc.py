@@ -1,0 +1,185 @@
+"""DC (gradient matching, Zhao et al. 2021) on this CPU (issue 14): what an hour buys, and random real images
+under DC's evaluation protocol.
+
+Two kinds of rows, merged into benchmarks/results/dc.json (a row with the same key is replaced) and rendered
+to dc.md with the machine, seconds and load averages:
+
+- ``run``: one ``kdistill distill --method dc`` in its own process with ``--time-limit`` (the run keeps the
+  best set by its validation: a ConvNet trained 300 epochs on the set, accuracy on held-out training
+  images), then ``kdistill evaluate --model convnet --seeds S`` on the kept set (DC's protocol, the
+  default: MNIST augmented, Fashion-MNIST not). The accuracy-versus-time curve is the run's validation
+  accuracy against its seconds (``history.json``: ``val_seconds``, ``val_accuracy``).
+- ``random``: class-balanced random real images (seed = training seed) under the same protocol, DC's
+  random baseline.
+
+Usage:
+  .venv/bin/python benchmarks/dc.py run --dataset mnist --ipc 1 --minutes 40 [--seeds 5] [--val-every 25]
+        [--dsa] [--init real] [--batch-real 256] [--keep runs/bench]
+  .venv/bin/python benchmarks/dc.py random --datasets mnist fashion_mnist --ipcs 1 10 [--seeds 5]
+  .venv/bin/python benchmarks/dc.py render
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
+
+from kdistill._machine import machine_info, versions  # noqa: E402
+
+# DC (arXiv:2006.05929), Table 1: ConvNet test accuracy, DC's sets and random real images
+PUBLISHED_DC = {("mnist", 1): 91.7, ("mnist", 10): 97.4, ("mnist", 50): 98.8,
+                ("fashion_mnist", 1): 70.5, ("fashion_mnist", 10): 82.3, ("fashion_mnist", 50): 83.6}
+PUBLISHED_RANDOM = {("mnist", 1): 64.9, ("mnist", 10): 95.1, ("mnist", 50): 97.9,
+                    ("fashion_mnist", 1): 51.4, ("fashion_mnist", 10): 73.8, ("fashion_mnist", 50): 82.5}
+RUN_KEY = ("kind", "dataset", "ipc", "minutes", "init", "dsa", "batch_real")
+RANDOM_KEY = ("kind", "dataset", "ipc")
+
+
+def _kdistill(*args: str) -> tuple[float, str]:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "kdistill.cli", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"kdistill {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t, out.stdout
+
+
+def _merge(row: dict, key: tuple[str, ...]) -> None:
+    path = RESULTS / "dc.json"
+    rows = load_json(path).get("rows", []) if path.exists() else []
+    rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)] + [row]
+    render(rows)
+
+
+def run(args) -> None:
+    load_before = os.getloadavg()
+    keep = args.keep
+    name = f"dc_{args.dataset}_ipc{args.ipc}_{args.minutes:g}min" + ("_dsa" if args.dsa else "") + \
+        ("" if args.init == "real" else f"_{args.init}")
+    base = Path(tempfile.mkdtemp(prefix="kdistill-dc-")) if keep is None else keep
+    out = base / name
+    cmd = ["distill", "--dataset", args.dataset, "--method", "dc", "--ipc", str(args.ipc), "--steps", "1000",
+           "--time-limit", str(int(args.minutes * 60)), "--val-every", str(args.val_every), "--init", args.init,
+           "--batch-real", str(args.batch_real), "--no-full", "--no-baseline", "--out", str(out), "--force"]
+    if args.dsa:
+        cmd.append("--dsa")
+    seconds, _ = _kdistill(*cmd)
+    summary = json.loads((out / "summary.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    info = summary["method_info"]
+    t = time.perf_counter()
+    _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), "--model", "convnet", "--seeds", str(args.seeds),
+                          "--json")
+    finite = json.loads(stdout.strip().splitlines()[-1])
+    iters = info["steps_run"]
+    distill_s = summary["seconds"]["distill"]
+    val_s = history.get("val_seconds", [])
+    curve = [{"seconds": s, "iteration": i, "val_accuracy": a}
+             for s, i, a in zip(val_s, history["val_step"], history["val_accuracy"])]
+    row = {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "init": args.init,
+           "dsa": args.dsa, "batch_real": args.batch_real, "iterations": iters, "best_iteration": info["best_step"],
+           "outer_loop": info["outer_loop"], "inner_loop": info["inner_loop"],
+           "seconds_distill": round(distill_s, 1), "seconds_per_iteration": round(distill_s / max(iters, 1), 2),
+           "finite_mean": finite["mean"], "finite_std": finite["std"], "finite_accuracies": finite["accuracies"],
+           "finite_seeds": args.seeds, "finite_augment": finite["settings"]["augment"],
+           "finite_seconds_per_seed": round(finite["seconds_per_seed"], 1),
+           "finite_seconds": round(time.perf_counter() - t, 1), "curve": curve,
+           "published": PUBLISHED_DC.get((args.dataset, args.ipc)), "process_seconds": round(seconds, 1),
+           "loadavg_before": [round(v, 2) for v in load_before],
+           "loadavg_after": [round(v, 2) for v in os.getloadavg()], "command": "kdistill " + " ".join(cmd),
+           "run_dir": str(out) if keep is not None else None, "machine": machine_info(), "versions": versions()}
+    print(json.dumps({k: v for k, v in row.items() if k not in ("machine", "versions", "curve")}), flush=True)
+    _merge(row, RUN_KEY)
+
+
+class _RandomRows:
+    """What benchmarks/finite.py's ``random_real`` writes to, here merged into dc.json."""
+
+    def add(self, r: dict) -> None:
+        _merge({"kind": "random", "dataset": r["dataset"], "ipc": r["ipc"], "augment": r["augment"],
+                "epochs": r["epochs"], "seeds": r["seeds"], "mean": r["mean"], "std": r["std"],
+                "accuracies": r["accuracies"], "seconds_per_seed": round(r["seconds_per_seed"], 1),
+                "published": PUBLISHED_RANDOM.get((r["dataset"], r["ipc"])), "loadavg": [round(v, 2) for v in
+                                                                                         os.getloadavg()],
+                "machine": machine_info()}, RANDOM_KEY)
+
+
+def random(args) -> None:
+    from finite import random_real
+
+    random_real(_RandomRows(), args.datasets, args.ipcs, args.seeds, "convnet", None, None, "auto")
+
+
+def render(rows: list[dict]) -> None:
+    machine = machine_info()
+    runs = [r for r in rows if r["kind"] == "run"]
+    rand = [r for r in rows if r["kind"] == "random"]
+    run_table = [{"dataset": r["dataset"], "ipc": r["ipc"], "init": r["init"], "dsa": "yes" if r["dsa"] else "no",
+                  "budget min": r["minutes"], "iterations (outer x inner)":
+                  f"{r['iterations']} ({r['outer_loop']} x {r['inner_loop']})", "s / iteration":
+                  r["seconds_per_iteration"], "best iteration": r["best_iteration"],
+                  "ConvNet test % (seeds)": f"{100 * r['finite_mean']:.2f} ± {100 * r['finite_std']:.2f} "
+                  f"({r['finite_seeds']}, augment {r['finite_augment']})",
+                  "DC published %": r["published"], "load before/after":
+                  f"{r['loadavg_before'][0]} / {r['loadavg_after'][0]}"} for r in runs]
+    rand_table = [{"dataset": r["dataset"], "ipc": r["ipc"], "augment": r["augment"], "epochs": r["epochs"],
+                   "seeds": r["seeds"], "ConvNet test %": f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
+                   "DC published %": r["published"], "diff (points)":
+                   None if r["published"] is None else round(100 * r["mean"] - r["published"], 1),
+                   "s / seed": r["seconds_per_seed"]} for r in rand]
+    md = ["# DC (gradient matching) on this CPU (issue 14)", "",
+          f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, JAX "
+          f"{machine['jax_backend']}. Rows come from `benchmarks/dc.py` (the command of each run is in dc.json).",
+          "", "## DC runs within a wall-clock budget", "",
+          "Each run: `kdistill distill --method dc` with `--time-limit` (DC's defaults otherwise: ConvNet width 128, "
+          "image lr 0.1, network lr 0.01, 256 real images per class and round, DC's loops per ipc), then "
+          "`kdistill evaluate --model convnet` on the kept set under DC's protocol (300 epochs; MNIST augmented).",
+          "", markdown_table(run_table, list(run_table[0]) if run_table else ["dataset"]), ""]
+    for r in runs:
+        pts = ", ".join(f"{p['seconds'] / 60:.0f} min: {100 * p['val_accuracy']:.1f}%" for p in r["curve"])
+        md.append(f"- Accuracy against time, {r['dataset']} ipc {r['ipc']} (validation ConvNet, 300 epochs, no "
+                  f"augmentation, held-out training images): {pts or 'no validation ran'}.")
+    md += ["", "## Random real images under DC's protocol", "",
+           markdown_table(rand_table, list(rand_table[0]) if rand_table else ["dataset"]), "",
+           "Published: DC (arXiv:2006.05929) Table 1; its random baselines are the same ConvNet trained on "
+           "random real images."]
+    write_results("dc", {"benchmark": "dc", "rows": rows, "machine": machine, "versions": versions()}, "\n".join(md))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--dataset", default="mnist")
+    r.add_argument("--ipc", type=int, default=1)
+    r.add_argument("--minutes", type=float, default=40.0)
+    r.add_argument("--seeds", type=int, default=5)
+    r.add_argument("--val-every", type=int, default=25)
+    r.add_argument("--dsa", action="store_true")
+    r.add_argument("--init", default="real")
+    r.add_argument("--batch-real", type=int, default=256)
+    r.add_argument("--keep", type=Path, default=None)
+    q = sub.add_parser("random")
+    q.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
+    q.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
+    q.add_argument("--seeds", type=int, default=5)
+    sub.add_parser("render")
+    args = ap.parse_args(argv)
+    if args.what == "run":
+        run(args)
+    elif args.what == "random":
+        random(args)
+    else:
+        render(load_json(RESULTS / "dc.json")["rows"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Differentiable Siamese augmentation (DSA) for image batches in JAX.
+
+DSA (Zhao & Bilen, "Dataset Condensation with Differentiable Siamese
+Augmentation", ICML 2021, arXiv:2102.08259) augments the real and the synthetic
+batch of a matching step with the *same* random transform, and differentiates
+through the transform to the synthetic images. This module implements its
+default strategy ``color_crop_cutout_flip_scale_rotate`` in its single mode:
+each call picks one family uniformly at random and applies it.
+
+Images are NHWC floats ``(n, h, w, c)``; ``size`` below is ``h`` for the row
+axis and ``w`` for the column axis. The families and their ranges (DSA's
+defaults):
+
+- ``flip``: the column axis is reversed with probability 0.5.
+- ``scale``: each axis scaled by its own factor ``U[1/1.2, 1.2]`` about the
+  image centre.
+- ``rotate``: a rotation by ``U[-15, 15]`` degrees about the image centre.
+- ``crop``: an integer translation ``t`` in ``[-s, s]`` per axis,
+  ``s = int(0.125 * size + 0.5)`` (4 for 28 or 32 pixels); the output pixel
+  ``q`` is the input pixel ``q - t``, zero where that lies off the image.
+- ``cutout``: a square of ``k = int(0.5 * size + 0.5)`` pixels per axis set to
+  zero (clipped at the border). Its rows are ``r0 .. r0 + k - 1`` with
+  ``r0 = centre - k // 2`` and the integer centre uniform on
+  ``0 .. size - (k % 2)``, so the square can hang off either border by the same
+  amount (likewise for the columns).
+- ``color``: three steps in turn, brightness ``x + (u - 0.5) * 1.0``, saturation
+  ``(x - m_c) * (2.0 * u) + m_c`` with ``m_c`` the mean over the channels of each
+  pixel, contrast ``(x - m) * (u + 0.5) + m`` with ``m`` the mean of the image
+  over rows, columns and channels (a fresh ``u ~ U[0, 1]`` for each step).
+
+``scale`` and ``rotate`` are warps: the output pixel ``q`` (row, column)
+samples the input at ``A (q - centre) + centre``, ``centre = ((h-1)/2, (w-1)/2)``,
+with ``A = diag(f_row, f_col)`` for scale and a rotation matrix for rotate,
+bilinearly, each of the four neighbours off the image counting as zero.
+
+With ``shared=True`` (the Siamese setting) the random numbers are drawn once
+per call, independently of the batch size, and applied to every image: two
+batches with the same image shape augmented with the same key get exactly the
+same transform. With ``shared=False`` each image draws its own parameters (the
+family is still one per call). The family's parameters come from the same
+sub-key whatever ``families`` holds, so a call with ``families=(f,)`` equals a
+call with more families whenever the latter picks ``f``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+DSA_FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+# DSA's default ranges.
+_BRIGHTNESS = 1.0
+_SATURATION = 2.0
+_CONTRAST = 0.5
+_SCALE = 1.2
+_ROTATE_DEG = 15.0
+_CROP_RATIO = 0.125
+_CUTOUT_RATIO = 0.5
+_FLIP_P = 0.5
+
+# Datasets whose images are digits: a mirrored digit is a different glyph (or none).
+_NO_FLIP = frozenset({"mnist", "digits", "svhn"})
+
+
+def dsa_strategy(dataset_name: str | None) -> tuple[str, ...]:
+    """The DSA families to use for a dataset.
+
+    Digit datasets (``"mnist"``, ``"digits"``, ``"svhn"``; case-insensitive) get
+    every family but ``"flip"``; any other name, and ``None``, get all of
+    :data:`DSA_FAMILIES`.
+    """
+    if dataset_name is not None and dataset_name.lower() in _NO_FLIP:
+        return tuple(f for f in DSA_FAMILIES if f != "flip")
+    return DSA_FAMILIES
+
+
+def _rounded(ratio: float, size: int) -> int:
+    return int(ratio * size + 0.5)
+
+
+def _draw_shape(n: int, shared: bool) -> tuple[int, ...]:
+    return (1,) if shared else (n,)
+
+
+def _per_image(v: jax.Array, n: int) -> jax.Array:
+    """Broadcast draws of leading size 1 (shared) or n (per image) to n rows."""
+    return jnp.broadcast_to(v, (n,) + v.shape[1:])
+
+
+def _flip(key, x: jax.Array, shared: bool) -> jax.Array:
+    n = x.shape[0]
+    mirror = _per_image(jax.random.bernoulli(key, _FLIP_P, _draw_shape(n, shared)), n)
+    return jnp.where(mirror[:, None, None, None], x[:, :, ::-1, :], x)
+
+
+def _crop(key, x: jax.Array, shared: bool) -> jax.Array:
+    n, h, w, c = x.shape
+    sh, sw = _rounded(_CROP_RATIO, h), _rounded(_CROP_RATIO, w)
+    k_row, k_col = jax.random.split(key)
+    t_row = _per_image(jax.random.randint(k_row, _draw_shape(n, shared), -sh, sh + 1), n)
+    t_col = _per_image(jax.random.randint(k_col, _draw_shape(n, shared), -sw, sw + 1), n)
+    framed = jnp.pad(x, ((0, 0), (sh, sh), (sw, sw), (0, 0)))
+
+    # output (i, j) = input (i - t_row, j - t_col) = framed (i - t_row + sh, j - t_col + sw)
+    def window(img, dr, dc):
+        return jax.lax.dynamic_slice(img, (sh - dr, sw - dc, 0), (h, w, c))
+
+    return jax.vmap(window)(framed, t_row, t_col)
+
+
+def _cutout(key, x: jax.Array, shared: bool) -> jax.Array:
+    n, h, w, _ = x.shape
+
+    def band(k, size):
+        side = _rounded(_CUTOUT_RATIO, size)
+        centre = _per_image(jax.random.randint(k, _draw_shape(n, shared), 0, size + 1 - side % 2), n)
+        first = centre - side // 2
+        idx = jnp.arange(size)
+        return (idx[None, :] >= first[:, None]) & (idx[None, :] < first[:, None] + side)  # (n, size)
+
+    k_row, k_col = jax.random.split(key)
+    rows, cols = band(k_row, h), band(k_col, w)
+    hole = rows[:, :, None] & cols[:, None, :]
+    return jnp.where(hole[..., None], jnp.zeros((), x.dtype), x)
+
+
+def _warp(x: jax.Array, mats: jax.Array) -> jax.Array:
+    """Output pixel q of image b samples image b at ``mats[b] (q - centre) + centre`` (bilinear, zeros outside)."""
+    _, h, w, _ = x.shape
+    centre = jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], x.dtype)
+    rows, cols = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
+    offsets = jnp.stack([rows.ravel(), cols.ravel()]).astype(x.dtype) - centre[:, None]  # (2, h*w)
+
+    def one(img, mat):
+        where = mat @ offsets + centre[:, None]
+
+        def channel(plane):
+            sampled = jax.scipy.ndimage.map_coordinates(plane, [where[0], where[1]], order=1,
+                                                        mode="constant", cval=0.0)
+            return sampled.reshape(h, w)
+
+        return jax.vmap(channel, in_axes=2, out_axes=2)(img)
+
+    return jax.vmap(one)(x, mats)
+
+
+def _scale(key, x: jax.Array, shared: bool) -> jax.Array:
+    n = x.shape[0]
+    factors = jax.random.uniform(key, _draw_shape(n, shared) + (2,), x.dtype, 1.0 / _SCALE, _SCALE)
+    return _warp(x, _per_image(jax.vmap(jnp.diag)(factors), n))
+
+
+def _rotate(key, x: jax.Array, shared: bool) -> jax.Array:
+    n = x.shape[0]
+    limit = _ROTATE_DEG * math.pi / 180.0
+    angle = jax.random.uniform(key, _draw_shape(n, shared), x.dtype, -limit, limit)
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    mats = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)  # (draws, 2, 2)
+    return _warp(x, _per_image(mats, n))
+
+
+def _color(key, x: jax.Array, shared: bool) -> jax.Array:
+    n = x.shape[0]
+    shape = _draw_shape(n, shared) + (1, 1, 1)
+    k_bright, k_sat, k_con = jax.random.split(key, 3)
+    u_bright = jax.random.uniform(k_bright, shape, x.dtype)
+    u_sat = jax.random.uniform(k_sat, shape, x.dtype)
+    u_con = jax.random.uniform(k_con, shape, x.dtype)
+    x = x + (u_bright - 0.5) * _BRIGHTNESS
+    pixel_mean = jnp.mean(x, axis=3, keepdims=True)
+    x = (x - pixel_mean) * (u_sat * _SATURATION) + pixel_mean
+    image_mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    return (x - image_mean) * (u_con + _CONTRAST) + image_mean
+
+
+_FAMILY_FNS: dict[str, Callable[..., jax.Array]] = {
+    "color": _color,
+    "crop": _crop,
+    "cutout": _cutout,
+    "flip": _flip,
+    "scale": _scale,
+    "rotate": _rotate,
+}
+
+
+def _check_families(families: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(families, str):
+        raise TypeError(f"families must be a sequence of family names, not the string {families!r}")
+    families = tuple(families)
+    if not families:
+        raise ValueError("families is empty: give at least one of " + ", ".join(DSA_FAMILIES))
+    unknown = [f for f in families if f not in _FAMILY_FNS]
+    if unknown:
+        raise ValueError(f"unknown DSA families {unknown}; known: {', '.join(DSA_FAMILIES)}")
+    return families
+
+
+def dsa_augment(key, x, families: Sequence[str] = DSA_FAMILIES, *, shared: bool = True) -> jax.Array:
+    """Augment a batch of images with one DSA family chosen at random.
+
+    Args:
+        key: a JAX PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``). It
+            chooses the family (uniformly among ``families``) and its parameters.
+        x: images ``(n, h, w, c)``, floating point (NHWC).
+        families: the families to choose from (names in :data:`DSA_FAMILIES`,
+            repeats weigh a family up); see :func:`dsa_strategy`. Static under
+            ``jax.jit``.
+        shared: draw the parameters once for the whole batch (the Siamese
+            setting: the same key gives the same transform on any batch of the
+            same image shape, whatever its size) rather than once per image.
+            Static under ``jax.jit``.
+
+    Returns:
+        The augmented batch, of the shape and dtype of ``x``. Jittable and
+        differentiable with respect to ``x`` (every family is linear or affine
+        in ``x`` for fixed random numbers).
+    """
+    families = _check_families(families)
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be a batch of images (n, h, w, c), got shape {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be floating point, got {x.dtype}")
+    k_pick, k_params = jax.random.split(key)
+    branches = [functools.partial(_FAMILY_FNS[f], shared=shared) for f in families]
+    if len(branches) == 1:
+        return branches[0](k_params, x)
+    which = jax.random.randint(k_pick, (), 0, len(branches))
+    return jax.lax.switch(which, branches, k_params, x)
+
+
+__all__ = ["DSA_FAMILIES", "dsa_augment", "dsa_strategy"]
