@@ -83,7 +83,7 @@ def run(args) -> None:
     distill_s = summary["seconds"]["distill"]
     val_s = history.get("val_seconds", [])
     curve = [{"seconds": s, "iteration": i, "val_accuracy": a}
-             for s, i, a in zip(val_s, history["val_step"], history["val_accuracy"])]
+             for s, i, a in zip(val_s, history["val_step"], history["val_accuracy"]) if s is not None]
     row = {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "init": args.init,
            "dsa": args.dsa, "batch_real": args.batch_real, "iterations": iters, "best_iteration": info["best_step"],
            "outer_loop": info["outer_loop"], "inner_loop": info["inner_loop"],

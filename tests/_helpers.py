@@ -38,3 +38,25 @@ def primal_ridge(phi: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     if lam == 0:
         return y.T @ np.linalg.pinv(phi.T)
     return np.linalg.solve(phi.T @ phi + lam * np.eye(phi.shape[1]), phi.T @ y).T
+
+
+def whole_and_resumed(tmp_path: Path, dataset, config, stop_step: int, *, name: str = "digits"):
+    """Run ``config`` on ``dataset`` twice with ``kdistill.methods.run_to_dir``: whole into ``tmp_path/full``,
+    and into ``tmp_path/cut`` stopped (KeyboardInterrupt) right after the checkpoint of ``stop_step``, then
+    resumed to the end. Returns ``(full, cut)``, the two run directories."""
+    import pytest
+
+    from kdistill.methods import run_to_dir
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_to_dir(full, dataset, config, dataset_ref=name)
+
+    def stop(step):
+        if step == stop_step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_to_dir(cut, dataset, config, dataset_ref=name, on_checkpoint=stop)
+    assert (cut / "checkpoint.npz").exists() and not (cut / "summary.json").exists()
+    run_to_dir(cut, dataset, config, dataset_ref=name, resume=True)
+    return full, cut

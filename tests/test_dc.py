@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _helpers import whole_and_resumed
 from kdistill.data import load
 from kdistill.errors import InvalidInputError
 from kdistill.evaluate._models import ConvNet
@@ -46,6 +47,21 @@ def _torch_layout_distance(g_real, g_syn) -> float:
     return total
 
 
+def _torch_free_distance(g_real, g_syn):
+    """DC's distance in jax.numpy, layer by layer with explicit transposes to (out, fan-in) rows (for
+    gradients with respect to the images; a reference independent of match_distance's reshapes)."""
+    total = 0.0
+    for a, b in zip(jax.tree_util.tree_leaves(g_real), jax.tree_util.tree_leaves(g_syn)):
+        if a.ndim == 1:
+            continue
+        a = a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T
+        b = b.transpose(3, 2, 0, 1) if b.ndim == 4 else b.T
+        a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+        dots = jnp.sum(a * b, axis=1)
+        total = total + jnp.sum(1.0 - dots / (jnp.sqrt(jnp.sum(a * a, 1)) * jnp.sqrt(jnp.sum(b * b, 1)) + 1e-6))
+    return total
+
+
 def test_match_distance_equals_a_hand_computation_on_a_tiny_network():
     _, _, real = _digits(5)
     params = TINY.init(jax.random.key(0), (8, 8, 1), 10)
@@ -79,8 +95,27 @@ def test_a_matching_step_lowers_the_distance_on_that_network():
     assert float(value) == pytest.approx(before, rel=1e-6)
     assert np.any(np.asarray(new) != syn)
     assert distance(np.asarray(new)) < before
-    # the update is SGD with momentum from a zero buffer: x - lr * gradient
-    np.testing.assert_allclose(np.asarray(new), syn - 1e-3 * np.asarray(buf), rtol=1e-6, atol=1e-7)
+    # the buffer is the gradient of the summed distances (a reference written out here, class by class),
+    # and the update is PyTorch's SGD with momentum: buf = 0.5 buf + g, x -= lr buf
+    eye = np.eye(10, dtype=np.float32)
+
+    def reference(images):
+        total = 0.0
+        for c in range(10):
+            g_real = jax.grad(_dc._xent)(params, TINY, jnp.asarray(real[c]), jnp.asarray(np.tile(eye[c], (12, 1))),
+                                         jnp.ones(12))
+            g_syn = jax.grad(_dc._xent)(params, TINY, images[c], jnp.asarray(eye[c][None]), jnp.ones(1))
+            total = total + _torch_free_distance(g_real, g_syn)
+        return total
+
+    g1 = np.asarray(jax.grad(reference)(jnp.asarray(syn)))
+    np.testing.assert_allclose(np.asarray(buf), g1, rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(new), syn - 1e-3 * g1, rtol=1e-5, atol=1e-7)
+    newer, buf2, _ = _dc._match_step(jnp.array(new), jnp.array(buf), params, jnp.asarray(real), mask,
+                                     jax.random.key(0), jnp.float32(1e-3), jnp.float32(0.5), net=TINY, families=None)
+    g2 = np.asarray(jax.grad(reference)(jnp.asarray(new)))
+    np.testing.assert_allclose(np.asarray(buf2), 0.5 * g1 + g2, rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(newer), np.asarray(new) - 1e-3 * (0.5 * g1 + g2), rtol=1e-5, atol=1e-6)
 
 
 def test_dsa_transforms_real_and_synthetic_batches_alike():
@@ -98,6 +133,22 @@ def test_dsa_transforms_real_and_synthetic_batches_alike():
                                   mask, jax.random.key(seed), jnp.float32(0.0), jnp.float32(0.0), net=TINY,
                                   families=DSA_FAMILIES)
         assert float(v) == pytest.approx(0.0, abs=1e-3), seed
+    # real != synthetic: the step's distances equal those of inputs augmented by hand with each class's key
+    syn = real[:, :1] + 0.1
+    fam = ("crop",)
+    v_dsa, g_dsa = _dc._group_match(params, jnp.asarray(real), mask, jnp.asarray(syn), jnp.eye(3), jax.vmap(
+        lambda c: jax.random.fold_in(jax.random.key(9), c))(jnp.arange(3)), net=TINY, families=fam)
+    by_hand = []
+    for c in range(3):
+        kc = jax.random.fold_in(jax.random.key(9), c)
+        t = jnp.asarray(np.tile(np.eye(3, dtype=np.float32)[c], (4, 1)))
+        gr = jax.grad(_dc._xent)(params, TINY, dsa_augment(kc, jnp.asarray(real[c]), fam), t, jnp.ones(4))
+        gs = jax.grad(_dc._xent)(params, TINY, dsa_augment(kc, jnp.asarray(syn[c]), fam), t[:1], jnp.ones(1))
+        by_hand.append(float(match_distance(gr, gs)))
+    np.testing.assert_allclose(np.asarray(v_dsa), by_hand, rtol=1e-5)
+    v_plain, _ = _dc._group_match(params, jnp.asarray(real), mask, jnp.asarray(syn), jnp.eye(3), jax.vmap(
+        lambda c: jax.random.fold_in(jax.random.key(9), c))(jnp.arange(3)), net=TINY, families=None)
+    assert not np.allclose(np.asarray(v_plain), by_hand, rtol=1e-3)  # the augmentation changed something
     # the same images under independent transforms: far from 0
     t = jnp.asarray(np.tile(np.eye(3, dtype=np.float32)[2], (4, 1)))
     ga = jax.grad(_dc._xent)(params, TINY, dsa_augment(jax.random.key(11), jnp.asarray(real[2]), ("crop",)), t,
@@ -107,25 +158,48 @@ def test_dsa_transforms_real_and_synthetic_batches_alike():
     assert float(match_distance(ga, gb)) > 0.05
 
 
+def test_classes_beyond_one_group_give_the_same_step(monkeypatch):
+    """Ten classes in groups of 3 (3 + 3 + 3 + 1) update the images exactly as one group of ten."""
+    _, _, real = _digits(6)
+    syn = real[:, :2].copy()
+    params = TINY.init(jax.random.key(2), (8, 8, 1), 10)
+    args = (params, jnp.asarray(real), jnp.ones(real.shape[:2], jnp.float32), jax.random.key(0), jnp.float32(1e-3),
+            jnp.float32(0.5))
+
+    def step():
+        x, buf, v = _dc._match_step(jnp.array(syn), jnp.ones(syn.shape, jnp.float32), *args, net=TINY,
+                                    families=None)
+        return np.asarray(x), np.asarray(buf), float(v)
+
+    whole = step()
+    monkeypatch.setattr(_dc, "_GROUP", 3)
+    grouped = step()
+    for a, b in zip(whole, grouped):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
 def test_dc_loops_follow_dcs_table_and_the_rule_between():
     assert [_dc.dc_loops(i) for i in (1, 10, 20, 30, 40, 50)] == [(1, 1), (10, 50), (20, 25), (30, 20), (40, 15),
                                                                   (50, 10)]
     assert _dc.dc_loops(2) == (2, 50) and _dc.dc_loops(15) == (15, 25) and _dc.dc_loops(100) == (50, 10)
 
 
-def test_rounds_split_the_batch_per_class_and_reuse_a_small_class():
-    from kdistill.methods import Batch
-
-    labels = np.array([0] * 5 + [1] * 2)
-    x = np.arange(7, dtype=np.float32).reshape(7, 1, 1, 1)
-    batch = Batch(x=x, y=np.eye(2)[labels], weights=np.ones(7), indices=np.arange(7), step=0)
-    real, mask = _dc._rounds(batch, 2, rounds=2, per_class=3)
-    assert real.shape == (2, 2, 3, 1, 1, 1)
-    np.testing.assert_array_equal(real[:, 0, :, 0, 0, 0], [[0, 1, 2], [3, 4, 0]])  # class 0, cyclic
-    np.testing.assert_array_equal(real[:, 1, :2, 0, 0, 0], [[5, 6], [6, 5]])  # class 1: 2 images, padded
-    np.testing.assert_array_equal(mask, [[[1, 1, 1], [1, 1, 0]], [[1, 1, 1], [1, 1, 0]]])
+def test_rounds_draw_each_class_at_random_per_round_and_step():
+    labels = np.array([0] * 9 + [1] * 2 + [2] * 5)
+    pos, mask = _dc._rounds(labels, 3, rounds=4, per_class=3, seed=[1, 2, 3])
+    assert pos.shape == mask.shape == (4, 3, 3)
+    for r in range(4):
+        for c, n in ((0, 3), (1, 2), (2, 3)):
+            got = pos[r, c, :n]
+            assert np.all(labels[got] == c) and len(set(got)) == n  # the class's images, no repeats in a round
+            np.testing.assert_array_equal(mask[r, c], [1] * n + [0] * (3 - n))
+    assert len({tuple(pos[r, 0]) for r in range(4)}) > 1  # rounds draw afresh
+    again, _ = _dc._rounds(labels, 3, rounds=4, per_class=3, seed=[1, 2, 3])
+    other, _ = _dc._rounds(labels, 3, rounds=4, per_class=3, seed=[1, 2, 4])
+    np.testing.assert_array_equal(again, pos)  # a function of the seed (and so of the step) ...
+    assert not np.array_equal(other, pos)  # ... and another step draws other images
     with pytest.raises(InvalidInputError, match="no image of class"):
-        _dc._rounds(batch, 3, rounds=1, per_class=2)
+        _dc._rounds(labels, 4, rounds=1, per_class=2, seed=0)
 
 
 def _config(**opts):
@@ -141,17 +215,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
     """Two rounds per iteration with network training between them (the state the checkpoint must carry:
     images and their momentum); stopped after iteration 2 of 4, resumed, it ends where the whole run does."""
     ds = load("digits")
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    run_to_dir(full, ds, _config(), dataset_ref="digits")
-
-    def stop(step):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_to_dir(cut, ds, _config(), dataset_ref="digits", on_checkpoint=stop)
-    assert (cut / "checkpoint.npz").exists() and not (cut / "summary.json").exists()
-    run_to_dir(cut, ds, _config(), dataset_ref="digits", resume=True)
+    full, cut = whole_and_resumed(tmp_path, ds, _config(), 2)
     a, b = np.load(full / "distilled.npz"), np.load(cut / "distilled.npz")
     np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(b["labels"], a["labels"])

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from _helpers import whole_and_resumed
 from kdistill.data import load
 from kdistill.errors import InvalidInputError
 from kdistill.kernels import from_spec
@@ -75,17 +76,7 @@ def test_interrupt_mid_window_then_resume_equals_uninterrupted(tmp_path):
     """Stopped at step 4, inside the window of steps 3-5: the resumed run recomputes that window's target
     features from the held batch and ends where the uninterrupted run does."""
     ds = load("digits")
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    run_to_dir(full, ds, _config(), dataset_ref="digits")
-
-    def stop(step):
-        if step == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_to_dir(cut, ds, _config(), dataset_ref="digits", on_checkpoint=stop)
-    assert (cut / "checkpoint.npz").exists() and not (cut / "summary.json").exists()
-    run_to_dir(cut, ds, _config(), dataset_ref="digits", resume=True)
+    full, cut = whole_and_resumed(tmp_path, ds, _config(), 4)
     a, b = np.load(full / "distilled.npz"), np.load(cut / "distilled.npz")
     np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-6)

@@ -225,12 +225,12 @@ def training_targets(labels: Any, loss: str, *, temperature: float = DEFAULT_LAB
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), f"softmax(labels / {temperature:g})"
 
 
-def resolve_augment(augment: str | None, dataset_name: str | None) -> tuple[str, bool]:
-    """``(augment, flip)`` for a dataset: ``"auto"``/None is DC's per-dataset choice (``get_daparam``:
-    ``"dc"`` for MNIST, ``"none"`` otherwise); flips are off for digit datasets."""
+def resolve_augment(augment: str | None, dataset_name: str | None, model: str = "convnet") -> tuple[str, bool]:
+    """``(augment, flip)`` for a dataset: ``"auto"``/None is DC's protocol (``get_daparam``: ``"dc"`` for its
+    ConvNet on MNIST, ``"none"`` otherwise, other models included); flips are off for digit datasets."""
     name = (dataset_name or "").lower()
     if augment in (None, "auto"):
-        augment = "dc" if name == "mnist" else "none"
+        augment = "dc" if name == "mnist" and model == "convnet" else "none"
     if augment not in AUGMENTS:
         raise InvalidInputError(f"unknown augmentation {augment!r}; valid: auto, {', '.join(AUGMENTS)}")
     return augment, "flip" in dsa_strategy(name)
@@ -512,7 +512,7 @@ def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "co
     use ``preprocess`` fitted on the training set, default none). ``augment`` None or ``"auto"``:
     DC's protocol for the dataset (:func:`resolve_augment`).
     """
-    augment, flip = resolve_augment(augment, dataset.name)
+    augment, flip = resolve_augment(augment, dataset.name, model)
     finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
     ds = io.load(path)
     prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)

@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..evaluate import _finite
+from ..evaluate._augment import dsa_augment, dsa_strategy
 from ..evaluate._models import ConvNet
 from ._driver import Batch, DriverSettings, IterativeMethod, driver_options, driver_settings, run_iterative
 from ._registry import Option, register_method
@@ -77,8 +78,15 @@ def _layer_distance(a: jax.Array, b: jax.Array) -> jax.Array:
     the last axis in this package's layouts (conv HWIO, dense (in, out))."""
     a = a.reshape(-1, a.shape[-1])
     b = b.reshape(-1, b.shape[-1])
-    cos = jnp.sum(a * b, axis=0) / (jnp.linalg.norm(a, axis=0) * jnp.linalg.norm(b, axis=0) + 1e-6)
+    cos = jnp.sum(a * b, axis=0) / (_norm(a) * _norm(b) + 1e-6)
     return jnp.sum(1.0 - cos)
+
+
+def _norm(a: jax.Array) -> jax.Array:
+    """Column norms whose gradient is 0, not NaN, at a zero column (a unit whose gradient vanished),
+    as PyTorch's ``norm``."""
+    sq = jnp.sum(a * a, axis=0)
+    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
 
 
 def match_distance(g_real: Any, g_syn: Any) -> jax.Array:
@@ -97,11 +105,7 @@ def _xent(params, net, x, t, mask):
 
 
 def _augmenter(families: tuple[str, ...] | None):
-    if not families:
-        return None
-    from ..evaluate._augment import dsa_augment
-
-    return functools.partial(dsa_augment, families=families)
+    return functools.partial(dsa_augment, families=families) if families else None
 
 
 _GROUP = 10  # classes per compiled matching function (unrolled inside; more classes reuse it)
@@ -171,27 +175,27 @@ def _fresh(key, input_shape, num_classes, *, net):
     return params, jax.tree.map(jnp.zeros_like, params)
 
 
-def _rounds(batch: Batch, num_classes: int, rounds: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's real images as ``rounds`` class-grouped batches: ``(rounds, k, b, h, w, c)`` with a mask
-    ``(rounds, k, b)``, ``b = min(per_class, largest class count)``. Round r takes each class's images
-    ``r b, r b + 1, ...`` (cyclically when the class has fewer than ``rounds b``: small datasets); a class
-    with fewer than ``b`` images is padded (mask 0)."""
-    x = np.asarray(batch.x, np.float32)
-    cls = np.argmax(np.asarray(batch.y), axis=1)
-    groups = [np.flatnonzero(cls == c) for c in range(num_classes)]
+def _rounds(labels: np.ndarray, num_classes: int, rounds: int, per_class: int, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Which of a step's real images each round matches, as DC's ``get_images`` draws them: for every round
+    and class, ``b = min(per_class, largest class count)`` images of that class at random without
+    replacement (a fresh draw per round, from ``numpy.random.default_rng(seed)``). Returns positions in
+    the batch ``(rounds, k, b)`` and a mask ``(rounds, k, b)``, 0 where a class has fewer than ``b`` images
+    (padding, pointing at position 0)."""
+    groups = [np.flatnonzero(labels == c) for c in range(num_classes)]
     missing = [c for c, g in enumerate(groups) if g.size == 0]
     if missing:
         raise InvalidInputError(f"dc: the real batch has no image of class(es) {missing}; every class needs "
                                 "training images")
     b = min(per_class, max(g.size for g in groups))
-    out = np.zeros((rounds, num_classes, b) + x.shape[1:], np.float32)
+    rng = np.random.default_rng(seed)
+    pos = np.zeros((rounds, num_classes, b), np.int64)
     mask = np.zeros((rounds, num_classes, b), np.float32)
-    for c, g in enumerate(groups):
-        n = min(b, g.size)
-        for r in range(rounds):
-            out[r, c, :n] = x[g[(r * b + np.arange(n)) % g.size]]
+    for r in range(rounds):
+        for c, g in enumerate(groups):
+            n = min(b, g.size)
+            pos[r, c, :n] = rng.choice(g, size=n, replace=False)
             mask[r, c, :n] = 1.0
-    return out, mask
+    return pos, mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,12 +233,15 @@ class DCSettings(DriverSettings):
 def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: float = 0.1, momentum: float = 0.5,
               lr_net: float = 0.01, batch_train: int = 256, outer_loop: int | None = None,
               inner_loop: int | None = None, dsa: tuple[str, ...] | None = None, width: int = 128, depth: int = 3,
-              val_epochs: int = 300, batch_real: int = 256, seed: int = 0) -> IterativeMethod:
+              val_epochs: int = 300, batch_real: int = 256, val_augment: tuple[str, bool] = ("none", True),
+              seed: int = 0) -> IterativeMethod:
     """DC as an iterative method: each driver step is one DC iteration (a fresh network, ``outer_loop``
     rounds). ``dsa``: the augmentation families (``evaluate._augment.dsa_strategy``) or None.
+    ``val_augment``: ``(augment, flip)`` of the ConvNet trained at each validation (the evaluation
+    protocol the set will be judged by: ``evaluate.resolve_augment``).
 
-    The driver's batch for a step holds the real images of all its rounds: ``outer_loop`` class-balanced
-    batches of ``batch_real`` per class, concatenated (``target_batch = outer_loop * batch_real * k``).
+    The driver's batch for a step (class-balanced, ``outer_loop * batch_real`` per class, capped at the
+    class's size) is the pool each round draws its ``batch_real`` images per class from (:func:`_rounds`).
 
     State: ``{"x": images (k, ipc, h, w, c), "buf": their momentum}``, grouped by class; ``support`` returns
     them in the order of the initial set.
@@ -258,8 +265,10 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
     def init(x_s, y_s):
         y_s = np.asarray(y_s)
         cls = np.argmax(y_s, axis=1)
-        if not np.array_equal(np.bincount(cls, minlength=num_classes), np.full(num_classes, ipc)):
-            raise InvalidInputError(f"dc needs {ipc} initial images of each of {num_classes} classes")
+        counts = np.bincount(cls, minlength=num_classes)
+        if not np.array_equal(counts, np.full(num_classes, ipc)):
+            raise InvalidInputError(f"dc needs {ipc} initial images of each of {num_classes} classes, got "
+                                    f"{counts.tolist()} per class")
         perm = np.argsort(cls, kind="stable")
         order.update(perm=perm, inverse=np.argsort(perm), labels=y_s)
         x = np.asarray(x_s, np.float32)[perm].reshape((num_classes, ipc) + tuple(input_shape))
@@ -269,11 +278,14 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
         key = jax.random.fold_in(base, batch.step)
         params, velocity = _fresh(jax.random.fold_in(key, 0), tuple(input_shape), num_classes, net=net)
         x, buf = state["x"], state["buf"]
-        real, mask = _rounds(batch, num_classes, outer, batch_real)
+        labels = np.argmax(np.asarray(batch.y), axis=1)
+        pos, mask = _rounds(labels, num_classes, outer, batch_real, [seed, 0x6463, batch.step])
+        x_real = jnp.asarray(batch.x, jnp.float32)
+        k_match, k_train = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
         values = []
         for r in range(outer):
-            x, buf, value = _match_step(x, buf, params, jnp.asarray(real[r]), jnp.asarray(mask[r]),
-                                        jax.random.fold_in(key, 1 + r), hyper["lr"], hyper["momentum"], net=net,
+            x, buf, value = _match_step(x, buf, params, x_real[pos[r]], jnp.asarray(mask[r]),
+                                        jax.random.fold_in(k_match, r), hyper["lr"], hyper["momentum"], net=net,
                                         families=families)
             values.append(value)
             if r == outer - 1:
@@ -281,9 +293,9 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
             flat = x.reshape((m,) + tuple(input_shape))
             b = min(batch_train, m)
             steps = -(-m // b)
-            k_train = jax.random.fold_in(key, 10_000 + r)
+            k_round = jax.random.fold_in(k_train, r)
             for epoch in range(inner):
-                idx, emask, keys = _finite._epoch_plan(k_train, epoch, m=m, batch=b)
+                idx, emask, keys = _finite._epoch_plan(k_round, epoch, m=m, batch=b)
                 for i in range(steps):
                     params, velocity, _ = _finite._step(params, velocity, flat, t_syn, idx[i], emask[i], keys[i],
                                                         hyper["lr_net"], hyper["net_momentum"], zero, net=net,
@@ -295,7 +307,8 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
         return x[order["inverse"]], order["labels"]
 
     def validate(x_s, y_s, x_val, labels_val):
-        settings = _finite.finite_settings("convnet", width=width, depth=depth, epochs=val_epochs)
+        settings = _finite.finite_settings("convnet", width=width, depth=depth, epochs=val_epochs,
+                                           augment=val_augment[0], flip=val_augment[1])
         trained = _finite.train(np.asarray(x_s, np.float32), np.asarray(y_s, np.float32), settings, seed=seed)
         return _finite.accuracy(settings.net, trained.params, x_val, labels_val)
 
@@ -305,7 +318,9 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
 _DEFAULTS = DCSettings()
 
 DC_OPTIONS = (
-    *(o for o in driver_options(_DEFAULTS) if o.name != "target_batch"),  # target_batch follows batch_real
+    # target_batch follows batch_real; DC draws its real batches itself (no scoring samplers)
+    *(o for o in driver_options(_DEFAULTS) if o.name != "target_batch" and o.name != "sampler"
+      and not o.name.startswith("pick_")),
     Option("lr", float, _DEFAULTS.lr, "learning rate of the images (DC: 0.1)", min=0, min_exclusive=True, max=100),
     Option("momentum", float, _DEFAULTS.momentum, "SGD momentum of the images (DC: 0.5)", min=0, max=0.999),
     Option("lr_net", float, _DEFAULTS.lr_net, "learning rate of the network between rounds (DC: 0.01)", min=0,
@@ -317,7 +332,8 @@ DC_OPTIONS = (
     Option("outer_loop", int, None, "rounds per iteration (default: DC's for the ipc)", min=1, max=10**4),
     Option("inner_loop", int, None, "epochs of network training between rounds (default: DC's for the ipc)",
            min=0, max=10**5),
-    Option("dsa", bool, False, "differentiable Siamese augmentation while matching (Zhao & Bilen 2021)"),
+    Option("dsa", bool, False, "differentiable Siamese augmentation (Zhao & Bilen 2021) while matching, "
+           "training the network between rounds, and validating"),
     Option("dc_width", int, _DEFAULTS.dc_width, "width of DC's ConvNet", min=1, max=4096),
     Option("dc_depth", int, _DEFAULTS.dc_depth, "depth of DC's ConvNet", min=1, max=8),
     Option("val_epochs", int, _DEFAULTS.val_epochs, "epochs of the ConvNet trained on the set at each validation",
@@ -338,29 +354,31 @@ def _settings(opts: dict, ctx: Context) -> DCSettings:
 @register_method("dc", doc="DC (Zhao et al. 2021): gradient matching on fresh ConvNets, class by class (--dsa: "
                  "with differentiable Siamese augmentation); evaluate the set with `kdistill evaluate --model "
                  "convnet`", options=DC_OPTIONS, iterative=True, precision="float32",
-                 kernel="rf-convnet:models=16,width=64,depth=3,stem=0")
+                 kernel="linear")
 def _run_dc(ctx: Context, opts: dict) -> MethodOutput:
     s = _settings(opts, ctx)
-    families = None
-    if s.dsa:
-        from ..evaluate._augment import dsa_strategy
-
-        families = dsa_strategy(ctx.dataset_name)
+    families = dsa_strategy(ctx.dataset_name) if s.dsa else None
+    val_augment = _finite.resolve_augment("dsa" if s.dsa else "auto", ctx.dataset_name)
+    outer, inner = dc_loops(ctx.config.ipc)
+    outer = outer if s.outer_loop is None else s.outer_loop
+    inner = inner if s.inner_loop is None else s.inner_loop
     method = dc_method(num_classes=ctx.num_classes, ipc=ctx.config.ipc, input_shape=tuple(ctx.x_train.shape[1:]),
                        lr=s.lr, momentum=s.momentum, lr_net=s.lr_net, batch_train=s.batch_train,
                        outer_loop=s.outer_loop, inner_loop=s.inner_loop, dsa=families, width=s.dc_width,
-                       depth=s.dc_depth, val_epochs=s.val_epochs, batch_real=s.batch_real, seed=ctx.config.seed)
+                       depth=s.dc_depth, val_epochs=s.val_epochs, batch_real=s.batch_real, val_augment=val_augment,
+                       seed=ctx.config.seed)
     checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
-    fp = {"precision": ctx.config.precision,
-          "dc": {k: getattr(s, k) for k in ("lr", "momentum", "lr_net", "batch_real", "batch_train", "outer_loop",
-                                            "inner_loop", "dsa", "dc_width", "dc_depth", "val_epochs")}}
+    fp = {"precision": ctx.config.precision, "dataset": ctx.dataset_name,
+          "dc": {**{k: getattr(s, k) for k in ("lr", "momentum", "lr_net", "batch_real", "batch_train", "dsa",
+                                               "dc_width", "dc_depth", "val_epochs")},
+                 "outer_loop": outer, "inner_loop": inner}}
     res = run_iterative(method, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
                         seed=ctx.config.seed, settings=driver_settings(dataclasses.asdict(s)), kernel=ctx.kernel,
                         checkpoint=checkpoint, resume=ctx.resume, fingerprint=fp, on_checkpoint=ctx.on_checkpoint,
                         progress=ctx.progress)
-    outer, inner = dc_loops(ctx.config.ipc)
-    info = {"settings": dataclasses.asdict(s), "outer_loop": s.outer_loop or outer, "inner_loop":
-            inner if s.inner_loop is None else s.inner_loop, "dsa_families": list(families or ()),
+    info = {"settings": dataclasses.asdict(s), "outer_loop": outer, "inner_loop": inner,
+            "dsa_families": list(families or ()), "validation_augment": val_augment[0],
+            "test_accuracy_is": f"KRR with {ctx.kernel.spec} (DC's own measure: kdistill evaluate FILE --model convnet)",
             "init": s.init, "steps_run": res.steps_run, "best_step": res.best_step,
             "best_val_accuracy": res.best_val_accuracy, "stopped_early": res.stopped_early,
             "stop_reason": res.stop_reason, "final_loss": res.history["loss"][-1] if res.history["loss"] else None}

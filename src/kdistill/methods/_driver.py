@@ -256,6 +256,9 @@ def run_iterative(
             restored = [arrays[f"state_{i}"].astype(np.asarray(leaf).dtype) for i, leaf in enumerate(leaves)]
             best = {"x": arrays["best_x"], "y": arrays["best_y"], "acc": meta["best_acc"], "step": meta["best_step"]}
             start, bad_vals, history = int(meta["step"]), int(meta["bad_vals"]), meta["history"]
+            # checkpoints written before val_seconds was recorded: pad so entries stay aligned with val_step
+            missing = len(history["val_step"]) - len(history.get("val_seconds", []))
+            history["val_seconds"] = [None] * missing + list(history.get("val_seconds", []))
             seconds_before = float(meta.get("seconds", 0.0))
             finished = meta.get("stopped") == "patience"  # final: an uninterrupted run stopped here too
             sampler_state = {k[len("sampler_"):]: v for k, v in arrays.items() if k.startswith("sampler_")}
