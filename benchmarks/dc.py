@@ -16,6 +16,7 @@ Usage:
   .venv/bin/python benchmarks/dc.py run --dataset mnist --ipc 1 --minutes 40 [--seeds 5] [--val-every 25]
         [--dsa] [--init real] [--batch-real 256] [--keep runs/bench]
   .venv/bin/python benchmarks/dc.py random --datasets mnist fashion_mnist --ipcs 1 10 [--seeds 5]
+  .venv/bin/python benchmarks/dc.py profile
   .venv/bin/python benchmarks/dc.py render
 """
 
@@ -118,9 +119,110 @@ def random(args) -> None:
     random_real(_RandomRows(), args.datasets, args.ipcs, args.seeds, "convnet", None, None, "auto")
 
 
+def _seconds(fn, repeats: int = 3) -> tuple[float, float]:
+    """(first call, best of ``repeats`` later calls) seconds of ``fn()`` (blocking on its result)."""
+    import jax
+
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return first, best
+
+
+def profile(args) -> None:
+    """Where one DC iteration's time goes on MNIST (k = 10, DC's ConvNet), and the alternatives measured."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from kdistill.data import load
+    from kdistill.evaluate import _finite
+    from kdistill.evaluate._models import ConvNet
+    from kdistill.methods import _dc
+
+    load_before = os.getloadavg()
+    ds = load("mnist")
+    x = ds.x_train.astype(np.float32)
+    x = (x - x.mean()) / x.std()
+    k, b = 10, args.batch_real
+    net = ConvNet(width=128, depth=3)
+    params = net.init(jax.random.key(0), x.shape[1:], k)
+    rng = np.random.default_rng(0)
+    real = jnp.asarray(np.stack([x[rng.choice(np.flatnonzero(ds.y_train == c), b, replace=False)] for c in range(k)]))
+    mask = jnp.ones((k, b), jnp.float32)
+    eye = jnp.eye(k, dtype=jnp.float32)
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.key(1), c))(jnp.arange(k))
+    rows = []
+
+    def add(what, first, best, note=""):
+        rows.append({"what": what, "first_call_s": round(first, 2), "seconds": round(best, 3), "note": note})
+        print(rows[-1], flush=True)
+
+    @functools.partial(jax.jit, static_argnames=("net",))
+    def real_grads(params, real, mask, *, net):  # the real side alone: a forward and backward per class
+        return [jax.grad(_dc._xent)(params, net, real[c], jnp.broadcast_to(eye[c], (b, k)), mask[c])
+                for c in range(k)]
+
+    add("real-batch gradients, 10 classes x 256 images (unrolled)", *_seconds(lambda: real_grads(params, real, mask,
+                                                                                              net=net)))
+    for ipc in (1, 10):
+        xs = real[:, :ipc]
+        add(f"one matching round, ipc {ipc} (real gradients + synthetic double backward, the default)",
+            *_seconds(lambda: _dc._group_match(params, real, mask, xs, eye, keys, net=net, families=None)))
+
+    def per_class(xs):
+        return [_dc._group_match(params, real[c:c + 1], mask[c:c + 1], xs[c:c + 1], eye[c:c + 1], keys[c:c + 1],
+                                 net=net, families=None) for c in range(k)]
+
+    add("one matching round, ipc 1, one call per class", *_seconds(lambda: per_class(real[:, :1])),
+        "the same arithmetic without cross-class overlap")
+
+    @functools.partial(jax.jit, static_argnames=("net",))
+    def vmapped(params, real, mask, xs, *, net):
+        def one(xr, mr, xc, t):
+            g_real = jax.grad(_dc._xent)(params, net, xr, jnp.broadcast_to(t, (b, k)), mr)
+            return _dc.match_distance(g_real, jax.grad(_dc._xent)(params, net, xc, t[None], jnp.ones(1)))
+        return jax.grad(lambda z: jnp.sum(jax.vmap(one)(real, mask, z, eye)))(xs)
+
+    add("one matching round, ipc 1, classes vmapped", *_seconds(lambda: vmapped(params, real, mask, real[:, :1],
+                                                                                net=net), repeats=1),
+        "per-class weight gradients become grouped convolutions")
+    flat = real[:, :10].reshape((100,) + x.shape[1:])
+    t_syn = jnp.repeat(eye, 10, axis=0)
+    idx, emask, ekeys = _finite._epoch_plan(jax.random.key(2), 0, m=100, batch=100)
+    velocity = jax.tree.map(jnp.zeros_like, params)
+    lr, mom, zero = jnp.float32(0.01), jnp.float32(0.5), jnp.float32(0.0)
+
+    def epoch():
+        p, v = jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, velocity)
+        return _finite._step(p, v, flat, t_syn, idx[0], emask[0], ekeys[0], lr, mom, zero, net=net, loss="xent",
+                             augment="none")
+
+    first, best = _seconds(epoch)
+    add("one network epoch on the ipc-10 synthetic set (100 images)", first, best)
+    outer, inner = _dc.dc_loops(10)
+    match10 = next(r["seconds"] for r in rows if r["what"].startswith("one matching round, ipc 10"))
+    add("one DC iteration at ipc 10, estimated: 10 rounds + 9 x 50 network epochs", 0.0,
+        outer * match10 + (outer - 1) * inner * best, "from the rows above")
+    path = RESULTS / "dc.json"
+    old = load_json(path).get("rows", []) if path.exists() else []
+    old = [r for r in old if r["kind"] != "profile"]
+    old.append({"kind": "profile", "rows": rows, "batch_real": b, "loadavg_before": [round(v, 2) for v in load_before],
+                "loadavg_after": [round(v, 2) for v in os.getloadavg()], "machine": machine_info()})
+    render(old)
+
+
 def render(rows: list[dict]) -> None:
     machine = machine_info()
     runs = [r for r in rows if r["kind"] == "run"]
+    prof = next((r for r in rows if r["kind"] == "profile"), None)
     rand = [r for r in rows if r["kind"] == "random"]
     run_table = [{"dataset": r["dataset"], "ipc": r["ipc"], "init": r["init"], "dsa": "yes" if r["dsa"] else "no",
                   "budget min": r["minutes"], "iterations (outer x inner)":
@@ -147,6 +249,11 @@ def render(rows: list[dict]) -> None:
         pts = ", ".join(f"{p['seconds'] / 60:.0f} min: {100 * p['val_accuracy']:.1f}%" for p in r["curve"])
         md.append(f"- Accuracy against time, {r['dataset']} ipc {r['ipc']} (validation ConvNet, 300 epochs, no "
                   f"augmentation, held-out training images): {pts or 'no validation ran'}.")
+    if prof is not None:
+        md += ["", "## Where an iteration's time goes (MNIST, DC's ConvNet, float32, `benchmarks/dc.py profile`)", "",
+               f"Load average before {prof['loadavg_before'][0]}, after {prof['loadavg_after'][0]}; `seconds` is "
+               "the best of the calls after the first (which compiles).", "",
+               markdown_table(prof["rows"], ["what", "first_call_s", "seconds", "note"])]
     md += ["", "## Random real images under DC's protocol", "",
            markdown_table(rand_table, list(rand_table[0]) if rand_table else ["dataset"]), "",
            "Published: DC (arXiv:2006.05929) Table 1; its random baselines are the same ConvNet trained on "
@@ -172,11 +279,15 @@ def main(argv=None):
     q.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
     q.add_argument("--seeds", type=int, default=5)
     sub.add_parser("render")
+    p = sub.add_parser("profile")
+    p.add_argument("--batch-real", type=int, default=256)
     args = ap.parse_args(argv)
     if args.what == "run":
         run(args)
     elif args.what == "random":
         random(args)
+    elif args.what == "profile":
+        profile(args)
     else:
         render(load_json(RESULTS / "dc.json")["rows"])
 

@@ -253,7 +253,7 @@ def test_crop_range_at_32_pixels():
     assert set(shifts[:, 0]) == set(range(-4, 5)) == set(shifts[:, 1])
 
 
-@pytest.mark.parametrize("shape", [(8, 12, 3), (9, 9, 1), (32, 32, 1)])
+@pytest.mark.parametrize("shape", [(9, 9, 1), (32, 32, 1)])  # odd and even sizes
 def test_cutout_zeroes_one_square(shape):
     """One admissible square (side int(0.5 size + 0.5), clipped) is zeroed, nothing else changes, and 256
     per-image draws put its centre at every admissible row and column (0 .. size - side % 2), no other."""
@@ -276,7 +276,7 @@ def _warp_case(family, h, w, seed):
     return r, out
 
 
-@pytest.mark.parametrize("shape", [(12, 12), (10, 14)])
+@pytest.mark.parametrize("shape", [(10, 14)])  # non-square: rows and columns told apart
 def test_rotate_matches_bilinear_reference(shape):
     h, w = shape
     angles = []
@@ -292,7 +292,7 @@ def test_rotate_matches_bilinear_reference(shape):
     assert min(angles) < 0 < max(angles)
 
 
-@pytest.mark.parametrize("shape", [(12, 12), (10, 14)])
+@pytest.mark.parametrize("shape", [(10, 14)])
 def test_scale_matches_bilinear_reference(shape):
     h, w = shape
     factors = []
@@ -444,12 +444,11 @@ def test_warps_linear_and_gradient_adjoint(family):
                                    2 * aug(seed, x, (family,)) + aug(seed, y, (family,)), **TOL)
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_jit_matches_eager(shared):
+def test_jit_matches_eager():
     x = jnp.asarray(images(18, (3, 8, 8, 3)))
     jitted = jax.jit(dsa_augment, static_argnames=("families", "shared"))
-    fams = dsa_strategy("mnist") if shared else DSA_FAMILIES
-    for seed in range(2):  # eager calls trace and compile the switch afresh: few keys
+    fams, shared = DSA_FAMILIES, False
+    for seed in range(1):  # eager calls trace and compile the switch afresh: one key
         key = jax.random.key(seed)
         np.testing.assert_allclose(np.asarray(jitted(key, x, families=fams, shared=shared)),
                                    np.asarray(dsa_augment(key, x, fams, shared=shared)), **TOL)
