@@ -37,8 +37,8 @@ demo: $(VENV)/.installed
 # The whole suite with JAX's 64-bit types on, then the fast tests that touch JAX again with them off
 # (float32 code paths); the library itself never flips the switch (see tests/conftest.py).
 test: $(VENV)/.installed-test
-	KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q
-	KDISTILL_TEST_X64=0 $(BIN)/python -m pytest -q
+	KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q --durations=15
+	KDISTILL_TEST_X64=0 $(BIN)/python -m pytest -q --durations=5
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package (needs root).
 data:

@@ -88,6 +88,7 @@ def run(args) -> None:
     row = {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "init": args.init,
            "dsa": args.dsa, "batch_real": args.batch_real, "iterations": iters, "best_iteration": info["best_step"],
            "outer_loop": info["outer_loop"], "inner_loop": info["inner_loop"],
+           "validation_augment": info.get("validation_augment", "none"),
            "seconds_distill": round(distill_s, 1), "seconds_per_iteration": round(distill_s / max(iters, 1), 2),
            "finite_mean": finite["mean"], "finite_std": finite["std"], "finite_accuracies": finite["accuracies"],
            "finite_seeds": args.seeds, "finite_augment": finite["settings"]["augment"],
@@ -247,8 +248,9 @@ def render(rows: list[dict]) -> None:
           "", markdown_table(run_table, list(run_table[0]) if run_table else ["dataset"]), ""]
     for r in runs:
         pts = ", ".join(f"{p['seconds'] / 60:.0f} min: {100 * p['val_accuracy']:.1f}%" for p in r["curve"])
-        md.append(f"- Accuracy against time, {r['dataset']} ipc {r['ipc']} (validation ConvNet, 300 epochs, no "
-                  f"augmentation, held-out training images): {pts or 'no validation ran'}.")
+        md.append(f"- Accuracy against time, {r['dataset']} ipc {r['ipc']} (validation: a ConvNet trained 300 epochs "
+                  f"on the set, augmentation {r.get('validation_augment', 'none')}, accuracy on held-out training "
+                  f"images): {pts or 'no validation ran'}.")
     if prof is not None:
         md += ["", "## Where an iteration's time goes (MNIST, DC's ConvNet, float32, `benchmarks/dc.py profile`)", "",
                f"Load average before {prof['loadavg_before'][0]}, after {prof['loadavg_after'][0]}; `seconds` is "

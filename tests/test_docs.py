@@ -70,7 +70,7 @@ SHORTEN = [
     (r"--steps \d+", "--steps 5", "KIP: 400 steps are 13 s on MNIST (README)"),
     (r"^(distill (?!.*--steps).*--method (kip|rfad|dc)\b.*)$", r"\1 --steps 5",
      "KIP's default 4000 steps (17 minutes on MNIST, benchmarks/results/kip.md), RFAD's and DC's hour: 5 steps"),
-    (r"^(distill .*--method dc\b.*)$", r"\1 --dc-width 16 --batch-real 16 --val-epochs 5 --lr 0.001",
+    (r"^(distill .*--method dc\b.*)$", r"\1 --dc-width 16 --dc-depth 1 --batch-real 16 --val-epochs 5 --lr 0.001",
      "DC's ConvNet of width 128 on 256 real images per class; its image lr 0.1 is for 28x28 images"),
     (r"^(distill (?!.*--kernel).*--method rfad\b.*)$", r"\1 --kernel rf-convnet:models=2,width=8,depth=2",
      "RFAD's default fixed kernel (16 networks of width 64) takes ~10 s to compile; tests/test_rfad.py runs "
