@@ -119,8 +119,8 @@ def _group_match(params, real_x, real_mask, x_g, targets, keys, *, net, families
     row and ``keys[j]`` its augmentation key. Returns ``(values (g,), grads like x_g)``.
 
     The classes are unrolled rather than mapped: XLA's CPU backend then overlaps them on the cores, where
-    a vmap turns the per-class weight gradients into grouped convolutions (5x slower here) and a call per
-    class runs 1.5x slower (benchmarks/results/dc.md)."""
+    a vmap turns the per-class weight gradients into grouped convolutions (5.3x slower here) and a call
+    per class runs 1.3x slower (benchmarks/results/dc.md, `benchmarks/dc.py profile`)."""
     augment = _augmenter(families)
     g = x_g.shape[0]
     if augment is not None:  # the same transform for the class's real and synthetic batch
