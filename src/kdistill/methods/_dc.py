@@ -341,14 +341,16 @@ DC_OPTIONS = (
 )
 
 
-def _settings(opts: dict, ctx: Context) -> DCSettings:
-    outer, _ = dc_loops(ctx.config.ipc)
-    if opts.get("outer_loop") is not None:
-        outer = opts["outer_loop"]
-    target = outer * opts["batch_real"] * ctx.num_classes
-    s = DCSettings(**{**opts, "target_batch": target, "val_size": ctx.config.val_size})
+def _settings(opts: dict, ctx: Context) -> tuple[DCSettings, int, int]:
+    """The run's settings (``target_batch`` from the rounds and ``batch_real``) and its resolved
+    ``(outer_loop, inner_loop)``."""
+    outer, inner = dc_loops(ctx.config.ipc)
+    outer = outer if opts.get("outer_loop") is None else opts["outer_loop"]
+    inner = inner if opts.get("inner_loop") is None else opts["inner_loop"]
+    s = DCSettings(**{**opts, "target_batch": outer * opts["batch_real"] * ctx.num_classes,
+                      "val_size": ctx.config.val_size})
     s.validate()
-    return s
+    return s, outer, inner
 
 
 @register_method("dc", doc="DC (Zhao et al. 2021): gradient matching on fresh ConvNets, class by class (--dsa: "
@@ -356,15 +358,12 @@ def _settings(opts: dict, ctx: Context) -> DCSettings:
                  "convnet`", options=DC_OPTIONS, iterative=True, precision="float32",
                  kernel="linear")
 def _run_dc(ctx: Context, opts: dict) -> MethodOutput:
-    s = _settings(opts, ctx)
+    s, outer, inner = _settings(opts, ctx)
     families = dsa_strategy(ctx.dataset_name) if s.dsa else None
     val_augment = _finite.resolve_augment("dsa" if s.dsa else "auto", ctx.dataset_name)
-    outer, inner = dc_loops(ctx.config.ipc)
-    outer = outer if s.outer_loop is None else s.outer_loop
-    inner = inner if s.inner_loop is None else s.inner_loop
     method = dc_method(num_classes=ctx.num_classes, ipc=ctx.config.ipc, input_shape=tuple(ctx.x_train.shape[1:]),
                        lr=s.lr, momentum=s.momentum, lr_net=s.lr_net, batch_train=s.batch_train,
-                       outer_loop=s.outer_loop, inner_loop=s.inner_loop, dsa=families, width=s.dc_width,
+                       outer_loop=outer, inner_loop=inner, dsa=families, width=s.dc_width,
                        depth=s.dc_depth, val_epochs=s.val_epochs, batch_real=s.batch_real, val_augment=val_augment,
                        seed=ctx.config.seed)
     checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
