@@ -27,9 +27,10 @@ _DATA = tempfile.mkdtemp(prefix="kdistill-test-data-")
 os.environ["KDISTILL_DATA"] = _DATA
 atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 
-# XLA's compiled programs are kept on disk for the test session and shared with the CLI processes and Dask
-# workers tests start: many tests build the same kernels and steps afresh (new closures, new processes) and
-# would otherwise compile them again. The cache starts empty each session, so `make test` times stay cold.
+# XLA's compiled programs are kept on disk for the test process and shared with the CLI processes and Dask
+# workers it starts: many tests build the same kernels and steps afresh (new closures, new processes) and
+# would otherwise compile them again. Each process (each pytest-xdist worker under `make test`) has its own
+# folders, created empty, so workers never race on a file and `make test` times stay cold.
 _JAX_CACHE = tempfile.mkdtemp(prefix="kdistill-test-jax-cache-")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
