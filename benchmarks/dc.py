@@ -287,6 +287,12 @@ def render(rows: list[dict]) -> None:
         md.append(f"- Accuracy against time, {what} (validation: a ConvNet trained {r.get('val_epochs', 300)} epochs "
                   f"on the set, augmentation {r.get('validation_augment', 'none')}, accuracy on held-out training "
                   f"images): {pts or 'no validation ran'}.")
+    for r in runs:
+        if r["ipc"] > 1:
+            md.append(f"- Plainly: at {r['dataset']} ipc {r['ipc']} an iteration ({r['outer_loop']} matching rounds and "
+                      f"{(r['outer_loop'] - 1) * r['inner_loop']} network epochs) takes {r['seconds_per_iteration']} s "
+                      f"here, so DC's 1000 iterations would take {1000 * r['seconds_per_iteration'] / 3600:.0f} hours "
+                      f"on this CPU; the {r['minutes']:g}-minute run did {r['iterations']} of them.")
     md += _init_comparison(runs)
     if prof is not None:
         md += ["", "## Where an iteration's time goes (MNIST, DC's ConvNet, float32, `benchmarks/dc.py profile`)", "",
