@@ -264,8 +264,7 @@ def render(rows: list[dict]) -> None:
                   r["seconds_per_iteration"], "best iteration": r["best_iteration"],
                   "ConvNet test % (seeds)": f"{100 * r['finite_mean']:.2f} ± {100 * r['finite_std']:.2f} "
                   f"({r['finite_seeds']}, augment {r['finite_augment']}, {r.get('finite_epochs', 300)} epochs)",
-                  "published % (DC, or DSA with dsa)": (PUBLISHED_DSA if r["dsa"] else PUBLISHED_DC).get(
-                      (r["dataset"], r["ipc"])), "load before/after":
+                  "published % (DC, or DSA with dsa)": r["published"], "load before/after":
                   f"{r['loadavg_before'][0]} / {r['loadavg_after'][0]}"} for r in runs]
     rand_table = [{"dataset": r["dataset"], "ipc": r["ipc"], "augment": r["augment"], "epochs": r["epochs"],
                    "seeds": r["seeds"], "ConvNet test %": f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",

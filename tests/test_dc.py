@@ -225,6 +225,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
     ha, hb = (json.loads((d / "history.json").read_text()) for d in (full, cut))
     assert hb["step"] == ha["step"]
     np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-6)
+    assert hb["val_step"] == ha["val_step"] == [2, 4] and hb["val_accuracy"] == ha["val_accuracy"]
     summary = json.loads((full / "summary.json").read_text())
     assert summary["method_info"]["outer_loop"] == 2 and summary["precision"] == "float32"
 
