@@ -279,3 +279,52 @@ def test_evaluate_takes_the_recorded_dataset_refuses_another_and_accepts_reg_aut
     sel = auto["reg_selection"]
     assert auto["reg"] == sel["reg"] and max(sel["val_accuracy"]) == sel["val_accuracy"][sel["grid"].index(sel["reg"])]
     assert "reg must be 'auto' or a number" in error_line(_run("evaluate", file, "--reg", "x"))
+
+
+@pytest.mark.parametrize("method_args", [["--method", "random", "--ipc", "1"],
+                                         ["--method", "kip", "--kernel", "rbf", "--ipc", "2", "--steps", "4",
+                                          "--learn-labels"]])
+def test_the_free_space_check_asks_for_what_a_run_writes_within_2x(tmp_path, method_args):
+    """The disk guard asked 16 MiB of a run that writes 150 KB, refusing runs that fit: its estimate is now
+    between what the run leaves on disk and twice that."""
+    from kdistill.data import load
+    from kdistill.methods import RunConfig
+    from kdistill.methods._rundir import _disk_need
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", *method_args, "--no-full", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    written = sum(f.stat().st_size for f in out.iterdir())
+    run = json.loads((out / "run.json").read_text())["config"]
+    need = _disk_need(RunConfig(method=run["method"], ipc=run["ipc"]), load("digits"))
+    assert written <= need <= 2 * written, (written, need)
+
+
+def test_a_sidecar_naming_its_dataset_by_a_relative_path_reads_it_beside_the_sidecar(tmp_path, monkeypatch):
+    """A sidecar recording ``mine.npz`` (a set shipped with its data, say) was opened relative to the current
+    folder, with no word that the path came from the sidecar: it is read beside the sidecar, and a missing
+    one is named with the file that recorded it."""
+    import shutil
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 4, 4, 1)).astype(np.float32)
+    y = np.arange(40) % 2
+    x[y == 1] += 3.0
+    np.savez(tmp_path / "mine.npz", x_train=x / 4, y_train=y, x_test=x[:10] / 4, y_test=y[:10])
+    r = _run("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "3", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(tmp_path / "o" / "distilled.npz", shipped / "set.npz")
+    side = json.loads((tmp_path / "o" / "distilled.json").read_text())
+    (shipped / "set.json").write_text(json.dumps(dict(side, dataset="mine.npz")))
+    shutil.copy(tmp_path / "mine.npz", shipped / "mine.npz")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = _run("evaluate", str(shipped / "set.npz"), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["test_accuracy"] == 1.0
+    (shipped / "mine.npz").unlink()
+    line = error_line(_run("evaluate", str(shipped / "set.npz")))
+    assert f"{shipped / 'set.json'} records the dataset 'mine.npz'" in line and "--dataset" in line

@@ -376,3 +376,50 @@ def test_real_fashion_mnist_from_debian(tmp_path: Path) -> None:
     assert np.bincount(ds.y_train).tolist() == [6000] * 10  # zalandoresearch/fashion-mnist README
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
     assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
+
+
+def _laughs(levels: int) -> list:
+    """Nested lists that each hold the previous one twice: a small pickle, 2**levels entries to walk."""
+    a: list = ["lol"]
+    for _ in range(levels):
+        a = [a, a]
+    return a
+
+
+def test_a_pickle_of_shared_nested_lists_is_refused_at_once(tmp_path: Path) -> None:
+    """A 'billion laughs' CIFAR batch (1 KB on disk, 2**60 list entries) passed the restricted unpickler and
+    hung the loader; it is refused in one line, without walking the structure."""
+    import time
+
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
+        _add_member(tar, "cifar-10-batches-py/batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+        _add_member(tar, "cifar-10-batches-py/data_batch_1", {"data": _laughs(60), "labels": _laughs(60)})
+    assert (folder / "cifar-10-python.tar.gz").stat().st_size < 2048
+    t = time.perf_counter()
+    with pytest.raises(UnsafeFileError) as info:
+        load("cifar10", data_dir=tmp_path)
+    assert time.perf_counter() - t < 30  # loading is linear in the file: well under a second
+    message = str(info.value)
+    assert "\n" not in message and "data_batch_1" in message and "two places" in message
+
+
+@pytest.mark.parametrize("obj, problem", [
+    ([[[[["deep"]]]]], "deep"),
+    ({"data": np.zeros(3), "x": {1, 2}}, "set"),
+])
+def test_structures_no_dataset_pickle_has_are_refused(obj, problem) -> None:
+    with pytest.raises(UnsafeFileError, match=problem):
+        _formats.safe_pickle_load(io.BytesIO(pickle.dumps(obj, protocol=2)), source="x.pkl")
+
+
+def test_the_official_structures_still_load() -> None:
+    """What the CIFAR and MNIST pickles hold (dicts of lists, tuples of tuples of arrays, byte strings,
+    repeated empty tuples) passes the structure check."""
+    mnist = tuple((np.zeros((2, 4), np.float32), np.arange(2)) for _ in range(3))
+    cifar = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"filenames": [b"a.png", b"b.png"],
+             b"batch_label": b"training batch 1 of 5", b"extra": ((), ())}
+    for obj in (mnist, cifar):
+        got = _formats.safe_pickle_load(io.BytesIO(pickle.dumps(obj, protocol=2)), source="x.pkl")
+        assert type(got) is type(obj) and len(got) == len(obj)

@@ -408,3 +408,18 @@ def test_cli_kip_with_coreset_init_and_smart_pick(tmp_path):
     assert info["init"] == "kmeans-coreset" and info["sampler"] == "smart-pick"
     assert info["init_seconds"] > 0 and info["sampler_seconds"] > 0 and info["steps_run"] == 3
     assert json.loads((out / "history.json").read_text())["step"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["kmeans-coreset", "gaussian-coreset", "kcenter"])
+@pytest.mark.parametrize("fill", [0.0, 0.7])
+def test_every_coreset_init_handles_a_class_of_identical_images(name, fill):
+    """A class whose images are all the same (all zero, or one constant) has no spread to sample by:
+    every init still returns ipc distinct members of that class (kmeans-coreset crashed here)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4, 4, 1))
+    labels = np.repeat(np.arange(3), 20)
+    x[labels == 1] = fill  # class 1 degenerate
+    images, y = INITS[name](x, labels, num_classes=3, ipc=4, key=jax.random.key(0))
+    assert images.shape == (12, 4, 4, 1) and np.array_equal(y.argmax(1), np.repeat(np.arange(3), 4))
+    np.testing.assert_array_equal(images[4:8], fill)
+    assert np.isfinite(images).all()

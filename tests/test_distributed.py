@@ -211,7 +211,10 @@ def test_distributed_run_equals_the_single_process_run(cluster, method, kernel, 
               **options)
     local = kdistill.distill(x, y, **kw)
     remote = kdistill.distill(x, y, client=cluster[1], **kw)
-    _assert_same(remote, local)
+    # analytic with fcnn:width=256 on 64-pixel digits cannot reach its target features (it warns so) and
+    # solves an ill-conditioned least-squares problem for the images: the Gram's summation order (one block
+    # per worker against one pass) moves them by up to 8e-5 relative on an AVX-512 CPU (1e-6 on AVX2)
+    _assert_same(remote, local, tol=1e-6 if method != "analytic" else 5e-4)
     assert remote.summary["executor"].startswith("dask cluster at tcp://127.0.0.1")
     assert local.summary["executor"] == "local (this process)"
 
@@ -258,8 +261,46 @@ def test_bytes_per_step_follow_the_model_and_not_the_target_images(executor, met
     assert measured[200] - measured[50] <= 150 * (8 + (k + 1) * x_item) + 1
 
 
+@pytest.fixture
+def busy_machine():
+    """Every core kept busy by a spinning process for the test's duration (a loaded CI machine)."""
+    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    yield
+    for p in spin:
+        p.kill()
+        p.wait()
+
+
+def test_a_call_waits_for_a_worker_when_none_is_registered(executor, monkeypatch):
+    """Between a worker's death and its nanny's restart (long on a busy machine) the scheduler may list no
+    worker: the executor waits for one instead of failing (a ZeroDivisionError before)."""
+    real, calls, t0 = executor.workers, [], time.monotonic()
+
+    def flaky():  # no worker registered for the first second
+        calls.append(1)
+        return [] if time.monotonic() - t0 < 1.0 else real()
+
+    monkeypatch.setattr(executor, "workers", flaky)
+    x = np.arange(24.0).reshape(12, 2)
+    got = executor.map(lambda rows: rows.sum(0), x, reduce=np.add)
+    np.testing.assert_allclose(got, x.sum(0))
+    assert len(calls) >= 3
+
+
+def test_no_worker_left_is_one_line(executor, monkeypatch):
+    from kdistill.errors import DistributedError
+
+    monkeypatch.setattr(executor, "workers", lambda: [])
+    monkeypatch.setattr(executor, "worker_wait", 0.2)
+    with pytest.raises(DistributedError) as info:
+        executor.map(lambda rows: rows, np.zeros((4, 2)))
+    assert "no workers left" in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_leaves_the_result_unchanged(cluster):
+def test_a_worker_killed_mid_run_leaves_the_result_unchanged(cluster, busy_machine):
+    """SIGKILL one of the two workers during a step while every core is busy: the run equals the
+    single-process run (the scheduler recomputes the lost shard elsewhere, the nanny restarts the worker)."""
     from kdistill._distributed import DaskExecutor
 
     address, client = cluster
@@ -309,6 +350,48 @@ def test_an_unreachable_scheduler_exits_2_with_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_service_that_is_not_a_dask_scheduler_is_refused_in_seconds(tmp_path):
+    """An HTTP server accepts the connection and never speaks Dask's protocol: Dask's client waited on it
+    for minutes; the handshake's timeout refuses it in one line."""
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t = time.perf_counter()
+        r = _cli("distill", "--dataset", "digits", "--scheduler", f"tcp://127.0.0.1:{server.server_port}", "--out",
+                 str(tmp_path / "run"), timeout=110)
+        seconds = time.perf_counter() - t
+    finally:
+        server.shutdown()
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer as a Dask scheduler" in lines[0], r.stderr
+    assert seconds < 100 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("address", ["not a url", "http://127.0.0.1:8786", "tcp://127.0.0.1", "tcp://:8786",
+                                     "tcp://127.0.0.1:notaport", ""])
+def test_a_malformed_scheduler_address_is_refused_before_any_client_exists(address, monkeypatch):
+    from kdistill._distributed import connect
+    from kdistill.errors import DistributedError
+
+    monkeypatch.setattr(distributed, "Client", None)  # constructing one would fail with a TypeError
+    with pytest.raises(DistributedError, match="not a Dask scheduler address|needs an address"):
+        connect(scheduler=address)
+
+
+@pytest.mark.slow
+def test_a_malformed_scheduler_address_prints_one_line_and_nothing_else(tmp_path):
+    """No half-built Dask client is left to print ``Client.__del__``'s TimeoutError at exit (after a 10 s
+    stall) below the one-line error."""
+    r = _cli("distill", "--dataset", "digits", "--scheduler", "not a url", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --scheduler 'not a url' is not a Dask scheduler address; give tcp://HOST:PORT (what `dask "
+        "scheduler` prints, port 8786 by default)"], r.stderr
+
+
+@pytest.mark.slow
 def test_a_worker_with_another_kdistill_version_is_refused(cluster, tmp_path):
     from kdistill._distributed import DaskExecutor
     from kdistill.errors import DistributedError
@@ -344,3 +427,31 @@ def test_cli_workers_runs_a_local_cluster_with_the_same_result(tmp_path):
     assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-12)
     ia, ib = (np.load(tmp_path / d / "distilled.npz")["images"] for d in ("one", "two"))
     np.testing.assert_allclose(ib, ia, rtol=1e-6, atol=1e-6)
+
+
+def test_more_local_workers_than_the_machine_holds_are_refused_before_any_starts(monkeypatch):
+    """``--workers 1000`` on a 2-core machine was accepted and grew to 6 GB without progress: the bound is
+    the machine's (cores and free memory), said in one line before any process starts."""
+    from kdistill import _distributed
+    from kdistill._distributed import check_local_workers, connect
+    from kdistill.errors import DistributedError
+
+    started = []
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: started.append(kw) or 1 / 0)
+    with pytest.raises(DistributedError, match=r"--workers 1000 does not fit this machine") as info:
+        connect(workers=1000)
+    assert not started and "\n" not in str(info.value) and "MiB" in str(info.value)
+    check_local_workers(8, cpus=2, memory=None)  # 4 per core
+    with pytest.raises(DistributedError, match="at most 8 worker"):
+        check_local_workers(9, cpus=2, memory=None)
+    with pytest.raises(DistributedError, match=r"2 cores and 1 GiB free hold at most 2 worker"):
+        check_local_workers(3, cpus=2, memory=2**30)
+    check_local_workers(2, cpus=2, memory=2**30)
+    assert _distributed._WORKER_BYTES >= 300 * 2**20  # a worker with JAX loaded measured 330 MiB
+
+
+@pytest.mark.slow
+def test_cli_workers_beyond_the_machine_exit_2(tmp_path):
+    r = _cli("distill", "--dataset", "digits", "--workers", "1000", "--out", str(tmp_path / "run"), timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "does not fit" in r.stderr
+    assert not (tmp_path / "run").exists()

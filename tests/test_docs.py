@@ -33,10 +33,55 @@ def test_readme_python_blocks_run_and_print_what_they_say(capsys):
             for name in set(kdistill.methods.methods()) - before:  # the "Adding a method" example
                 kdistill.methods.unregister_method(name)
         printed = capsys.readouterr().out.splitlines()
-        claims = [m.group(1).split(",")[0].strip() for m in re.finditer(r"^print\(.*\)\s*#\s*(.*)$", code, re.M)]
+        claims = readme_claims(code)
         assert len(printed) >= len(claims)
         for claim, line in zip(claims, printed):
-            assert line.startswith(claim), (claim, line)
+            assert claim_holds(claim, line), (claim, line)
+
+
+# A README python line ``print(...)  # CLAIM; comment`` promises that the line it prints starts with CLAIM.
+# Numbers in CLAIM must be printed exactly, except ``X ± T``: any number within T of X (results of an
+# optimisation, whose last digits differ between CPU models).
+_NUMBER = r"-?\d+(?:\.\d+)?"
+
+
+def readme_claims(code: str) -> list[str]:
+    """The claims of a README python block's print lines, in order (the comment up to its first ``;``)."""
+    return [m.group(1).split(";")[0].strip() for m in re.finditer(r"^print\(.*\)\s*#\s*(.*)$", code, re.M)]
+
+
+def claim_holds(claim: str, line: str) -> bool:
+    pattern, bounds, pos = "", [], 0
+    for m in re.finditer(rf"({_NUMBER})\s*±\s*({_NUMBER})", claim):
+        pattern += re.escape(claim[pos:m.start()]) + f"({_NUMBER})"
+        bounds.append((float(m.group(1)), float(m.group(2))))
+        pos = m.end()
+    match = re.match(pattern + re.escape(claim[pos:]), line)
+    return bool(match) and all(abs(float(got) - want) <= tol + 1e-12
+                               for got, (want, tol) in zip(match.groups(), bounds))
+
+
+def test_readme_claims_with_a_tolerance_accept_rounding_and_refuse_more():
+    """Each README claim ``X ± T``, printed as X moved in its last digits, still holds; moved by more than T it
+    fails; the exact claims fail when any digit changes."""
+    text = (ROOT / "README.md").read_text()
+    claims = [c for code in re.findall(r"```python\n(.*?)```", text, flags=re.S) for c in readme_claims(code)]
+    tolerant = [c for c in claims if "±" in c]
+    assert tolerant and len(claims) > len(tolerant)
+    for claim in claims:
+        m = re.search(rf"({_NUMBER})\s*±\s*({_NUMBER})", claim)
+        if m is None:  # exact: the claim as printed holds, one digit more or less does not
+            assert claim_holds(claim, claim + " and more")
+            last = re.findall(r"\d", claim)[-1]
+            i = claim.rindex(last)
+            assert not claim_holds(claim, claim[:i] + str((int(last) + 1) % 10) + claim[i + 1:])
+            continue
+        want, tol = float(m.group(1)), float(m.group(2))
+        decimals = len(m.group(1).split(".")[1]) if "." in m.group(1) else 0
+        for moved, holds in ((want + 10 ** -decimals * 2, True), (want - tol / 2, True),
+                             (want + 2 * tol, False), (want - 1.5 * tol, False)):
+            line = claim[:m.start()] + f"{moved:.{decimals}f}" + claim[m.end():]
+            assert claim_holds(claim, line) is holds, (claim, line)
 
 
 def test_readme_quick_start_is_the_two_commands():

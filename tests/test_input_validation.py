@@ -128,7 +128,7 @@ def test_every_layout_numpy_writes_still_loads(tmp_path):
 
 
 def _refused_fast_and_small(loader, path):
-    """``loader(path)`` raises CorruptFileError within 5 s and with under 50 MiB allocated (tracemalloc sees
+    """``loader(path)`` raises CorruptFileError within 20 s and with under 50 MiB allocated (tracemalloc sees
     numpy's allocations); returns the exception info."""
     tracemalloc.start()
     t = time.perf_counter()
@@ -139,7 +139,7 @@ def _refused_fast_and_small(loader, path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert seconds < 5 and peak < 50 << 20, (seconds, peak)
+    assert seconds < 20 and peak < 50 << 20, (seconds, peak)  # a loaded machine: 20 s; reading the array: minutes
     return exc
 
 
@@ -152,7 +152,7 @@ def test_huge_header_is_refused_before_any_allocation(tmp_path):
     _one_line(exc, "bad.npz", "x_train", "(31000000, 28, 28)", "truncated or forged")
     t = time.perf_counter()
     assert "(31000000, 28, 28)" in _distill_refuses(tmp_path, bad)
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 20  # from the header: well under a second on a quiet machine
 
 
 def test_huge_header_in_compressed_file(tmp_path):
@@ -339,6 +339,46 @@ def test_distill_api_refuses_one_class():
     with pytest.raises(InvalidInputError) as exc:
         kdistill.distill(np.random.default_rng(0).random((10, 3)), np.full(10, "cat"), kernel="linear")
     _one_line(exc, "only one class", "'cat'")
+
+
+def test_distill_api_refuses_train_and_test_images_on_different_scales():
+    """Integer digits (0..16) for training and the same digits as floats (0..1) for testing ran silently to
+    14.7%: the test set goes through the training set's standardisation."""
+    import kdistill
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    with pytest.raises(InvalidInputError) as exc:
+        kdistill.distill(x[:1000], y[:1000], kernel="linear", ipc=1, x_test=x[1000:] / 16.0, y_test=y[1000:])
+    _one_line(exc, "x spans [0, 16]", "x_test spans [0, 1]", "scale both the same way")
+    s = kdistill.distill(x[:1000] / 16.0, y[:1000], kernel="linear", ipc=1, x_test=x[1000:] / 16.0, y_test=y[1000:])
+    assert s.summary["test_accuracy"] > 0.5  # the same data on one scale is fine
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: load("cifar10", data_dir=123), ("data_dir must be a folder path", "int 123")),
+    (lambda: load("digits", data_dir=b"/tmp"), ("data_dir must be a folder path", "bytes")),
+    (lambda: _methods().run(None, _methods().RunConfig(method="random", ipc=1)),
+     ("dataset must be a kdistill.data.Dataset", "NoneType")),
+    (lambda: _methods().run(load("digits"), {"method": "random"}), ("config must be a kdistill.methods.RunConfig",
+                                                                   "dict")),
+    (lambda: _methods().run_to_dir(None, load("digits"), _methods().RunConfig(method="random", ipc=1)),
+     ("out must be a folder path", "NoneType")),
+    (lambda: _methods().run_to_dir("never-written", "digits", _methods().RunConfig(method="random", ipc=1)),
+     ("dataset must be a kdistill.data.Dataset", "kdistill.data.load('digits')")),
+])
+def test_api_arguments_of_the_wrong_type_are_kdistill_errors(call, words):
+    """Raw TypeError / AttributeError before; now one line that names the argument and what it takes."""
+    with pytest.raises(InvalidInputError) as exc:
+        call()
+    _one_line(exc, *words)
+    assert not Path("never-written").exists()
+
+
+def _methods():
+    import kdistill.methods
+
+    return kdistill.methods
 
 
 # ----------------------------------------------------------------------------

@@ -41,10 +41,19 @@ def test_driver_reproduces_pre_driver_losses(digits, case, x64):
     # the old defaults for the settings the reference did not give
     kw = {"lr": 0.01, **kw}
     r = kip(from_spec(ref["kernel"]).fn, x, ds.y_train, num_classes=10, ipc=2, seed=3, settings=KIPSettings(**kw))
-    np.testing.assert_allclose(r.history["loss"], ref["loss"], rtol=1e-6, atol=1e-9)
-    assert r.history["val_accuracy"] == ref["val_accuracy"] and r.best_step == ref["best_step"]
-    assert float(np.sum(r.images)) == pytest.approx(ref["images_sum"], rel=1e-6)
-    assert float(np.abs(r.labels).sum()) == pytest.approx(ref["labels_sum_abs"], rel=1e-6)
+    loss = np.asarray(r.history["loss"])
+    # The reference was recorded on another CPU model. Rounding differs in the last bits between CPUs (SIMD
+    # widths change summation orders), and Adam divides each pixel's step by that pixel's own gradient
+    # scale, so pixels whose gradient is at rounding level take full steps in a direction rounding picks:
+    # the runs agree to 1e-8 for their first 5 steps, then drift (measured on an AVX-512 EPYC against
+    # the recording: 1e-6 at step 5, 1.5e-4 by step 30; their image sums, dominated by those pixels, by 15%).
+    np.testing.assert_allclose(loss[:5], ref["loss"][:5], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(loss, ref["loss"], rtol=2e-3, atol=1e-9)
+    assert r.best_step == ref["best_step"]
+    np.testing.assert_allclose(r.history["val_accuracy"], ref["val_accuracy"], atol=1.01 / kw["val_size"])
+    assert float(np.abs(r.labels).sum()) == pytest.approx(ref["labels_sum_abs"], rel=1e-3)
+    if np.allclose(loss, ref["loss"], rtol=1e-6, atol=1e-9):  # no drift (fc-ntk here): the images agree too
+        assert float(np.sum(r.images)) == pytest.approx(ref["images_sum"], rel=1e-6)
 
 
 def _small(rng, m=6, b=15, k=3, shape=(3, 3, 2)):
@@ -460,3 +469,20 @@ def test_keyed_random_features_at_the_spec_key_equal_the_kernel(spec, rng):
     np.testing.assert_allclose(kernel.keyed(jax.random.key(4), x1, x2), kernel(x1, x2), rtol=1e-6, atol=1e-7)
     other = np.asarray(kernel.keyed(jax.random.key(5), x1, x2))
     assert not np.allclose(other, np.asarray(kernel(x1, x2)), rtol=1e-3)
+
+
+@pytest.mark.parametrize("forged", [float("nan"), 1.5, float("inf")])
+def test_a_checkpoint_with_an_impossible_best_accuracy_is_refused(digits, tmp_path, forged):
+    """A checksum proves a file undamaged, not sensible: a best accuracy of NaN (written with a valid
+    checksum) was accepted, and then no validation could beat it."""
+    ds, x = digits
+    settings = KIPSettings(steps=4, target_batch=100, val_every=2, val_size=200, checkpoint_every=2)
+    path = tmp_path / "c.npz"
+    kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings, checkpoint=path)
+    arrays, meta = load_checkpoint(path)
+    assert 0 <= meta["best_acc"] <= 1
+    save_checkpoint(path, arrays, dict({k: v for k, v in meta.items() if k != "checksum"}, best_acc=forged))
+    with pytest.raises(InvalidInputError, match="best accuracy") as info:
+        kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings, checkpoint=path,
+            resume=True)
+    assert "\n" not in str(info.value)

@@ -448,3 +448,22 @@ def test_demo_never_replaces_another_run(run_copy):
     line = error_line(_run("demo", "--out", run_copy))
     assert "not an earlier demo" in line
     assert _snapshot(run_copy) == before
+
+
+def test_an_exact_kernel_job_of_days_is_refused_before_anything_is_written(tmp_path):
+    """An exact ConvNet kernel on 20,000 test images at ipc 50 (about 43 h on a CPU) only warned and started;
+    beyond a day it is refused in one line, and the output folder is not created."""
+    import numpy as np
+
+    from kdistill.data import Dataset
+    from kdistill.errors import InvalidInputError
+    from kdistill.methods import RunConfig, run_to_dir
+
+    rng = np.random.default_rng(0)
+    ds = Dataset(name="toy", x_train=rng.random((600, 28, 28, 1), dtype=np.float32), y_train=np.arange(600) % 10,
+                 x_test=rng.random((20000, 28, 28, 1), dtype=np.float32), y_test=np.arange(20000) % 10,
+                 class_names=tuple(map(str, range(10))), source="test")
+    with pytest.raises(InvalidInputError, match=r"convnet-ntk on 28x28 images: evaluating m=500 .* h on a CPU.*more "
+                       r"than the 24 h") as info:
+        run_to_dir(tmp_path / "run", ds, RunConfig(method="random", ipc=50, kernel="convnet-ntk"))
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()

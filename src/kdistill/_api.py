@@ -41,6 +41,22 @@ def as_images(x: Any, *, what: str = "x") -> tuple[np.ndarray, tuple[int, ...]]:
     return a, shape
 
 
+_SCALE_RATIO = 4.0  # spreads of x and x_test further apart than this are two scalings of the data
+
+
+def check_same_scale(x: np.ndarray, x_test: np.ndarray) -> None:
+    """Refuse training and test samples on different scales (say pixels 0..16 and 0..1): the test set goes
+    through the training set's standardisation, so a model would score near chance without any error."""
+    spread, spread_test = float(np.std(x)), float(np.std(x_test))
+    if spread == 0.0 or spread_test == 0.0:
+        return
+    ratio = max(spread, spread_test) / min(spread, spread_test)
+    if ratio > _SCALE_RATIO:
+        raise InvalidInputError(f"x spans [{float(x.min()):.4g}, {float(x.max()):.4g}] (std {spread:.3g}) but x_test "
+                                f"spans [{float(x_test.min()):.4g}, {float(x_test.max()):.4g}] (std {spread_test:.3g}), "
+                                f"{ratio:.0f}x apart; scale both the same way (for example both 0..1)")
+
+
 def encode_labels(y: Any, n: int, *, what: str = "y") -> tuple[np.ndarray, list]:
     """Any 1-D class labels -> ``(n,) int64`` codes 0..k-1 and the sorted classes they stand for."""
     a = np.asarray(y)
@@ -129,6 +145,7 @@ def distill(
         if test_codes.shape[0] != test_images.shape[0]:
             raise InvalidInputError(f"x_test has {test_images.shape[0]} samples but y_test has "
                                     f"{test_codes.shape[0]} labels")
+        check_same_scale(images, test_images)
     else:
         test_images = np.zeros((0, *images.shape[1:]), np.float32)
         test_codes = np.zeros(0, np.int64)

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from ._executor import LOCAL
+from ._machine import format_bytes, memory_bytes
 from ._progress import track
 from .errors import DistributedError
 
@@ -38,6 +39,7 @@ __all__ = ["DaskExecutor", "Sharded", "connect", "executor_scope", "require_dask
 
 _CACHED = 8  # arrays whose shards stay on the cluster for later maps (training pool, validation, test set...)
 _INLINE = 4 * 2**20  # row arrays smaller than this travel with their tasks instead of being kept on the cluster
+_WORKER_WAIT = 60.0  # seconds a call waits for a worker to (re)join when none is registered
 _BROADCAST = 64 * 1024  # broadcast arguments above this go to the cluster once per call
 _SINGLE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
                   "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -163,12 +165,30 @@ class DaskExecutor:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.inline_bytes = _INLINE
+        self.worker_wait = _WORKER_WAIT
         if check_versions:
             check_workers(client)
 
     # -- cluster facts --
     def workers(self) -> list[str]:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def _live_workers(self) -> list[str]:
+        """The workers to place tasks on. A worker that just died (its nanny restarts it; on a busy machine
+        both may be between heartbeats) leaves the list short or empty for a moment: wait up to
+        ``worker_wait`` seconds for one to (re)join, then fail in one line."""
+        import time
+
+        deadline = time.monotonic() + self.worker_wait
+        workers = self.workers()
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = self.workers()
+        if not workers:
+            raise DistributedError(f"the Dask cluster at {self.client.scheduler.address} has no workers left "
+                                   f"(waited {self.worker_wait:g} s for one); start some with `dask worker "
+                                   "ADDRESS`, then continue with --resume")
+        return workers
 
     def describe(self) -> str:
         kind = "local cluster" if self._cluster is not None else "cluster"
@@ -202,10 +222,7 @@ class DaskExecutor:
                     pass
                 self._seen = {k: r for k, r in self._seen.items() if r() is not None}
         arr = np.asarray(x)
-        workers = self.workers()
-        if not workers:
-            raise DistributedError(f"the Dask cluster at {self.client.scheduler.address} has no workers; start "
-                                   "some with `dask worker ADDRESS`")
+        workers = self._live_workers()
         k = max(1, min(shards or len(workers), len(arr)))
         bounds = [round(i * len(arr) / k) for i in range(k + 1)]
         token = uuid.uuid4().hex[:12]
@@ -277,7 +294,7 @@ class DaskExecutor:
         x64 = _x64()
         if all(not isinstance(r, Sharded) and _nbytes(r) < self.inline_bytes for r in rows):
             # small (a support set, a step's rows): split here and sent with the tasks, nothing kept
-            k = max(1, min(len(self.workers()), n))
+            k = max(1, min(len(self._live_workers()), n))
             bounds = [round(i * n / k) for i in range(k + 1)]
             parts = [[_host(r)[s:e] for r in rows] for s, e in zip(bounds, bounds[1:])]
             self.bytes_sent += _nbytes(parts)
@@ -289,7 +306,7 @@ class DaskExecutor:
                                      for r in rows[1:]]
             parts = [[s.futures[i] for s in sharded] for i in range(len(first.futures))]
         # one task per worker, pinned round-robin (each worker compiles the same block shapes every call)
-        workers = self.workers()
+        workers = self._live_workers()
         futures = [self.client.submit(_map_task, fn, x64, block_size, reduce, part, shared, pure=False,
                                       workers=[workers[i % len(workers)]], allow_other_workers=True)
                    for i, part in enumerate(parts)]
@@ -360,21 +377,83 @@ def check_workers(client) -> None:
                                f"install the same version on every worker ({len(other)} of {len(info)} differ)")
 
 
-def _probe(address: str, timeout: float) -> None:
-    """Fail at once when nothing listens at a ``tcp://HOST:PORT`` address (Dask's client would retry until
-    its timeout); other schemes are left to Dask."""
+_SCHEMES = ("tcp", "tls")
+
+
+def _scheduler_address(address: str) -> str:
+    """``address`` as Dask's ``SCHEME://HOST:PORT`` (``HOST:PORT`` means tcp), or a one-line error."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(address, str) or not address.strip():
+        raise DistributedError(f"--scheduler needs an address like tcp://HOST:8786, got {address!r}")
+    full = address.strip() if "://" in address else f"tcp://{address.strip()}"
+    parts = urlsplit(full)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in _SCHEMES or not parts.hostname or port is None or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or " " in full:
+        raise DistributedError(f"--scheduler {address!r} is not a Dask scheduler address; give tcp://HOST:PORT "
+                               "(what `dask scheduler` prints, port 8786 by default)")
+    return full.rstrip("/")
+
+
+def _handshake(address: str, timeout: float) -> None:
+    """Refuse, within about ``timeout`` seconds, an address where nothing listens (at once) or where the
+    service does not answer Dask's ``identity`` request as a scheduler: Dask's own client retries a refused
+    address until its timeout and waits without limit on a service that accepts the connection and never
+    answers in Dask's protocol (an HTTP server, say)."""
+    import asyncio
     import socket
     from urllib.parse import urlsplit
 
+    from distributed.comm import connect as dask_connect
+
     parts = urlsplit(address)
-    if parts.scheme != "tcp":
-        return
     try:
-        host, port = parts.hostname, parts.port
-    except ValueError:  # a port that is not a number: Dask's own message says so
-        return
-    if host and port:
-        socket.create_connection((host, port), timeout=timeout).close()
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+    except OSError as e:
+        raise DistributedError(f"cannot reach a Dask scheduler at {address!r} ({_first_line(e)}); start one with "
+                               "`dask scheduler` and give its tcp://HOST:PORT address") from None
+
+    async def identity() -> Any:
+        comm = await dask_connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(identity(), timeout)
+
+    try:
+        reply = asyncio.run(bounded())
+    except Exception:  # no answer in time, or not in Dask's protocol
+        reply = None
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise DistributedError(f"the service at {address!r} accepted the connection but did not answer as a Dask "
+                               f"scheduler within {timeout:g} s; check the address and port (`dask scheduler` "
+                               "prints them)")
+
+
+_WORKER_BYTES = 384 * 2**20  # one worker process with JAX loaded after its first tasks (measured: 330 MiB)
+_WORKERS_PER_CORE = 4  # beyond this, more single-threaded processes only add overhead
+
+
+def check_local_workers(workers: int, *, cpus: int, memory: int | None) -> None:
+    """Refuse a local cluster this machine cannot hold: more than ``_WORKERS_PER_CORE`` processes per core,
+    or more processes of about ``_WORKER_BYTES`` each than the free ``memory`` (bytes; ``None``: unknown)."""
+    by_cores = _WORKERS_PER_CORE * cpus
+    by_memory = None if memory is None else max(1, memory // _WORKER_BYTES)
+    fit = by_cores if by_memory is None else min(by_cores, by_memory)
+    if workers > fit:
+        mem = "" if memory is None else f" and {format_bytes(memory)} free"
+        raise DistributedError(f"--workers {workers} does not fit this machine: {cpus} cores{mem} hold at most "
+                               f"{fit} worker processes (each takes about {format_bytes(_WORKER_BYTES)} with JAX "
+                               f"loaded; more than {_WORKERS_PER_CORE} per core only slows a run); use --workers "
+                               f"{fit} or fewer, or --scheduler ADDRESS for a cluster of machines")
 
 
 def connect(*, workers: int | None = None, scheduler: str | None = None, timeout: float = 5.0) -> DaskExecutor:
@@ -388,8 +467,9 @@ def connect(*, workers: int | None = None, scheduler: str | None = None, timeout
     import logging
 
     if scheduler is not None:
+        scheduler = _scheduler_address(scheduler)
+        _handshake(scheduler, timeout)
         try:
-            _probe(scheduler, timeout)
             client = distributed.Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as e:
             raise DistributedError(f"cannot reach a Dask scheduler at {scheduler!r} ({_first_line(e)}); start one "
@@ -399,9 +479,10 @@ def connect(*, workers: int | None = None, scheduler: str | None = None, timeout
         except BaseException:
             client.close()
             raise
-    if not 1 <= workers <= 1024:
-        raise DistributedError(f"--workers must be in 1 .. 1024, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DistributedError(f"--workers must be a whole number of at least 1, got {workers!r}")
     cpus = os.cpu_count() or 1
+    check_local_workers(workers, cpus=cpus, memory=memory_bytes())
     # one thread per worker when the workers fill the machine (XLA would otherwise start a pool per process)
     env = dict(_SINGLE_THREAD) if workers >= cpus else {}
     import dask

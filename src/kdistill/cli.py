@@ -508,16 +508,18 @@ def _recorded_dataset(file: Path, given: str | None, data_dir):
     from . import io
     from .errors import InvalidInputError
 
-    recorded, recorded_dir = None, None
+    recorded, recorded_dir, record = None, None, None
     run_file = file.parent / "run.json"
     if run_file.exists() and (file.parent / "distilled.npz").resolve() == file.resolve():
         try:
             doc = json.loads(run_file.read_text())
-            recorded, recorded_dir = doc.get("dataset"), doc.get("data_dir")
+            recorded, recorded_dir, record = doc.get("dataset"), doc.get("data_dir"), run_file
         except (ValueError, UnicodeDecodeError, AttributeError):
             recorded = None
     if recorded is None and io.sidecar_path(file).exists():
-        recorded = io.load(file).meta.get("dataset")
+        recorded, record = io.load(file).meta.get("dataset"), io.sidecar_path(file)
+    if isinstance(recorded, str) and record is not None:
+        recorded = _recorded_path(recorded, record)
     if given is None:
         if not isinstance(recorded, str):
             raise InvalidInputError(f"{file} records no dataset (no run.json or sidecar beside it); pass --dataset")
@@ -526,6 +528,27 @@ def _recorded_dataset(file: Path, given: str | None, data_dir):
         raise InvalidInputError(f"{file} was distilled from {recorded!r}, not {given!r}; evaluate it on its own "
                                 "dataset (drop --dataset)")
     return given, data_dir
+
+
+def _recorded_path(recorded: str, record: Path) -> str:
+    """A dataset named in ``record`` (run.json or a sidecar): a registry name as it is; a path to the user's
+    own arrays relative to the record's folder (not to the current one), and one that is missing is an
+    error that says where the path came from."""
+    from .data import canonical_name
+    from .errors import InvalidInputError, KDistillError
+
+    try:
+        canonical_name(recorded)
+        return recorded
+    except KDistillError:
+        pass
+    path = Path(recorded).expanduser()
+    if not path.is_absolute():
+        path = record.parent / path
+    if not path.exists():
+        raise InvalidInputError(f"{record} records the dataset {recorded!r}, which is not a dataset name and not a "
+                                f"file (looked for {path}); pass --dataset NAME_OR_PATH")
+    return str(path)
 
 
 def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,

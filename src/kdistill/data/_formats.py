@@ -32,7 +32,7 @@ import pickle
 import struct
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -145,40 +145,67 @@ class SafeUnpickler(pickle.Unpickler):
         )
 
 
-def _walk_arrays(obj: Any) -> Iterator[np.ndarray]:
-    """Every ndarray inside nested dicts/lists/tuples."""
-    stack = [obj]
+_MAX_DEPTH = 4  # CIFAR: dict -> list -> str; mnist.pkl.gz: tuple -> tuple -> array
+_MAX_ITEMS = 4_000_000  # containers and their entries (CIFAR-100's train pickle has about 150,000)
+_LEAVES = (str, bytes, int, float, bool, type(None), np.generic)
+
+
+def _unsafe_structure(source: str, problem: str) -> UnsafeFileError:
+    return UnsafeFileError(f"{source}: pickle {problem}, which a dataset file never has; refusing to load it "
+                           "(the file may be malicious)")
+
+
+def _check_structure(obj: Any, source: str) -> None:
+    """Accept only what the official pickles hold: dicts, lists and tuples (at most ``_MAX_DEPTH`` deep and
+    ``_MAX_ITEMS`` entries in all, none shared between two places) of strings, numbers and non-object
+    NumPy arrays.
+
+    A pickle can refer to one container from many places at almost no cost in bytes: 60 nested lists
+    that each hold the previous one twice are 1 KB on disk and 2^60 entries to anything that walks them
+    (a "billion laughs"). The walk here visits each container once, so it is linear in the file's size.
+    """
+    seen: set[int] = set()  # containers met so far, checked as they are met (before any is walked)
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    items = 0
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, np.ndarray):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            stack.extend(item)
+            if item.dtype.hasobject:
+                raise _unsafe_structure(source, "holds an object-dtype array")
+            continue
+        if isinstance(item, _LEAVES) or (isinstance(item, (dict, list, tuple)) and not item):
+            continue  # empty containers may be shared (the empty tuple is a singleton)
+        if not isinstance(item, (dict, list, tuple)):
+            raise _unsafe_structure(source, f"holds a {type(item).__name__}")
+        if depth >= _MAX_DEPTH:
+            raise _unsafe_structure(source, f"nests containers more than {_MAX_DEPTH} deep")
+        items += len(item)
+        if items > _MAX_ITEMS:
+            raise _unsafe_structure(source, f"holds more than {_MAX_ITEMS:,} entries")
+        for entry in ([*item.keys(), *item.values()] if isinstance(item, dict) else item):
+            if isinstance(entry, (dict, list, tuple)) and entry:
+                if id(entry) in seen or entry is obj:
+                    raise _unsafe_structure(source, f"refers to one {type(entry).__name__} from two places")
+                seen.add(id(entry))
+            stack.append((entry, depth + 1))
 
 
 def safe_pickle_load(file: IO[bytes], *, source: str) -> Any:
-    """Unpickle ``file`` with :class:`SafeUnpickler` and reject object arrays.
+    """Unpickle ``file`` with :class:`SafeUnpickler` and check what it built (:func:`_check_structure`).
 
     ``source`` names the file in error messages. Raises UnsafeFileError for a
-    forbidden global or an object-dtype array, CorruptFileError for a pickle that
-    is truncated or malformed.
+    forbidden global, an object-dtype array or a structure no dataset file has (shared
+    or too deeply nested containers, too many entries), CorruptFileError for a pickle
+    that is truncated or malformed.
     """
     try:
         obj = SafeUnpickler(file, source=source).load()
     except UnsafeFileError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, OSError, zlib.error) as exc:  # fmt: skip
-        raise _corrupt(source, f"cannot read the pickle ({type(exc).__name__}: {exc})") from exc
-    for array in _walk_arrays(obj):
-        if array.dtype.hasobject:
-            raise UnsafeFileError(
-                f"{source}: pickle holds an object-dtype array, which a dataset file never "
-                "needs; refusing to load it (the file may be malicious)"
-            )
+            AttributeError, OSError, zlib.error, RecursionError, MemoryError) as exc:  # fmt: skip
+        raise _corrupt(source, f"cannot read the pickle ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    _check_structure(obj, source)
     return obj
 
 
@@ -279,6 +306,9 @@ def _cifar_batch(
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
+_MAX_MEMBER = 512 * 2**20  # bytes of one pickled member (CIFAR-100's train pickle, the largest, is about 155 MB)
+
+
 def _tar_pickle(tar: tarfile.TarFile, archive: Path, member: str, md5: str | None) -> Any:
     source = f"{archive}:{member}"
     try:
@@ -290,6 +320,9 @@ def _tar_pickle(tar: tarfile.TarFile, archive: Path, member: str, md5: str | Non
         raise _corrupt(archive, f"cannot read the tar archive ({exc})", md5) from exc
     if fh is None:
         raise _corrupt(archive, f"{member} is not a regular file", md5)
+    if info.size > _MAX_MEMBER:
+        raise _corrupt(archive, f"{member} declares {info.size:,} bytes, more than any official batch "
+                       f"({_MAX_MEMBER:,})", md5)
     with fh:
         try:
             payload = fh.read()

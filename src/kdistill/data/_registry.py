@@ -179,8 +179,14 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The data directory: ``data_dir`` if given, else ``$KDISTILL_DATA``, else
     ``$XDG_CACHE_HOME/kdistill``, else ``~/.cache/kdistill``. It is not created here (loading a dataset
     creates ``<dir>/.cache`` for decoded arrays when it can, see :mod:`._cache`)."""
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise InvalidInputError(f"data_dir must be a folder path (str or pathlib.Path), got "
+                                f"{type(data_dir).__name__} {data_dir!r:.60}")
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
+        try:
+            return Path(data_dir).expanduser()
+        except TypeError:  # a PathLike whose __fspath__ gives bytes
+            raise InvalidInputError(f"data_dir must be a folder path given as text, got {data_dir!r:.60}") from None
     env = os.environ.get("KDISTILL_DATA")
     if env:
         return Path(env).expanduser()

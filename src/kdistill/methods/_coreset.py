@@ -81,8 +81,10 @@ def kmeans_coreset_indices(f: np.ndarray, m: int, rng: np.random.Generator) -> t
     """Lightweight K-means coreset of the rows of ``f``: ``m`` indices and their weights."""
     d2 = _sq_dist_to(f, f.mean(axis=0))
     n = len(f)
-    q = 0.5 / n + (0.5 * d2 / d2.sum() if d2.sum() > 0 else 0.5 / n)
-    return _draw(q, m, rng)
+    total = d2.sum()
+    # a class whose images are all identical (or all zero) has no spread: the uniform half is the whole law
+    spread = d2 / total if total > 0 and np.isfinite(total) else np.full(n, 1.0 / n)
+    return _draw(0.5 / n + 0.5 * spread, m, rng)
 
 
 def gaussian_bandwidth(f: np.ndarray, rng: np.random.Generator) -> float:

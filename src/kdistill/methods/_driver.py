@@ -16,6 +16,7 @@ checksummed checkpoints with exact resume, progress and the history (``history.j
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from pathlib import Path
@@ -182,6 +183,22 @@ def _split(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:val_size]), np.sort(perm[val_size:])
 
 
+def _check_resumed(checkpoint, best: dict, step: int, bad_vals: int, history: dict) -> None:
+    """Refuse a checkpoint whose bookkeeping no run writes (its checksum only proves it was not damaged):
+    a best accuracy that is NaN or outside [0, 1] (-1: nothing validated yet) would win or lose every later
+    comparison and freeze the kept set."""
+    acc = best["acc"]
+    ok = isinstance(acc, (int, float)) and not isinstance(acc, bool) and math.isfinite(acc) \
+        and (0.0 <= acc <= 1.0 or acc == -1.0)
+    ok = ok and isinstance(best["step"], int) and 0 <= best["step"] <= step and 0 <= bad_vals <= step
+    vals = history.get("val_accuracy", []) if isinstance(history, dict) else None
+    ok = ok and isinstance(vals, list) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals)
+    if not ok:
+        raise InvalidInputError(f"checkpoint {checkpoint} records a best accuracy of {acc!r} at step "
+                                f"{best['step']!r} (or non-finite validation accuracies), which no run writes; "
+                                "delete it to start again")
+
+
 def _warn_scale(method: IterativeMethod, x_s: np.ndarray, x_real: np.ndarray) -> None:
     """Warn when the learned images ended far outside the data's scale (a learning rate too high)."""
     real = float(np.max(np.abs(x_real))) if x_real.size else 0.0
@@ -266,6 +283,7 @@ def run_iterative(
             raise InvalidInputError(f"checkpoint {checkpoint} lacks {e}; it is not a {method.name} checkpoint") from None
         if not 0 <= start <= settings.steps or len(restored) != len(leaves):
             raise InvalidInputError(f"checkpoint {checkpoint} is at step {start}, outside 0..{settings.steps}")
+        _check_resumed(checkpoint, best, start, bad_vals, history)
         state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in restored])
         if sampler_state and hasattr(sampler, "load_state_dict"):
             sampler.load_state_dict(sampler_state)

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from .. import evaluate, krr
@@ -120,25 +121,57 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     n = dataset.x_train.shape[0]
     if config.full_reference and kernel.features is None and n <= config.max_dual_n:
         evaluate.check_dual_memory(n)
+    _refuse_slow_kernel(kernel, config, dataset)
     precision = method.precision if config.precision == "auto" else config.precision
     return dataclasses.replace(config, ipc=int(config.ipc), seed=int(config.seed), precision=precision,
                                options=resolve_options(config.method, config.options))
 
 
-def _warn_slow_kernel(kernel, config: RunConfig, dataset: Dataset) -> None:
-    """Say up front when evaluating the distilled set alone will take long (exact ConvNet kernels cost
-    O((h*w)^2) per image pair), with the estimate and what to change."""
+_REFUSE_SECONDS = 24 * 3600  # an exact-kernel evaluation estimated longer than this on a CPU is refused
+
+
+def _kernel_seconds(kernel, config: RunConfig, dataset: Dataset) -> tuple[float, float, int] | None:
+    """``(seconds, image pairs, m)`` that evaluating the distilled set will take with a kernel whose cost per
+    image pair is large (exact ConvNet kernels cost O((h*w)^2) per pair), else ``None``."""
     if kernel.pair_seconds is None:
-        return
+        return None
     m = config.ipc * dataset.num_classes
     n_val = 0 if config.reg != "auto" else krr.effective_val_size(config.val_size, dataset.x_train.shape[0])
     pairs = m * (m + dataset.x_test.shape[0] + n_val) * (2 if config.baseline and config.method != "random" else 1)
-    seconds = pairs * kernel.pair_seconds(dataset.image_shape)
-    if seconds > 600:
-        warnings.warn(f"{kernel.name} on {dataset.image_shape[0]}x{dataset.image_shape[1]} images: evaluating "
-                      f"m={m} images ({pairs:.2g} image pairs) will take about {seconds / 3600:.1f} h on a CPU, "
-                      "before any distillation; use fewer images per class, --no-baseline, --reg with a number, or "
-                      "rf-convnet (random features)", RuntimeWarning, stacklevel=3)
+    return pairs * kernel.pair_seconds(dataset.image_shape), pairs, m
+
+
+def _slow_kernel_text(kernel, dataset: Dataset, estimate: tuple[float, float, int]) -> str:
+    seconds, pairs, m = estimate
+    return (f"{kernel.name} on {dataset.image_shape[0]}x{dataset.image_shape[1]} images: evaluating m={m} images "
+            f"({pairs:.2g} image pairs) will take about {seconds / 3600:.1f} h on a CPU, before any distillation")
+
+
+def _refuse_slow_kernel(kernel, config: RunConfig, dataset: Dataset) -> None:
+    """Refuse, before anything is written, an evaluation estimated at more than a day on a CPU."""
+    estimate = _kernel_seconds(kernel, config, dataset)
+    if estimate is not None and estimate[0] > _REFUSE_SECONDS and jax.default_backend() == "cpu":
+        raise InvalidInputError(f"{_slow_kernel_text(kernel, dataset, estimate)}, more than the "
+                                f"{_REFUSE_SECONDS // 3600} h kdistill starts on a CPU; use fewer images per class, "
+                                "--no-baseline, --reg with a number, rf-convnet (random features), or a GPU")
+
+
+def _warn_slow_kernel(kernel, config: RunConfig, dataset: Dataset) -> None:
+    """Say up front when evaluating the distilled set alone will take long, with the estimate and what to
+    change (beyond a day on a CPU :func:`_validate` has refused the run)."""
+    estimate = _kernel_seconds(kernel, config, dataset)
+    if estimate is not None and estimate[0] > 600:
+        warnings.warn(f"{_slow_kernel_text(kernel, dataset, estimate)}; use fewer images per class, --no-baseline, "
+                      "--reg with a number, or rf-convnet (random features)", RuntimeWarning, stacklevel=3)
+
+
+def check_run_arguments(dataset: Any, config: Any) -> None:
+    """One-line errors for arguments of the wrong type (instead of an AttributeError deep inside)."""
+    if not isinstance(dataset, Dataset):
+        hint = f" (load it first: kdistill.data.load({dataset!r:.40}))" if isinstance(dataset, (str, Path)) else ""
+        raise InvalidInputError(f"dataset must be a kdistill.data.Dataset, got {type(dataset).__name__}{hint}")
+    if not isinstance(config, RunConfig):
+        raise InvalidInputError(f"config must be a kdistill.methods.RunConfig, got {type(config).__name__}")
 
 
 def run(dataset: Dataset, config: RunConfig, *, progress: bool = False, workdir: str | Path | None = None,
@@ -153,6 +186,7 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False, workdir:
     ``workdir`` is where iterative methods keep their checkpoint (``resume`` continues from it);
     ``on_checkpoint(step)`` is called after each checkpoint is written.
     """
+    check_run_arguments(dataset, config)
     config = _validate(config, dataset)
     with precision_scope(config.precision):
         return _run(dataset, config, progress=progress, workdir=None if workdir is None else Path(workdir),
