@@ -63,7 +63,7 @@ $(NT_VENV)/bin/python:
 	$(NT_VENV)/bin/python -m pip --disable-pip-version-check -q install jax==0.5.3 jaxlib==0.5.3 frozendict==2.5.1 numpy scipy
 	$(NT_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-deps neural-tangents==0.6.5
 
-# Every results table that regenerates within an hour on a 2-core CPU (about 50 minutes), one job at a
+# Every results table that regenerates within about an hour on a 2-core CPU (about 60 minutes), one job at a
 # time (parallel jobs wreck each other's timings); see benchmarks/README.md for each and bench-long.
 bench: $(VENV)/.installed-test $(NT_VENV)/bin/python
 	$(BIN)/python benchmarks/analytic.py
@@ -72,6 +72,8 @@ bench: $(VENV)/.installed-test $(NT_VENV)/bin/python
 	$(BIN)/python benchmarks/kip.py --table4 --ipcs 1 10 50 --steps 200
 	$(BIN)/python benchmarks/distil_boost.py --fresh
 	$(BIN)/python benchmarks/rfad_speed.py
+	$(BIN)/python benchmarks/nets_speed.py
+	$(BIN)/python benchmarks/conv_formulations.py --nets
 	$(BIN)/python benchmarks/distributed.py
 
 # The tables that take longer (about 8 hours in all): KIP's plain defaults, finite-network transfer, RFAD.

@@ -46,6 +46,7 @@ _LAZY = {
     "data": (".data", None),
     "kernels": (".kernels", None),
     "krr": (".krr", None),
+    "nets": (".nets", None),
     "methods": (".methods", None),
     "evaluate": (".evaluate", None),
     "io": (".io", None),

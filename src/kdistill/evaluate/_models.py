@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..errors import InvalidInputError
+from ..nets import conv3x3
 
 __all__ = ["MODELS", "ConvNet", "MLP", "make_model"]
 
@@ -39,7 +40,6 @@ Params = Any  # a pytree of float32 arrays
 
 _F32 = jnp.float32
 _EPS = 1e-5  # instance norm epsilon (PyTorch GroupNorm default)
-_DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def _uniform(key, shape, fan_in: int) -> jax.Array:
@@ -48,7 +48,7 @@ def _uniform(key, shape, fan_in: int) -> jax.Array:
 
 
 def _conv(x: jax.Array, w: jax.Array) -> jax.Array:
-    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DIMS)
+    return conv3x3(x, w)  # XLA's forward, the fastest measured backward per layer shape (kdistill.nets)
 
 
 def _avg_pool(x: jax.Array) -> jax.Array:

@@ -20,7 +20,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from ..nets import conv3x3
 
 __all__ = ["Params", "apply_convnet", "apply_fc", "convnet_shapes", "draw", "fc_shapes", "init_convnet", "init_fc"]
 
@@ -92,7 +93,7 @@ def _dense(h, w, b, w_std, b_std):
 def _conv(h, w, b, w_std, b_std):
     w, b = w.astype(h.dtype), b.astype(h.dtype)
     fan_in = w.shape[0] * w.shape[1] * w.shape[2]
-    y = lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv3x3(h, w)
     return (w_std / math.sqrt(fan_in)) * y + b_std * b
 
 

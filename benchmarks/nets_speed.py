@@ -1,0 +1,218 @@
+"""Speed of kdistill's finite ConvNets on this CPU, before and after ``kdistill.nets.conv3x3``'s formulations.
+
+Rows (float32, random 28x28x1 images, 10 classes):
+
+- ``sgd_step``: one SGD step (forward, backward, ``optax.chain(add_decayed_weights(5e-4), sgd(0.01,
+  momentum=0.9))`` update) of DC's ConvNet (width 128, depth 3, instance norm, batch 256) and of KIP's ConvNet
+  (stem conv, depth 3, no norm, NTK parameterisation; width 256 at batch 256, width 1024 at ``--kip1024-batch``,
+  32 by default: at batch 256 one step is about 4 TFLOP, minutes on 2 cores);
+- ``rfad_features`` / ``rfad_gradient``: images per second through the random networks of RFAD's default kernel
+  (``rf-convnet:models=16,width=64,depth=3,stem=0``, 256 images): the features, and the gradient of the sum of
+  their squares with respect to the images (what an RFAD step differentiates).
+
+Each row is timed with ``formulation="xla"`` (``lax.conv_general_dilated`` and XLA's own gradients: the code
+before ``kdistill.nets``) and ``"auto"`` (the default now), compiled ahead of time, then timed in interleaved
+rounds (median), so that a change of load hits both alike. FLOP counts are the 3x3 convolutions' multiply-adds
+x 2 (x 3 for a step: forward, input and weight gradients; the first layer's input gradient is counted though
+not needed), and each rate is given as a fraction of this machine's float32 GEMM rate (a jitted ``jnp.dot``
+of two 2048 x 2048 matrices) measured at the start and the end of the same run.
+
+Usage:  .venv/bin/python benchmarks/nets_speed.py [--rounds 3] [--kip1024-batch 32] [--skip-1024]
+Writes benchmarks/results/nets_speed.json and nets_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import markdown_table, write_results  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import kdistill.evaluate._models as models_module  # noqa: E402
+import kdistill.kernels._finite as finite_module  # noqa: E402
+from kdistill._machine import machine_info, versions  # noqa: E402
+from kdistill.evaluate import make_model  # noqa: E402
+from kdistill.kernels import from_spec  # noqa: E402
+from kdistill.nets import conv3x3  # noqa: E402
+
+FORMULATIONS = ("xla", "auto")
+RFAD_SPEC = "rf-convnet:models=16,width=64,depth=3,stem=0"
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    dot = jax.jit(jnp.dot).lower(a, a).compile()
+    dot(a, a).block_until_ready()
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dot(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best / 1e9
+
+
+def conv_gflop(width: int, depth: int, stem: bool, hw: int = 28, c: int = 1) -> float:
+    """GFLOP of one image's 3x3 convolutions (forward)."""
+    flops, c_in, size = 0.0, c, hw
+    if stem:
+        flops += 2.0 * size * size * 9 * c_in * width
+        c_in = width
+    for _ in range(depth):
+        flops += 2.0 * size * size * 9 * c_in * width
+        c_in, size = width, size // 2
+    return flops / 1e9
+
+
+def use(formulation: str) -> None:
+    """Point the networks at ``formulation`` and drop JAX's caches (traced functions read it at trace time)."""
+    conv = functools.partial(conv3x3, formulation=formulation)
+    models_module.conv3x3 = conv
+    finite_module.conv3x3 = conv
+    jax.clear_caches()
+
+
+def sgd_step(model_name: str, width: int, batch: int):
+    """A compiled SGD step ``(params, opt_state, x, y) -> (params, opt_state, loss)`` and its arguments."""
+    net = make_model(model_name, width=width)
+    params = net.init(jax.random.key(0), (28, 28, 1), 10)
+    opt = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.01, momentum=0.9))
+    state = opt.init(params)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((batch, 28, 28, 1), dtype=np.float32))
+    y = jnp.asarray(rng.integers(0, 10, batch))
+
+    def loss(p, x_, y_):
+        return optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x_), y_).mean()
+
+    def step(p, s, x_, y_):
+        value, grads = jax.value_and_grad(loss)(p, x_, y_)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, value
+
+    args = (params, state, x, y)
+    return jax.jit(step).lower(*args).compile(), args
+
+
+def rfad_fns(images: int):
+    kernel = from_spec(RFAD_SPEC)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((images, 28, 28, 1), dtype=np.float32))
+    features = jax.jit(lambda x_: kernel.features(x_)).lower(x).compile()
+    gradient = jax.jit(jax.grad(lambda x_: jnp.sum(kernel.features(x_) ** 2))).lower(x).compile()
+    return features, gradient, (x,)
+
+
+def timed(fn, args) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kip1024-batch", type=int, default=32)
+    ap.add_argument("--skip-1024", action="store_true", help="leave out KIP's ConvNet at width 1024")
+    args = ap.parse_args(argv)
+    t_run = time.perf_counter()
+    load_before = os.getloadavg()
+    gemm_start = gemm_gflops()
+
+    rfad_images = 256
+    cases = [("sgd_step", "convnet", 128, 256, conv_gflop(128, 3, False)),
+             ("sgd_step", "convnet-kip", 256, 256, conv_gflop(256, 3, True))]
+    if not args.skip_1024:
+        cases.append(("sgd_step", "convnet-kip", 1024, args.kip1024_batch, conv_gflop(1024, 3, True)))
+    rf = from_spec(RFAD_SPEC)
+    rf_params = dict(rf.params)
+    rf_gflop = int(rf_params["models"]) * conv_gflop(int(rf_params["width"]), 3, False)
+    rows = []
+    for what, name, width, batch, gflop in cases:
+        compiled, compile_s = {}, {}
+        for f in FORMULATIONS:
+            use(f)
+            t = time.perf_counter()
+            compiled[f] = sgd_step(name, width, batch)
+            timed(*compiled[f])  # warm-up
+            compile_s[f] = time.perf_counter() - t
+        seconds = {f: [] for f in FORMULATIONS}
+        for _ in range(args.rounds):
+            for f in FORMULATIONS:
+                seconds[f].append(timed(*compiled[f]))
+        rows.append(_row(what, f"{name} width {width}", batch, 3 * gflop * batch, seconds, compile_s, gemm_start))
+        print(rows[-1], flush=True)
+    compiled, compile_s = {}, {}
+    for f in FORMULATIONS:
+        use(f)
+        t = time.perf_counter()
+        feats, grad, xargs = rfad_fns(rfad_images)
+        timed(feats, xargs), timed(grad, xargs)
+        compiled[f] = (feats, grad, xargs)
+        compile_s[f] = time.perf_counter() - t
+    for i, what in enumerate(("rfad_features", "rfad_gradient")):
+        seconds = {f: [] for f in FORMULATIONS}
+        for _ in range(args.rounds):
+            for f in FORMULATIONS:
+                seconds[f].append(timed(compiled[f][i], compiled[f][2]))
+        flop = (1 if i == 0 else 3) * rf_gflop * rfad_images
+        rows.append(_row(what, RFAD_SPEC, rfad_images, flop, seconds, compile_s if i == 0 else {}, gemm_start))
+        print(rows[-1], flush=True)
+    use("auto")
+    gemm_end = gemm_gflops()
+    load_after = os.getloadavg()
+    payload = {
+        "benchmark": "nets_speed",
+        "date": datetime.date.today().isoformat(),
+        "command": "benchmarks/nets_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(), "versions": versions(),
+        "gemm_gflop_per_s": {"start": gemm_start, "end": gemm_end},
+        "load_average": {"before": load_before, "after": load_after},
+        "seconds": time.perf_counter() - t_run, "rows": rows,
+    }
+    cols = ["what", "network", "batch", "gflop", "xla_s", "auto_s", "speedup", "xla_gflop_per_s",
+            "auto_gflop_per_s", "xla_fraction_of_gemm", "auto_fraction_of_gemm", "items_per_s_xla",
+            "items_per_s_auto"]
+    md = "\n".join([
+        "# Finite ConvNets on this CPU: XLA's convolutions (before) against `kdistill.nets.conv3x3` (after)",
+        "",
+        f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores, JAX "
+        f"{payload['versions'].get('jax')} on {payload['machine']['jax_backend']}, {payload['date']}. Command: "
+        f"`{payload['command'].strip()}`. float32. Median of {args.rounds} interleaved rounds after compilation "
+        f"and a warm-up call. GEMM (jitted 2048^3 jnp.dot): {gemm_start:.0f} GFLOP/s at the start, "
+        f"{gemm_end:.0f} at the end; fractions are of the start's. Load average (1, 5, 15 min) "
+        f"{[round(v, 2) for v in load_before]} before, {[round(v, 2) for v in load_after]} after. Whole run "
+        f"{payload['seconds']:.0f} s.",
+        "",
+        "`xla`: lax.conv_general_dilated with XLA's own gradients (the code before `kdistill.nets`); `auto`: "
+        "conv3x3's default (XLA's forward, the fastest measured backward product per layer shape, "
+        "`benchmarks/results/conv_formulations.md`). `gflop`: the convolutions' FLOP of one call (x3 for a step "
+        "or a gradient). `items_per_s`: steps per second for `sgd_step`, images per second for RFAD.",
+        "",
+        markdown_table(rows, cols),
+    ])
+    write_results("nets_speed", payload, md)
+    print(md)
+
+
+def _row(what, network, batch, flop_gflop, seconds, compile_s, gemm):
+    xla, auto = (float(np.median(seconds[f])) for f in FORMULATIONS)
+    per_item = 1 if what == "sgd_step" else batch
+    return {"what": what, "network": network, "batch": batch, "gflop": flop_gflop, "xla_s": xla, "auto_s": auto,
+            "speedup": xla / auto, "xla_gflop_per_s": flop_gflop / xla, "auto_gflop_per_s": flop_gflop / auto,
+            "xla_fraction_of_gemm": flop_gflop / xla / gemm, "auto_fraction_of_gemm": flop_gflop / auto / gemm,
+            "items_per_s_xla": per_item / xla, "items_per_s_auto": per_item / auto,
+            "rounds_s": seconds, "compile_and_warmup_s": compile_s}
+
+
+if __name__ == "__main__":
+    main()
