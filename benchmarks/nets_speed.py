@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown_table, write_results  # noqa: E402
+from rfad_speed import convnet_flops  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -62,16 +63,9 @@ def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def conv_gflop(width: int, depth: int, stem: bool, hw: int = 28, c: int = 1) -> float:
-    """GFLOP of one image's 3x3 convolutions (forward)."""
-    flops, c_in, size = 0.0, c, hw
-    if stem:
-        flops += 2.0 * size * size * 9 * c_in * width
-        c_in = width
-    for _ in range(depth):
-        flops += 2.0 * size * size * 9 * c_in * width
-        c_in, size = width, size // 2
-    return flops / 1e9
+def conv_gflop(width: int, depth: int, stem: bool) -> float:
+    """GFLOP of one 28x28x1 image's 3x3 convolutions (forward)."""
+    return convnet_flops(width, depth, stem=int(stem)) / 1e9
 
 
 def use(formulation: str) -> None:

@@ -282,6 +282,7 @@ def test_evaluate_takes_the_recorded_dataset_refuses_another_and_accepts_reg_aut
 
 
 @pytest.mark.parametrize("method_args", [["--method", "random", "--ipc", "1"],
+                                         ["--method", "random", "--ipc", "1", "--preprocess", "zca"],
                                          ["--method", "kip", "--kernel", "rbf", "--ipc", "2", "--steps", "4",
                                           "--learn-labels"]])
 def test_the_free_space_check_asks_for_what_a_run_writes_within_2x(tmp_path, method_args):
@@ -296,7 +297,8 @@ def test_the_free_space_check_asks_for_what_a_run_writes_within_2x(tmp_path, met
     assert r.exit_code == 0, r.output
     written = sum(f.stat().st_size for f in out.iterdir())
     run = json.loads((out / "run.json").read_text())["config"]
-    need = _disk_need(RunConfig(method=run["method"], ipc=run["ipc"]), load("digits"))
+    need = _disk_need(RunConfig(method=run["method"], ipc=run["ipc"], preprocess=run["preprocess"],
+                                options=run["options"]), load("digits"))
     assert written <= need <= 2 * written, (written, need)
 
 
@@ -328,3 +330,9 @@ def test_a_sidecar_naming_its_dataset_by_a_relative_path_reads_it_beside_the_sid
     (shipped / "mine.npz").unlink()
     line = error_line(_run("evaluate", str(shipped / "set.npz")))
     assert f"{shipped / 'set.json'} records the dataset 'mine.npz'" in line and "--dataset" in line
+    # the sidecar as a run writes it (the file's stem), away from its run.json, with --dataset given
+    (shipped / "set.json").write_text(json.dumps(side))
+    assert side["dataset"] == "mine"
+    r = _run("evaluate", str(shipped / "set.npz"), "--dataset", str(tmp_path / "mine.npz"), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["test_accuracy"] == 1.0

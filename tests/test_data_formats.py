@@ -405,13 +405,25 @@ def test_a_pickle_of_shared_nested_lists_is_refused_at_once(tmp_path: Path) -> N
     assert "\n" not in message and "data_batch_1" in message and "two places" in message
 
 
+def _self_containing() -> list:
+    a: list = [1]
+    a.append(a)
+    return a
+
+
+_SHARED_TUPLE = (1, 2)
+
+
 @pytest.mark.parametrize("obj, problem", [
     ([[[[["deep"]]]]], "deep"),
-    ({"data": np.zeros(3), "x": {1, 2}}, "set"),
+    ({"data": np.zeros(3), "x": {1, 2}}, "holds a set"),  # protocol 4 builds sets without a global
+    ({"a": _SHARED_TUPLE, "b": [_SHARED_TUPLE]}, "one tuple from two places"),
+    (_self_containing(), "one list from two places"),
+    ([list(range(1000)) for _ in range(4001)], "more than 4,000,000 entries"),
 ])
 def test_structures_no_dataset_pickle_has_are_refused(obj, problem) -> None:
     with pytest.raises(UnsafeFileError, match=problem):
-        _formats.safe_pickle_load(io.BytesIO(pickle.dumps(obj, protocol=2)), source="x.pkl")
+        _formats.safe_pickle_load(io.BytesIO(pickle.dumps(obj, protocol=4)), source="x.pkl")
 
 
 def test_the_official_structures_still_load() -> None:
@@ -423,3 +435,14 @@ def test_the_official_structures_still_load() -> None:
     for obj in (mnist, cifar):
         got = _formats.safe_pickle_load(io.BytesIO(pickle.dumps(obj, protocol=2)), source="x.pkl")
         assert type(got) is type(obj) and len(got) == len(obj)
+
+
+def test_an_mnist_pickle_that_unpacks_beyond_any_official_size_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """A small gzip that unpacks to gigabytes is refused once it passes the cap, without reading on."""
+    monkeypatch.setattr(_formats, "_MAX_MEMBER", 1 << 20)
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(pickle.dumps(np.zeros(2 << 20, np.uint8), protocol=2))
+    assert path.stat().st_size < 50_000
+    with pytest.raises(CorruptFileError, match="unpacks to more than 1,048,576 bytes"):
+        _formats.read_mnist_pickle(path)

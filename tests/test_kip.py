@@ -49,8 +49,10 @@ def test_driver_reproduces_pre_driver_losses(digits, case, x64):
     # the recording: 1e-6 at step 5, 1.5e-4 by step 30; their image sums, dominated by those pixels, by 15%).
     np.testing.assert_allclose(loss[:5], ref["loss"][:5], rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(loss, ref["loss"], rtol=2e-3, atol=1e-9)
-    assert r.best_step == ref["best_step"]
-    np.testing.assert_allclose(r.history["val_accuracy"], ref["val_accuracy"], atol=1.01 / kw["val_size"])
+    one_image = 1.0 / krr.effective_val_size(kw["val_size"], x.shape[0])  # validation holds at most a fifth
+    np.testing.assert_allclose(r.history["val_accuracy"], ref["val_accuracy"], atol=1.01 * one_image)
+    best = dict(zip(r.history["val_step"], ref["val_accuracy"]))  # a flipped image may move the best to a tie
+    assert r.best_step == ref["best_step"] or best[r.best_step] >= best[ref["best_step"]] - 1.01 * one_image
     assert float(np.abs(r.labels).sum()) == pytest.approx(ref["labels_sum_abs"], rel=1e-3)
     if np.allclose(loss, ref["loss"], rtol=1e-6, atol=1e-9):  # no drift (fc-ntk here): the images agree too
         assert float(np.sum(r.images)) == pytest.approx(ref["images_sum"], rel=1e-6)

@@ -381,7 +381,15 @@ def test_huge_learning_rate_is_refused_and_runaway_images_warn():
         _warn_scale(method, np.full((2, 2, 2, 1), 30.0), real)  # 10x the data: no warning
 
 
-def test_exact_convnet_kernel_on_many_pairs_warns_with_an_estimate():
+@pytest.fixture
+def two_cores(monkeypatch):
+    """The machine the exact kernels' cost per pair was measured on (estimates scale with the cores)."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+
+def test_exact_convnet_kernel_on_many_pairs_warns_with_an_estimate(two_cores):
     import numpy as np
 
     from kdistill.data import Dataset
@@ -394,7 +402,7 @@ def test_exact_convnet_kernel_on_many_pairs_warns_with_an_estimate():
     ds = Dataset(name="toy", x_train=rng.random((200, 28, 28, 1), dtype=np.float32), y_train=y,
                  x_test=rng.random((5000, 28, 28, 1), dtype=np.float32), y_test=np.arange(5000) % 10,
                  class_names=tuple(map(str, range(10))), source="test")
-    with pytest.warns(RuntimeWarning, match=r"convnet-ntk on 28x28 images: evaluating m=100 images .* h on a CPU"):
+    with pytest.warns(RuntimeWarning, match=r"convnet-ntk on 28x28 images: evaluating m=100 images .* h on this CPU"):
         _warn_slow_kernel(from_spec("convnet-ntk"), RunConfig(method="random", ipc=10), ds)
     import warnings
 
@@ -450,7 +458,7 @@ def test_demo_never_replaces_another_run(run_copy):
     assert _snapshot(run_copy) == before
 
 
-def test_an_exact_kernel_job_of_days_is_refused_before_anything_is_written(tmp_path):
+def test_an_exact_kernel_job_of_days_is_refused_before_anything_is_written(tmp_path, two_cores):
     """An exact ConvNet kernel on 20,000 test images at ipc 50 (about 43 h on a CPU) only warned and started;
     beyond a day it is refused in one line, and the output folder is not created."""
     import numpy as np
@@ -463,7 +471,7 @@ def test_an_exact_kernel_job_of_days_is_refused_before_anything_is_written(tmp_p
     ds = Dataset(name="toy", x_train=rng.random((600, 28, 28, 1), dtype=np.float32), y_train=np.arange(600) % 10,
                  x_test=rng.random((20000, 28, 28, 1), dtype=np.float32), y_test=np.arange(20000) % 10,
                  class_names=tuple(map(str, range(10))), source="test")
-    with pytest.raises(InvalidInputError, match=r"convnet-ntk on 28x28 images: evaluating m=500 .* h on a CPU.*more "
+    with pytest.raises(InvalidInputError, match=r"convnet-ntk on 28x28 images: evaluating m=500 .* h on this CPU.*more "
                        r"than the 24 h") as info:
         run_to_dir(tmp_path / "run", ds, RunConfig(method="random", ipc=50, kernel="convnet-ntk"))
     assert "\n" not in str(info.value) and not (tmp_path / "run").exists()

@@ -377,7 +377,7 @@ def check_workers(client) -> None:
                                f"install the same version on every worker ({len(other)} of {len(info)} differ)")
 
 
-_SCHEMES = ("tcp", "tls")
+_SCHEMES = ("tcp", "tls", "ws", "wss")
 
 
 def _scheduler_address(address: str) -> str:
@@ -396,7 +396,7 @@ def _scheduler_address(address: str) -> str:
             or parts.query or parts.fragment or " " in full:
         raise DistributedError(f"--scheduler {address!r} is not a Dask scheduler address; give tcp://HOST:PORT "
                                "(what `dask scheduler` prints, port 8786 by default)")
-    return full.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _handshake(address: str, timeout: float) -> None:
@@ -417,8 +417,12 @@ def _handshake(address: str, timeout: float) -> None:
         raise DistributedError(f"cannot reach a Dask scheduler at {address!r} ({_first_line(e)}); start one with "
                                "`dask scheduler` and give its tcp://HOST:PORT address") from None
 
+    from distributed.security import Security
+
+    connection_args = Security().get_connection_args("client")  # TLS settings from Dask's configuration
+
     async def identity() -> Any:
-        comm = await dask_connect(address, timeout=timeout)
+        comm = await dask_connect(address, timeout=timeout, **connection_args)
         try:
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
@@ -428,13 +432,18 @@ def _handshake(address: str, timeout: float) -> None:
     async def bounded() -> Any:
         return await asyncio.wait_for(identity(), timeout)
 
-    try:
-        reply = asyncio.run(bounded())
-    except Exception:  # no answer in time, or not in Dask's protocol
-        reply = None
+    # in a thread of its own: the caller may already run an event loop (a Jupyter cell), where asyncio.run fails
+    from concurrent.futures import ThreadPoolExecutor
+
+    why = ""
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            reply = pool.submit(asyncio.run, bounded()).result()
+        except Exception as e:  # no answer in time, or not in Dask's protocol
+            reply, why = None, f" ({_first_line(e)})" if str(e) else ""
     if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
         raise DistributedError(f"the service at {address!r} accepted the connection but did not answer as a Dask "
-                               f"scheduler within {timeout:g} s; check the address and port (`dask scheduler` "
+                               f"scheduler within {timeout:g} s{why}; check the address and port (`dask scheduler` "
                                "prints them)")
 
 

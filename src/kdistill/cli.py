@@ -518,12 +518,10 @@ def _recorded_dataset(file: Path, given: str | None, data_dir):
             recorded = None
     if recorded is None and io.sidecar_path(file).exists():
         recorded, record = io.load(file).meta.get("dataset"), io.sidecar_path(file)
-    if isinstance(recorded, str) and record is not None:
-        recorded = _recorded_path(recorded, record)
     if given is None:
         if not isinstance(recorded, str):
             raise InvalidInputError(f"{file} records no dataset (no run.json or sidecar beside it); pass --dataset")
-        return recorded, data_dir if data_dir is not None else recorded_dir
+        return _recorded_path(recorded, record), data_dir if data_dir is not None else recorded_dir
     if isinstance(recorded, str) and not _same_dataset(given, recorded):
         raise InvalidInputError(f"{file} was distilled from {recorded!r}, not {given!r}; evaluate it on its own "
                                 "dataset (drop --dataset)")

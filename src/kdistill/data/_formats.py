@@ -451,9 +451,12 @@ def read_mnist_pickle(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarra
     path = Path(path)
     try:
         with gzip.open(path, "rb") as fh:
-            obj = safe_pickle_load(fh, source=str(path))
-    except OSError as exc:
+            payload = fh.read(_MAX_MEMBER + 1)  # the official file unpacks to about 220 MB
+    except (OSError, EOFError, zlib.error) as exc:
         raise _corrupt(path, f"cannot be read ({exc})") from exc
+    if len(payload) > _MAX_MEMBER:
+        raise _corrupt(path, f"unpacks to more than {_MAX_MEMBER:,} bytes, far more than the official file")
+    obj = safe_pickle_load(io.BytesIO(payload), source=str(path))
     splits = obj if isinstance(obj, (tuple, list)) else ()
     if len(splits) != 3 or not all(isinstance(s, (tuple, list)) and len(s) == 2 for s in splits):
         raise _corrupt(path, "expected a pickled ((x, y), (x, y), (x, y)) of train/valid/test")

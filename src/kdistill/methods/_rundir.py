@@ -226,12 +226,17 @@ def _disk_need(config: RunConfig, dataset: Dataset) -> int:
     KB for ``analytic`` at ipc 50). Per image: ``distilled.npz`` (float32, float64 for analytic), about 1.5 KiB
     of figures (``distilled.png``, ``init_vs_distilled.png`` and their copies in ``report.html``) and, for
     iterative methods, the checkpoint (images, two Adam moments and the best set, in up to 8-byte floats) twice
-    while a new one replaces the old; a fixed part for the JSON files, the report's text and its curves."""
+    while a new one replaces the old; with ZCA the whitening matrix and its inverse (d x d each, float32); the
+    history (about 64 bytes a step, three copies); a fixed part for the JSON files, the report's text and its
+    curves."""
     m = config.ipc * dataset.num_classes
     pixels = int(np.prod(dataset.image_shape))
     iterative = get_method(config.method).iterative
     per_image = pixels * (8 + (2 * 4 * 8 if iterative else 0)) + 1536
-    return (128 if iterative else 32) * 1024 + m * per_image
+    zca = 8 * pixels * pixels if config.preprocess == "zca" else 0  # whitening and its inverse in distilled.npz
+    steps = int(dict(config.options or {}).get("steps", 0) or 0) if iterative else 0
+    history = 3 * 64 * steps  # history.json, and in the checkpoint twice while one replaces the other
+    return (128 if iterative else 32) * 1024 + m * per_image + zca + history
 
 
 def run_to_dir(
