@@ -6,6 +6,9 @@ Rows (float32, random 28x28x1 images, 10 classes):
   momentum=0.9))`` update) of DC's ConvNet (width 128, depth 3, instance norm, batch 256) and of KIP's ConvNet
   (stem conv, depth 3, no norm, NTK parameterisation; width 256 at batch 256, width 1024 at ``--kip1024-batch``,
   32 by default: at batch 256 one step is about 4 TFLOP, minutes on 2 cores);
+- ``dc_match_round``: one of DC's gradient-matching rounds on 10 classes at ipc 1 and 10 (each class's real
+  batch of 256 through DC's ConvNet, forward and backward, and the double backward of the matching distance on
+  the synthetic side); a DC iteration at ipc 10 is 10 such rounds plus 500 training steps on the 100 images;
 - ``rfad_features`` / ``rfad_gradient``: images per second through the random networks of RFAD's default kernel
   (``rf-convnet:models=16,width=64,depth=3,stem=0``, 256 images): the features, and the gradient of the sum of
   their squares with respect to the images (what an RFAD step differentiates).
@@ -106,6 +109,26 @@ def rfad_fns(images: int):
     return features, gradient, (x,)
 
 
+def dc_round(ipc: int, batch_real: int = 256):
+    """One DC matching round on MNIST-sized images at ``ipc``: for 10 classes, the gradient of DC's ConvNet on
+    a real batch of 256, the synthetic images' gradient and the double backward of the matching distance
+    (``kdistill.methods._dc._group_match``, DC's default, what ``benchmarks/dc.py profile`` times)."""
+    from kdistill.methods import _dc
+
+    k = 10
+    net = make_model("convnet")
+    params = net.init(jax.random.key(0), (28, 28, 1), k)
+    rng = np.random.default_rng(3)
+    real = jnp.asarray(rng.standard_normal((k, batch_real, 28, 28, 1), dtype=np.float32))
+    mask = jnp.ones((k, batch_real), jnp.float32)
+    xs = real[:, :ipc]
+    eye = jnp.eye(k, dtype=jnp.float32)
+    keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.key(1), c))(jnp.arange(k))
+    args = (params, real, mask, xs, eye, keys)
+    fn = jax.jit(functools.partial(_dc._group_match, net=net, families=None)).lower(*args).compile()
+    return fn, args
+
+
 def timed(fn, args) -> float:
     t = time.perf_counter()
     jax.block_until_ready(fn(*args))
@@ -144,6 +167,22 @@ def main(argv=None):
             for f in FORMULATIONS:
                 seconds[f].append(timed(*compiled[f]))
         rows.append(_row(what, f"{name} width {width}", batch, 3 * gflop * batch, seconds, compile_s, gemm_start))
+        print(rows[-1], flush=True)
+    for ipc in (1, 10):
+        compiled, compile_s = {}, {}
+        for f in FORMULATIONS:
+            use(f)
+            t = time.perf_counter()
+            compiled[f] = dc_round(ipc)
+            timed(*compiled[f])
+            compile_s[f] = time.perf_counter() - t
+        seconds = {f: [] for f in FORMULATIONS}
+        for _ in range(args.rounds):
+            for f in FORMULATIONS:
+                seconds[f].append(timed(*compiled[f]))
+        # FLOP: the real side's forward and backward (10 x 256 images), the synthetic side's is small beside it
+        rows.append(_row("dc_match_round", f"convnet width 128, ipc {ipc}", 10 * 256, 3 * conv_gflop(128, 3, False)
+                         * 10 * 256, seconds, compile_s, gemm_start))
         print(rows[-1], flush=True)
     compiled, compile_s = {}, {}
     for f in FORMULATIONS:
@@ -190,7 +229,8 @@ def main(argv=None):
         "`xla`: lax.conv_general_dilated with XLA's own gradients (the code before `kdistill.nets`); `auto`: "
         "conv3x3's default (XLA's forward, the fastest measured backward product per layer shape, "
         "`benchmarks/results/conv_formulations.md`). `gflop`: the convolutions' FLOP of one call (x3 for a step "
-        "or a gradient). `items_per_s`: steps per second for `sgd_step`, images per second for RFAD.",
+        "or a gradient; for a DC round, the real side's). `items_per_s`: steps (rounds) per second, images per second "
+        "for RFAD.",
         "",
         markdown_table(rows, cols),
     ])
@@ -200,7 +240,7 @@ def main(argv=None):
 
 def _row(what, network, batch, flop_gflop, seconds, compile_s, gemm):
     xla, auto = (float(np.median(seconds[f])) for f in FORMULATIONS)
-    per_item = 1 if what == "sgd_step" else batch
+    per_item = batch if what.startswith("rfad") else 1
     return {"what": what, "network": network, "batch": batch, "gflop": flop_gflop, "xla_s": xla, "auto_s": auto,
             "speedup": xla / auto, "xla_gflop_per_s": flop_gflop / xla, "auto_gflop_per_s": flop_gflop / auto,
             "xla_fraction_of_gemm": flop_gflop / xla / gemm, "auto_fraction_of_gemm": flop_gflop / auto / gemm,
