@@ -457,7 +457,7 @@ def test_more_local_workers_than_the_machine_holds_are_refused_before_any_starts
 
     started = []
     monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: started.append(kw) or 1 / 0)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the machine, whatever this one is
+    monkeypatch.setattr(_distributed, "usable_cores", lambda: 2)  # the machine, whatever this one is
     monkeypatch.setattr(_distributed, "memory_bytes", lambda: 24 * 2**30)
     with pytest.raises(DistributedError, match=r"--workers 1000 does not fit this machine") as info:
         connect(workers=1000)

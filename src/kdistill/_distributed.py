@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 import uuid
 import weakref
 from typing import Any, Iterator, Sequence
@@ -31,7 +32,7 @@ import jax
 import numpy as np
 
 from ._executor import LOCAL
-from ._machine import format_bytes, memory_bytes
+from ._machine import format_bytes, memory_bytes, usable_cores
 from ._progress import track
 from .errors import DistributedError
 
@@ -177,8 +178,6 @@ class DaskExecutor:
         """The workers to place tasks on. A worker that just died (its nanny restarts it; on a busy machine
         both may be between heartbeats) leaves the list short or empty for a moment: wait up to
         ``worker_wait`` seconds for one to (re)join, then fail in one line."""
-        import time
-
         deadline = time.monotonic() + self.worker_wait
         workers = self.workers()
         while not workers and time.monotonic() < deadline:
@@ -490,7 +489,7 @@ def connect(*, workers: int | None = None, scheduler: str | None = None, timeout
             raise
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise DistributedError(f"--workers must be a whole number of at least 1, got {workers!r}")
-    cpus = os.cpu_count() or 1
+    cpus = usable_cores()
     check_local_workers(workers, cpus=cpus, memory=memory_bytes())
     # one thread per worker when the workers fill the machine (XLA would otherwise start a pool per process)
     env = dict(_SINGLE_THREAD) if workers >= cpus else {}

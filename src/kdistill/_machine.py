@@ -6,7 +6,8 @@ import os
 import platform
 from importlib import metadata
 
-__all__ = ["machine_info", "versions", "memory_bytes", "check_memory", "format_bytes", "process_seconds"]
+__all__ = ["machine_info", "versions", "memory_bytes", "check_memory", "format_bytes", "process_seconds",
+           "usable_cores"]
 
 
 def _cpu_model() -> str:
@@ -20,14 +21,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict:
     """CPU model, usable cores, memory, JAX backend and devices."""
     import jax
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     mem = None
     try:
         mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)

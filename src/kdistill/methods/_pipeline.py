@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from .. import evaluate, krr
 from .._executor import Executor, get_executor
 from .._io import DistilledSet
-from .._machine import machine_info, versions
+from .._machine import machine_info, usable_cores, versions
 from .._precision import check_precision, precision_scope
 from ..data import Dataset, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
@@ -139,12 +138,8 @@ def _kernel_seconds(kernel, config: RunConfig, dataset: Dataset) -> tuple[float,
     m = config.ipc * dataset.num_classes
     n_val = 0 if config.reg != "auto" else krr.effective_val_size(config.val_size, dataset.x_train.shape[0])
     pairs = m * (m + dataset.x_test.shape[0] + n_val) * (2 if config.baseline and config.method != "random" else 1)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
     # pair_seconds was measured on 2 cores; the kernel's tiles keep every core busy
-    return pairs * kernel.pair_seconds(dataset.image_shape) * 2 / max(cores, 1), pairs, m
+    return pairs * kernel.pair_seconds(dataset.image_shape) * 2 / usable_cores(), pairs, m
 
 
 def _slow_kernel_text(kernel, dataset: Dataset, estimate: tuple[float, float, int]) -> str:
