@@ -150,9 +150,9 @@ def profile(args) -> None:
     import numpy as np
 
     from kdistill.data import load
-    from kdistill.evaluate import _finite
-    from kdistill.evaluate._models import ConvNet
+    from kdistill import nets
     from kdistill.methods import _dc
+    from kdistill.nets import ConvNet
 
     load_before = os.getloadavg()
     ds = load("mnist")
@@ -203,14 +203,13 @@ def profile(args) -> None:
         "per-class weight gradients become grouped convolutions")
     flat = real[:, :10].reshape((100,) + x.shape[1:])
     t_syn = jnp.repeat(eye, 10, axis=0)
-    idx, emask, ekeys = _finite._epoch_plan(jax.random.key(2), 0, m=100, batch=100)
-    velocity = jax.tree.map(jnp.zeros_like, params)
-    lr, mom, zero = jnp.float32(0.01), jnp.float32(0.5), jnp.float32(0.0)
+    idx, emask, ekeys = nets.epoch_plan(jax.random.key(2), 0, m=100, batch=100)
+    state = nets.init_optimizer("sgd", params, learning_rate=0.01, momentum=0.5)
 
     def epoch():
-        p, v = jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, velocity)
-        return _finite._step(p, v, flat, t_syn, idx[0], emask[0], ekeys[0], lr, mom, zero, net=net, loss="xent",
-                             augment="none")
+        p, s = jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state)
+        return nets.train_step(p, s, flat, t_syn, idx[0], emask[0], ekeys[0], jnp.float32(0.01), net=net,
+                               loss="xent")
 
     first, best = _seconds(epoch)
     add("one network epoch on the ipc-10 synthetic set (100 images)", first, best)

@@ -43,12 +43,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-import kdistill.evaluate._models as models_module  # noqa: E402
-import kdistill.kernels._finite as finite_module  # noqa: E402
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.evaluate import make_model  # noqa: E402
 from kdistill.kernels import from_spec  # noqa: E402
-from kdistill.nets import conv3x3  # noqa: E402
 
 FORMULATIONS = ("xla", "auto")
 RFAD_SPEC = "rf-convnet:models=16,width=64,depth=3,stem=0"
@@ -72,10 +69,9 @@ def conv_gflop(width: int, depth: int, stem: bool) -> float:
 
 
 def use(formulation: str) -> None:
-    """Point the networks at ``formulation`` and drop JAX's caches (traced functions read it at trace time)."""
-    conv = functools.partial(conv3x3, formulation=formulation)
-    models_module.conv3x3 = conv
-    finite_module.conv3x3 = conv
+    """Point every network at ``formulation`` (``kdistill.nets.default_formulation``, read at trace time) and
+    drop JAX's caches."""
+    os.environ["KDISTILL_CONV3X3"] = formulation
     jax.clear_caches()
 
 

@@ -73,7 +73,7 @@ _PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_downlo
                    "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py",
                    "test_misuse.py", "test_fuzz.py", "test_input_validation.py", "test_kernel_validation.py",
                    "test_distil_boost.py", "test_data_cache.py", "test_feature_maps.py", "test_cli.py",
-                   "test_kernels_neural.py", "test_dc.py", "test_augment.py", "test_finite.py"}  # the CLI scopes
+                   "test_kernels_neural.py", "test_dc.py", "test_augment.py", "test_finite.py", "test_nets.py"}  # the CLI scopes
 # float64 itself; its tests start from both. DC, finite networks and the augmentations are float32 whatever
 # the switch says.
 

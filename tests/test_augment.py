@@ -1,4 +1,4 @@
-"""Differentiable Siamese augmentation (kdistill.evaluate._augment) against independent NumPy references.
+"""Differentiable Siamese augmentation (kdistill.nets) against independent NumPy references.
 
 Every family is checked against a hand computation: flip and crop by search over every admissible
 parameter (exactly one must match), cutout likewise over every admissible square, scale and rotate by
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdistill.evaluate._augment import DSA_FAMILIES, dsa_augment, dsa_strategy
+from kdistill.nets import DSA_FAMILIES, dsa_augment, dsa_strategy
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 images in [0, 2)
 WARP_TOL = dict(rtol=1e-5, atol=5e-5)  # plus the float32 error of the recovered sampling matrix

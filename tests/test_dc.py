@@ -13,7 +13,7 @@ import pytest
 from _helpers import whole_and_resumed
 from kdistill.data import load
 from kdistill.errors import InvalidInputError
-from kdistill.evaluate._models import ConvNet
+from kdistill.nets import ConvNet
 from kdistill.methods import RunConfig, match_distance, run_to_dir
 from kdistill.methods import _dc
 
@@ -124,7 +124,7 @@ def test_dsa_transforms_real_and_synthetic_batches_alike():
     """With the synthetic images equal to the real batch, each class's gradients coincide only when both
     batches get the same transform: the distance is 0 with Siamese augmentation and not with transforms
     drawn apart (a different key for the synthetic side)."""
-    from kdistill.evaluate._augment import dsa_augment
+    from kdistill.nets import dsa_augment
 
     _, _, real = _digits(4)
     real = real[:3]  # three classes: one compilation of the step, whichever family a key picks

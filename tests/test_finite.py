@@ -30,7 +30,10 @@ from kdistill.evaluate import (
     train_and_evaluate,
     training_targets,
 )
-from kdistill.evaluate._finite import _crop_flip, _dc_augment, augment_batch, resolve_augment
+from kdistill.evaluate import resolve_augment
+from kdistill.nets import augment_batch
+from kdistill.nets import crop_flip as _crop_flip
+from kdistill.nets import dc_augment as _dc_augment
 
 # One tiny configuration per model that fits 20 digits images exactly.
 TINY = {
@@ -58,7 +61,7 @@ def _run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(TINY))
 def test_every_model_overfits_a_tiny_set_and_is_deterministic(model, tiny):
     x, y, cls, _, _ = tiny
     s = finite_settings(model, **TINY[model])
@@ -90,10 +93,12 @@ def test_models_shapes_and_names():
     assert make_model("convnet-kip").width == 1024 and make_model("convnet").width == 128
     with pytest.raises(InvalidInputError, match="too small"):
         make_model("convnet", depth=4).init(key, (8, 8, 1), 10)
-    with pytest.raises(InvalidInputError, match="valid models: convnet, convnet-kip, fc"):
-        make_model("resnet18")
+    with pytest.raises(InvalidInputError, match="valid models: convnet, convnet-kip, mlp, fc, alexnet, vgg11, resnet18"):
+        make_model("resnet50")
     with pytest.raises(InvalidInputError, match="valid models"):
-        finite_settings("resnet18")
+        finite_settings("resnet50")
+    with pytest.raises(InvalidInputError, match="fixed depth"):
+        make_model("resnet18", depth=34)
     with pytest.raises(InvalidInputError, match="width"):
         finite_settings("convnet", width=0)
     with pytest.raises(InvalidInputError, match="schedule"):
@@ -249,8 +254,8 @@ def test_cli_evaluate_model_writes_summary(run_dir):
 
 def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):
     f = str(run_dir / "distilled.npz")
-    line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet18"))
-    assert "resnet18" in line and "convnet, convnet-kip, fc" in line
+    line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet50"))
+    assert "resnet50" in line and "convnet, convnet-kip, mlp, fc, alexnet, vgg11, resnet18" in line
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--seeds", "3"))
     assert "--model" in line
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))

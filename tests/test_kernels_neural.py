@@ -4,7 +4,7 @@
    ``tests/reference/nt_values.npz`` by ``tests/reference/make_nt_reference.py``
    (the versions used are in ``nt_versions.json``).
 2. Monte-Carlo: empirical NTKs of random finite networks in the NTK parameterization
-   (``kdistill.kernels._finite``), whose error shrinks like 1/sqrt(width), and the
+   (``kdistill.nets.ntk``), whose error shrinks like 1/sqrt(width), and the
    random-feature kernels ``rf-*``, which approach the NNGP as models * width grows.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from kdistill.kernels import from_spec
-from kdistill.kernels import _finite
+from kdistill.nets import ntk as _finite
 
 REF_DIR = pathlib.Path(__file__).parent / "reference"
 REF = np.load(REF_DIR / "nt_values.npz")

@@ -447,17 +447,23 @@ def methods_cmd():
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default=None,
               help="Preprocessing for files without stored preprocessing (e.g. KIP's released sets).")
 @click.option("--model", default=None,
-              help="Train this finite network on the set instead of KRR: convnet (DC: width 128, instance norm, "
-                   "cross-entropy), convnet-kip (KIP: width 1024, no norm, MSE on the stored labels) or fc (MLP).")
+              help="Train this finite network on the set instead of KRR (kdistill.nets), each under its published "
+                   "protocol: convnet (DC's ConvNet: width 128, instance norm), mlp (DC's: 2 x 128), alexnet, "
+                   "vgg11 and resnet18 (DC's and DC-BENCH's, instance norm) all under DC's protocol (cross-entropy, "
+                   "SGD lr 0.01 momentum 0.9 weight decay 5e-4, lr x0.1 at half, batch 256, DC's augmentation on "
+                   "MNIST); convnet-kip (KIP's: width 1024, no norm, NTK parameterisation, MSE on the stored "
+                   "labels, lr 0.5 cosine); fc (an MLP 2 x 256, DC's protocol with a cosine lr).")
 @click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
 @click.option("--epochs", type=int, default=None, help="--model: epochs [default: 300].")
 @click.option("--width", type=int, default=None,
-              help="--model: channels / hidden units [default: convnet 128, convnet-kip 1024, fc 256].")
+              help="--model: channels / hidden units; alexnet, vgg11 and resnet18 scale all layers from their first "
+                   "[default: convnet 128, convnet-kip 1024, mlp 128, fc 256, alexnet 128, vgg11 64, resnet18 64].")
 @click.option("--lr", "lr", type=float, default=None,
-              help="--model: SGD learning rate [default: convnet 0.01, convnet-kip 0.5, fc 0.01].")
+              help="--model: SGD learning rate [default: convnet-kip 0.5, every other model 0.01].")
 @click.option("--augment", type=click.Choice(["auto", "none", "dc", "crop-flip", "dsa"]), default=None,
               help="--model: augmentation while training: DC's crop/scale/rotate (dc), shift + flip (crop-flip), "
-                   "DSA's six families (dsa), or auto, DC's protocol: dc on MNIST, none elsewhere; digit "
+                   "DSA's six families (dsa), or auto, DC's protocol: dc on MNIST for the models DC trains (all but "
+                   "convnet-kip and fc), none elsewhere; digit "
                    "datasets are never flipped [default: auto].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
 @_data_dir_option

@@ -10,8 +10,8 @@ from ._krr import per_class_accuracy as per_class_accuracy
 from ._krr import support_accuracy as support_accuracy
 from ._krr import support_predictions as support_predictions
 from ._file import evaluate_file as evaluate_file
-from ._models import MODELS as MODELS
-from ._models import make_model as make_model
+from ..nets import MODELS as MODELS
+from ..nets import make_model as make_model
 from ._finite import AUGMENTS as AUGMENTS
 from ._finite import PROTOCOLS as PROTOCOLS
 from ._finite import resolve_augment as resolve_augment

@@ -18,11 +18,14 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
   setting but costs about 250x the DC ConvNet per image (9.7 vs 0.037 GMAC: the
   first block's 1024x1024 conv runs at full resolution): ~90 s per SGD step on 10 MNIST images
   on a shared 2-core machine; use ``width=64``/``128`` there.
+- ``mlp``, ``alexnet``, ``vgg11``, ``resnet18``: DC's protocol, the same as ``convnet``'s (DC and DC-BENCH
+  train every architecture of their cross-architecture tables with it), DC's augmentation on MNIST included.
 - ``fc``: cross-entropy, as ``convnet`` but with a cosine schedule.
 
-SGD is PyTorch's (no dampening, weight decay added to the gradient):
-``g = grad + wd * p; v = momentum * v + g; p = p - lr * v``, written here in a
-few lines so that no optimiser library is needed.
+The networks are :mod:`kdistill.nets`'s (``kdistill.nets.MODELS`` describes each and its source) and so is
+the training: optax's ``chain(add_decayed_weights(wd), sgd(lr, momentum))``, which is PyTorch's ``SGD`` (no
+dampening, weight decay added to the gradient: ``g = grad + wd * p; v = momentum * v + g; p = p - lr * v``),
+with the learning rate of each step set from :func:`learning_rate`.
 
 Labels are used as stored. For MSE the targets are the label rows themselves.
 For cross-entropy the target distribution of a row ``y`` (k classes) is:
@@ -43,13 +46,13 @@ averages over its real images only (PyTorch's ``drop_last=False``). Augmentation
 - ``"none"``;
 - ``"dc"``: DC's ``crop_scale_rotate`` (what DC's evaluation applies to MNIST): each image gets one
   of a shift of up to 4 pixels, a scaling of each axis by U[0.8, 1.2] or a rotation by U[-45, 45]
-  degrees, filled with the image's mean (``_dc_augment``);
+  degrees, filled with the image's mean (``kdistill.nets.dc_augment``);
 - ``"crop-flip"``: the usual CIFAR augmentation, a shift of up to 4 pixels (zero padding) and a
-  horizontal flip (``_crop_flip``);
+  horizontal flip (``kdistill.nets.crop_flip``);
 - ``"dsa"``: DSA's ``color_crop_cutout_flip_scale_rotate`` with parameters per image
-  (:mod:`._augment`);
+  (``kdistill.nets.dsa_augment``);
 - ``"auto"`` (:func:`resolve_augment`): DC's choice for the dataset, ``"dc"`` for MNIST and
-  ``"none"`` for every other.
+  ``"none"`` for every other (KIP's ``convnet-kip`` and ``fc``: ``"none"`` everywhere).
 
 ``flip=False`` (digit datasets: a mirrored digit is another glyph) takes the flips out of
 ``crop-flip`` and ``dsa``. Every source of randomness (init, order, augmentation) comes from
@@ -60,7 +63,6 @@ averages over its real images only (PyTorch's ``drop_last=False``). Augmentation
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -72,17 +74,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import io
-from .._progress import track
+from .. import nets
 from ..data import Dataset
 from ..errors import InvalidInputError
-from ._augment import DSA_FAMILIES, dsa_augment, dsa_strategy
+from ..nets import AUGMENTS, LOSSES, make_model, predict
 from ._file import preprocessor_for
-from ._models import make_model
 
 __all__ = [
     "AUGMENTS",
     "PROTOCOLS",
-    "augment_batch",
     "resolve_augment",
     "FiniteSettings",
     "finite_settings",
@@ -96,12 +96,8 @@ __all__ = [
     "finite_evaluate_file",
 ]
 
-LOSSES = ("xent", "mse")
-AUGMENTS = ("none", "dc", "crop-flip", "dsa")
-"""Augmentations while training (module docstring); ``"auto"`` resolves to one of them per dataset."""
 SCHEDULES = ("step", "cosine", "constant")
 DEFAULT_LABEL_TEMPERATURE = 0.1
-_ACTIVATION_BUDGET = 2**26  # floats per conv activation when predicting in chunks (256 MiB)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +146,10 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "fc": dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine", epochs=300,
                batch_size=256),
 }
+for _name in ("mlp", "alexnet", "vgg11", "resnet18"):  # DC's protocol for every architecture
+    PROTOCOLS[_name] = dict(PROTOCOLS["convnet"])
+DC_PROTOCOL_MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
+"""Models trained under DC's protocol, whose ``augment="auto"`` is DC's augmentation on MNIST."""
 """Default training settings per model (see the module docstring for their sources)."""
 
 
@@ -226,14 +226,14 @@ def training_targets(labels: Any, loss: str, *, temperature: float = DEFAULT_LAB
 
 
 def resolve_augment(augment: str | None, dataset_name: str | None, model: str = "convnet") -> tuple[str, bool]:
-    """``(augment, flip)`` for a dataset: ``"auto"``/None is DC's protocol (``get_daparam``: ``"dc"`` for its
-    ConvNet on MNIST, ``"none"`` otherwise, other models included); flips are off for digit datasets."""
+    """``(augment, flip)`` for a dataset: ``"auto"``/None is DC's protocol (``get_daparam``: ``"dc"`` on MNIST
+    for the models of :data:`DC_PROTOCOL_MODELS`, ``"none"`` otherwise); flips are off for digit datasets."""
     name = (dataset_name or "").lower()
     if augment in (None, "auto"):
-        augment = "dc" if name == "mnist" and model == "convnet" else "none"
+        augment = "dc" if name == "mnist" and model in DC_PROTOCOL_MODELS else "none"
     if augment not in AUGMENTS:
         raise InvalidInputError(f"unknown augmentation {augment!r}; valid: auto, {', '.join(AUGMENTS)}")
-    return augment, "flip" in dsa_strategy(name)
+    return augment, "flip" in nets.dsa_strategy(name)
 
 
 def learning_rate(s: FiniteSettings, step: int, steps_per_epoch: int) -> float:
@@ -246,104 +246,6 @@ def learning_rate(s: FiniteSettings, step: int, steps_per_epoch: int) -> float:
     return s.lr
 
 
-def _crop_flip(key, x: jax.Array, flip: bool = True) -> jax.Array:
-    """A random crop of the zero-padded batch ``x: (n, h, w, c)`` (a shift of up to ``p = max(1, h // 7)``
-    pixels, 4 at 28x28 and 32x32) and, with ``flip``, a random horizontal flip, per image."""
-    n, h, w, c = x.shape
-    p = max(1, h // 7)
-    k_shift, k_flip = jax.random.split(key)
-    shifts = jax.random.randint(k_shift, (n, 2), -p, p + 1)
-    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0] + p, o[1] + p, 0), (h, w, c)))(padded, shifts)
-    if not flip:
-        return x
-    flips = jax.random.bernoulli(k_flip, 0.5, (n,))
-    return jnp.where(flips[:, None, None, None], x[:, :, ::-1, :], x)
-
-
-def _dc_augment(key, x: jax.Array) -> jax.Array:
-    """DC's ``crop_scale_rotate`` on a batch ``x: (n, h, w, c)``: each image gets one of a shift of up to
-    ``p = max(1, h // 7)`` pixels, a scaling of each axis by U[0.8, 1.2] or a rotation by U[-45, 45]
-    degrees, about the centre, bilinear, filled with the image's per-channel mean."""
-    n, h, w, c = x.shape
-    p = max(1, h // 7)
-    k_op, k_shift, k_scale, k_rot = jax.random.split(key, 4)
-    shifts = jax.random.randint(k_shift, (n, 2), -p, p + 1)
-    op = jax.random.randint(k_op, (n,), 0, 3)
-    scale = jax.random.uniform(k_scale, (n, 2), x.dtype, 0.8, 1.2)
-    angle = jax.random.uniform(k_rot, (n,), x.dtype, -jnp.pi / 4, jnp.pi / 4)
-    eye = jnp.eye(2, dtype=x.dtype)
-    # output pixel q samples the input at  A (q - centre) + centre + t
-    rot = jnp.stack([jnp.stack([jnp.cos(angle), -jnp.sin(angle)], -1),
-                     jnp.stack([jnp.sin(angle), jnp.cos(angle)], -1)], -2)
-    mats = jnp.where((op == 0)[:, None, None], eye,
-                     jnp.where((op == 1)[:, None, None], jax.vmap(jnp.diag)(1.0 / scale), rot))
-    offsets = jnp.where((op == 0)[:, None], -shifts.astype(x.dtype), 0.0)
-    centre = jnp.asarray([(h - 1) / 2, (w - 1) / 2], x.dtype)
-    grid = jnp.stack(jnp.meshgrid(jnp.arange(h, dtype=x.dtype), jnp.arange(w, dtype=x.dtype), indexing="ij"))
-    rel = grid.reshape(2, -1) - centre[:, None]
-
-    def warp(img, mat, off):
-        coords = mat @ rel + centre[:, None] + off[:, None]
-        mean = img.mean(axis=(0, 1))
-
-        def channel(ch, m):
-            vals = jax.scipy.ndimage.map_coordinates(ch - m, [coords[0], coords[1]], order=1, cval=0.0)
-            return vals.reshape(h, w) + m
-
-        return jax.vmap(channel, in_axes=(2, 0), out_axes=2)(img, mean)
-
-    return jax.vmap(warp)(x, mats, offsets)
-
-
-def augment_batch(augment: str, key, x: jax.Array, *, flip: bool = True) -> jax.Array:
-    """``x: (n, h, w, c)`` under the augmentation ``augment`` (one of :data:`AUGMENTS`), a draw per image."""
-    if augment == "none":
-        return x
-    if augment == "dc":
-        return _dc_augment(key, x)
-    if augment == "crop-flip":
-        return _crop_flip(key, x, flip)
-    if augment == "dsa":
-        return dsa_augment(key, x, tuple(f for f in DSA_FAMILIES if flip or f != "flip"), shared=False)
-    raise InvalidInputError(f"unknown augmentation {augment!r}; valid: {', '.join(AUGMENTS)}")
-
-
-def _loss(params, net, loss: str, x, t, mask):
-    out = net.apply(params, x)
-    if loss == "mse":
-        per = 0.5 * jnp.sum(jnp.square(out - t), axis=-1)
-    else:
-        per = -jnp.sum(t * jax.nn.log_softmax(out, axis=-1), axis=-1)
-    return jnp.sum(per * mask) / jnp.sum(mask)
-
-
-@functools.partial(jax.jit, static_argnames=("m", "batch"))
-def _epoch_plan(key, epoch, *, m: int, batch: int):
-    """Batches of one epoch: indices ``(steps, batch)``, a mask of real (not padding) entries and a key per step."""
-    steps = -(-m // batch)
-    pad = steps * batch - m
-    k_perm, k_aug = jax.random.split(jax.random.fold_in(key, epoch))
-    order = jnp.concatenate([jax.random.permutation(k_perm, m), jnp.zeros((pad,), jnp.int32)])
-    mask = jnp.concatenate([jnp.ones((m,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
-    return order.reshape(steps, batch), mask.reshape(steps, batch), jax.random.split(k_aug, steps)
-
-
-# One jitted SGD step, driven from Python. (Deliberately not a lax.scan over steps: XLA's CPU
-# backend runs convolutions inside a while loop some 30x slower than at top level.) The
-# hyper-parameters are traced scalars, so one compilation serves every lr, schedule and length.
-@functools.partial(jax.jit, static_argnames=("net", "loss", "augment", "flip"), donate_argnums=(0, 1))
-def _step(params, velocity, x, t, idx, mask, key, lr, momentum, weight_decay, *, net, loss: str, augment: str,
-          flip: bool = True):
-    """SGD with momentum and coupled weight decay, as PyTorch's ``SGD``:
-    ``g = grad + wd * p;  v = momentum * v + g;  p = p - lr * v``."""
-    xb = augment_batch(augment, key, x[idx], flip=flip)
-    value, grads = jax.value_and_grad(_loss)(params, net, loss, xb, t[idx], mask)
-    velocity = jax.tree.map(lambda v, g, p: momentum * v + g + weight_decay * p, velocity, grads, params)
-    params = jax.tree.map(lambda p, v: p - lr * v, params, velocity)
-    return params, velocity, value
-
-
 def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(images, dtype=np.float32)
     y = np.asarray(labels, dtype=np.float32)
@@ -354,17 +256,6 @@ def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise InvalidInputError("images or labels contain NaN or inf")
     return x, y
-
-
-def _key(seed: int) -> jax.Array:
-    # XLA's RngBitGenerator: deterministic on a given backend, and it compiles in a fraction of a
-    # second where threefry takes seconds per array shape on CPU.
-    return jax.random.key(int(seed), impl="rbg")
-
-
-@functools.partial(jax.jit, static_argnames=("input_shape", "num_classes", "net"))
-def _init(key, input_shape, num_classes, *, net):
-    return net.init(key, input_shape, num_classes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -384,46 +275,16 @@ def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool
     x, y = _check_data(images, labels)
     t, mode = training_targets(y, settings.loss, temperature=settings.label_temperature)
     net = settings.net
-    key_init, key_train = jax.random.split(_key(seed))
-    params = _init(key_init, tuple(x.shape[1:]), y.shape[1], net=net)
-    batch = min(settings.batch_size, x.shape[0])
-    steps = -(-x.shape[0] // batch)
-    velocity = jax.tree.map(jnp.zeros_like, params)
-    hyper = [jnp.asarray(v, jnp.float32) for v in (settings.momentum, settings.weight_decay)]
-    xj, tj = jnp.asarray(x), jnp.asarray(t)
-    losses = np.zeros(settings.epochs, np.float32)
-    for epoch in track(range(settings.epochs), total=settings.epochs,
-                       description=description or f"{settings.model} epochs", enabled=progress):
-        idx, mask, keys = _epoch_plan(key_train, epoch, m=x.shape[0], batch=batch)
-        values = []
-        for i in range(steps):
-            lr = jnp.asarray(learning_rate(settings, epoch * steps + i, steps), jnp.float32)
-            params, velocity, v = _step(params, velocity, xj, tj, idx[i], mask[i], keys[i], lr, *hyper, net=net,
-                                        loss=settings.loss, augment=settings.augment, flip=settings.flip)
-            values.append(v)
-        losses[epoch] = float(np.mean(jax.device_get(values)))
+    key_init, key_train = jax.random.split(nets.seed_key(seed))
+    params = nets.init_params(key_init, tuple(x.shape[1:]), y.shape[1], net=net)
+    state = nets.init_optimizer("sgd", params, learning_rate=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    params, _, losses = nets.run_epochs(
+        params, state, jnp.asarray(x), jnp.asarray(t), key=key_train, epochs=settings.epochs,
+        batch=settings.batch_size, net=net, loss=settings.loss,
+        lr_at=lambda step, per_epoch: learning_rate(settings, step, per_epoch), augment=settings.augment,
+        flip=settings.flip, progress=progress, description=description or f"{settings.model} epochs")
     return TrainResult(params, settings, losses, mode)
-
-
-@functools.partial(jax.jit, static_argnames=("net",))
-def _logits(params, x, *, net):
-    return net.apply(params, x)
-
-
-def predict(net, params, x) -> np.ndarray:
-    """Logits ``(n, k)`` of ``x: (n, h, w, c)``, in fixed-size chunks (one compilation, bounded memory)."""
-    x = np.asarray(x, dtype=np.float32)
-    n = x.shape[0]
-    per_image = int(np.prod(x.shape[1:-1])) * getattr(net, "width", 1)
-    chunk = int(max(16, min(n, _ACTIVATION_BUDGET // max(per_image, 1))))
-    out = []
-    for start in range(0, n, chunk):
-        block = x[start:start + chunk]
-        short = chunk - block.shape[0]
-        if short:
-            block = np.concatenate([block, np.zeros((short,) + x.shape[1:], np.float32)])
-        out.append(np.asarray(_logits(params, jnp.asarray(block), net=net))[: chunk - short])
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def accuracy(net, params, x, y) -> float:

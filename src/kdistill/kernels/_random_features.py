@@ -30,7 +30,7 @@ from jax import lax
 from ..errors import InvalidInputError, SpecError
 from ._arccos import compute_dtype
 from ._fc import B_STD, SQRT2, W_STD, check_relu_scale
-from ._finite import apply_convnet, apply_fc, convnet_shapes, draw, fc_shapes
+from ..nets.ntk import apply_convnet, apply_fc, convnet_shapes, draw, fc_shapes
 from ._spec import MAX_SEED, Kernel, Param, check_bytes, register
 
 __all__ = ["random_features", "rf_convnet", "rf_fc"]

@@ -19,7 +19,7 @@ rounds; each round
 3. except after the last round, trains the network on the synthetic set for ``inner_loop`` epochs
    (SGD, ``lr_net``, momentum 0.5, batches of 256).
 
-The network is DC's ConvNet (``kdistill.evaluate._models``: width 128, depth 3, instance norm, ReLU,
+The network is DC's ConvNet (``kdistill.nets.ConvNet``: width 128, depth 3, instance norm, ReLU,
 average pooling; ``--dc-width``/``--dc-depth`` change it). Defaults are DC's code's (``main.py`` and
 ``utils.get_loops`` of the authors' repository): 1000 iterations, image learning rate 0.1 with
 momentum 0.5, network learning rate 0.01 with momentum 0.5, 256 real images per class, and
@@ -50,10 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import nets
 from ..errors import InvalidInputError
-from ..evaluate import _finite
-from ..evaluate._augment import dsa_augment, dsa_strategy
-from ..evaluate._models import ConvNet
+from ..evaluate import accuracy, finite_settings, resolve_augment, train
+from ..nets import ConvNet, dsa_augment, dsa_strategy
 from ._driver import Batch, DriverSettings, IterativeMethod, driver_options, driver_settings, run_iterative
 from ._registry import Option, register_method
 from ._types import Context, MethodOutput
@@ -99,9 +99,7 @@ def match_distance(g_real: Any, g_syn: Any) -> jax.Array:
 
 def _xent(params, net, x, t, mask):
     """Mean cross-entropy over the rows with ``mask`` 1 (``t``: one-hot rows)."""
-    logp = jax.nn.log_softmax(net.apply(params, x), axis=-1)
-    per = -jnp.sum(t * logp, axis=-1)
-    return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return nets.loss_value(params, net, "xent", x, t, mask)
 
 
 def _augmenter(families: tuple[str, ...] | None):
@@ -143,13 +141,6 @@ def _group_match(params, real_x, real_mask, x_g, targets, keys, *, net, families
     return values, grads
 
 
-@functools.partial(jax.jit, donate_argnums=(0, 1))
-def _sgd(x, buf, grad, lr, momentum):
-    """PyTorch's SGD with momentum: ``buf = momentum * buf + grad; x -= lr * buf``."""
-    buf = momentum * buf + grad
-    return x - lr * buf, buf
-
-
 def _match_step(x_syn, momentum_buf, params, real_x, real_mask, key, lr, momentum, *, net, families):
     """One round's update of the synthetic images ``x_syn: (k, ipc, h, w, c)`` against real batches
     ``real_x: (k, b, h, w, c)`` (``real_mask: (k, b)``): SGD with momentum on the sum of the per-class
@@ -165,14 +156,14 @@ def _match_step(x_syn, momentum_buf, params, real_x, real_mask, key, lr, momentu
         v, gr = _group_match(params, real_x[g], real_mask[g], x_syn[g], eye[g], keys[g], net=net, families=families)
         values.append(v)
         grads.append(gr)
-    x_syn, momentum_buf = _sgd(x_syn, momentum_buf, jnp.concatenate(grads), lr, momentum)
+    x_syn, momentum_buf = nets.momentum_step(x_syn, momentum_buf, jnp.concatenate(grads), lr, momentum)
     return x_syn, momentum_buf, jnp.sum(jnp.concatenate(values)) / k
 
 
-@functools.partial(jax.jit, static_argnames=("input_shape", "num_classes", "net"))
-def _fresh(key, input_shape, num_classes, *, net):
-    params = net.init(key, input_shape, num_classes)
-    return params, jax.tree.map(jnp.zeros_like, params)
+def _fresh(key, input_shape, num_classes, *, net, lr_net, momentum):
+    """A fresh network and its SGD state (PyTorch's SGD, no weight decay, as DC's ``optimizer_net``)."""
+    params = nets.init_params(key, input_shape, num_classes, net=net)
+    return params, nets.init_optimizer("sgd", params, learning_rate=lr_net, momentum=momentum)
 
 
 def _rounds(labels: np.ndarray, num_classes: int, rounds: int, per_class: int, seed) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +227,7 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
               val_epochs: int = 300, batch_real: int = 256, val_augment: tuple[str, bool] = ("none", True),
               seed: int = 0) -> IterativeMethod:
     """DC as an iterative method: each driver step is one DC iteration (a fresh network, ``outer_loop``
-    rounds). ``dsa``: the augmentation families (``evaluate._augment.dsa_strategy``) or None.
+    rounds). ``dsa``: the augmentation families (``kdistill.nets.dsa_strategy``) or None.
     ``val_augment``: ``(augment, flip)`` of the ConvNet trained at each validation (the evaluation
     protocol the set will be judged by: ``evaluate.resolve_augment``).
 
@@ -253,10 +244,8 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
     net._check(input_shape)  # a clear error for images too small for the depth
     families = tuple(dsa) if dsa else None
     train_augment, flip = ("dsa", "flip" in families) if families else ("none", True)
-    zero = jnp.zeros((), jnp.float32)
     base = jax.random.fold_in(jax.random.key(seed, impl="rbg"), 0x6463)  # "dc": the stream of networks
-    hyper = {k: jnp.asarray(v, jnp.float32) for k, v in (("lr", lr), ("momentum", momentum), ("lr_net", lr_net),
-                                                          ("net_momentum", 0.5))}
+    hyper = {k: jnp.asarray(v, jnp.float32) for k, v in (("lr", lr), ("momentum", momentum))}
     m = num_classes * ipc
     t_syn = jnp.asarray(np.repeat(np.eye(num_classes, dtype=np.float32), ipc, axis=0))
 
@@ -276,7 +265,8 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
 
     def step(state, batch: Batch):
         key = jax.random.fold_in(base, batch.step)
-        params, velocity = _fresh(jax.random.fold_in(key, 0), tuple(input_shape), num_classes, net=net)
+        params, opt_state = _fresh(jax.random.fold_in(key, 0), tuple(input_shape), num_classes, net=net,
+                                   lr_net=lr_net, momentum=0.5)
         x, buf = state["x"], state["buf"]
         labels = np.argmax(np.asarray(batch.y), axis=1)
         pos, mask = _rounds(labels, num_classes, outer, batch_real, [seed, 0x6463, batch.step])
@@ -291,15 +281,9 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
             if r == outer - 1:
                 break
             flat = x.reshape((m,) + tuple(input_shape))
-            b = min(batch_train, m)
-            steps = -(-m // b)
-            k_round = jax.random.fold_in(k_train, r)
-            for epoch in range(inner):
-                idx, emask, keys = _finite._epoch_plan(k_round, epoch, m=m, batch=b)
-                for i in range(steps):
-                    params, velocity, _ = _finite._step(params, velocity, flat, t_syn, idx[i], emask[i], keys[i],
-                                                        hyper["lr_net"], hyper["net_momentum"], zero, net=net,
-                                                        loss="xent", augment=train_augment, flip=flip)
+            params, opt_state, _ = nets.run_epochs(
+                params, opt_state, flat, t_syn, key=jax.random.fold_in(k_train, r), epochs=inner, batch=batch_train,
+                net=net, loss="xent", augment=train_augment, flip=flip)
         return {"x": x, "buf": buf}, {"loss": float(np.mean(jax.device_get(values)))}
 
     def support(state):
@@ -307,10 +291,10 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
         return x[order["inverse"]], order["labels"]
 
     def validate(x_s, y_s, x_val, labels_val):
-        settings = _finite.finite_settings("convnet", width=width, depth=depth, epochs=val_epochs,
-                                           augment=val_augment[0], flip=val_augment[1])
-        trained = _finite.train(np.asarray(x_s, np.float32), np.asarray(y_s, np.float32), settings, seed=seed)
-        return _finite.accuracy(settings.net, trained.params, x_val, labels_val)
+        settings = finite_settings("convnet", width=width, depth=depth, epochs=val_epochs,
+                                   augment=val_augment[0], flip=val_augment[1])
+        trained = train(np.asarray(x_s, np.float32), np.asarray(y_s, np.float32), settings, seed=seed)
+        return accuracy(settings.net, trained.params, x_val, labels_val)
 
     return IterativeMethod("dc", init, step, support, validate, hint="lower --lr")
 
@@ -360,7 +344,7 @@ def _settings(opts: dict, ctx: Context) -> tuple[DCSettings, int, int]:
 def _run_dc(ctx: Context, opts: dict) -> MethodOutput:
     s, outer, inner = _settings(opts, ctx)
     families = dsa_strategy(ctx.dataset_name) if s.dsa else None
-    val_augment = _finite.resolve_augment("dsa" if s.dsa else "auto", ctx.dataset_name)
+    val_augment = resolve_augment("dsa" if s.dsa else "auto", ctx.dataset_name)
     method = dc_method(num_classes=ctx.num_classes, ipc=ctx.config.ipc, input_shape=tuple(ctx.x_train.shape[1:]),
                        lr=s.lr, momentum=s.momentum, lr_net=s.lr_net, batch_train=s.batch_train,
                        outer_loop=outer, inner_loop=inner, dsa=families, width=s.dc_width,

@@ -78,6 +78,7 @@ accelerators with TF32 it is not, as for ``lax.conv_general_dilated``). float64 
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import jax
@@ -86,7 +87,7 @@ from jax import lax
 
 from ..errors import InvalidInputError
 
-__all__ = ["FORMULATIONS", "conv3x3"]
+__all__ = ["FORMULATIONS", "conv3x3", "default_formulation"]
 
 FORMULATIONS: tuple[str, ...] = ("auto", "xla", "patches", "taps")
 """Values of ``conv3x3(..., formulation=)``."""
@@ -245,13 +246,24 @@ def _conv_custom_bwd(res, g):
 _conv_custom.defvjp(_conv_custom_fwd, _conv_custom_bwd)
 
 
-def conv3x3(x, w, *, formulation: str = "auto"):
+def default_formulation() -> str:
+    """The formulation ``conv3x3`` uses when none is given: ``$KDISTILL_CONV3X3`` if set (one of
+    :data:`FORMULATIONS`; for comparisons such as ``benchmarks/dc_before_after.py``), else ``"auto"``.
+    Read when a function is traced, so set it before the first call."""
+    value = os.environ.get("KDISTILL_CONV3X3", "auto").strip().lower() or "auto"
+    if value not in FORMULATIONS:
+        raise InvalidInputError(f"KDISTILL_CONV3X3 must be one of {', '.join(FORMULATIONS)}, got {value!r}; "
+                                "unset it for the default")
+    return value
+
+
+def conv3x3(x, w, *, formulation: str | None = None):
     """3x3 'same' convolution, stride 1, no bias: ``y[n, p, q, :] = sum_{i, j} xp[n, p + i, q + j, :] @ w[i, j]``.
 
     Args:
       x: (n, h, w, c_in) float32 (or float64), NHWC.
       w: (3, 3, c_in, c_out), HWIO, same dtype.
-      formulation: one of :data:`FORMULATIONS`; ``"auto"`` (default) picks XLA's forward and the fastest
+      formulation: one of :data:`FORMULATIONS`, or None for :func:`default_formulation`; ``"auto"`` picks XLA's forward and the fastest
         backward products for the layer's shape (module docstring), the others are for comparison.
 
     Returns:
@@ -263,6 +275,8 @@ def conv3x3(x, w, *, formulation: str = "auto"):
     >>> conv3x3(jnp.ones((2, 5, 5, 1)), jnp.ones((3, 3, 1, 4))).shape
     (2, 5, 5, 4)
     """
+    if formulation is None:
+        formulation = default_formulation()
     if formulation not in FORMULATIONS:
         raise InvalidInputError(f"formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}")
     xs, ws = tuple(jnp.shape(x)), tuple(jnp.shape(w))

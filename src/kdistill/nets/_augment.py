@@ -1,4 +1,5 @@
-"""Differentiable Siamese augmentation (DSA) for image batches in JAX.
+"""Augmentations of image batches in JAX: DSA (differentiable Siamese augmentation), DC's
+crop/scale/rotate and the usual crop + flip (:data:`AUGMENTS`, :func:`augment_batch`).
 
 DSA (Zhao & Bilen, "Dataset Condensation with Differentiable Siamese
 Augmentation", ICML 2021, arXiv:2102.08259) augments the real and the synthetic
@@ -50,6 +51,13 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from ..errors import InvalidInputError
+
+AUGMENTS = ("none", "dc", "crop-flip", "dsa")
+"""Augmentations of a training batch (:func:`augment_batch`), a fresh draw per image: none, DC's
+crop/scale/rotate (:func:`dc_augment`), a shift + flip (:func:`crop_flip`), DSA's families (:func:`dsa_augment`,
+``shared=False``)."""
 
 DSA_FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
@@ -234,4 +242,67 @@ def dsa_augment(key, x, families: Sequence[str] = DSA_FAMILIES, *, shared: bool 
     return jax.lax.switch(which, branches, k_params, x)
 
 
-__all__ = ["DSA_FAMILIES", "dsa_augment", "dsa_strategy"]
+def crop_flip(key, x: jax.Array, flip: bool = True) -> jax.Array:
+    """A random crop of the zero-padded batch ``x: (n, h, w, c)`` (a shift of up to ``p = max(1, h // 7)``
+    pixels, 4 at 28x28 and 32x32) and, with ``flip``, a random horizontal flip, per image."""
+    n, h, w, c = x.shape
+    p = max(1, h // 7)
+    k_shift, k_flip = jax.random.split(key)
+    shifts = jax.random.randint(k_shift, (n, 2), -p, p + 1)
+    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0] + p, o[1] + p, 0), (h, w, c)))(padded, shifts)
+    if not flip:
+        return x
+    flips = jax.random.bernoulli(k_flip, 0.5, (n,))
+    return jnp.where(flips[:, None, None, None], x[:, :, ::-1, :], x)
+
+
+def dc_augment(key, x: jax.Array) -> jax.Array:
+    """DC's ``crop_scale_rotate`` on a batch ``x: (n, h, w, c)``: each image gets one of a shift of up to
+    ``p = max(1, h // 7)`` pixels, a scaling of each axis by U[0.8, 1.2] or a rotation by U[-45, 45]
+    degrees, about the centre, bilinear, filled with the image's per-channel mean."""
+    n, h, w, c = x.shape
+    p = max(1, h // 7)
+    k_op, k_shift, k_scale, k_rot = jax.random.split(key, 4)
+    shifts = jax.random.randint(k_shift, (n, 2), -p, p + 1)
+    op = jax.random.randint(k_op, (n,), 0, 3)
+    scale = jax.random.uniform(k_scale, (n, 2), x.dtype, 0.8, 1.2)
+    angle = jax.random.uniform(k_rot, (n,), x.dtype, -jnp.pi / 4, jnp.pi / 4)
+    eye = jnp.eye(2, dtype=x.dtype)
+    # output pixel q samples the input at  A (q - centre) + centre + t
+    rot = jnp.stack([jnp.stack([jnp.cos(angle), -jnp.sin(angle)], -1),
+                     jnp.stack([jnp.sin(angle), jnp.cos(angle)], -1)], -2)
+    mats = jnp.where((op == 0)[:, None, None], eye,
+                     jnp.where((op == 1)[:, None, None], jax.vmap(jnp.diag)(1.0 / scale), rot))
+    offsets = jnp.where((op == 0)[:, None], -shifts.astype(x.dtype), 0.0)
+    centre = jnp.asarray([(h - 1) / 2, (w - 1) / 2], x.dtype)
+    grid = jnp.stack(jnp.meshgrid(jnp.arange(h, dtype=x.dtype), jnp.arange(w, dtype=x.dtype), indexing="ij"))
+    rel = grid.reshape(2, -1) - centre[:, None]
+
+    def warp(img, mat, off):
+        coords = mat @ rel + centre[:, None] + off[:, None]
+        mean = img.mean(axis=(0, 1))
+
+        def channel(ch, m):
+            vals = jax.scipy.ndimage.map_coordinates(ch - m, [coords[0], coords[1]], order=1, cval=0.0)
+            return vals.reshape(h, w) + m
+
+        return jax.vmap(channel, in_axes=(2, 0), out_axes=2)(img, mean)
+
+    return jax.vmap(warp)(x, mats, offsets)
+
+
+def augment_batch(augment: str, key, x: jax.Array, *, flip: bool = True) -> jax.Array:
+    """``x: (n, h, w, c)`` under the augmentation ``augment`` (one of :data:`AUGMENTS`), a draw per image."""
+    if augment == "none":
+        return x
+    if augment == "dc":
+        return dc_augment(key, x)
+    if augment == "crop-flip":
+        return crop_flip(key, x, flip)
+    if augment == "dsa":
+        return dsa_augment(key, x, tuple(f for f in DSA_FAMILIES if flip or f != "flip"), shared=False)
+    raise InvalidInputError(f"unknown augmentation {augment!r}; valid: {', '.join(AUGMENTS)}")
+
+
+__all__ = ["AUGMENTS", "DSA_FAMILIES", "augment_batch", "crop_flip", "dc_augment", "dsa_augment", "dsa_strategy"]

@@ -1,8 +1,8 @@
-"""Random finite networks of the ``fc`` and ``convnet`` architectures (NTK parameterization).
+"""Random finite networks of the ``fc`` and ``convnet`` architectures (NTK parameterization), for kernels.
 
 Every layer is ``h = w_std / sqrt(fan_in) * (W * x) + b_std * b`` with W, b ~ N(0, 1)
 (arXiv:1806.07572), so these are the finite-width versions of the infinite-width
-kernels in :mod:`._fc` and :mod:`._convnet`:
+kernels in :mod:`kdistill.kernels` (``fc-*`` and ``convnet-*``):
 
 - the empirical NNGP, averaged over networks, of the readout input approaches
   ``*-nngp`` as the width grows (used by the ``rf-*`` random-feature kernels);
@@ -21,7 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..nets import conv3x3
+from ._conv import conv3x3
+from ._layers import avg_pool
 
 __all__ = ["Params", "apply_convnet", "apply_fc", "convnet_shapes", "draw", "fc_shapes", "init_convnet", "init_fc"]
 
@@ -97,12 +98,6 @@ def _conv(h, w, b, w_std, b_std):
     return (w_std / math.sqrt(fan_in)) * y + b_std * b
 
 
-def _avg_pool(h):
-    n, hh, ww, c = h.shape
-    h = h[:, : 2 * (hh // 2), : 2 * (ww // 2)]
-    return h.reshape(n, hh // 2, 2, ww // 2, 2, c).mean(axis=(2, 4))
-
-
 def apply_convnet(params: Params, x, *, w_std: float, b_std: float, readout: bool = True,
                   stem: bool = True) -> jax.Array:
     """``x: (n, h, w, c)``; returns ``(n,)`` outputs, or with ``readout=False`` the
@@ -112,7 +107,7 @@ def apply_convnet(params: Params, x, *, w_std: float, b_std: float, readout: boo
     for i, (w, b) in enumerate(params["hidden"]):
         h = jax.nn.relu(_conv(h, w, b, w_std, b_std))
         if i > 0 or not stem:
-            h = _avg_pool(h)
+            h = avg_pool(h)
     h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
     if not readout:
         return h

@@ -1,0 +1,179 @@
+"""Training a network of :mod:`kdistill.nets`: optax optimisers, the epoch plan, one jitted step, epochs.
+
+Optimisers (:data:`OPTIMIZERS`, built by :func:`optimizer`) are optax transformations whose
+hyper-parameters (``learning_rate``, ``momentum``, ``weight_decay``) live in the optimiser state
+(``optax.inject_hyperparams``), so one compiled step serves every learning rate, schedule and setting:
+
+- ``"sgd"``: ``optax.chain(add_decayed_weights(weight_decay), sgd(learning_rate, momentum))``, which is
+  PyTorch's ``SGD`` (no dampening, weight decay added to the gradient):
+  ``g = grad + wd * p;  v = momentum * v + g;  p = p - lr * v``;
+- ``"adam"``: ``optax.chain(add_decayed_weights(weight_decay), adam(learning_rate, b1=momentum))``
+  (weight decay added to the gradient, as PyTorch's ``Adam``).
+
+An epoch (:func:`epoch_plan`) visits every image once in a random order, in batches of ``batch``; the last,
+partial batch is padded and masked, so it averages over its real images only (PyTorch's
+``drop_last=False``). Each step augments its batch (:func:`~kdistill.nets.augment_batch`, a fresh draw per
+image) with its own key. Steps are driven from Python, one jitted call each: XLA's CPU backend runs
+convolutions inside a ``lax.scan``/``while`` loop some 30x slower than at top level.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._progress import track
+from ..errors import InvalidInputError
+from ._augment import augment_batch
+
+__all__ = ["LOSSES", "OPTIMIZERS", "epoch_plan", "init_optimizer", "init_params", "loss_value", "momentum_step",
+           "optimizer", "predict", "run_epochs", "seed_key", "train_step"]
+
+LOSSES = ("xent", "mse")
+OPTIMIZERS = ("sgd", "adam")
+_ACTIVATION_BUDGET = 2**26  # floats per activation when predicting in chunks (256 MiB)
+
+
+def _sgd(learning_rate, momentum, weight_decay):
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum))
+
+
+def _adam(learning_rate, momentum, weight_decay):
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1=momentum))
+
+
+@functools.cache
+def optimizer(name: str) -> optax.GradientTransformation:
+    """The optax transformation ``name`` (one of :data:`OPTIMIZERS`) with injected hyper-parameters
+    (module docstring); one object per name, so it can key a compiled step."""
+    factories = {"sgd": _sgd, "adam": _adam}
+    if name not in factories:
+        raise InvalidInputError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    return optax.inject_hyperparams(factories[name])(learning_rate=0.0, momentum=0.0, weight_decay=0.0)
+
+
+def init_optimizer(name: str, params, *, learning_rate: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0):
+    """The state of :func:`optimizer` ``name`` for ``params``, with its hyper-parameters set."""
+    state = optimizer(name).init(params)
+    hyper = {"learning_rate": learning_rate, "momentum": momentum, "weight_decay": weight_decay}
+    return _with_hyper(state, **hyper)
+
+
+def _with_hyper(state, **values):
+    hyper = dict(state.hyperparams)
+    hyper.update({k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+    return state._replace(hyperparams=hyper)
+
+
+def seed_key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)`` with XLA's RngBitGenerator: deterministic on a given backend, and it compiles in
+    a fraction of a second where threefry takes seconds per array shape on a CPU."""
+    return jax.random.key(int(seed), impl="rbg")
+
+
+@functools.partial(jax.jit, static_argnames=("input_shape", "num_classes", "net"))
+def init_params(key, input_shape, num_classes, *, net):
+    """``net.init`` under ``jax.jit`` (one compilation per network and shape)."""
+    return net.init(key, input_shape, num_classes)
+
+
+def loss_value(params, net, loss: str, x, t, mask) -> jax.Array:
+    """The mean over the rows with ``mask`` 1 of ``0.5 ||f(x) - t||^2`` (``"mse"``) or ``-sum_c t_c log
+    softmax(f(x))_c`` (``"xent"``, ``t`` probability rows)."""
+    out = net.apply(params, x)
+    if loss == "mse":
+        per = 0.5 * jnp.sum(jnp.square(out - t), axis=-1)
+    else:
+        per = -jnp.sum(t * jax.nn.log_softmax(out, axis=-1), axis=-1)
+    return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("m", "batch"))
+def epoch_plan(key, epoch, *, m: int, batch: int):
+    """Batches of epoch ``epoch`` over ``m`` images: indices ``(steps, batch)``, a mask of real (not padding)
+    entries and a key per step, all from ``fold_in(key, epoch)``."""
+    steps = -(-m // batch)
+    pad = steps * batch - m
+    k_perm, k_aug = jax.random.split(jax.random.fold_in(key, epoch))
+    order = jnp.concatenate([jax.random.permutation(k_perm, m), jnp.zeros((pad,), jnp.int32)])
+    mask = jnp.concatenate([jnp.ones((m,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
+    return order.reshape(steps, batch), mask.reshape(steps, batch), jax.random.split(k_aug, steps)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "loss", "augment", "flip", "opt"), donate_argnums=(0, 1))
+def train_step(params, opt_state, x, t, idx, mask, key, lr, *, net, loss: str, augment: str = "none",
+               flip: bool = True, opt: str = "sgd"):
+    """One optimiser step on the batch ``x[idx]`` (augmented with ``key``) against targets ``t[idx]`` at
+    learning rate ``lr`` (a traced scalar). Returns ``(params, opt_state, loss)``."""
+    xb = augment_batch(augment, key, x[idx], flip=flip)
+    value, grads = jax.value_and_grad(loss_value)(params, net, loss, xb, t[idx], mask)
+    opt_state = _with_hyper(opt_state, learning_rate=lr)
+    updates, opt_state = optimizer(opt).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def momentum_step(params, trace, grads, lr, momentum):
+    """One ``"sgd"`` step without weight decay whose momentum buffer ``trace`` (a pytree like ``params``) is
+    kept by the caller: ``trace = momentum * trace + grads;  params -= lr * trace``. Returns
+    ``(params, trace)``."""
+    tx = optimizer("sgd")
+    state = optax.tree_utils.tree_set(tx.init(params), trace=trace)
+    state = _with_hyper(state, learning_rate=lr, momentum=momentum)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), optax.tree_utils.tree_get(state, "trace")
+
+
+def run_epochs(params, opt_state, x, t, *, key, epochs: int, batch: int, net, loss: str,
+               lr_at: Callable[[int, int], float] | None = None, augment: str = "none", flip: bool = True,
+               opt: str = "sgd", progress: bool = False, description: str = "") -> tuple[Any, Any, np.ndarray]:
+    """Train ``params`` of ``net`` for ``epochs`` epochs on ``x: (m, h, w, c)`` with targets ``t: (m, k)``.
+
+    ``batch``: images per step (``min(batch, m)`` is used). ``lr_at(step, steps_per_epoch)``: the learning
+    rate of each step (0-based over the whole run); None keeps the state's. Epoch ``e``'s order and
+    augmentation come from ``fold_in(key, e)``. Returns ``(params, opt_state, mean loss per epoch)``.
+    """
+    m = int(x.shape[0])
+    b = min(int(batch), m)
+    steps = -(-m // b)
+    losses = np.zeros(epochs, np.float32)
+    fixed = None if lr_at is not None else float(opt_state.hyperparams["learning_rate"])
+    for epoch in track(range(epochs), total=epochs, description=description or "epochs", enabled=progress):
+        idx, mask, keys = epoch_plan(key, epoch, m=m, batch=b)
+        values = []
+        for i in range(steps):
+            lr = fixed if lr_at is None else lr_at(epoch * steps + i, steps)
+            params, opt_state, v = train_step(params, opt_state, x, t, idx[i], mask[i], keys[i],
+                                              jnp.asarray(lr, jnp.float32), net=net, loss=loss, augment=augment,
+                                              flip=flip, opt=opt)
+            values.append(v)
+        losses[epoch] = float(np.mean(jax.device_get(values)))
+    return params, opt_state, losses
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def _logits(params, x, *, net):
+    return net.apply(params, x)
+
+
+def predict(net, params, x) -> np.ndarray:
+    """Logits ``(n, k)`` of ``x: (n, h, w, c)``, in fixed-size chunks (one compilation, bounded memory)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[0]
+    per_image = int(np.prod(x.shape[1:-1])) * getattr(net, "width", 1)
+    chunk = int(max(16, min(n, _ACTIVATION_BUDGET // max(per_image, 1))))
+    out = []
+    for start in range(0, n, chunk):
+        block = x[start:start + chunk]
+        short = chunk - block.shape[0]
+        if short:
+            block = np.concatenate([block, np.zeros((short,) + x.shape[1:], np.float32)])
+        out.append(np.asarray(_logits(params, jnp.asarray(block), net=net))[: chunk - short])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
