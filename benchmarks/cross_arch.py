@@ -8,8 +8,12 @@ augmentation on MNIST; KIP's for convnet-kip). The sets:
 - ``random``: class-balanced random real images (``kdistill distill --method random --seed 0``), DC's baseline;
 - ``NAME=PATH``: any distilled-set file (``--set rfad=runs/rfad10/distilled.npz``): the best set of a method.
 
-Rows are merged into benchmarks/results/cross_arch.json (a row with the same dataset, ipc, set and model is
-replaced) and rendered to cross_arch.md: per dataset and ipc a table of sets x architectures, and every row's
+A set in a run folder is evaluated with the command a user types (it prints mean ± std, kept in the row as
+``printed``, and records the result in the run's summary.json and report.html, as ``kdistill evaluate`` does);
+a bare file with ``--json``.
+
+Rows are merged into benchmarks/results/cross_arch.json (a row with the same dataset, ipc, set, model and
+epochs is replaced) and rendered to cross_arch.md: per dataset and ipc a table of sets x architectures, and every row's
 seconds per seed, epochs, seeds, load average and command.
 
 Usage:
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
 
 MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
-KEY = ("dataset", "ipc", "set", "model")
+KEY = ("dataset", "ipc", "set", "model", "epochs")
 
 def _kdistill(*args: str) -> str:
     out = subprocess.run([sys.executable, "-m", "kdistill.cli", *args], capture_output=True, text=True)
@@ -60,7 +64,7 @@ def run(args) -> None:
     from kdistill._machine import machine_info, versions
 
     sets: list[tuple[str, Path]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="kdistill-cross-"))
+    tmp = args.keep_random or Path(tempfile.mkdtemp(prefix="kdistill-cross-"))
     if not args.no_random:
         sets.append(("random", _random_set(args.dataset, args.ipc, tmp)))
     for spec in args.set:
@@ -68,23 +72,32 @@ def run(args) -> None:
         if not path or not Path(path).is_file():
             raise SystemExit(f"--set {spec!r}: give NAME=PATH of an existing distilled-set file")
         sets.append((name, Path(path)))
+    def hide(text: str) -> str:  # a temporary folder's name says nothing
+        return text if args.keep_random else text.replace(str(tmp), "$TMP")
+
     rows = []
     for name, path in sets:
         for model in args.models:
-            cmd = ["evaluate", str(path), "--dataset", args.dataset, "--model", model, "--seeds", str(args.seeds),
-                   "--json"]
+            # a set in a run folder: the command a user types (it prints mean ± std and records the result in
+            # the run's summary.json, read back here); a bare file: --json
+            in_run = (path.parent / "summary.json").is_file()
+            cmd = ["evaluate", str(path), "--dataset", args.dataset, "--model", model, "--seeds", str(args.seeds)]
             if args.epochs is not None:
                 cmd += ["--epochs", str(args.epochs)]
+            if not in_run:
+                cmd.append("--json")
             load = os.getloadavg()
             t = time.perf_counter()
-            res = json.loads(_kdistill(*cmd).strip().splitlines()[-1])
+            printed = _kdistill(*cmd).strip().splitlines()[-1]
+            res = (json.loads((path.parent / "summary.json").read_text())["finite"][model] if in_run
+                   else json.loads(printed))
             row = {"dataset": args.dataset, "ipc": args.ipc, "set": name, "model": model,
                    "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"], "seeds": res["seeds"],
                    "epochs": res["epochs"], "augment": res["settings"]["augment"], "width": res["settings"]["width"],
                    "seconds_per_seed": round(res["seconds_per_seed"], 1), "seconds": round(time.perf_counter() - t, 1),
                    "diverged_seeds": res.get("diverged_seeds", []),
                    "loadavg_before": [round(v, 2) for v in load], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-                   "command": "kdistill " + " ".join(cmd).replace(str(tmp), "$TMP"),
+                   "command": "kdistill " + hide(" ".join(cmd)), "printed": hide(printed) if in_run else None,
                    "file": None if name == "random" else str(path), "machine": machine_info(), "versions": versions()}
             print(json.dumps({k: row[k] for k in ("set", "model", "mean", "std", "seconds_per_seed", "epochs")}),
                   flush=True)
@@ -133,6 +146,8 @@ def main(argv=None) -> None:
     r.add_argument("--models", nargs="+", default=list(MODELS))
     r.add_argument("--set", action="append", default=[], help="NAME=PATH of a distilled-set file (repeatable)")
     r.add_argument("--no-random", action="store_true")
+    r.add_argument("--keep-random", type=Path, default=None,
+                   help="make the random set's run folder here (default: a temporary folder)")
     sub.add_parser("render")
     args = ap.parse_args(argv)
     if args.cmd == "run":

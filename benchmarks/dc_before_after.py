@@ -8,8 +8,8 @@ optax's SGD). Each runs in its own process, one after the other (never at the sa
 ``kdistill.distill(mnist, method="dc", ipc=10, steps=N, val_every=0, seed=0)`` with DC's defaults (10 rounds
 and 50 network epochs per iteration at ipc 10, 256 real images per class and round).
 
-Recorded per version: the seconds of each iteration (the first includes compilation; the others are the
-steady state), the matching distance of every round (10 per iteration: the loss curve), the KRR test
+Recorded per version: the seconds of each iteration, from the start of its network to the end of its last
+round (the first includes compilation; the others are the steady state), the matching distance of every round (10 per iteration: the loss curve), the KRR test
 accuracy of the set after N iterations (the summary's, ``linear`` kernel, DC's default) and, with
 ``--convnet-seeds S``, the test accuracy of DC's ConvNet trained on it (DC's protocol, 300 epochs). The
 comparison: per-iteration speed-up and the largest relative difference of the first 20 round values.
@@ -41,16 +41,17 @@ def child(args) -> None:
     import kdistill.methods._dc as dc
     from kdistill.data import load
 
-    rounds, starts = [], []
+    rounds, starts, ends = [], [], []
     match_step, fresh = dc._match_step, dc._fresh
 
     def timed_fresh(*a, **k):  # called once at the start of every iteration
         starts.append(time.perf_counter())
         return fresh(*a, **k)
 
-    def recorded_match(*a, **k):
+    def recorded_match(*a, **k):  # an iteration ends with its last round (no network training after it)
         out = match_step(*a, **k)
-        rounds.append(float(out[2]))
+        rounds.append(float(out[2]))  # waits for the round
+        ends.append(time.perf_counter())
         return out
 
     dc._fresh, dc._match_step = timed_fresh, recorded_match
@@ -59,8 +60,9 @@ def child(args) -> None:
     s = kdistill.distill(ds.x_train, ds.y_train, method="dc", ipc=args.ipc, steps=args.iterations, val_every=0,
                          seed=0, x_test=ds.x_test, y_test=ds.y_test)
     end = time.perf_counter()
-    iters = [b - a for a, b in zip(starts, starts[1:] + [end])]
-    out = {"iteration_seconds": [round(v, 2) for v in iters], "round_values": rounds,
+    per = len(rounds) // max(len(starts), 1)
+    iters = [ends[(i + 1) * per - 1] - t for i, t in enumerate(starts)]
+    out = {"iteration_seconds": [round(v, 2) for v in iters], "round_values": rounds, "kdistill": kdistill.__file__,
            "krr_test_accuracy": s.summary.get("test_accuracy"), "total_seconds": round(end - t0, 1)}
     if args.convnet_seeds:
         import tempfile
@@ -88,6 +90,9 @@ def _run(label: str, pythonpath: str | None, args) -> dict:
     if p.returncode or line is None:
         raise SystemExit(f"{label} run failed ({p.returncode}):\n{p.stderr[-3000:]}")
     res = json.loads(line[len("RESULT "):])
+    expected = Path(pythonpath) if pythonpath else ROOT / "src"
+    if not Path(res["kdistill"]).resolve().is_relative_to(expected.resolve()):
+        raise SystemExit(f"{label} imported {res['kdistill']}, not the code under {expected}")
     res.update(label=label, wall_seconds=round(time.perf_counter() - t0, 1),
                loadavg_before=[round(v, 2) for v in load], loadavg_after=[round(v, 2) for v in os.getloadavg()])
     print(f"{label}: iterations {res['iteration_seconds']} s, KRR {res['krr_test_accuracy']}, "
@@ -112,12 +117,20 @@ def main(argv=None) -> None:
     if not (args.before_dir / "src" / "kdistill").is_dir():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(args.before_dir), args.before_rev],
                        check=True)
+    want, have = (subprocess.run(["git", "-C", str(d), "rev-parse", rev], capture_output=True, text=True,
+                                 check=True).stdout.strip() for d, rev in ((ROOT, args.before_rev),
+                                                                           (args.before_dir, "HEAD")))
+    if want != have:
+        raise SystemExit(f"{args.before_dir} holds {have[:10]}, not {args.before_rev}; remove it "
+                         f"(git worktree remove {args.before_dir}) or pass another --before-dir")
     t0 = time.perf_counter()
     before = _run("before", str(args.before_dir / "src"), args)
     after = _run("after", None, args)
     n = min(20, len(before["round_values"]), len(after["round_values"]))
     a, b = before["round_values"][:n], after["round_values"][:n]
-    rel = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b)) if n else None
+    if not n:
+        raise SystemExit("no matching rounds were recorded")
+    rel = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b))
     steady = {r["label"]: (sum(r["iteration_seconds"][1:]) / max(len(r["iteration_seconds"]) - 1, 1)
                            if len(r["iteration_seconds"]) > 1 else r["iteration_seconds"][0]) for r in (before, after)}
     summary = {"before_rev": args.before_rev, "iterations": args.iterations, "ipc": args.ipc, "dataset": args.dataset,
@@ -133,7 +146,7 @@ def main(argv=None) -> None:
                      "krr_test_accuracy": r["krr_test_accuracy"],
                      "convnet_test_accuracy": (r.get("convnet") or {}).get("mean"),
                      "loadavg_before": r["loadavg_before"], "loadavg_after": r["loadavg_after"]})
-    curve = [{"round": i + 1, "before": a[i], "after": b[i], "relative_difference": abs(a[i] - b[i]) / abs(a[i])}
+    curve = [{"round": i + 1, "before": a[i], "after": b[i], "relative_difference": abs(a[i] - b[i]) / max(abs(a[i]), 1e-12)}
              for i in range(n)]
     info = machine_info()
     md = [f"# DC on {args.dataset} at ipc {args.ipc}: before ({args.before_rev}) and after kdistill.nets", "",

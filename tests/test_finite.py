@@ -40,6 +40,7 @@ TINY = {
     "convnet": dict(width=8, depth=2, epochs=30, lr=0.2),
     "convnet-kip": dict(width=16, depth=2, epochs=100, lr=2.0),
     "fc": dict(width=32, epochs=30, lr=0.1),
+    "mlp": dict(epochs=30, lr=0.1),
 }
 
 
@@ -181,6 +182,14 @@ def test_default_augmentation_is_dcs_protocol():
         resolve_augment("flip", "mnist")
     with pytest.raises(InvalidInputError, match="unknown augmentation"):
         finite_settings("convnet", augment="yes")
+    # every architecture DC trains gets DC's augmentation on MNIST and DC's protocol; KIP's models do not
+    for model in ("mlp", "alexnet", "vgg11", "resnet18"):
+        assert resolve_augment("auto", "mnist", model) == ("dc", False)
+        s = finite_settings(model)
+        assert (s.loss, s.lr, s.momentum, s.weight_decay, s.schedule, s.epochs, s.batch_size) == (
+            "xent", 0.01, 0.9, 5e-4, "step", 300, 256)
+    assert resolve_augment("auto", "mnist", "convnet-kip") == ("none", False)
+    assert finite_settings("resnet18").width == 64 and finite_settings("resnet18", depth=18).depth == 18
 
 
 def test_train_and_evaluate_and_finite_accuracy(tiny):

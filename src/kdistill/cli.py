@@ -448,8 +448,8 @@ def methods_cmd():
               help="Preprocessing for files without stored preprocessing (e.g. KIP's released sets).")
 @click.option("--model", default=None,
               help="Train this finite network on the set instead of KRR (kdistill.nets), each under its published "
-                   "protocol: convnet (DC's ConvNet: width 128, instance norm), mlp (DC's: 2 x 128), alexnet, "
-                   "vgg11 and resnet18 (DC's and DC-BENCH's, instance norm) all under DC's protocol (cross-entropy, "
+                   "protocol: convnet (DC's ConvNet: width 128, instance norm), mlp (DC's: 2 x 128), alexnet (no "
+                   "norm), vgg11 and resnet18 (instance norm; DC's and DC-BENCH's) all under DC's protocol (cross-entropy, "
                    "SGD lr 0.01 momentum 0.9 weight decay 5e-4, lr x0.1 at half, batch 256, DC's augmentation on "
                    "MNIST); convnet-kip (KIP's: width 1024, no norm, NTK parameterisation, MSE on the stored "
                    "labels, lr 0.5 cosine); fc (an MLP 2 x 256, DC's protocol with a cosine lr).")

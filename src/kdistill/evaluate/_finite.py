@@ -105,7 +105,7 @@ class FiniteSettings:
     """Everything that defines one finite-network training run except the data and the seed.
 
     Attributes:
-      model: a key of :data:`~kdistill.evaluate._models.MODELS`. width, depth: its size.
+      model: a key of :data:`kdistill.nets.MODELS`. width, depth: its size.
       loss: ``"xent"`` (cross-entropy) or ``"mse"``.
       lr, momentum, weight_decay: SGD settings. schedule: ``"step"`` (x0.1 at half the
         epochs), ``"cosine"`` (to 0) or ``"constant"``.
@@ -145,12 +145,13 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
                         batch_size=256),
     "fc": dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine", epochs=300,
                batch_size=256),
+    **{name: dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", epochs=300,
+                  batch_size=256) for name in ("mlp", "alexnet", "vgg11", "resnet18")},  # DC's, as convnet's
 }
-for _name in ("mlp", "alexnet", "vgg11", "resnet18"):  # DC's protocol for every architecture
-    PROTOCOLS[_name] = dict(PROTOCOLS["convnet"])
+"""Default training settings per model (see the module docstring for their sources)."""
+
 DC_PROTOCOL_MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
 """Models trained under DC's protocol, whose ``augment="auto"`` is DC's augmentation on MNIST."""
-"""Default training settings per model (see the module docstring for their sources)."""
 
 
 MAX_WIDTH = 16_384
@@ -162,7 +163,7 @@ def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
 
     Raises :class:`InvalidInputError` for an unknown model or an impossible setting.
     """
-    for name, top in (("width", MAX_WIDTH), ("depth", 16)):
+    for name, top in (("width", MAX_WIDTH), ("depth", 32)):
         v = overrides.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top):
             raise InvalidInputError(f"{name} must be an integer in 1 .. {top}, got {v!r}")

@@ -2,7 +2,7 @@
 
 ``rf-convnet`` and ``rf-fc`` draw ``models`` networks of the ``convnet`` / ``fc``
 architecture (width ``width``, NTK parameterization, weights N(0, w_std^2 / fan_in),
-biases N(0, b_std^2), see :mod:`._finite`) from ``jax.random.key(seed)`` and use the
+biases N(0, b_std^2), see :mod:`kdistill.nets.ntk`) from ``jax.random.key(seed)`` and use the
 readout's input activations phi_m(x) (after the last pool, flattened; p per network):
 
     k(x1, x2) = w_std^2 / (models * p) * sum_m <phi_m(x1), phi_m(x2)> + b_std^2

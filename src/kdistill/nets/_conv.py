@@ -248,7 +248,7 @@ _conv_custom.defvjp(_conv_custom_fwd, _conv_custom_bwd)
 
 def default_formulation() -> str:
     """The formulation ``conv3x3`` uses when none is given: ``$KDISTILL_CONV3X3`` if set (one of
-    :data:`FORMULATIONS`; for comparisons such as ``benchmarks/dc_before_after.py``), else ``"auto"``.
+    :data:`FORMULATIONS`; for comparisons such as ``benchmarks/nets_speed.py``), else ``"auto"``.
     Read when a function is traced, so set it before the first call."""
     value = os.environ.get("KDISTILL_CONV3X3", "auto").strip().lower() or "auto"
     if value not in FORMULATIONS:

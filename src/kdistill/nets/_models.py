@@ -244,10 +244,10 @@ class VGG11:
 
     def init(self, key, input_shape, num_classes: int) -> Params:
         h, w, c = _image_shape(input_shape, "VGG11")
-        if c == 1:
-            h, w = h + 4, w + 4
-        if min(h, w) < 32:
+        if min(h, w) < (28 if c == 1 else 32):
             raise _too_small("vgg11", h, w, 28 if c == 1 else 32)
+        if c == 1:  # the first conv pads by 3, not 1
+            h, w = h + 4, w + 4
         convs = [v for v in _VGG11 if v != "M"]
         keys = jax.random.split(key, len(convs) + 1)
         layers, cin = [], c
@@ -279,8 +279,9 @@ class ResNet18:
 
     def init(self, key, input_shape, num_classes: int) -> Params:
         h, w, c = _image_shape(input_shape, "ResNet18")
-        if min(h, w) < 8:
-            raise _too_small("resnet18", h, w, 8)
+        if min(h, w) < 9:  # below, the last stage is 1x1 and its instance norm outputs a constant
+            raise InvalidInputError(f"{h}x{w} images are too small for resnet18: it needs at least 9x9 (its last "
+                                    "stage would be 1x1, where instance norm leaves nothing to learn from)")
         keys = iter(jax.random.split(key, 22))
         params: dict[str, Any] = {"stem": {**conv_init(next(keys), 3, c, self.width, bias=False),
                                            **norm_init(self.width)}}

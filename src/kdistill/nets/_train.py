@@ -124,11 +124,9 @@ def momentum_step(params, trace, grads, lr, momentum):
     """One ``"sgd"`` step without weight decay whose momentum buffer ``trace`` (a pytree like ``params``) is
     kept by the caller: ``trace = momentum * trace + grads;  params -= lr * trace``. Returns
     ``(params, trace)``."""
-    tx = optimizer("sgd")
-    state = optax.tree_utils.tree_set(tx.init(params), trace=trace)
-    state = _with_hyper(state, learning_rate=lr, momentum=momentum)
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), optax.tree_utils.tree_get(state, "trace")
+    # what "sgd"'s chain does without weight decay: optax.trace, then a step of -lr along it
+    direction, state = optax.trace(decay=momentum).update(grads, optax.TraceState(trace=trace))
+    return optax.apply_updates(params, jax.tree.map(lambda d: -lr * d, direction)), state.trace
 
 
 def run_epochs(params, opt_state, x, t, *, key, epochs: int, batch: int, net, loss: str,
