@@ -21,7 +21,7 @@ from kdistill.nets import _conv
 
 # (n, h, w, c_in, c_out): c_in = 1 (MNIST's first layer), odd and non-square images, batch 1, c_out = 1, both
 # sides of auto's narrow threshold (16), a 1-pixel-high image (its upper and lower taps read only padding).
-SHAPES = [(1, 7, 5, 1, 4), (2, 6, 3, 16, 5), (2, 1, 7, 17, 1)]
+SHAPES = [(1, 7, 5, 1, 4), (2, 6, 3, 16, 5), (2, 1, 7, 17, 1), (3, 2, 2, 20, 6)]  # the last: a tiny 2x2 map
 DTYPE = np.float64 if X64 else np.float32
 # Relative to the largest entry of the reference (a sum of 9 c_in products, so absolute errors scale with it).
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}[DTYPE]
@@ -77,6 +77,10 @@ def test_auto_rule_on_the_measured_shapes():
     assert _conv._plan(256, 14, 14, 128, 128) == TAPS
     assert _conv._plan(256, 7, 7, 128, 128) == _conv._XLA  # 3.7 GFLOP: XLA's weight gradient is fast there
     assert _conv._plan(32, 28, 28, 1024, 1024) == TAPS
+    # XLA's convolution collapses on maps of at most 4 pixels (VGG-11's last stage): patches there
+    assert _conv._plan(500, 2, 2, 512, 512) == _conv._plan(500, 1, 1, 512, 512) == _conv._PATCHES
+    assert _conv._plan(500, 3, 3, 128, 128) == _conv._XLA and _conv._plan(500, 4, 4, 512, 512) == TAPS
+    assert _conv._plan(10, 2, 2, 1, 64) == _conv._PATCHES
 
 
 def test_reference_matches_numpy_sum_of_taps():

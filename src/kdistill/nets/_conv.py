@@ -33,6 +33,7 @@ Formulations (``formulation=``):
                                              flipped, in/out-swapped      loop, one shifted slice alive
                                              kernel (XLA's forward)       at a time
   c_in > 16, < 6 GFLOP          plain ``"xla"`` (XLA's weight gradient is fast on small layers)
+  h w <= 4 (2x2, 1x1 maps)      plain ``"patches"``, forward and both gradients by autodiff (first rule)
   ============================  ===========  ===========================  =============================
 
   (GFLOP: ``2 n h w 9 c_in c_out``, one product.) Measured value_and_grad of one layer (forward and both
@@ -47,6 +48,14 @@ Formulations (``formulation=``):
   at 28x28 1 -> 128, 0.83 at 14x14 128 -> 128 (XLA's dL/dw at 53 GFLOP/s there, taps' at 61), 0.78 at
   14x14 256 -> 256 and 0.54 at 28x28 256 -> 256 (9.5 s against 17.6 s: XLA's dL/dw at 21 GFLOP/s whatever
   the load); at width 1024 (32 x 28x28 1024 -> 1024, load 2.4) 0.88 (9.3 s against 10.5 s).
+
+Tiny maps (measured 2026-12-05, same machine, load about 2, 500 images, jitted, second call): XLA's
+convolution collapses at 2x2 and 1x1 maps, which VGG-11's last stage has: 2x2 512 -> 512 took 4.10 s forward
+and 8.31 s for both gradients (2.3 GFLOP/s), patches 0.072 and 0.175 s; 2x2 256 -> 256 0.318 / 0.666 s
+against 0.014 / 0.040; 1x1 512 -> 512 0.150 / 0.316 against 0.012 / 0.036. From 3x3 on XLA's is as fast or
+faster (3x3 128: 0.010 / 0.022 against 0.022 / 0.037; 4x4 512: 0.277 / 0.937 against 0.305 / 0.699; 4x4 256:
+0.051 / 0.178 against 0.104 / 0.224), so only maps of at most 4 pixels take patches. VGG-11 on MNIST
+(28x28, padded to 32x32) predicted 2000 images in 51 s before this rule.
 
 Why the rule is what it is (same machine and date): XLA's forward was the fastest forward of every wide
 layer (patches 1.3-2.5x slower, taps 1.2-2.3x) and at c_in = 1 as fast as taps (0.92-0.99x) and faster than
@@ -208,6 +217,10 @@ class _Plan(NamedTuple):
 
 
 _XLA = _Plan("xla", "xla", "xla")
+_PATCHES = _Plan("patches", "patches", "patches")  # plain autodiff of the patches formulation
+
+TINY_PIXELS = 4
+"""``"auto"``: maps of at most this many pixels (2x2, 1x1) take the patches formulation, forward and backward."""
 
 
 def _plan(n: int, h: int, w: int, c_in: int, c_out: int) -> _Plan:
@@ -215,6 +228,8 @@ def _plan(n: int, h: int, w: int, c_in: int, c_out: int) -> _Plan:
     measured on a CPU; on an accelerator XLA's own convolutions (cuDNN on a GPU) are kept."""
     if jax.default_backend() != "cpu":
         return _XLA
+    if h * w <= TINY_PIXELS:
+        return _PATCHES
     if c_in <= NARROW_C_IN:
         return _Plan("xla", "col2im", "patches")
     if 2.0 * n * h * w * 9 * c_in * c_out >= TAPS_MIN_FLOPS:
@@ -224,7 +239,11 @@ def _plan(n: int, h: int, w: int, c_in: int, c_out: int) -> _Plan:
 
 def _conv_auto(x, w):
     how = _plan(*x.shape, w.shape[-1])
-    return _conv_xla(x, w) if how == _XLA else _conv_custom(x, w)
+    if how == _XLA:
+        return _conv_xla(x, w)
+    if how == _PATCHES:  # its 9x buffer is 9 tiny maps: autodiff is fine
+        return _FORWARD["patches"](x, w)
+    return _conv_custom(x, w)
 
 
 @jax.custom_vjp
