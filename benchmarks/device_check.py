@@ -76,8 +76,8 @@ from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import one_hot  # noqa: E402
 from kdistill.evaluate import finite_settings, train  # noqa: E402
 from kdistill.kernels import from_spec  # noqa: E402
-from kdistill.methods import (Batch, KIPSettings, RFADSettings, class_balanced_sampler, dc_method,  # noqa: E402
-                              get_method, kip_method, real_init, rfad_method)
+from kdistill.methods import KIPSettings, RFADSettings, dc_method, get_method, kip_method, rfad_method  # noqa: E402
+from kdistill.methods.iterative import Batch, class_balanced_sampler, real_init  # noqa: E402
 
 CASES = ("rfad", "dc", "kip", "finite")
 SHAPE = (28, 28, 1)

@@ -36,7 +36,8 @@ from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import load  # noqa: E402
-from kdistill.methods import RunConfig, run  # noqa: E402
+from kdistill.methods import RunConfig  # noqa: E402
+from kdistill.runs import run
 
 INITS = ("real", "kcenter", "kmeans-coreset", "gaussian-coreset")
 SAMPLERS = ("uniform", "smart-pick")

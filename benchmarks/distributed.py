@@ -9,7 +9,7 @@ measured in ``--rounds`` interleaved rounds in this one run (the machine is shar
 
 - ``single``: the ordinary single-process step (fused), in this process;
 - ``1 worker`` / ``2 workers``: a ``LocalCluster`` of that many worker processes, this process the
-  coordinator (:mod:`kdistill.methods._split`: the workers hold the pool and compute the targets'
+  coordinator (:mod:`kdistill.methods.iterative._split`: the workers hold the pool and compute the targets'
   features; with one worker the coordinator computes the support set's features, with two the
   workers do, in row blocks: the defaults);
 - ``1 worker, support on workers``: the two-worker algorithm on one worker (the model's fit needs the
@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.kernels import from_spec  # noqa: E402
-from kdistill.methods._driver import run_iterative  # noqa: E402
+from kdistill.methods.iterative._driver import run_iterative  # noqa: E402
 from kdistill.methods._rfad import DEFAULT_KERNEL, RFADSettings, rfad_method  # noqa: E402
 
 
@@ -176,7 +176,7 @@ def main(argv=None):
             print(json.dumps(_timed(None, x, labels, args)))
             return
 
-        from kdistill._distributed import connect
+        from kdistill.parallel._dask import connect
 
         load_before = os.getloadavg()
         t_start = time.perf_counter()

@@ -32,7 +32,8 @@ from _common import RESULTS, Timer, markdown_table, write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import load  # noqa: E402
-from kdistill.methods import RunConfig, run  # noqa: E402
+from kdistill.methods import RunConfig  # noqa: E402
+from kdistill.runs import run
 
 PUBLISHED = {("mnist", 1): 0.855, ("mnist", 10): 0.972, ("mnist", 50): 0.984}
 

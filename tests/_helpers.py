@@ -41,12 +41,12 @@ def primal_ridge(phi: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
 
 
 def whole_and_resumed(tmp_path: Path, dataset, config, stop_step: int, *, name: str = "digits"):
-    """Run ``config`` on ``dataset`` twice with ``kdistill.methods.run_to_dir``: whole into ``tmp_path/full``,
+    """Run ``config`` on ``dataset`` twice with ``kdistill.runs.run_to_dir``: whole into ``tmp_path/full``,
     and into ``tmp_path/cut`` stopped (KeyboardInterrupt) right after the checkpoint of ``stop_step``, then
     resumed to the end. Returns ``(full, cut)``, the two run directories."""
     import pytest
 
-    from kdistill.methods import run_to_dir
+    from kdistill.runs import run_to_dir
 
     full, cut = tmp_path / "full", tmp_path / "cut"
     run_to_dir(full, dataset, config, dataset_ref=name)

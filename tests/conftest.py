@@ -68,8 +68,9 @@ def x64_module():
 
 # Files whose tests do not touch JAX's precision (file formats, downloads, docs, reports) or pin
 # float64 for the whole module (float64 references), or set the precision in each test (test_kernels_neural:
-# float64 references, float32 cases under jax.enable_x64(False)): running them twice would test nothing new.
-_PRECISION_FREE = {"test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
+# float64 references, float32 cases under jax.enable_x64(False); test_iterative_contract: each run's RunConfig
+# names its precision): running them twice would test nothing new.
+_PRECISION_FREE = {"test_iterative_contract.py", "test_architecture.py", "test_data_formats.py", "test_data_registry.py", "test_download.py", "test_docs.py",
                    "test_io.py", "test_preprocess.py", "test_report.py", "test_analytic.py", "test_krr.py",
                    "test_misuse.py", "test_fuzz.py", "test_input_validation.py", "test_kernel_validation.py",
                    "test_distil_boost.py", "test_data_cache.py", "test_feature_maps.py", "test_cli.py",

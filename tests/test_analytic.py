@@ -300,7 +300,8 @@ def test_closed_form_sets_of_earlier_weight_draws_are_refused(tmp_path):
     from kdistill import io
     from kdistill.data import load
     from kdistill.evaluate import evaluate_file
-    from kdistill.methods import RunConfig, run
+    from kdistill.methods import RunConfig
+    from kdistill.runs import run
 
     ds = load("digits")
     res = run(ds, RunConfig(method="analytic", kernel="fcnn", ipc=1, baseline=False, full_reference=False))

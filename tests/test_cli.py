@@ -290,7 +290,7 @@ def test_the_free_space_check_asks_for_what_a_run_writes_within_2x(tmp_path, met
     between what the run leaves on disk and twice that."""
     from kdistill.data import load
     from kdistill.methods import RunConfig
-    from kdistill.methods._rundir import _disk_need
+    from kdistill.runs._rundir import _disk_need
 
     out = tmp_path / "run"
     r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", *method_args, "--no-full", "--out", str(out)])

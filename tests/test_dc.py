@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _helpers import whole_and_resumed
 from kdistill.data import load
 from kdistill.errors import InvalidInputError
 from kdistill.nets import ConvNet
-from kdistill.methods import RunConfig, match_distance, run_to_dir
+from kdistill.methods import RunConfig, match_distance
+from kdistill.runs import run_to_dir
 from kdistill.methods import _dc
 
 TINY = ConvNet(width=4, depth=1)
@@ -213,23 +213,6 @@ def _config(**opts):
     options.update(opts)
     return RunConfig(method="dc", kernel="rbf", ipc=2, seed=3, full_reference=False, baseline=False, val_size=100,
                      options=options)
-
-
-@pytest.mark.slow
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
-    """Two rounds per iteration with network training between them (the state the checkpoint must carry:
-    images and their momentum); stopped after iteration 2 of 4, resumed, it ends where the whole run does."""
-    ds = load("digits")
-    full, cut = whole_and_resumed(tmp_path, ds, _config(), 2)
-    a, b = np.load(full / "distilled.npz"), np.load(cut / "distilled.npz")
-    np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(b["labels"], a["labels"])
-    ha, hb = (json.loads((d / "history.json").read_text()) for d in (full, cut))
-    assert hb["step"] == ha["step"]
-    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-6)
-    assert hb["val_step"] == ha["val_step"] == [2, 4] and hb["val_accuracy"] == ha["val_accuracy"]
-    summary = json.loads((full / "summary.json").read_text())
-    assert summary["method_info"]["outer_loop"] == 2 and summary["precision"] == "float32"
 
 
 def test_support_keeps_the_initial_sets_order_and_labels():

@@ -19,9 +19,10 @@ from kdistill.cli import cli
 from kdistill.data import fit_preprocessor, load, one_hot
 from kdistill.errors import InvalidInputError
 from kdistill.kernels import from_spec
-from kdistill.methods import INITS, SAMPLERS, KIPSettings, class_balanced_sampler, kip
+from kdistill.methods import KIPSettings, kip
+from kdistill.methods.iterative import INITS, SAMPLERS, class_balanced_sampler
 from kdistill.methods._coreset import gaussian_coreset_indices, kcenter_indices, kmeans_coreset_indices
-from kdistill.methods._driver import DriverSettings, IterativeMethod, run_iterative
+from kdistill.methods.iterative._driver import DriverSettings, IterativeMethod, run_iterative
 from kdistill.methods._smart_pick import SmartPick, pick_probabilities
 
 CORESETS = ("kcenter", "kmeans-coreset", "gaussian-coreset")

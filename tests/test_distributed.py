@@ -28,9 +28,9 @@ import kdistill
 import jax
 
 from kdistill import krr
-from kdistill._executor import LOCAL
+from kdistill.parallel._local import LOCAL
 from kdistill.kernels import from_spec
-from kdistill.methods._driver import DriverSettings, run_iterative
+from kdistill.methods.iterative._driver import DriverSettings, run_iterative
 from kdistill.methods._kip import kip_method
 from kdistill.methods._label_solve import label_solve
 from kdistill.methods._rfad import rfad_method
@@ -143,7 +143,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def executor(cluster):
-    from kdistill._distributed import DaskExecutor
+    from kdistill.parallel._dask import DaskExecutor
 
     ex = DaskExecutor(cluster[1])
     yield ex
@@ -225,7 +225,7 @@ def test_bytes_per_step_follow_the_model_and_not_the_target_images(executor, met
     """Per step: the readout out to each shard and its gradient back, the batch's indices, labels and
     weights, and (two or more workers) the support side's rows; never a target image. The executor's byte
     counts match ``step_bytes`` (docs/distributed.md) within the scalars each task adds."""
-    from kdistill.methods._split import step_bytes
+    from kdistill.methods.iterative._split import step_bytes
 
     x, lab = _small(n=400)
     x = x.astype(np.float32)  # images stay float32 while kernels run in the test's precision
@@ -304,7 +304,7 @@ def test_no_worker_left_is_one_line(executor, monkeypatch):
 def test_a_worker_killed_mid_run_leaves_the_result_unchanged(cluster, busy_machine):
     """SIGKILL one of the two workers during a step while every core is busy: the run equals the
     single-process run (the scheduler recomputes the lost shard elsewhere, the nanny restarts the worker)."""
-    from kdistill._distributed import DaskExecutor
+    from kdistill.parallel._dask import DaskExecutor
 
     address, client = cluster
     x, lab = _small(n=300)
@@ -378,7 +378,7 @@ def test_the_scheduler_handshake_works_inside_a_running_event_loop(cluster):
     its own, and a scheduler address given in capitals is Dask's lower-case form."""
     import asyncio
 
-    from kdistill._distributed import _handshake, _scheduler_address
+    from kdistill.parallel._dask import _handshake, _scheduler_address
 
     address = cluster[0]
 
@@ -392,7 +392,7 @@ def test_the_scheduler_handshake_works_inside_a_running_event_loop(cluster):
 @pytest.mark.parametrize("address", ["not a url", "http://127.0.0.1:8786", "tcp://127.0.0.1", "tcp://:8786",
                                      "tcp://127.0.0.1:notaport", ""])
 def test_a_malformed_scheduler_address_is_refused_before_any_client_exists(address, monkeypatch):
-    from kdistill._distributed import connect
+    from kdistill.parallel._dask import connect
     from kdistill.errors import DistributedError
 
     monkeypatch.setattr(distributed, "Client", None)  # constructing one would fail with a TypeError
@@ -412,7 +412,7 @@ def test_a_malformed_scheduler_address_prints_one_line_and_nothing_else(tmp_path
 
 @pytest.mark.slow
 def test_a_worker_with_another_kdistill_version_is_refused(cluster, tmp_path):
-    from kdistill._distributed import DaskExecutor
+    from kdistill.parallel._dask import DaskExecutor
     from kdistill.errors import DistributedError
 
     address, client = cluster
@@ -451,8 +451,8 @@ def test_cli_workers_runs_a_local_cluster_with_the_same_result(tmp_path):
 def test_more_local_workers_than_the_machine_holds_are_refused_before_any_starts(monkeypatch):
     """``--workers 1000`` on a 2-core machine was accepted and grew to 6 GB without progress: the bound is
     the machine's (cores and free memory), said in one line before any process starts."""
-    from kdistill import _distributed
-    from kdistill._distributed import check_local_workers, connect
+    from kdistill.parallel import _dask as _distributed
+    from kdistill.parallel._dask import check_local_workers, connect
     from kdistill.errors import DistributedError
 
     started = []

@@ -188,7 +188,7 @@ def test_readme_commands_run(tmp_path, monkeypatch):
 
 def test_readme_describes_every_run_file():
     """The README's run-directory table names exactly the files a run may write."""
-    from kdistill.methods import RUN_FILES
+    from kdistill.runs import RUN_FILES
 
     section = (ROOT / "README.md").read_text().split("### The run directory", 1)[1].split("\n#", 1)[0]
     named = set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.M))

@@ -28,7 +28,7 @@ from _helpers import error_line
 from kdistill import io
 from kdistill.cli import cli
 from kdistill.data import Dataset, load, load_arrays
-from kdistill.data import _npz
+from kdistill import _npz
 from kdistill.errors import CorruptFileError, InvalidInputError, UnsafeFileError
 
 NOT_NPZ = "not an .npz file (a zip archive of .npy arrays)"
@@ -376,9 +376,14 @@ def test_api_arguments_of_the_wrong_type_are_kdistill_errors(call, words):
 
 
 def _methods():
-    import kdistill.methods
+    """The names the run API lives under: ``RunConfig`` from methods, ``run`` / ``run_to_dir`` from runs."""
+    import types
 
-    return kdistill.methods
+    import kdistill.methods
+    import kdistill.runs
+
+    return types.SimpleNamespace(RunConfig=kdistill.methods.RunConfig, run=kdistill.runs.run,
+                                 run_to_dir=kdistill.runs.run_to_dir)
 
 
 # ----------------------------------------------------------------------------

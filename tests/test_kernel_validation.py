@@ -325,3 +325,46 @@ def test_cli_refuses_a_bad_kernel_at_once(tmp_path, spec, message):
     assert "Traceback" not in p.stdout + p.stderr
     assert seconds < 30, seconds  # start-up only: nothing is built or loaded
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+BOOL_WORDS = ["1", "0", "true", "False", "YES", "no", " on ", "Off", "y", "n", "2", "", "truee", "none"]
+
+
+def test_kernel_parameters_and_method_options_accept_and_refuse_the_same_values():
+    """Kernel spec parameters and method options share one validator (kdistill._values.convert_value): the
+    same boolean words (those of method options: 1/0/true/false/yes/no/on/off, any case), the same range
+    checks and the same range text; only the wording around it differs (a kernel's message names its spec)."""
+    from kdistill._values import range_text
+    from kdistill.methods import Option
+
+    def outcome(convert, value):
+        """("ok", converted value) or ("refused", message)."""
+        try:
+            return "ok", convert(value)
+        except (SpecError, InvalidInputError) as err:
+            return "refused", str(err)
+
+    param, option = Param(bool, False), Option("flag", bool)
+    for word in [*BOOL_WORDS, True, False, np.bool_(True), 1, 0, None]:
+        kernel_side = outcome(lambda v: param.convert("k", "flag", v), word)
+        method_side = outcome(lambda v: option.convert("m", v), word)
+        assert kernel_side[0] == method_side[0], (word, kernel_side, method_side)
+        if kernel_side[0] == "ok":
+            assert kernel_side == method_side and type(kernel_side[1]) is bool, word
+    assert param.convert("k", "flag", "on") is True and param.convert("k", "flag", "OFF") is False
+
+    for exclusive in (False, True):
+        param = Param(float, 1.0, min=0.0, max=2.0, min_exclusive=exclusive)
+        option = Option("x", float, 1.0, min=0.0, max=2.0, min_exclusive=exclusive)
+        for value in [-1.0, 0.0, 1e-300, 1.0, 2.0, 2.0000001, "0", "2", "3", float("nan"), "inf", 10**400, True]:
+            kernel_side = outcome(lambda v: param.convert("k", "x", v), value)
+            method_side = outcome(lambda v: option.convert("m", v), value)
+            assert kernel_side[0] == method_side[0], (value, kernel_side, method_side)
+            if kernel_side[0] == "ok":
+                assert kernel_side == method_side and type(kernel_side[1]) is float, value
+        text = range_text(0.0, 2.0, exclusive)
+        assert text == ("> 0 and <= 2" if exclusive else ">= 0 and <= 2")
+        assert outcome(lambda v: option.convert("m", v), 3.0) == ("refused", f"method 'm': --x must be {text}, got 3.0")
+        assert outcome(lambda v: param.convert("k", "x", v), 3.0) == (
+            "refused", "kernel 'k': x=3.0 is out of range; use " + (f"a number {text}" if exclusive
+                                                                    else "a number in 0 .. 2"))

@@ -215,3 +215,35 @@ def test_python_overrides_are_validated_too():
     assert from_spec("fc-nngp", w_std=2).param("w_std") == 2.0
     with pytest.raises(SpecError, match="depth"):
         from_spec("fc-ntk", depth=2.5)
+
+
+RANDOM_FEATURES = [n for n in FAMILIES if _kernel(n).draw_features is not None]
+
+
+def test_random_feature_kernels_can_be_redrawn():
+    assert set(RANDOM_FEATURES) == {"rf-convnet", "rf-fc"}
+    for name in FAMILIES:
+        k = _kernel(name)
+        assert (k.keyed is None) == (k.draw_features is None), name
+
+
+@pytest.mark.parametrize("name", RANDOM_FEATURES)
+def test_draw_features_at_the_spec_seed_are_the_features(name):
+    """``Kernel.draw_features`` at the key of the spec's seed gives ``features``; another key other networks;
+    ``models``/``width`` replace the spec's; ``keyed`` is the kernel of the same draw."""
+    k = _kernel(name)
+    x1, x2 = _inputs(7)
+    draw = jax.jit(lambda x, key: k.draw_features(x, key=key))
+    seed_key = jax.random.key(k.param("seed"))
+    with jax.enable_x64(True):
+        phi = np.asarray(k.features(x1))
+        np.testing.assert_allclose(np.asarray(draw(x1, seed_key)), phi, rtol=1e-12, atol=1e-14)
+        other = np.asarray(draw(x1, jax.random.key(k.param("seed") + 1)))
+        assert other.shape == phi.shape and np.abs(other - phi).max() > 1e-3 * np.abs(phi).max()
+        smaller = k.draw_features(x1, key=seed_key, models=1, width=4)
+        per_unit = (phi.shape[1] - 1) // (k.param("models") * k.param("width"))  # features per unit of width
+        assert smaller.shape == (5, per_unit * 4 + 1)
+        key = jax.random.key(11)
+        np.testing.assert_allclose(np.asarray(k.keyed(key, x1, x2)),
+                                   np.asarray(k.draw_features(x1, key=key) @ k.draw_features(x2, key=key).T),
+                                   rtol=1e-12, atol=1e-14)

@@ -17,8 +17,9 @@ from kdistill import krr
 from kdistill.data import fit_preprocessor, load, one_hot
 from kdistill.errors import CorruptFileError, InvalidInputError
 from kdistill.kernels import from_spec
-from kdistill.methods import KIPSettings, class_balanced_sampler, kip, kip_loss, label_solve
-from kdistill.methods._checkpoint import load_checkpoint, save_checkpoint
+from kdistill.methods import KIPSettings, kip, kip_loss, label_solve
+from kdistill.methods.iterative import class_balanced_sampler
+from kdistill.methods.iterative._checkpoint import load_checkpoint, save_checkpoint
 from kdistill.methods._label_solve import label_loss
 
 REFERENCE = Path(__file__).parent / "reference" / "kip_pre_driver_losses.json"
@@ -216,25 +217,6 @@ def test_label_solve_every_sets_the_labels_of_that_step(digits, x64):
     np.testing.assert_allclose(r.labels, expected, rtol=1e-6, atol=1e-8)
 
 
-def test_time_limit_stops_and_checkpoints(digits, tmp_path):
-    ds, x = digits
-    settings = KIPSettings(steps=10_000, target_batch=100, val_every=5, val_size=200, checkpoint_every=1000,
-                           time_limit=1e-9)
-    r = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
-            checkpoint=tmp_path / "c.npz")
-    assert r.stopped_early and r.stop_reason == "time_limit" and r.steps_run == 1
-    assert load_checkpoint(tmp_path / "c.npz")[1]["step"] == 1  # the stop wrote a checkpoint
-
-
-def test_patience_stops_early(digits):
-    ds, x = digits
-    settings = KIPSettings(steps=200, lr=1e-9, target_batch=100, val_every=1, val_size=200, patience=2,
-                           checkpoint_every=0)
-    r = kip(from_spec("rbf").fn, x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings)
-    # lr 1e-9 leaves the accuracy where it starts: the first validation is the best, two more end the run
-    assert r.stopped_early and r.stop_reason == "patience" and r.steps_run == 3 and r.best_step == 1
-
-
 def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path):
     path = tmp_path / "c.npz"
     save_checkpoint(path, {"a": np.arange(5.0)}, {"step": 3, "fingerprint": {"x": 1}})
@@ -268,12 +250,15 @@ KIP_ARGS = ["distill", "--dataset", "digits", "--method", "kip", "--kernel", "rb
             "--target-batch", "600", "--val-every", "25", "--val-size", "300", "--checkpoint-every", "10",
             "--learn-labels", "--no-full", "--seed", "5"]
 
+
+
 # The killed run: the library with a checkpoint hook that SIGKILLs its own process right after the
 # checkpoint of step 40 is on disk (a known step, whatever the host's speed).
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from kdistill.data import load
-    from kdistill.methods import RunConfig, run_to_dir
+    from kdistill.methods import RunConfig
+    from kdistill.runs import run_to_dir
     out, precision = sys.argv[1], sys.argv[2]
     opts = dict(steps=120, target_batch=600, val_every=25, checkpoint_every=10, learn_labels=True)
     config = RunConfig(method="kip", kernel="rbf", ipc=3, seed=5, full_reference=False, precision=precision,
@@ -287,28 +272,6 @@ KILL_SCRIPT = textwrap.dedent("""
 
 def _exe():
     return os.path.join(os.path.dirname(sys.executable), "kdistill")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("precision", ["float32"])  # float32: the precision must survive the resume too
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, precision):
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run([_exe(), *KIP_ARGS, "--precision", precision, "--out", str(full)], check=True,
-                   capture_output=True)
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(killed), precision], capture_output=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert load_checkpoint(killed / "checkpoint.npz")[1]["step"] == 40 and not (killed / "summary.json").exists()
-    r = subprocess.run([_exe(), "distill", "--resume", str(killed)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    a, b = np.load(full / "distilled.npz"), np.load(killed / "distilled.npz")
-    tol = 1e-6 if precision == "float64" else 1e-5
-    np.testing.assert_allclose(b["images"], a["images"], atol=tol, rtol=0)
-    np.testing.assert_allclose(b["labels"], a["labels"], atol=tol, rtol=0)
-    ha = json.loads((full / "history.json").read_text())
-    hb = json.loads((killed / "history.json").read_text())
-    assert hb["step"] == ha["step"] == list(range(120))
-    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-9 if precision == "float64" else 1e-6)
-    assert json.loads((killed / "summary.json").read_text())["precision"] == precision
 
 
 @pytest.fixture(scope="module")
@@ -401,18 +364,6 @@ def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone
     assert (orig / "checkpoint.npz").read_bytes() == before and not (orig / "summary.json").exists()
 
 
-def test_resume_after_a_patience_stop_stays_stopped(digits, tmp_path):
-    ds, x = digits
-    settings = KIPSettings(steps=40, lr=1e-9, target_batch=100, val_every=1, val_size=200, patience=2,
-                           checkpoint_every=10)
-    first = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
-                checkpoint=tmp_path / "c.npz")
-    again = kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings,
-                checkpoint=tmp_path / "c.npz", resume=True)
-    assert first.steps_run == again.steps_run == 3 and again.stop_reason == "patience"
-    np.testing.assert_array_equal(first.images, again.images)
-
-
 class _CountingSampler:
     """A sampler with a cache (how often each pool example was drawn): batches favour rare examples,
     so an exact resume needs the cache, which the driver checkpoints through state_dict()."""
@@ -473,18 +424,3 @@ def test_keyed_random_features_at_the_spec_key_equal_the_kernel(spec, rng):
     assert not np.allclose(other, np.asarray(kernel(x1, x2)), rtol=1e-3)
 
 
-@pytest.mark.parametrize("forged", [float("nan"), 1.5, float("inf")])
-def test_a_checkpoint_with_an_impossible_best_accuracy_is_refused(digits, tmp_path, forged):
-    """A checksum proves a file undamaged, not sensible: a best accuracy of NaN (written with a valid
-    checksum) was accepted, and then no validation could beat it."""
-    ds, x = digits
-    settings = KIPSettings(steps=4, target_batch=100, val_every=2, val_size=200, checkpoint_every=2)
-    path = tmp_path / "c.npz"
-    kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings, checkpoint=path)
-    arrays, meta = load_checkpoint(path)
-    assert 0 <= meta["best_acc"] <= 1
-    save_checkpoint(path, arrays, dict({k: v for k, v in meta.items() if k != "checksum"}, best_acc=forged))
-    with pytest.raises(InvalidInputError, match="best accuracy") as info:
-        kip(from_spec("rbf"), x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings, checkpoint=path,
-            resume=True)
-    assert "\n" not in str(info.value)

@@ -15,8 +15,10 @@ from kdistill.cli import cli
 from kdistill.data import load, one_hot
 from kdistill.errors import InvalidInputError, SpecError
 from kdistill.kernels import from_spec
-from kdistill.methods import (MethodOutput, Option, RunConfig, get_method, methods, platt, register_method,
-                              resolve_options, run, unregister_method)
+from kdistill.methods import (MethodOutput, Option, RunConfig, get_method, methods, register_method, resolve_options,
+                              unregister_method)
+from kdistill.methods.iterative import platt
+from kdistill.runs import run
 
 
 def _run(*args):
@@ -92,16 +94,15 @@ def test_resolve_options_rejects_unknown_and_bad_values():
 
 
 @pytest.mark.slow  # (the float64 pass only: suite time)
-def test_every_registered_method_runs_and_is_deterministic():
-    """Contract: every method returns a valid set (shapes, finite, m = ipc * k) and the same set for a fixed seed."""
+def test_every_registered_closed_form_method_runs_and_is_deterministic():
+    """Contract: every method returns a valid set (shapes, finite, m = ipc * k) and the same set for a fixed seed
+    (iterative methods: tests/test_iterative_contract.py), with its registration's smoke options and kernel."""
     ds = load("digits")
-    small = {"kip": {"steps": 2, "target_batch": 100, "val_every": 0},
-             "rfad": {"steps": 2, "target_batch": 100, "val_every": 0},
-             "dc": {"steps": 2, "val_every": 0, "dc_width": 8, "dc_depth": 2, "batch_real": 8, "lr": 0.001}}
-    kernels = {"analytic": "fcnn", "rfad": "rf-convnet:models=1,width=4,depth=2"}
     for name, m in methods().items():
-        kernel = kernels.get(name, "rbf")
-        cfg = RunConfig(method=name, ipc=2, kernel=kernel, seed=1, full_reference=False, options=small.get(name, {}))
+        if m.iterative:
+            continue
+        cfg = RunConfig(method=name, ipc=2, kernel=m.smoke_kernel or "rbf", seed=1, full_reference=False,
+                        options=m.smoke)
         a, b = run(ds, cfg), run(ds, cfg)
         assert a.distilled.images.shape == (20, 8, 8, 1) and a.distilled.labels.shape == (20, 10), name
         assert np.all(np.isfinite(a.distilled.images)), name
@@ -292,3 +293,19 @@ def test_summary_has_the_random_baseline_and_per_class_accuracy():
     off = run(ds, RunConfig(method="kip", ipc=2, kernel="rbf", full_reference=False, baseline=False,
                             options={"steps": 3, "target_batch": 100, "val_every": 0})).summary
     assert off["baseline"] is None and "baseline" not in off["seconds"]
+
+
+def test_an_init_or_sampler_registered_after_the_methods_is_among_their_choices():
+    """Choices are resolved when options are listed or checked, not frozen when a method module is imported."""
+    from kdistill.methods.iterative import INITS, SAMPLERS, class_balanced_sampler, real_init
+
+    INITS["late-init"], SAMPLERS["late-sampler"] = real_init, class_balanced_sampler
+    try:
+        got = resolve_options("kip", {"init": "late-init", "sampler": "late-sampler"})
+        assert got["init"] == "late-init" and got["sampler"] == "late-sampler"
+        assert "late-init" in get_method("rfad").option("init").describe()
+        assert "late-sampler" in CliRunner().invoke(cli, ["methods"]).stdout
+    finally:
+        del INITS["late-init"], SAMPLERS["late-sampler"]
+    with pytest.raises(InvalidInputError, match="--init must be one of real, noise"):
+        resolve_options("kip", {"init": "late-init"})

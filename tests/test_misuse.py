@@ -152,12 +152,13 @@ def test_two_runs_at_once_never_mix_their_files(tmp_path):
 
 def test_interrupted_forced_run_before_any_checkpoint_puts_the_old_run_back(run_copy):
     from kdistill.data import load
-    from kdistill.methods import RunConfig, run_to_dir
+    from kdistill.methods import RunConfig
+    from kdistill.runs import run_to_dir
 
     before = _snapshot(run_copy)
     config = RunConfig(method="kip", kernel="rbf", ipc=1, full_reference=False, baseline=False, val_size=200,
                        options=dict(steps=20, target_batch=200, checkpoint_every=0))
-    import kdistill.methods._pipeline as pipeline
+    import kdistill.runs._pipeline as pipeline
 
     orig = pipeline._support_reg
 
@@ -175,7 +176,8 @@ def test_interrupted_forced_run_before_any_checkpoint_puts_the_old_run_back(run_
 
 def test_interrupted_forced_run_with_a_checkpoint_is_resumable(run_copy):
     from kdistill.data import load
-    from kdistill.methods import RunConfig, run_to_dir
+    from kdistill.methods import RunConfig
+    from kdistill.runs import run_to_dir
 
     config = RunConfig(method="kip", kernel="rbf", ipc=1, seed=3, full_reference=False, baseline=False,
                        val_size=200, options=dict(steps=20, target_batch=200, checkpoint_every=5))
@@ -365,7 +367,7 @@ def test_huge_learning_rate_is_refused_and_runaway_images_warn():
 
     from kdistill.errors import InvalidInputError
     from kdistill.methods import get_method
-    from kdistill.methods._driver import _warn_scale
+    from kdistill.methods.iterative._driver import _warn_scale
 
     assert next(o for o in get_method("kip").options if o.name == "lr").max <= 10
     method = type("M", (), {"name": "kip", "hint": "lower --lr"})
@@ -395,7 +397,7 @@ def test_exact_convnet_kernel_on_many_pairs_warns_with_an_estimate(two_cores):
     from kdistill.data import Dataset
     from kdistill.kernels import from_spec
     from kdistill.methods import RunConfig
-    from kdistill.methods._pipeline import _warn_slow_kernel
+    from kdistill.runs._pipeline import _warn_slow_kernel
 
     rng = np.random.default_rng(0)
     y = np.arange(200) % 10
@@ -434,7 +436,8 @@ def test_leftovers_of_a_killed_write_do_not_block_resume(run_copy):
 def test_a_fresh_iterative_run_that_fails_late_keeps_its_progress(tmp_path):
     from kdistill.data import load
     from kdistill.errors import InvalidInputError
-    from kdistill.methods import RunConfig, run_to_dir
+    from kdistill.methods import RunConfig
+    from kdistill.runs import run_to_dir
 
     out = tmp_path / "fresh"
     config = RunConfig(method="kip", kernel="rbf", ipc=1, seed=3, full_reference=False, baseline=False,
@@ -465,7 +468,8 @@ def test_an_exact_kernel_job_of_days_is_refused_before_anything_is_written(tmp_p
 
     from kdistill.data import Dataset
     from kdistill.errors import InvalidInputError
-    from kdistill.methods import RunConfig, run_to_dir
+    from kdistill.methods import RunConfig
+    from kdistill.runs import run_to_dir
 
     rng = np.random.default_rng(0)
     ds = Dataset(name="toy", x_train=rng.random((600, 28, 28, 1), dtype=np.float32), y_train=np.arange(600) % 10,

@@ -8,13 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from _helpers import whole_and_resumed
 from kdistill.data import load
 from kdistill.errors import InvalidInputError
 from kdistill.kernels import from_spec
-from kdistill.methods import RunConfig, run_iterative, run_to_dir
-from kdistill.methods._driver import DriverSettings
-from kdistill.methods._kip import krr_predictions
+from kdistill.methods import RunConfig
+from kdistill.runs import run_to_dir
+from kdistill.methods.iterative import run_iterative
+from kdistill.methods.iterative._driver import DriverSettings
+from kdistill.methods.iterative import krr_predictions
 from kdistill.methods._rfad import _predictions, rfad_features, rfad_method
 
 pytestmark = pytest.mark.usefixtures("x64_module")
@@ -69,20 +70,6 @@ def _config(**opts):
     options.update(opts)
     return RunConfig(method="rfad", kernel=SPEC, ipc=1, seed=3, full_reference=False, baseline=False, val_size=100,
                      options=options)
-
-
-@pytest.mark.slow
-def test_interrupt_mid_window_then_resume_equals_uninterrupted(tmp_path):
-    """Stopped at step 4, inside the window of steps 3-5: the resumed run recomputes that window's target
-    features from the held batch and ends where the uninterrupted run does."""
-    ds = load("digits")
-    full, cut = whole_and_resumed(tmp_path, ds, _config(), 4)
-    a, b = np.load(full / "distilled.npz"), np.load(cut / "distilled.npz")
-    np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-6)
-    ha, hb = (json.loads((d / "history.json").read_text()) for d in (full, cut))
-    assert hb["step"] == ha["step"] == list(range(9))
-    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-9)
 
 
 def test_rfad_learns_on_digits_and_refuses_kernels_without_random_features(tmp_path):

@@ -36,18 +36,20 @@ _LAZY = {
     "DistilledSet": ("._io", "DistilledSet"),
     "load_set": ("._io", "load"),
     "save_set": ("._io", "save"),
-    "Executor": ("._executor", "Executor"),
-    "LocalExecutor": ("._executor", "LocalExecutor"),
+    "Executor": (".parallel", "Executor"),
+    "LocalExecutor": (".parallel", "LocalExecutor"),
     "PRECISIONS": ("._precision", "PRECISIONS"),
     "precision_scope": ("._precision", "precision_scope"),
     "RunConfig": (".methods", "RunConfig"),
-    "run": (".methods", "run"),
-    "run_to_dir": (".methods", "run_to_dir"),
+    "run": (".runs", "run"),
+    "run_to_dir": (".runs", "run_to_dir"),
     "data": (".data", None),
     "kernels": (".kernels", None),
     "krr": (".krr", None),
     "nets": (".nets", None),
     "methods": (".methods", None),
+    "parallel": (".parallel", None),
+    "runs": (".runs", None),
     "evaluate": (".evaluate", None),
     "io": (".io", None),
     "report": (".report", None),
@@ -71,12 +73,13 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import data, evaluate, io, kernels, krr, methods, report  # noqa: F401
+    from . import data, evaluate, io, kernels, krr, methods, parallel, report, runs  # noqa: F401
     from ._api import distill  # noqa: F401
     from ._estimators import KRR, Distiller  # noqa: F401
-    from ._executor import Executor, LocalExecutor  # noqa: F401
+    from .parallel import Executor, LocalExecutor  # noqa: F401
     from ._io import DistilledSet  # noqa: F401
     from ._io import load as load_set  # noqa: F401
     from ._io import save as save_set  # noqa: F401
     from ._precision import PRECISIONS, precision_scope  # noqa: F401
-    from .methods import RunConfig, run, run_to_dir  # noqa: F401
+    from .methods import RunConfig  # noqa: F401
+    from .runs import run, run_to_dir  # noqa: F401

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._executor import Executor
+from .parallel import Executor
 from ._io import DistilledSet
 from .data import Dataset
 from .errors import InvalidInputError
@@ -132,7 +132,8 @@ def distill(
     >>> s.pixels().shape, s.classes
     ((2, 5), ['a', 'b'])
     """
-    from .methods import RunConfig, get_method, run
+    from .methods import RunConfig, get_method
+    from .runs import run
 
     if kernel is None:  # the method's own (rfad: its random ConvNets), else the closed-form paper's map
         kernel = get_method(method).kernel or "fcnn"
@@ -169,7 +170,7 @@ def distill(
     if executor is not None:
         result = run(dataset, config, progress=progress, executor=executor)
     else:
-        from ._distributed import executor_scope
+        from .parallel import executor_scope
 
         with executor_scope(client=client, workers=workers, scheduler=scheduler) as ex:
             result = run(dataset, config, progress=progress, executor=ex)

@@ -19,9 +19,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._precision import check_precision, precision_scope
-from .data._preprocess import one_hot
+from .data import one_hot
 from .errors import InvalidInputError
-from .evaluate._krr import FittedKRR, fit_krr
+from .evaluate import FittedKRR, fit_krr
 from .kernels import Kernel, from_spec
 
 try:  # scikit-learn >= 1.6

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._atomic import atomic_path, write_json
-from .data._npz import check_memory, open_npz
+from ._npz import check_memory, open_npz
 from .errors import CorruptFileError, InvalidInputError
 
 __all__ = ["DistilledSet", "save", "load", "sidecar_path", "check_sidecar"]

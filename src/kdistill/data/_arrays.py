@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetNotFoundError, InvalidInputError
-from ._npz import check_memory, open_npz
+from .._npz import check_memory, open_npz
 
 __all__ = ["Dataset", "load_arrays", "dataset_from_arrays", "pixels_to_unit", "check_labels", "check_dataset"]
 

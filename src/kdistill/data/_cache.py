@@ -43,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._atomic import atomic_path
-from ._npz import NpyHeader, open_npz
+from .._npz import NpyHeader, open_npz
 
 __all__ = ["CACHE_VERSION", "NO_CACHE_ENV", "CACHE_FOLDER", "DecodedArrays", "cache_enabled", "cached_decode"]
 

@@ -8,7 +8,6 @@ from .. import io, krr
 from ..data import Dataset, Preprocessor, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
 from ..kernels import from_spec
-from ..kernels._feature_maps import WEIGHTS_DRAW
 from ._krr import support_accuracy
 
 __all__ = ["evaluate_file", "preprocessor_for"]
@@ -55,7 +54,9 @@ def evaluate_file(
     if spec is None:
         raise InvalidInputError(f"{path}: no kernel recorded in a sidecar; pass --kernel")
     k = from_spec(spec)
-    if meta.get("method") == "analytic" and k.name in ("fcnn", "rff") and meta.get("kernel_weights") != WEIGHTS_DRAW \
+    # closed-form images fit one draw of the weights: refuse sets whose sidecar records another (or none)
+    drawn = k.weights_draw
+    if meta.get("method") == "analytic" and drawn is not None and meta.get("kernel_weights") != drawn \
             and (kernel is None or from_spec(meta.get("kernel", "linear")).spec == k.spec):
         raise InvalidInputError(
             f"{path}: a closed-form {k.name} set made by an earlier kdistill, whose {k.name} weights came from another "

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import krr
-from .._executor import Executor
+from ..parallel import Executor
 from .._machine import check_memory
 from .._typing import Array
 from ..kernels import Kernel

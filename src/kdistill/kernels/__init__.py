@@ -16,6 +16,7 @@ from ._classical import flatten as flatten
 from ._classical import linear as linear
 from ._classical import rbf as rbf
 from ._classical import sq_distances as sq_distances
+from ._feature_maps import WEIGHTS_DRAW as WEIGHTS_DRAW
 from ._feature_maps import fcnn as fcnn
 from ._feature_maps import rff as rff
 from ._fc import fc_ntk as fc_ntk

@@ -39,7 +39,8 @@ __all__ = ["fcnn", "rff", "leaky_relu", "leaky_relu_inverse", "WEIGHTS_DRAW"]
 WEIGHTS_DRAW = "numpy-default_rng"
 """How fcnn's and rff's weights are drawn, recorded in every distilled set's sidecar (``kernel_weights``):
 closed-form images fit one draw only, so a set made when the weights came from ``jax.random`` (before
-this key existed) is refused rather than evaluated against other weights."""
+this key existed) is refused rather than evaluated against other weights. Both kernels say so in
+``Kernel.weights_draw``."""
 
 
 def leaky_relu(z, slope):
@@ -166,7 +167,7 @@ def fcnn(*, depth: int = 1, slope: float = 0.1, w_std: float = float(np.sqrt(2.0
 
     params = (("depth", depth), ("slope", slope), ("w_std", w_std), ("seed", seed), ("width", width))
     return Kernel("fcnn", params, _linear_kernel_of(features), features=features, inverse=inverse,
-                  host_features=host_features)
+                  host_features=host_features, weights_draw=WEIGHTS_DRAW)
 
 
 @functools.lru_cache(maxsize=8)
@@ -242,4 +243,9 @@ def rff(*, gamma: float = 0.0, seed: int = 0) -> Kernel:
         return x.reshape((x.shape[0], *image_shape))
 
     return Kernel("rff", (("gamma", gamma), ("seed", seed)), _linear_kernel_of(features), features=features,
-                  inverse=inverse, host_features=host_features)
+                  inverse=inverse, host_features=host_features, feature_bound=_rff_bound, weights_draw=WEIGHTS_DRAW)
+
+
+def _rff_bound(p: int) -> float:
+    """rff's features are ``sqrt(2/p) cos(.)``: no coordinate leaves ``[-sqrt(2/p), sqrt(2/p)]``."""
+    return float(np.sqrt(2.0 / p))

@@ -30,8 +30,8 @@ registered as the kernel ``k(x1, x2) = phi(x1) . phi(x2)`` with ``features`` (JA
   ``W_l: (p, p)`` with N(0, 1/p) for l >= 2 (``width=0``: p = d). For p > d the map is
   injective but not onto: its range is the d-dimensional column space of M. ``inverse(f)`` is
   the least-squares preimage ``M^+ f`` (exact for f in range(M), else the preimage of f's
-  orthogonal projection onto it). :func:`deep_linear_matrix` gives M, so a caller can test
-  whether target features lie in range(M) and project them onto it.
+  orthogonal projection onto it). :func:`deep_linear_matrix` (the kernel's ``linear_matrix``) gives
+  M, so a caller can test whether target features lie in range(M) and project them onto it.
 
 Weights are drawn in float32 from ``jax.random.key(seed)`` and the input size, so float32 and
 float64 inputs see the same map and the same spec always gives the same map; the host path
@@ -434,8 +434,13 @@ def deep_linear(*, depth: int = 2, width: int = 0, seed: int = 0) -> Kernel:
         x = ((f @ u) / s) @ vt  # rows of M^+ f, M^+ = V diag(1/s) U^T
         return x.reshape((x.shape[0], *image_shape))
 
+    def linear_matrix(d: int) -> np.ndarray:
+        p = _deep_linear_width(d, width)
+        _check_deep_linear(d, p, depth, np.float64)
+        return _deep_linear_host(seed, d, p, depth)[0]
+
     return Kernel("deep-linear", (("depth", depth), ("width", width), ("seed", seed)), _linear_kernel_of(features),
-                  features=features, inverse=inverse, host_features=host_features)
+                  features=features, inverse=inverse, host_features=host_features, linear_matrix=linear_matrix)
 
 
 def deep_linear_matrix(kernel: Kernel | str, d: int) -> np.ndarray:
@@ -445,18 +450,15 @@ def deep_linear_matrix(kernel: Kernel | str, d: int) -> np.ndarray:
     Its column space is the map's range: features ``f: (m, p)`` are reachable when
     ``f - f @ Q @ Q.T`` vanishes for an orthonormal basis Q of it (``Q = numpy.linalg.qr(M)[0]``),
     and ``f @ Q @ Q.T`` is their orthogonal projection onto it. Read-only (shared with the kernel's cache).
+    The same as ``kernel.linear_matrix(d)``, for a spec string too.
 
     >>> m = deep_linear_matrix("deep-linear:width=12", 4)
     >>> m.shape
     (12, 4)
     """
     kernel = from_spec(kernel)
-    if kernel.name != "deep-linear":
+    if kernel.linear_matrix is None:
         raise InvalidInputError(f"deep_linear_matrix needs a 'deep-linear' kernel, got {kernel.spec!r}")
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
         raise InvalidInputError(f"deep_linear_matrix: d must be a positive integer, got {d!r}")
-    d = int(d)
-    p = _deep_linear_width(d, kernel.param("width"))
-    depth = kernel.param("depth")
-    _check_deep_linear(d, p, depth, np.float64)
-    return _deep_linear_host(kernel.param("seed"), d, p, depth)[0]
+    return kernel.linear_matrix(int(d))

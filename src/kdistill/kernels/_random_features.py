@@ -12,6 +12,8 @@ models * width -> infinity it tends to ``convnet-nngp`` / ``fc-nngp``. No
 normalisation is applied. The feature map is explicit (``Kernel.features``):
 ``features(x) = [w_std / sqrt(models p) * phi_1(x), ..., phi_models(x), b_std]``,
 ``(n, models * p + 1)``, so ridge regression can run in the primal, cost linear in n.
+``Kernel.draw_features(x, key=..., models=..., width=...)`` gives the same features with the networks
+drawn from another key (RFAD redraws them every few steps), and ``Kernel.keyed`` the kernel of such a draw.
 
 Networks are drawn in float32 whatever the input dtype (so float32 and float64
 inputs see the same networks) and applied in the compute dtype (float64 when
@@ -155,13 +157,16 @@ def _build(arch: str, models: int, width: int, depth: int, w_std: float, b_std: 
     def fn(x1, x2):
         return features(x1) @ features(x2).T
 
+    def draw_features(x, *, key, models=None, width=None):
+        given = {k: v for k, v in (("models", models), ("width", width)) if v is not None}
+        return random_features(x, **{**settings, **given}, key=key)
+
     def keyed(key, x1, x2):
-        f = functools.partial(random_features, **settings, key=key)
-        return f(x1) @ f(x2).T
+        return draw_features(x1, key=key) @ draw_features(x2, key=key).T
 
     params = (("models", models), ("width", width), ("depth", depth), ("w_std", w_std), ("b_std", b_std), ("seed", seed),
               *extra.items())
-    return Kernel(family, params, fn, features=features, keyed=keyed)
+    return Kernel(family, params, fn, features=features, keyed=keyed, draw_features=draw_features)
 
 
 def _params(width_doc: str, max_width: int, max_depth: int) -> dict[str, Param]:

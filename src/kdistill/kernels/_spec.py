@@ -18,6 +18,7 @@ import numpy as np
 
 from .._machine import format_bytes
 from .._typing import Array, FeatureFn, KernelFn
+from .._values import ValueCheckError, convert_value, describe_range, format_bound, range_text, type_name
 from ..errors import SpecError
 
 __all__ = ["Kernel", "KernelFamily", "Param", "register", "from_spec", "families", "parse_spec",
@@ -49,15 +50,32 @@ class Kernel:
       keyed: for random-feature kernels, ``keyed(key, x1, x2) -> (n1, n2)``: the same kernel with its
         random networks drawn from the PRNG ``key`` (a traced argument, so redrawing every step of a
         jitted loop does not recompile); ``fn`` is ``keyed`` at the key of the spec's ``seed``. Else ``None``.
-      pair_seconds: for kernels whose cost per image pair is large (exact ConvNet kernels),
-        ``pair_seconds(image_shape) -> float``, a rough CPU estimate of seconds per pair of images, so
-        long jobs can say up front how long they will take. Else ``None``.
+      pair_seconds: for the exact network kernels whose cost per image pair is large (``convnet-ntk``,
+        ``convnet-nngp``: O((h*w)^2) per pair), ``pair_seconds(image_shape) -> float``, a rough CPU estimate
+        of seconds per pair of images, so long jobs can say up front how long they will take. Else ``None``.
       host_features: optional NumPy implementation of ``features`` (``host_features(x, dtype)`` with
         ``x`` a NumPy array, ``dtype`` the float type JAX would use for it, see :func:`host_float`). When set, ``features`` called on a NumPy
         array runs it on the host instead of compiling a JAX program for every new batch shape:
         bulk work (primal Gram matrices, predictions, the closed-form method) then costs BLAS time
         and no compilation. JAX arrays and tracers (gradients, ``jit``) still take the JAX path;
         the two must agree to rounding (tests compare them).
+      draw_features: for random-feature kernels (``rf-convnet``, ``rf-fc``), ``draw_features(x, *, key,
+        models=None, width=None) -> (n, models * p + 1)``: the kernel's features with its random networks
+        drawn from the PRNG ``key`` (traced: a new key per step does not recompile); ``models`` and ``width``
+        replace the spec's when given (cheaper draws of the same architecture). At the key of the spec's
+        ``seed`` (``jax.random.key(seed)``) it is ``features``, and ``keyed(key, x1, x2) ==
+        draw_features(x1, key=key) @ draw_features(x2, key=key).T``. Else ``None``.
+      linear_matrix: for feature maps that are a linear map ``x -> M x`` that need not be onto (``deep-linear``),
+        ``linear_matrix(d) -> M: (p, d)``, float64 NumPy, read-only, with ``features(x) == flatten(x) @ M.T``
+        on inputs of ``d = h*w*c`` features; its column space is the map's range, which closed-form
+        distillation projects onto. Else ``None`` (also for ``linear``, whose map is the identity).
+      feature_bound: for feature maps whose every coordinate is bounded (``rff``: ``sqrt(2/p) cos(.)``),
+        ``feature_bound(p) -> b`` with ``|f_i| <= b`` for the maps' features of ``p`` coordinates; the inverse
+        is exact only inside that box (outside it, coordinates are clipped). Else ``None``.
+      weights_draw: for kernels whose random weights an earlier kdistill drew otherwise (``fcnn``, ``rff``:
+        :data:`~kdistill.kernels.WEIGHTS_DRAW`), the draw a closed-form set's sidecar must record
+        (``kernel_weights``) for its images to fit this kernel's weights. ``None`` when the weights never
+        changed.
 
     Kernels compare by identity, so one can be a static argument of ``jax.jit``.
     """
@@ -70,6 +88,10 @@ class Kernel:
     keyed: Callable[[Any, Array, Array], jax.Array] | None = None
     pair_seconds: Callable[[tuple[int, ...]], float] | None = None
     host_features: Callable[[np.ndarray, Any], np.ndarray] | None = None
+    draw_features: Callable[..., jax.Array] | None = None
+    linear_matrix: Callable[[int], np.ndarray] | None = None
+    feature_bound: Callable[[int], float] | None = None
+    weights_draw: str | None = None
 
     def __post_init__(self):
         # One compiled program per input shape instead of one per primitive per shape.
@@ -165,86 +187,43 @@ class Param:
         """What a value must be, for messages: ``"an integer in 0 .. 100"``."""
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        kind = _KIND.get(self.type, f"a {self.type.__name__}")
+        kind = type_name(self.type)
         if self.min is None and self.max is None:
             return kind
         if self.min is not None and self.max is not None and not self.min_exclusive:
-            return f"{kind} in {_num(self.min)} .. {_num(self.max)}"
-        parts = []
-        if self.min is not None:
-            parts.append(f"{'>' if self.min_exclusive else '>='} {_num(self.min)}")
-        if self.max is not None:
-            parts.append(f"<= {_num(self.max)}")
-        return f"{kind} " + " and ".join(parts)
+            return f"{kind} in {format_bound(self.min)} .. {format_bound(self.max)}"
+        return f"{kind} " + range_text(self.min, self.max, self.min_exclusive, number=format_bound)
 
     def describe(self, name: str | None = None) -> str:
         """``"depth=3 (int, 0..100)"`` for listings (without ``name``: ``"3 (int, 0..100)"``)."""
         if self.choices is not None:
             what = "one of " + "|".join(map(str, self.choices))
-        elif self.min is None and self.max is None:
-            what = ""
-        elif self.min is not None and self.max is not None:
-            what = (f"({_num(self.min)}, {_num(self.max)}]" if self.min_exclusive
-                    else f"{_num(self.min)}..{_num(self.max)}")
-        elif self.min is not None:
-            what = f"{'>' if self.min_exclusive else '>='}{_num(self.min)}"
         else:
-            what = f"<={_num(self.max)}"
+            what = describe_range(self.min, self.max, self.min_exclusive)
         text = f"{self.default!r} ({self.type.__name__}{', ' + what if what else ''})"
         return f"{name}={text}" if name is not None else text
 
     def convert(self, family: str, name: str, value: Any) -> Any:
         """A spec-string value (``str``) or a Python value -> the checked value of this parameter's type.
 
+        The conversion and checks are :func:`kdistill._values.convert_value`'s, as for method options
+        (booleans: ``1/0/true/false/yes/no/on/off``); a string is read without surrounding spaces.
         Raises :class:`~kdistill.errors.SpecError` with one line naming the kernel, the
         parameter, the value and what is allowed; the same message whichever way the
         value came.
         """
-        where = f"kernel {family!r}: {name}={_show(value)}"
-        if isinstance(value, np.generic):  # numpy scalars behave as the Python ones
-            value = value.item()
-        t = self.type
+        where = f"kernel {family!r}: {name}"
+        shown = f"{where}={_show(value)}"
+        if isinstance(value, str):
+            value = value.strip()
         try:
-            if isinstance(value, str):
-                text = value.strip()
-                if t is bool:
-                    if text.lower() not in _TRUE + _FALSE:
-                        raise ValueError(value)
-                    value = text.lower() in _TRUE
-                elif t is int:
-                    value = int(text)  # "2.5", "1e3" and "" fail
-                elif t is float:
-                    value = float(text)
-                else:
-                    value = t(text)
-            elif t is bool:
-                if not isinstance(value, bool):
-                    raise TypeError(value)
-            elif t is int:
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise TypeError(value)
-                value = int(value)
-            elif t is float:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise TypeError(value)
-                value = float(value)
-            elif not isinstance(value, t):
-                raise TypeError(value)
-        except OverflowError:  # an int too large for a float
-            raise SpecError(f"{where} is out of range; use {self.allowed()}") from None
-        except (TypeError, ValueError):
-            kind = _KIND.get(t, f"a {t.__name__}")
-            raise SpecError(f"{where} is not {kind}; use {self.allowed()}") from None
-        if t is float:
-            if not math.isfinite(value):
-                raise SpecError(f"{where} is not a finite number; use {self.allowed()}")
+            value = convert_value(value, self.type, where=where, min=self.min, max=self.max,
+                                  min_exclusive=self.min_exclusive, choices=self.choices)
+        except ValueCheckError as err:
+            why = f"is not {type_name(self.type)}" if err.reason == "type" else _WHY[err.reason]
+            raise SpecError(f"{shown} {why}; use {self.allowed()}") from None
+        if self.type is float:
             value = value + 0.0  # -0.0 -> 0.0
-        if self.choices is not None and value not in self.choices:
-            raise SpecError(f"{where} is not allowed; use {self.allowed()}")
-        if t in (int, float):
-            low_ok = self.min is None or (value > self.min if self.min_exclusive else value >= self.min)
-            if not low_ok or (self.max is not None and value > self.max):
-                raise SpecError(f"{where} is out of range; use {self.allowed()}")
         return value
 
 
@@ -257,13 +236,10 @@ def host_float(dtype=np.float64) -> type:
     return np.float64
 
 
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
-_KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# how a refusal of convert_value (its reason) reads in a kernel's message
+_WHY = {"overflow": "is out of range", "range": "is out of range", "finite": "is not a finite number",
+        "choices": "is not allowed"}
 _TOKEN = re.compile(r"[\w.+-]{1,60}")
-
-
-def _num(x: float) -> str:
-    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def _show(value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import scipy.linalg
 
-from .._executor import Executor, get_executor
+from ..parallel import Executor, get_executor
 from .._machine import check_memory
 from .._typing import Array, KernelFn
 from ..errors import InvalidInputError

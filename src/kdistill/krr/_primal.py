@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import scipy.linalg
 
-from .._executor import Executor, get_executor
+from ..parallel import Executor, get_executor
 from .._typing import Array, FeatureFn
 from ..errors import InvalidInputError
 from ._dual import absolute_reg, check_finite

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .._executor import Executor
+from ..parallel import Executor
 from .._progress import status
 from .._typing import Array, FeatureFn, KernelFn
 from ..errors import InvalidInputError

@@ -193,12 +193,13 @@ def weight_agreement(w_s: np.ndarray, w: np.ndarray) -> WeightAgreement:
     return WeightAgreement(float(a @ b / (np.linalg.norm(a) * nb)), float(np.linalg.norm(a - b) / nb))
 
 
-def _rff_out_of_range(phi_s: np.ndarray) -> float:
-    """Share of target rff features outside the map's range |sqrt(p/2) f| <= 1."""
-    return float(np.mean(np.abs(phi_s) * np.sqrt(phi_s.shape[1] / 2.0) > 1.0))
+def _out_of_range(phi_s: np.ndarray, bound: float) -> float:
+    """Share of target features outside a bounded map's range |f| <= bound (``Kernel.feature_bound``)."""
+    return float(np.mean(np.abs(phi_s) / bound > 1.0))
 
 
-# rff's inverse is arccos: keep targets strictly inside its range, where it is well conditioned
+# rff's inverse is arccos: keep targets strictly inside its range, where it is well conditioned (the same for
+# every map with bounded features, Kernel.feature_bound)
 RFF_RANGE_MARGIN = 0.95
 # a round trip phi(inverse(f)) off by more than this (relative) means the map cannot reach f
 REACH_TOL = 1e-6
@@ -283,15 +284,13 @@ def _output_error(w_s: np.ndarray, w: np.ndarray, phi_data: np.ndarray) -> float
 
 
 def _invisible_part(kernel: Kernel, w: np.ndarray, d: int) -> tuple[np.ndarray, float | None]:
-    """For a linear map that is not onto (deep-linear wider than d): W with its rows projected onto the map's
-    range, and the relative size of what was dropped. That part meets no input's features, so predictions
-    are unchanged; but rounding in a float32 Gram puts ~1e-7 of it into W, which no distilled set can
-    reproduce (``range_residual``). Other maps: W unchanged, None."""
-    if kernel.name != "deep-linear":
+    """For a linear map that need not be onto (``kernel.linear_matrix``, deep-linear: not onto when wider than d):
+    W with its rows projected onto the map's range, and the relative size of what was dropped. That part meets
+    no input's features, so predictions are unchanged; but rounding in a float32 Gram puts ~1e-7 of it into W,
+    which no distilled set can reproduce (``range_residual``). Other maps: W unchanged, None."""
+    if kernel.linear_matrix is None:
         return w, None
-    from ..kernels import deep_linear_matrix
-
-    m = deep_linear_matrix(kernel, d)
+    m = kernel.linear_matrix(d)
     q, r = np.linalg.qr(m)
     q = q[:, np.abs(np.diag(r)) > np.abs(np.diag(r)).max() * _RCOND]
     kept = (w @ q) @ q.T
@@ -403,19 +402,21 @@ def distill(
     phi_s, lam_s, bound, images = build(scale)
     # then the images' own RMS: that of the training images for the noise start; at most that for the real
     # start (fcnn's W phi(X0) targets give images ~30x the data otherwise, further from X0, not closer).
-    # Exact in one step for maps without biases (fcnn, cnn, deep-linear, identity). Not for rff: its images
-    # are dominated by A^-1 (arccos(.) - b), whatever the features' scale, and shrinking the features only
-    # costs round-trip precision.
-    for _ in range(0 if kernel.name == "rff" else 4):
+    # Exact in one step for maps without biases (fcnn, cnn, deep-linear, identity). Not for maps with bounded
+    # features (Kernel.feature_bound, rff): rff's images are dominated by A^-1 (arccos(.) - b), whatever the
+    # features' scale, and shrinking the features only costs round-trip precision; they are scaled into the
+    # map's range instead.
+    feature_bound = None if kernel.feature_bound is None else kernel.feature_bound(phi_s.shape[1])
+    for _ in range(0 if feature_bound is not None else 4):
         ratio = data_rms / max(_rms(images), 1e-300)
         if abs(np.log(ratio)) < 0.01 or (init == "real" and ratio >= 1):
             break
         scale *= ratio
         phi_s, lam_s, bound, images = build(scale)
-    if kernel.name == "rff":
-        info["rff_out_of_range_before_scaling"] = _rff_out_of_range(phi_s)
+    if feature_bound is not None:
+        info["rff_out_of_range_before_scaling"] = _out_of_range(phi_s, feature_bound)  # the key runs record
         for _ in range(8):  # exact in one pass for lambda_S = 0 or a fraction of the bound
-            peak = float(np.max(np.abs(phi_s)) * np.sqrt(phi_s.shape[1] / 2.0))
+            peak = float(np.max(np.abs(phi_s)) / feature_bound)
             if peak <= RFF_RANGE_MARGIN * (1 + 1e-9):
                 break
             scale *= RFF_RANGE_MARGIN / peak
@@ -578,6 +579,7 @@ def _lambda_s_option(value):
                "singular values; 1 keeps the distilled features well conditioned)", min=0, min_exclusive=True,
                max=1e6),
     ],
+    smoke_kernel="fcnn",
 )
 def _run_analytic(ctx: Context, opts: dict) -> MethodOutput:
     """Fit W on all data in the primal, then build the distilled set in closed form."""

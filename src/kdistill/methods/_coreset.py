@@ -33,7 +33,7 @@ import numpy as np
 from ..data import one_hot
 from ..errors import InvalidInputError
 from ._registry import Option, register_method
-from ._sampling import INITS, numpy_seed
+from .iterative import INITS, numpy_seed
 from ._types import Context, MethodOutput
 
 __all__ = ["kcenter_indices", "kmeans_coreset_indices", "gaussian_coreset_indices", "coreset_init",

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -54,9 +53,8 @@ from .. import nets
 from ..errors import InvalidInputError
 from ..evaluate import accuracy, finite_settings, resolve_augment, train
 from ..nets import ConvNet, dsa_augment, dsa_strategy
-from ._driver import Batch, DriverSettings, IterativeMethod, driver_options, driver_settings, run_iterative
-from ._registry import Option, register_method
-from ._types import Context, MethodOutput
+from .iterative import Batch, DriverSettings, IterativeMethod, option, register_iterative
+from ._types import Context
 
 __all__ = ["DCSettings", "dc_loops", "match_distance", "dc_method"]
 
@@ -205,20 +203,48 @@ class DCSettings(DriverSettings):
     """
 
     steps: int = 1000
+    # target_batch follows the rounds and batch_real (resolve); DC draws its real batches itself (no samplers)
+    target_batch: int = option(5000, "real images per iteration", min=1, cli=False)
     val_every: int = 100
     checkpoint_every: int = 10
     init: str = "real"
-    lr: float = 0.1
-    momentum: float = 0.5
-    lr_net: float = 0.01
-    batch_real: int = 256
-    batch_train: int = 256
-    outer_loop: int | None = None
-    inner_loop: int | None = None
-    dsa: bool = False
-    dc_width: int = 128
-    dc_depth: int = 3
-    val_epochs: int = 300
+    sampler: str = option("uniform", "target-batch sampler", choices=("uniform",), cli=False)
+    pick_every: int = option(50, "", cli=False)
+    pick_pool: int = option(10_000, "", cli=False)
+    pick_floor: float = option(0.1, "", cli=False)
+    pick_unbiased: bool = option(False, "", cli=False)
+    pick_global: bool = option(False, "", cli=False)
+    lr: float = option(0.1, "learning rate of the images (DC: 0.1)", min=0, min_exclusive=True, max=100)
+    momentum: float = option(0.5, "SGD momentum of the images (DC: 0.5)", min=0, max=0.999)
+    lr_net: float = option(0.01, "learning rate of the network between rounds (DC: 0.01)", min=0, min_exclusive=True,
+                           max=100)
+    batch_real: int = option(256, "real images per class and round (DC: 256)", min=1, max=10**6)
+    batch_train: int = option(256, "batch of the network's training between rounds (DC: 256)", min=1, max=10**6)
+    outer_loop: int | None = option(None, "rounds per iteration (default: DC's for the ipc)", min=1, max=10**4)
+    inner_loop: int | None = option(None, "epochs of network training between rounds (default: DC's for the ipc)",
+                                    min=0, max=10**5)
+    dsa: bool = option(False, "differentiable Siamese augmentation (Zhao & Bilen 2021) while matching, training the "
+                       "network between rounds, and validating")
+    dc_width: int = option(128, "width of DC's ConvNet", min=1, max=4096)
+    dc_depth: int = option(3, "depth of DC's ConvNet", min=1, max=8)
+    val_epochs: int = option(300, "epochs of the ConvNet trained on the set at each validation", min=1, max=10**5)
+
+    def resolve(self, ctx: Context) -> "DCSettings":
+        """DC's loops for the run's ipc where not given, and the driver's batch: ``outer_loop * batch_real``
+        real images per class."""
+        outer, inner = dc_loops(ctx.config.ipc)
+        outer = outer if self.outer_loop is None else self.outer_loop
+        inner = inner if self.inner_loop is None else self.inner_loop
+        return dataclasses.replace(self, outer_loop=outer, inner_loop=inner,
+                                   target_batch=outer * self.batch_real * ctx.num_classes)
+
+    def info(self, ctx: Context) -> dict:
+        """DC's fields of ``summary.json``'s ``method_info``."""
+        return {"outer_loop": self.outer_loop, "inner_loop": self.inner_loop,
+                "dsa_families": list(dsa_strategy(ctx.dataset_name) if self.dsa else ()),
+                "validation_augment": resolve_augment("dsa" if self.dsa else "auto", ctx.dataset_name)[0],
+                "test_accuracy_is": f"KRR with {ctx.kernel.spec} (DC's own measure: kdistill evaluate FILE --model "
+                                    "convnet)"}
 
 
 def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: float = 0.1, momentum: float = 0.5,
@@ -241,7 +267,7 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
     outer = default_outer if outer_loop is None else outer_loop
     inner = default_inner if inner_loop is None else inner_loop
     net = ConvNet(width=width, depth=depth, norm="instance", parameterization="standard")
-    net._check(input_shape)  # a clear error for images too small for the depth
+    net.check_input(input_shape)  # a clear error for images too small for the depth
     families = tuple(dsa) if dsa else None
     train_augment, flip = ("dsa", "flip" in families) if families else ("none", True)
     base = jax.random.fold_in(jax.random.key(seed, impl="rbg"), 0x6463)  # "dc": the stream of networks
@@ -299,71 +325,18 @@ def dc_method(*, num_classes: int, ipc: int, input_shape: tuple[int, ...], lr: f
     return IterativeMethod("dc", init, step, support, validate, hint="lower --lr")
 
 
-_DEFAULTS = DCSettings()
-
-DC_OPTIONS = (
-    # target_batch follows batch_real; DC draws its real batches itself (no scoring samplers)
-    *(o for o in driver_options(_DEFAULTS) if o.name != "target_batch" and o.name != "sampler"
-      and not o.name.startswith("pick_")),
-    Option("lr", float, _DEFAULTS.lr, "learning rate of the images (DC: 0.1)", min=0, min_exclusive=True, max=100),
-    Option("momentum", float, _DEFAULTS.momentum, "SGD momentum of the images (DC: 0.5)", min=0, max=0.999),
-    Option("lr_net", float, _DEFAULTS.lr_net, "learning rate of the network between rounds (DC: 0.01)", min=0,
-           min_exclusive=True, max=100),
-    Option("batch_real", int, _DEFAULTS.batch_real, "real images per class and round (DC: 256)", min=1,
-           max=10**6),
-    Option("batch_train", int, _DEFAULTS.batch_train, "batch of the network's training between rounds (DC: 256)",
-           min=1, max=10**6),
-    Option("outer_loop", int, None, "rounds per iteration (default: DC's for the ipc)", min=1, max=10**4),
-    Option("inner_loop", int, None, "epochs of network training between rounds (default: DC's for the ipc)",
-           min=0, max=10**5),
-    Option("dsa", bool, False, "differentiable Siamese augmentation (Zhao & Bilen 2021) while matching, "
-           "training the network between rounds, and validating"),
-    Option("dc_width", int, _DEFAULTS.dc_width, "width of DC's ConvNet", min=1, max=4096),
-    Option("dc_depth", int, _DEFAULTS.dc_depth, "depth of DC's ConvNet", min=1, max=8),
-    Option("val_epochs", int, _DEFAULTS.val_epochs, "epochs of the ConvNet trained on the set at each validation",
-           min=1, max=10**5),
-)
+def _build(s: DCSettings, ctx: Context) -> IterativeMethod:
+    return dc_method(num_classes=ctx.num_classes, ipc=ctx.config.ipc, input_shape=tuple(ctx.x_train.shape[1:]),
+                     lr=s.lr, momentum=s.momentum, lr_net=s.lr_net, batch_train=s.batch_train,
+                     outer_loop=s.outer_loop, inner_loop=s.inner_loop,
+                     dsa=dsa_strategy(ctx.dataset_name) if s.dsa else None, width=s.dc_width, depth=s.dc_depth,
+                     val_epochs=s.val_epochs, batch_real=s.batch_real,
+                     val_augment=resolve_augment("dsa" if s.dsa else "auto", ctx.dataset_name), seed=ctx.config.seed)
 
 
-def _settings(opts: dict, ctx: Context) -> tuple[DCSettings, int, int]:
-    """The run's settings (``target_batch`` from the rounds and ``batch_real``) and its resolved
-    ``(outer_loop, inner_loop)``."""
-    outer, inner = dc_loops(ctx.config.ipc)
-    outer = outer if opts.get("outer_loop") is None else opts["outer_loop"]
-    inner = inner if opts.get("inner_loop") is None else opts["inner_loop"]
-    s = DCSettings(**{**opts, "target_batch": outer * opts["batch_real"] * ctx.num_classes,
-                      "val_size": ctx.config.val_size})
-    s.validate()
-    return s, outer, inner
-
-
-@register_method("dc", doc="DC (Zhao et al. 2021): gradient matching on fresh ConvNets, class by class (--dsa: "
-                 "with differentiable Siamese augmentation); evaluate the set with `kdistill evaluate --model "
-                 "convnet`", options=DC_OPTIONS, iterative=True, precision="float32",
-                 kernel="linear")
-def _run_dc(ctx: Context, opts: dict) -> MethodOutput:
-    s, outer, inner = _settings(opts, ctx)
-    families = dsa_strategy(ctx.dataset_name) if s.dsa else None
-    val_augment = resolve_augment("dsa" if s.dsa else "auto", ctx.dataset_name)
-    method = dc_method(num_classes=ctx.num_classes, ipc=ctx.config.ipc, input_shape=tuple(ctx.x_train.shape[1:]),
-                       lr=s.lr, momentum=s.momentum, lr_net=s.lr_net, batch_train=s.batch_train,
-                       outer_loop=outer, inner_loop=inner, dsa=families, width=s.dc_width,
-                       depth=s.dc_depth, val_epochs=s.val_epochs, batch_real=s.batch_real, val_augment=val_augment,
-                       seed=ctx.config.seed)
-    checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
-    fp = {"precision": ctx.config.precision, "dataset": ctx.dataset_name,
-          "dc": {**{k: getattr(s, k) for k in ("lr", "momentum", "lr_net", "batch_real", "batch_train", "dsa",
-                                               "dc_width", "dc_depth", "val_epochs")},
-                 "outer_loop": outer, "inner_loop": inner}}
-    res = run_iterative(method, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
-                        seed=ctx.config.seed, settings=driver_settings(dataclasses.asdict(s)), kernel=ctx.kernel,
-                        checkpoint=checkpoint, resume=ctx.resume, fingerprint=fp, on_checkpoint=ctx.on_checkpoint,
-                        progress=ctx.progress)
-    info = {"settings": dataclasses.asdict(s), "outer_loop": outer, "inner_loop": inner,
-            "dsa_families": list(families or ()), "validation_augment": val_augment[0],
-            "test_accuracy_is": f"KRR with {ctx.kernel.spec} (DC's own measure: kdistill evaluate FILE --model convnet)",
-            "init": s.init, "steps_run": res.steps_run, "best_step": res.best_step,
-            "best_val_accuracy": res.best_val_accuracy, "stopped_early": res.stopped_early,
-            "stop_reason": res.stop_reason, "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
-    return MethodOutput(res.images, res.labels, info, seconds={"dc": res.seconds}, history=res.history,
-                        init_images=res.init_images, seconds_before=res.seconds_before)
+register_iterative("dc", DCSettings, _build, doc="DC (Zhao et al. 2021): gradient matching on fresh ConvNets, class by "
+                   "class (--dsa: with differentiable Siamese augmentation); evaluate the set with `kdistill evaluate "
+                   "--model convnet`", precision="float32", kernel="linear",
+                   smoke={"steps": 4, "val_every": 2, "checkpoint_every": 1, "dc_width": 8, "dc_depth": 2,
+                          "batch_real": 4, "lr": 0.001, "outer_loop": 2, "inner_loop": 1, "val_epochs": 2},
+                   smoke_kernel="rbf")

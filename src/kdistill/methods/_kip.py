@@ -6,7 +6,7 @@ KRR predictions for a target batch (X_T, Y_T):
     pred = K(X_T, X_S) (K_SS + lam I)^-1 Y_S,   lam = reg * tr(K_SS) / m,
     L = 1/2 mean_i w_i || y_i - pred_i ||^2     (``mse``, KIP)   or   Platt's cross-entropy (``platt``),
 
-with Adam (optax). KIP is an :class:`~kdistill.methods.IterativeMethod` on the shared driver,
+with Adam (optax). KIP is an :class:`~kdistill.methods.iterative.IterativeMethod` on the shared driver,
 which owns validation, checkpoints, resume and target batches. With ``redraw_every`` and a
 random-feature kernel (``rf-convnet``, ``rf-fc``), the networks behind the kernel are redrawn
 from a fresh key every N steps (RFAD); validation keeps the kernel's own fixed draw.
@@ -25,62 +25,43 @@ import numpy as np
 import optax
 
 from .. import krr
-from .._executor import get_executor
 from .._typing import KernelFn
 from ..errors import InvalidInputError
 from ..kernels import Kernel
-from ._driver import (Batch, DriverSettings, IterativeMethod, IterativeResult, driver_options, driver_settings,
-                      run_iterative)
+from ..parallel import get_executor
+from .iterative import (LOSSES, Batch, DriverSettings, Init, IterativeMethod, IterativeResult, Sampler, adam_update,
+                        get_loss, init_state, krr_predictions, method_fields, option, pad_rows, register_iterative,
+                        ridge_solve, rows_loss, run_iterative, split_update)
 from ._label_solve import label_solve
-from ._losses import LOSSES, get_loss
-from ._registry import Option, register_method
-from ._sampling import Init, Sampler
-from ._split import kip_head, kip_shard, ridge_solve, split_update
-from ._types import Context, MethodOutput
+from ._types import Context
 
-__all__ = ["KIPSettings", "KIPResult", "kip_loss", "krr_predictions", "kip_method", "kip"]
+__all__ = ["KIPSettings", "KIPResult", "kip_loss", "kip_method", "kip"]
 
 
 @dataclasses.dataclass(frozen=True)
-class KIPSettings:
-    """Settings of a KIP run: the driver's (steps, batches, validation, checkpoints) and KIP's own.
+class KIPSettings(DriverSettings):
+    """Settings of a KIP run: the driver's (:class:`~kdistill.methods.iterative.DriverSettings`: steps,
+    batches, validation, checkpoints) and KIP's own.
 
     Attributes:
       lr: Adam learning rate.
-      reg: relative ridge, lam = reg * tr(K_SS) / m (KIP: 1e-6).
+      reg: relative ridge, lam = reg * tr(K_SS) / m (KIP: 1e-6; a run's ``--reg``).
       learn_labels: optimise Y_S jointly with X_S.
       label_solve_every: re-solve Y_S in closed form on the step's target batch every N steps (0: never).
-      loss: ``"mse"`` (KIP) or ``"platt"`` (RFAD), see :mod:`._losses`.
+      loss: ``"mse"`` (KIP) or ``"platt"`` (RFAD), see ``kdistill.methods.iterative.LOSSES``.
       redraw_every: random-feature kernels only: redraw the networks every N steps (0: never).
-      The other fields are :class:`~kdistill.methods.DriverSettings`.
     """
 
     steps: int = 4000
-    lr: float = 0.02
-    reg: float = 1e-6
-    target_batch: int = 5000
-    learn_labels: bool = False
-    label_solve_every: int = 0
-    val_every: int = 100
-    val_size: int = 5000
-    patience: int = 0
-    checkpoint_every: int = 100
-    init: str = "real"
-    sampler: str = "uniform"
-    time_limit: float = 0.0
-    loss: str = "mse"
-    redraw_every: int = 0
-    pick_every: int = 50
-    pick_pool: int = 10_000
-    pick_floor: float = 0.1
-    pick_unbiased: bool = False
-    pick_global: bool = False
-
-    def driver(self) -> DriverSettings:
-        return driver_settings(dataclasses.asdict(self))
+    lr: float = option(0.02, "Adam learning rate (pixels move about lr per step)", min=0, min_exclusive=True, max=10)
+    reg: float = option(1e-6, "relative ridge of the KRR predictions", min=0, cli=False)
+    learn_labels: bool = option(False, "learn the labels too")
+    label_solve_every: int = option(0, "re-solve the labels in closed form on the step's batch every N steps", min=0)
+    loss: str = option("mse", "loss of the KRR predictions", choices=lambda: tuple(LOSSES))
+    redraw_every: int = option(0, "random-feature kernels: redraw the networks every N steps (0: never)", min=0)
 
     def validate(self) -> None:
-        self.driver().validate()
+        super().validate()
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise InvalidInputError(f"KIP learning rate must be a finite number > 0, got {self.lr}")
         if not (self.reg >= 0 and np.isfinite(self.reg)):
@@ -92,16 +73,6 @@ class KIPSettings:
 
 
 KIPResult = IterativeResult
-
-
-def krr_predictions(kernel_fn: KernelFn, x_s, y_s, x_t, *, reg: float):
-    """``K(x_t, x_s) (K_SS + lam I)^-1 y_s`` with ``lam = reg * tr(K_SS) / m`` (JAX, differentiable).
-
-    Shapes: x_s (m, h, w, c), y_s (m, k), x_t (b, h, w, c) -> (b, k).
-    """
-    k_ss = kernel_fn(x_s, x_s)  # before K_TS: the order the recorded reference losses were computed in
-    k_ts = kernel_fn(x_t, x_s)
-    return k_ts @ ridge_solve(k_ss, y_s, reg)
 
 
 def kip_loss(kernel_fn: KernelFn, x_s, y_s, x_t, y_t, *, reg: float, loss: str = "mse", weights=None,
@@ -118,27 +89,35 @@ def kip_loss(kernel_fn: KernelFn, x_s, y_s, x_t, y_t, *, reg: float, loss: str =
     return value, acc
 
 
-def adam_update(objective, optimizer):
-    """``update(params, opt_state, *args) -> (params, opt_state, loss, accuracy)``: one jitted optimiser step
-    on ``objective(params, *args) -> (loss, accuracy)`` (KIP's and RFAD's steps)."""
+# ---- KIP's distributed step (kdistill.methods.iterative.split_update): r = (X_S, alpha), Z = K_SS ----------
 
-    @jax.jit
-    def update(params, opt_state, *args):
-        (value, acc), grads = jax.value_and_grad(objective, has_aux=True)(params, *args)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value, acc
-
-    return update
+def kip_head(reg: float):
+    """``(Z = K_SS, Y_S, X_S) -> r = (X_S, alpha)``."""
+    return lambda z, y_s, x_s: (x_s, ridge_solve(z, y_s, reg))
 
 
-def init_state(x_s, y_s, *, optimizer, learn_labels: bool, loss_init) -> dict:
-    """``{"params": {"x", ["y"], [loss parameters]}, "opt": optimiser state, "y_fixed": labels}`` (KIP, RFAD)."""
-    params = {"x": jnp.asarray(x_s)}
-    if learn_labels:
-        params["y"] = jnp.asarray(y_s)
-    for k, v in loss_init.items():
-        params[k] = jnp.asarray(v, dtype=params["x"].dtype)
-    return {"params": params, "opt": optimizer.init(params), "y_fixed": jnp.asarray(y_s)}
+def kip_support_rows(idx, x_s, kernel: Kernel, key):
+    """Rows ``idx`` of K_SS (under the networks drawn from ``key`` for a random-feature kernel)."""
+    return kernel.fn(x_s[idx], x_s) if key is None else kernel.keyed(key, x_s[idx], x_s)
+
+
+@functools.lru_cache(maxsize=16)
+def _kip_shard_fn(kernel, loss: str, keyed: bool):
+    def objective(r, extra, x_t, y_t, w, mask, b_total, key):
+        x_s, alpha = r
+        k_ts = kernel.keyed(key, x_t, x_s) if keyed else kernel.fn(x_t, x_s)
+        return rows_loss(loss, k_ts @ alpha, y_t, w, mask, extra, b_total)
+
+    return jax.jit(jax.value_and_grad(objective, argnums=(0, 1), has_aux=True))
+
+
+def kip_shard(x_t, y_t, w, r, extra, kernel: Kernel, loss: str, b_total: int, key_data):
+    """A worker's share of a KIP step: ``(loss, correct, dL/dr, dL/dextra)`` for its rows."""
+    x_t, y_t, w, mask = pad_rows(np.asarray(x_t), np.asarray(y_t), np.asarray(w))
+    key = None if key_data is None else jax.random.wrap_key_data(jnp.asarray(key_data))
+    fn = _kip_shard_fn(kernel, loss, key_data is not None)
+    (value, correct), (g_r, g_extra) = fn(r, extra, x_t, y_t, w, mask, b_total, key)
+    return jax.device_get((value, correct, g_r, g_extra))
 
 
 def _kernel_fn(kernel: Kernel | KernelFn) -> KernelFn:
@@ -149,7 +128,7 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
                label_solve_every: int = 0, loss: str = "mse", redraw_every: int = 0, seed: int = 0,
                name: str = "kip", executor=None, split: bool | None = None,
                support_on_workers: bool | None = None) -> IterativeMethod:
-    """KIP as an iterative method for :func:`~kdistill.methods.run_iterative`.
+    """KIP as an iterative method for :func:`~kdistill.methods.iterative.run_iterative`.
 
     State: ``{"params": {"x", ["y"], [loss parameters]}, "opt": Adam state, "y_fixed": labels}``.
     ``split`` (default: when ``executor`` is distributed) evaluates each step's target rows through
@@ -174,12 +153,12 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
     update = adam_update(objective, optimizer)
     init = functools.partial(init_state, optimizer=optimizer, learn_labels=learn_labels, loss_init=the_loss.init)
     if split is None:
-        split = bool(getattr(executor, "distributed", False))
+        split = get_executor(executor).distributed
     if split:
         if not isinstance(kernel, Kernel):
             raise InvalidInputError("a distributed KIP step needs a registry kernel (a spec string or Kernel), "
                                     "not a plain function: workers rebuild it from its spec")
-        split_step = split_update(kip_head(reg), ("kip", kernel, None, None), kip_shard, (kernel, loss),
+        split_step = split_update(kip_head(reg), (kip_support_rows, (kernel,)), kip_shard, (kernel, loss),
                                   optimizer=optimizer, learn_labels=learn_labels, loss=loss,
                                   executor=get_executor(executor), support_on_workers=support_on_workers)
 
@@ -246,49 +225,27 @@ def kip(
 ) -> KIPResult:
     """Run KIP on ``x_train: (n, h, w, c)``, ``labels: (n,)`` and return the best support set.
 
-    A convenience over :func:`kip_method` + :func:`~kdistill.methods.run_iterative` (see there for
+    A convenience over :func:`kip_method` + :func:`~kdistill.methods.iterative.run_iterative` (see there for
     the validation split, ``init``, ``sampler(step, state) -> (indices, weights)``, checkpoints and resume).
     """
     settings.validate()
     method = kip_method(kernel, lr=settings.lr, reg=settings.reg, learn_labels=settings.learn_labels,
                         label_solve_every=settings.label_solve_every, loss=settings.loss,
                         redraw_every=settings.redraw_every, seed=seed, executor=executor)
-    fp = dict(fingerprint or {}, kip={k: getattr(settings, k) for k in
-                                      ("lr", "reg", "learn_labels", "label_solve_every", "loss", "redraw_every")})
+    fp = dict(fingerprint or {}, kip=method_fields(settings, DriverSettings))
     return run_iterative(method, x_train, labels, num_classes=num_classes, ipc=ipc, seed=seed,
                          settings=settings.driver(), kernel=kernel if isinstance(kernel, Kernel) else None,
                          init=init, sampler=sampler, checkpoint=checkpoint, resume=resume, fingerprint=fp,
                          on_checkpoint=on_checkpoint, progress=progress)
 
 
-_DEFAULTS = KIPSettings()
-
-KIP_OPTIONS = (
-    *driver_options(_DEFAULTS.driver()),
-    Option("lr", float, _DEFAULTS.lr, "Adam learning rate (pixels move about lr per step)", min=0,
-           min_exclusive=True, max=10),
-    Option("learn_labels", bool, False, "learn the labels too"),
-    Option("label_solve_every", int, 0, "re-solve the labels in closed form on the step's batch every N steps",
-           min=0),
-    Option("loss", str, _DEFAULTS.loss, "loss of the KRR predictions", choices=tuple(LOSSES)),
-    Option("redraw_every", int, 0, "random-feature kernels: redraw the networks every N steps (0: never)", min=0),
-)
+def _build(s: KIPSettings, ctx: Context) -> IterativeMethod:
+    return kip_method(ctx.kernel, lr=s.lr, reg=s.reg, learn_labels=s.learn_labels,
+                      label_solve_every=s.label_solve_every, loss=s.loss, redraw_every=s.redraw_every,
+                      seed=ctx.config.seed, executor=ctx.executor)
 
 
-@register_method("kip", doc="Kernel Inducing Points (Nguyen et al. 2021): Adam on the support images (and labels) "
-                 "to minimise the KRR loss on target batches; any kernel", options=KIP_OPTIONS, iterative=True)
-def _run_kip(ctx: Context, opts: dict) -> MethodOutput:
-    settings = KIPSettings(**{**opts, "reg": ctx.relative_reg(), "val_size": ctx.config.val_size})
-    settings.validate()
-    checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
-    res = kip(ctx.kernel, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
-              seed=ctx.config.seed, settings=settings, checkpoint=checkpoint, resume=ctx.resume,
-              fingerprint={"kernel": ctx.kernel.spec, "precision": ctx.config.precision}, progress=ctx.progress,
-              on_checkpoint=ctx.on_checkpoint, executor=ctx.executor)
-    info = {"settings": dataclasses.asdict(settings), "init": settings.init, "sampler": settings.sampler,
-            "init_seconds": res.init_seconds, "sampler_seconds": res.sampler_seconds,
-            "steps_run": res.steps_run, "best_step": res.best_step,
-            "best_val_accuracy": res.best_val_accuracy, "stopped_early": res.stopped_early,
-            "stop_reason": res.stop_reason, "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
-    return MethodOutput(res.images, res.labels, info, reg=settings.reg, seconds={"kip": res.seconds},
-                        history=res.history, init_images=res.init_images, seconds_before=res.seconds_before)
+register_iterative("kip", KIPSettings, _build, doc="Kernel Inducing Points (Nguyen et al. 2021): Adam on the support "
+                   "images (and labels) to minimise the KRR loss on target batches; any kernel",
+                   smoke={"steps": 4, "target_batch": 60, "val_every": 2, "checkpoint_every": 1, "learn_labels": True},
+                   smoke_kernel="rbf")

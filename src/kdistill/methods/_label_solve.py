@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import krr
-from .._executor import Executor, get_executor
+from ..parallel import Executor, get_executor
 from .._typing import KernelFn
 from ..data import class_balanced_indices
 from ..errors import InvalidInputError

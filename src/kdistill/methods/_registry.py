@@ -18,12 +18,11 @@ Adding a method is one module that calls :func:`register_method`:
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 
+from .._values import convert_value
 from ..errors import InvalidInputError, SpecError
 
 __all__ = ["Option", "Method", "register_method", "unregister_method", "methods", "get_method", "resolve_options",
@@ -40,7 +39,8 @@ class Option:
       default: value when not given (``None``: absent unless given).
       help: one line for ``--help`` and ``kdistill methods``.
       min, max: inclusive bounds for numbers; ``min_exclusive`` makes ``min`` strict.
-      choices: allowed values for strings.
+      choices: allowed values for strings: a tuple, or a function returning one (resolved each time the
+        option is listed or checked, so an init or sampler registered after the method still counts).
       parse: for values that need more than a type (``"0.5xbound"``): ``parse(value) -> value``,
         raising :class:`InvalidInputError` with a one-line message.
       flag: CLI flag, e.g. ``"--clamp-lambda-s"``.
@@ -53,7 +53,7 @@ class Option:
     min: float | None = None
     max: float | None = None
     min_exclusive: bool = False
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None
     parse: Callable[[Any], Any] | None = None
     flag: str | None = None
 
@@ -61,13 +61,17 @@ class Option:
     def cli_flag(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
 
+    def allowed(self) -> tuple[Any, ...] | None:
+        """The choices now (a function of choices is called)."""
+        return tuple(self.choices()) if callable(self.choices) else self.choices
+
     def describe(self) -> str:
         """``help [default: x; >= 1]`` for listings."""
         extra = []
         if self.default is not None and self.type is not bool:
             extra.append(f"default: {self.default}")
-        if self.choices:
-            extra.append("one of " + "|".join(map(str, self.choices)))
+        if self.allowed():
+            extra.append("one of " + "|".join(map(str, self.allowed())))
         if self.min is not None:
             extra.append(f"{'>' if self.min_exclusive else '>='} {self.min:g}")
         if self.max is not None:
@@ -75,72 +79,23 @@ class Option:
         return self.help + (f" [{'; '.join(extra)}]" if extra else "")
 
     def convert(self, method: str, value: Any) -> Any:
-        """Convert a CLI string or a Python value to this option's type and check its range."""
-        where = f"method {method!r}: {self.cli_flag}"
+        """Convert a CLI string or a Python value to this option's type and check its range and choices
+        (:func:`kdistill._values.convert_value`, the validator kernel parameters use too)."""
         if self.parse is not None:
             return self.parse(value)
-        t = self.type
-        if isinstance(value, np.generic):  # numpy scalars behave as the Python ones
-            value = value.item()
-        try:
-            if t is bool:
-                if isinstance(value, str):
-                    low = value.strip().lower()
-                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError(value)
-                    value = low in ("1", "true", "yes", "on")
-                elif not isinstance(value, bool):
-                    raise ValueError(value)
-            elif t is int:
-                if isinstance(value, bool) or isinstance(value, float):
-                    raise ValueError(value)
-                value = int(value.strip()) if isinstance(value, str) else int(value)
-            elif t is float:
-                if isinstance(value, bool):
-                    raise ValueError(value)
-                value = float(value)
-            elif t is Path:
-                value = Path(value)
-            else:
-                if not isinstance(value, str):
-                    raise ValueError(value)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInputError(f"{where} must be {_type_name(t)}, got {_show(value)}") from None
-        if t in (int, float):
-            if t is float and not math.isfinite(value):
-                raise InvalidInputError(f"{where} must be a finite number, got {_show(value)}")
-            low_ok = self.min is None or (value > self.min if self.min_exclusive else value >= self.min)
-            if not low_ok or (self.max is not None and value > self.max):
-                raise InvalidInputError(f"{where} must be {_range(self)}, got {_show(value)}")
-        if self.choices is not None and value not in self.choices:
-            raise InvalidInputError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {_show(value)}")
-        return value
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _type_name(t: type) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}.get(
-        t, t.__name__)
-
-
-def _range(o: Option) -> str:
-    parts = []
-    if o.min is not None:
-        parts.append(f"{'>' if o.min_exclusive else '>='} {o.min:g}")
-    if o.max is not None:
-        parts.append(f"<= {o.max:g}")
-    return " and ".join(parts) or "valid"
+        return convert_value(value, self.type, where=f"method {method!r}: {self.cli_flag}", min=self.min,
+                             max=self.max, min_exclusive=self.min_exclusive, choices=self.choices)
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     """A registered method: ``run(ctx, options) -> MethodOutput`` plus what the CLI and docs need.
 
-    ``iterative`` methods run on the iterative driver (checkpoints, ``--resume``, ``history.json``).
+    ``iterative`` methods run on the iterative driver (checkpoints, ``--resume``, ``history.json``);
+    ``settings`` is the frozen settings dataclass an iterative method was registered from
+    (:func:`kdistill.methods.iterative.register_iterative`). ``smoke`` are small options (and
+    ``smoke_kernel`` a small kernel spec) with which the method finishes in seconds on ``digits``: the
+    contract tests run every registered method with them.
     """
 
     name: str
@@ -150,6 +105,9 @@ class Method:
     iterative: bool = False
     precision: str = "float64"  # what a run's precision "auto" means for this method
     kernel: str | None = None  # the kernel spec when none is given (None: the entry point's own default)
+    smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    smoke_kernel: str | None = None
+    settings: type | None = None
 
     def option(self, name: str) -> Option:
         for o in self.options:
@@ -168,7 +126,8 @@ RESERVED_FLAGS = frozenset({
 
 
 def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iterative: bool = False,
-                    precision: str = "float64", kernel: str | None = None):
+                    precision: str = "float64", kernel: str | None = None, smoke: Mapping[str, Any] | None = None,
+                    smoke_kernel: str | None = None, settings: type | None = None):
     """Decorator: register ``run(ctx: Context, options: dict) -> MethodOutput`` as method ``name``.
 
     Raises ``RuntimeError`` for a programming error in the registration: a duplicate name or option,
@@ -199,11 +158,16 @@ def register_method(name: str, *, doc: str, options: Iterable[Option] = (), iter
                                            f"{other.name!r} with another name or type")
         if precision not in ("float64", "float32"):
             raise RuntimeError(f"method {name!r}: precision must be float64 or float32, not {precision!r}")
-        if kernel is not None:
-            from ..kernels import from_spec
+        for spec in (kernel, smoke_kernel):
+            if spec is not None:
+                from ..kernels import from_spec
 
-            from_spec(kernel)  # a default that does not parse is a bug
-        _METHODS[name] = Method(name, doc, opts, run, iterative, precision, kernel)
+                from_spec(spec)  # a default that does not parse is a bug
+        unknown = sorted(set(smoke or {}) - set(names))
+        if unknown:
+            raise RuntimeError(f"method {name!r}: smoke options {unknown} are not its options")
+        _METHODS[name] = Method(name, doc, opts, run, iterative, precision, kernel, dict(smoke or {}), smoke_kernel,
+                                settings)
         return run
 
     return deco

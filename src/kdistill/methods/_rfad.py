@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -48,24 +47,20 @@ import numpy as np
 import optax
 
 from .. import krr
-from .._executor import get_executor
 from .._machine import check_memory
 from ..errors import InvalidInputError
 from ..kernels import Kernel
-from ..kernels._random_features import random_features
-from ._driver import Batch, DriverSettings, IterativeMethod, driver_options, driver_settings, run_iterative
-from ._kip import adam_update, init_state
-from ._losses import LOSSES, get_loss
-from ._registry import Option, register_method
-from ._split import rfad_head, rfad_shard, ridge_solve, split_update
-from ._types import Context, MethodOutput
+from ..parallel import get_executor
+from .iterative import (LOSSES, Batch, DriverSettings, IterativeMethod, adam_update, get_loss, init_state, option,
+                        pad_rows, register_iterative, ridge_solve, rows_loss, split_update)
+from ._types import Context
 
 __all__ = ["DEFAULT_KERNEL", "RFADSettings", "rfad_method", "rfad_features"]
 
 
 @dataclasses.dataclass(frozen=True)
 class RFADSettings(DriverSettings):
-    """RFAD's settings: the driver's (:class:`~kdistill.methods.DriverSettings`, with RFAD's target batch)
+    """RFAD's settings: the driver's (:class:`~kdistill.methods.iterative.DriverSettings`, with RFAD's target batch)
     and its own (see the module docstring). ``hold_batch`` follows ``redraw_every``.
 
     Attributes:
@@ -79,19 +74,19 @@ class RFADSettings(DriverSettings):
     """
 
     target_batch: int = 1280
-    lr: float = 0.01
-    reg: float = 5e-3
-    learn_labels: bool = False
-    loss: str = "platt"
-    redraw_every: int = 1
-    draw_models: int = 2
-    draw_width: int | None = None
+    lr: float = option(0.01, "Adam learning rate", min=0, min_exclusive=True, max=10)
+    reg: float = option(5e-3, "relative ridge of the KRR predictions (RFAD's jitter)", min=0, min_exclusive=True,
+                        cli=False)
+    learn_labels: bool = option(False, "learn the labels too")
+    loss: str = option("platt", "loss of the KRR predictions (RFAD: platt)", choices=lambda: tuple(LOSSES))
+    redraw_every: int = option(1, "new random networks, and a new target batch whose features are then reused, "
+                               "every N steps (RFAD: 1)", min=1, max=10**6)
+    draw_models: int = option(2, "networks per training draw (RFAD: 8)", min=1, max=1024)
+    draw_width: int | None = option(None, "width of the training networks (default: the --kernel spec's width; "
+                                    "RFAD: 256)", min=1, max=4096)
 
     def __post_init__(self):
         object.__setattr__(self, "hold_batch", self.redraw_every)
-
-    def driver(self) -> DriverSettings:
-        return driver_settings(dataclasses.asdict(self))
 
     def validate(self) -> None:
         if self.redraw_every < 1:
@@ -108,14 +103,50 @@ def rfad_features(kernel: Kernel, *, models: int | None = None, width: int | Non
     """``features(x, key) -> (n, models * p + 1)``: the kernel's random features with its networks drawn from
     ``key`` (a traced argument: a new key per window does not recompile); ``models`` and ``width``
     replace the spec's when given (cheaper training draws of the same architecture)."""
-    if kernel.name not in ("rf-convnet", "rf-fc"):
+    if kernel.draw_features is None:
         raise InvalidInputError(
             f"rfad needs a random-feature kernel, not {kernel.spec!r}: leave out --kernel for rfad's own "
             f"({DEFAULT_KERNEL}), or give an rf-convnet or rf-fc spec (its fixed draw validates and evaluates; "
             f"training draws --draw-models networks of its architecture)")
-    params = dict(kernel.params)
-    params.update({k: v for k, v in (("models", models), ("width", width)) if v is not None})
-    return functools.partial(random_features, arch=kernel.name[len("rf-"):], **params)
+    return functools.partial(kernel.draw_features, models=models, width=width)
+
+
+# ---- RFAD's distributed step (kdistill.methods.iterative.split_update): r = v, Z = Phi_S -------------------
+
+def rfad_head(reg: float):
+    """``(Z = Phi_S, Y_S, X_S) -> r = v = Phi_S^T (Phi_S Phi_S^T + lam I)^-1 Y_S``."""
+    return lambda z, y_s, x_s: z.T @ ridge_solve(z @ z.T, y_s, reg)
+
+
+def rfad_support_rows(idx, x_s, kernel: Kernel, models, width, key):
+    """Rows ``idx`` of Phi_S: the support images' features under the networks drawn from ``key``."""
+    return rfad_features(kernel, models=models, width=width)(x_s[idx], key=key)
+
+
+@functools.lru_cache(maxsize=16)
+def _rfad_shard_fn(kernel, models, width, loss: str):
+    features = rfad_features(kernel, models=models, width=width)
+
+    def objective(v, extra, phi_t, y_t, w, mask, b_total):
+        return rows_loss(loss, phi_t @ v, y_t, w, mask, extra, b_total)
+
+    grad = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
+
+    @jax.jit
+    def run(v, extra, x_t, y_t, w, mask, b_total, key):
+        return grad(v, extra, features(x_t, key=key), y_t, w, mask, b_total)
+
+    return run
+
+
+def rfad_shard(x_t, y_t, w, v, extra, kernel: Kernel, models, width, loss: str, b_total: int, key_data):
+    """A worker's share of an RFAD step: ``(loss, correct, dL/dv, dL/dextra)`` for its rows' features under
+    the networks drawn from ``key_data``."""
+    x_t, y_t, w, mask = pad_rows(np.asarray(x_t), np.asarray(y_t), np.asarray(w))
+    key = jax.random.wrap_key_data(jnp.asarray(key_data))
+    (value, correct), (g_v, g_extra) = _rfad_shard_fn(kernel, models, width, loss)(v, extra, x_t, y_t, w, mask,
+                                                                                   b_total, key)
+    return jax.device_get((value, correct, g_v, g_extra))
 
 
 def _features_block(x, kernel):
@@ -160,9 +191,9 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
     update = adam_update(objective, optimizer)
     init = functools.partial(init_state, optimizer=optimizer, learn_labels=learn_labels, loss_init=the_loss.init)
     if split is None:
-        split = bool(getattr(executor, "distributed", False))
+        split = get_executor(executor).distributed
     if split:
-        split_step = split_update(rfad_head(reg), ("rfad", kernel, draw_models, draw_width), rfad_shard,
+        split_step = split_update(rfad_head(reg), (rfad_support_rows, (kernel, draw_models, draw_width)), rfad_shard,
                                   (kernel, draw_models, draw_width, loss), optimizer=optimizer,
                                   learn_labels=learn_labels, loss=loss, executor=get_executor(executor),
                                   support_on_workers=support_on_workers)
@@ -205,46 +236,19 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
     return IterativeMethod("rfad", init, step, support, validate, hint=f"lower --lr or raise --reg (reg={reg})")
 
 
-_DEFAULTS = RFADSettings()
 DEFAULT_KERNEL = "rf-convnet:models=16,width=64,depth=3,stem=0"
 """The fixed kernel (validation, evaluation) when no --kernel is given: 16 networks (RFAD validates with 16) of
 DC's/RFAD's ConvNet without its stem conv, width 64 (benchmarks/results/rfad.md has the choice's data)."""
 
-RFAD_OPTIONS = (
-    *driver_options(_DEFAULTS.driver()),
-    Option("lr", float, _DEFAULTS.lr, "Adam learning rate", min=0, min_exclusive=True, max=10),
-    Option("learn_labels", bool, False, "learn the labels too"),
-    Option("loss", str, _DEFAULTS.loss, "loss of the KRR predictions (RFAD: platt)", choices=tuple(LOSSES)),
-    Option("redraw_every", int, _DEFAULTS.redraw_every, "new random networks, and a new target batch whose features "
-           "are then reused, every N steps (RFAD: 1)", min=1, max=10**6),
-    Option("draw_models", int, _DEFAULTS.draw_models, "networks per training draw (RFAD: 8)", min=1, max=1024),
-    Option("draw_width", int, _DEFAULTS.draw_width, "width of the training networks (default: the --kernel spec's "
-           "width; RFAD: 256)", min=1, max=4096),
-)
+def _build(s: RFADSettings, ctx: Context) -> IterativeMethod:
+    return rfad_method(ctx.kernel, lr=s.lr, reg=s.reg, learn_labels=s.learn_labels, loss=s.loss,
+                       redraw_every=s.redraw_every, seed=ctx.config.seed, draw_models=s.draw_models,
+                       draw_width=s.draw_width, executor=ctx.executor)
 
 
-@register_method("rfad", doc="RFAD (Loo et al. 2022): KIP with the features of random ConvNets (--draw-models of "
-                 "them, redrawn every --redraw-every steps) and Platt's loss; the --kernel spec's fixed draw "
-                 "validates and evaluates", options=RFAD_OPTIONS, iterative=True,
-                 precision="float32", kernel=DEFAULT_KERNEL)
-def _run_rfad(ctx: Context, opts: dict) -> MethodOutput:
-    rfad_features(ctx.kernel)  # a clear error before any work
-    settings = RFADSettings(**{**opts, "reg": ctx.relative_reg(default=_DEFAULTS.reg),
-                               "val_size": ctx.config.val_size})
-    settings.validate()
-    method = rfad_method(ctx.kernel, lr=settings.lr, reg=settings.reg, learn_labels=settings.learn_labels,
-                         loss=settings.loss, redraw_every=settings.redraw_every, seed=ctx.config.seed,
-                         draw_models=settings.draw_models, draw_width=settings.draw_width, executor=ctx.executor)
-    checkpoint = None if ctx.workdir is None else Path(ctx.workdir) / "checkpoint.npz"
-    fp = {"kernel": ctx.kernel.spec, "precision": ctx.config.precision,
-          "rfad": {k: getattr(settings, k) for k in ("lr", "reg", "learn_labels", "loss", "redraw_every", "draw_models",
-                                                     "draw_width")}}
-    res = run_iterative(method, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
-                        seed=ctx.config.seed, settings=settings.driver(), kernel=ctx.kernel, checkpoint=checkpoint,
-                        resume=ctx.resume, fingerprint=fp, on_checkpoint=ctx.on_checkpoint, progress=ctx.progress)
-    info = {"settings": dataclasses.asdict(settings), "init": settings.init, "steps_run": res.steps_run,
-            "best_step": res.best_step, "best_val_accuracy": res.best_val_accuracy,
-            "stopped_early": res.stopped_early, "stop_reason": res.stop_reason,
-            "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
-    return MethodOutput(res.images, res.labels, info, reg=settings.reg, seconds={"rfad": res.seconds},
-                        history=res.history, init_images=res.init_images, seconds_before=res.seconds_before)
+register_iterative("rfad", RFADSettings, _build, doc="RFAD (Loo et al. 2022): KIP with the features of random ConvNets "
+                   "(--draw-models of them, redrawn every --redraw-every steps) and Platt's loss; the --kernel spec's "
+                   "fixed draw validates and evaluates", precision="float32", kernel=DEFAULT_KERNEL,
+                   smoke={"steps": 4, "target_batch": 60, "val_every": 2, "checkpoint_every": 1, "redraw_every": 2,
+                          "learn_labels": True},
+                   smoke_kernel="rf-convnet:models=1,width=4,depth=2")

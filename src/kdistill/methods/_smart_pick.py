@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._sampling import SAMPLERS
+from .iterative import SAMPLERS
 
 __all__ = ["SmartPick", "smart_pick_sampler", "pick_probabilities"]
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import evaluate, krr
-from .._executor import Executor, LOCAL
+from ..parallel import Executor, LOCAL
 from ..kernels import Kernel
 
 __all__ = ["RunConfig", "Context", "MethodOutput"]

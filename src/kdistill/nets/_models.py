@@ -102,7 +102,8 @@ class ConvNet:
         if self.norm == "group" and self.width % 4:
             raise InvalidInputError(f"group norm uses 4 groups: the width must be a multiple of 4, got {self.width}")
 
-    def _check(self, input_shape) -> tuple[int, int, int]:
+    def check_input(self, input_shape) -> tuple[int, int, int]:
+        """``(h, w, c)`` of ``input_shape``, or a one-line error for images too small for the depth."""
         h, w, c = _image_shape(input_shape, "ConvNet")
         if self.pooling != "none" and min(h, w) < 2**self.depth:
             raise InvalidInputError(
@@ -137,7 +138,7 @@ class ConvNet:
 
     def init(self, key, input_shape, num_classes: int) -> Params:
         """Parameters ``{"stem": ..., "blocks": [...], "head": {"w": (d, k), "b": (k,)}}``."""
-        h, w, c = self._check(input_shape)
+        h, w, c = self.check_input(input_shape)
         keys = jax.random.split(key, self.depth + 2)
         params: dict[str, Any] = {}
         cin = c

@@ -31,16 +31,15 @@ import numpy as np
 
 from .. import io
 from .._atomic import check_free_space, check_writable_dir, folder_lock, write_json
-from .._executor import Executor
+from ..parallel import Executor
 from .._machine import process_seconds
 from ..data import Dataset
-from ..errors import InvalidInputError, KDistillError
+from ..errors import CorruptFileError, InvalidInputError, KDistillError
 from ._pipeline import RunResult, run
-from ._registry import get_method
-from ._types import RunConfig
+from ..methods import RunConfig, get_method
 
 __all__ = ["run_to_dir", "write_run_outputs", "read_run_json", "write_run_json", "RUN_FILES", "is_temp_name",
-           "check_out_folder"]
+           "check_out_folder", "record_finite_result", "refresh_report"]
 
 # Every file a run directory may hold (a folder with anything else is not replaced, even with force).
 RUN_FILES = frozenset({"run.json", "distilled.npz", "distilled.json", "summary.json", "history.json",
@@ -96,7 +95,7 @@ def read_run_json(run_dir: str | Path) -> tuple[str, str | None, RunConfig]:
                 raise TypeError(f"{name} is not a string")
         if not isinstance(config.ipc, int) or isinstance(config.ipc, bool):
             raise TypeError("ipc is not an integer")
-        from ._registry import resolve_options
+        from ..methods import resolve_options
 
         config = dataclasses.replace(config, options=resolve_options(config.method, config.options))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
@@ -170,6 +169,37 @@ def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset, *, r
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return summary
+
+
+def record_finite_result(run_dir: str | Path, model: str, result: Mapping[str, Any]) -> Path | None:
+    """Store a finite-network result (what :func:`kdistill.evaluate.finite_evaluate_file` returns) in
+    ``run_dir/summary.json`` under ``"finite"`` -> ``model`` (replacing an earlier one of that model; every
+    other key stays as it was). Returns the summary.json written, or None when ``run_dir`` has none (a file
+    outside a run directory). A summary.json that is not a JSON object is left alone: CorruptFileError."""
+    summary_path = Path(run_dir) / "summary.json"
+    if not summary_path.exists():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict):
+        raise CorruptFileError(f"{summary_path} is not a JSON object; result not recorded there")
+    finite = summary.get("finite") if isinstance(summary.get("finite"), dict) else {}
+    finite[model] = dict(result)
+    summary["finite"] = finite
+    write_json(summary_path, summary)
+    return summary_path
+
+
+def refresh_report(run_dir: str | Path) -> Path | None:
+    """Rewrite ``run_dir/report.html`` from the run's files (e.g. after :func:`record_finite_result` changed
+    its summary.json), only if the run has one; returns its path, or None when there is none to keep in step."""
+    if not (Path(run_dir) / "report.html").exists():
+        return None
+    from ..report import write_report
+
+    return write_report(run_dir)
 
 
 def _out_path(out: str | Path) -> Path:

@@ -12,13 +12,13 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_path
-from ..data._npz import read_npz
-from ..errors import CorruptFileError, InvalidInputError
+from ..._atomic import atomic_path
+from ..._npz import read_npz
+from ...errors import CorruptFileError, InvalidInputError
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
@@ -47,8 +47,12 @@ def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Ma
         tmp.write_bytes(buf.getvalue())
 
 
-def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None = None):
+def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None = None,
+                    aliases: Sequence[Mapping[str, Any]] = ()):
     """Read a checkpoint; returns ``(arrays, meta)``.
+
+    ``aliases``: older forms of ``fingerprint`` that mean the same settings (checkpoints of an earlier
+    kdistill, which recorded fewer keys); a checkpoint carrying one of them is accepted.
 
     Raises :class:`CorruptFileError` for a truncated/corrupt file or checksum mismatch, and
     :class:`InvalidInputError` when ``fingerprint`` differs from the one it was written with.
@@ -67,7 +71,8 @@ def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None =
         raise CorruptFileError(f"checkpoint {path} has unreadable metadata ({e}); {hint}") from None
     if not isinstance(meta, dict) or meta.get("checksum") != _digest(arrays, meta):
         raise CorruptFileError(f"checkpoint {path} fails its checksum (contents changed or damaged); {hint}")
-    if fingerprint is not None and meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+    accepted = [json.loads(json.dumps(f)) for f in (fingerprint, *aliases)]
+    if fingerprint is not None and meta.get("fingerprint") not in accepted:
         raise InvalidInputError(
             f"checkpoint {path} was written by a run with different settings ({meta.get('fingerprint')}); "
             "resume with the same settings or use another output directory"

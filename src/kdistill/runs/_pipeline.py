@@ -1,6 +1,6 @@
 """One distillation run: preprocess, distil, evaluate, and describe the result.
 
-:func:`run` works in memory; :func:`kdistill.methods.run_to_dir` adds the run directory the CLI
+:func:`run` works in memory; :func:`kdistill.runs.run_to_dir` adds the run directory the CLI
 writes. ``kdistill distill`` is a thin wrapper around them.
 """
 
@@ -17,16 +17,15 @@ import jax
 import numpy as np
 
 from .. import evaluate, krr
-from .._executor import Executor, get_executor
+from ..parallel import Executor, get_executor
 from .._io import DistilledSet
 from .._machine import machine_info, usable_cores, versions
 from .._precision import check_precision, precision_scope
 from ..data import Dataset, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
 from ..kernels import from_spec
-from ..kernels._feature_maps import WEIGHTS_DRAW
-from ._registry import get_method, resolve_options
-from ._types import Context, RunConfig
+from ..kernels import WEIGHTS_DRAW
+from ..methods import Context, RunConfig, get_method, random_real, resolve_options
 
 __all__ = ["RunResult", "run"]
 
@@ -67,8 +66,6 @@ def _support_reg(config: RunConfig, kernel, out, x_train, targets, executor=None
 
 def _baseline(config: RunConfig, kernel, x_train, dataset: Dataset, targets, x_test, executor) -> dict:
     """Random real images at the same ipc, same kernel, ridge chosen on held-out training images."""
-    from ._random import random_real
-
     images, labels, idx = random_real(x_train, dataset.y_train, ipc=config.ipc, num_classes=dataset.num_classes,
                                       seed=config.seed)
     val = krr.held_out_indices(x_train.shape[0], krr.effective_val_size(config.val_size, x_train.shape[0]),
@@ -275,7 +272,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         "config": _describe_config(config),
         "method_info": dict(out.info),
         "machine": machine_info(),
-        "executor": executor.describe() if hasattr(executor, "describe") else type(executor).__name__,
+        "executor": executor.describe(),
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -26,8 +26,8 @@ from types import TracebackType
 
 import numpy as np
 
-from .._machine import format_bytes, memory_bytes
-from ..errors import CorruptFileError, InvalidInputError, UnsafeFileError
+from ._machine import format_bytes, memory_bytes
+from .errors import CorruptFileError, InvalidInputError, UnsafeFileError
 
 __all__ = ["NpyHeader", "NpzArchive", "open_npz", "read_npz", "check_memory",
            "NOT_NPZ"]

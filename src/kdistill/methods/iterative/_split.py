@@ -1,4 +1,4 @@
-"""One optimisation step of KIP or RFAD split between a coordinator and workers holding the target pool.
+"""One optimisation step of a KRR-loss method split between a coordinator and workers holding the target pool.
 
 The KRR loss of a target batch is a sum over its rows, and each row sees the support set only through
 a small "readout" the coordinator can compute alone:
@@ -20,6 +20,11 @@ What crosses the network per step and worker: ``r`` out and its gradient back, p
 target rows and weights; never a target image (they stay on the workers). For KIP ``r`` is
 m x (h w c + k) numbers, for RFAD p x k, independent of the support size and the batch.
 
+This module is the method-independent part. A method hands :func:`split_update` its own three pieces,
+module-level functions in its own module (KIP's in ``methods/_kip.py``, RFAD's in ``methods/_rfad.py``):
+``head(Z, Y_S, X_S) -> r``, the support side ``rows(idx, X_S, *static, key) -> Z[idx]`` (KIP: K_SS rows,
+RFAD: Phi_S rows) and the worker's ``shard`` (the rows' loss and its gradient with respect to r).
+
 Worker-side functions are module-level (they pickle by name) and compiled once per worker; rows are
 padded to a multiple of ``_ROWS`` with weight-0 copies so a step's varying shard sizes reuse a few
 compiled shapes. Sums in another order than the single-process step's: equal to rounding.
@@ -35,10 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..kernels import Kernel
 from ._losses import LOSSES
 
-__all__ = ["split_update", "kip_head", "rfad_head", "kip_shard", "rfad_shard", "support_rows", "support_rows_vjp", "step_bytes", "ridge_solve"]
+__all__ = ["split_update", "pad_rows", "rows_loss", "support_rows", "support_rows_vjp", "step_bytes"]
 
 _ROWS = 32  # shard rows are padded to a multiple of this
 
@@ -47,7 +51,7 @@ def _add(a, b):
     return jax.tree_util.tree_map(lambda u, v: u + v, a, b)
 
 
-def _pad(x_t, y_t, w):
+def pad_rows(x_t, y_t, w):
     """Rows padded to a multiple of ``_ROWS`` by weight-0 copies of the first; returns the mask too."""
     n = x_t.shape[0]
     extra = -n % _ROWS
@@ -59,7 +63,7 @@ def _pad(x_t, y_t, w):
     return x_t, y_t, w, mask
 
 
-def _rows_loss(loss: str, pred, y_t, w, mask, extra, b_total):
+def rows_loss(loss: str, pred, y_t, w, mask, extra, b_total):
     """The rows' share of a batch loss that is a mean over ``b_total`` rows, and their correct count."""
     spec = LOSSES[loss]
     value = spec.fn(pred, y_t, w, dict(spec.init, **extra)) * (pred.shape[0] / b_total)
@@ -67,56 +71,9 @@ def _rows_loss(loss: str, pred, y_t, w, mask, extra, b_total):
     return value, correct
 
 
-@functools.lru_cache(maxsize=16)
-def _kip_shard_fn(kernel, loss: str, keyed: bool):
-    def objective(r, extra, x_t, y_t, w, mask, b_total, key):
-        x_s, alpha = r
-        k_ts = kernel.keyed(key, x_t, x_s) if keyed else kernel.fn(x_t, x_s)
-        return _rows_loss(loss, k_ts @ alpha, y_t, w, mask, extra, b_total)
-
-    return jax.jit(jax.value_and_grad(objective, argnums=(0, 1), has_aux=True))
-
-
-def kip_shard(x_t, y_t, w, r, extra, kernel: Kernel, loss: str, b_total: int, key_data):
-    """A worker's share of a KIP step (see the module docstring): ``(loss, correct, dL/dr, dL/dextra)``."""
-    x_t, y_t, w, mask = _pad(np.asarray(x_t), np.asarray(y_t), np.asarray(w))
-    key = None if key_data is None else jax.random.wrap_key_data(jnp.asarray(key_data))
-    fn = _kip_shard_fn(kernel, loss, key_data is not None)
-    (value, correct), (g_r, g_extra) = fn(r, extra, x_t, y_t, w, mask, b_total, key)
-    return jax.device_get((value, correct, g_r, g_extra))
-
-
-@functools.lru_cache(maxsize=16)
-def _rfad_shard_fn(kernel, models, width, loss: str):
-    from ._rfad import rfad_features
-
-    features = rfad_features(kernel, models=models, width=width)
-
-    def objective(v, extra, phi_t, y_t, w, mask, b_total):
-        return _rows_loss(loss, phi_t @ v, y_t, w, mask, extra, b_total)
-
-    grad = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
-
-    @jax.jit
-    def run(v, extra, x_t, y_t, w, mask, b_total, key):
-        return grad(v, extra, features(x_t, key=key), y_t, w, mask, b_total)
-
-    return run
-
-
-def rfad_shard(x_t, y_t, w, v, extra, kernel: Kernel, models, width, loss: str, b_total: int, key_data):
-    """A worker's share of an RFAD step: ``(loss, correct, dL/dv, dL/dextra)`` for its rows' features under
-    the networks drawn from ``key_data``."""
-    x_t, y_t, w, mask = _pad(np.asarray(x_t), np.asarray(y_t), np.asarray(w))
-    key = jax.random.wrap_key_data(jnp.asarray(key_data))
-    (value, correct), (g_v, g_extra) = _rfad_shard_fn(kernel, models, width, loss)(v, extra, x_t, y_t, w, mask,
-                                                                                   b_total, key)
-    return jax.device_get((value, correct, g_v, g_extra))
-
-
 def step_bytes(*, m: int, d: int, k: int, b: int, workers: int, itemsize: int, x_itemsize: int, readout_bytes: int,
                z_cols: int, support_on_workers: bool, extra: int = 0) -> tuple[int, int]:
-    """Bytes (sent, received) per split step, as :class:`~kdistill._distributed.DaskExecutor` counts them
+    """Bytes (sent, received) per split step, as :class:`~kdistill.parallel.DaskExecutor` counts them
     (a broadcast argument once per task; scalars and pickle framing aside): ``m`` support images of
     ``d`` numbers, ``k`` classes, ``b`` target rows, ``itemsize`` the bytes of a kernel value (8 in
     float64) and ``x_itemsize`` of an image pixel (4: images stay float32), ``readout_bytes`` the size
@@ -132,30 +89,14 @@ def step_bytes(*, m: int, d: int, k: int, b: int, workers: int, itemsize: int, x
     return sent, received
 
 
-def ridge_solve(k_ss, y_s, reg: float):
-    """``(K_SS + lam I)^-1 Y_S`` with ``lam = reg * tr(K_SS) / m``, by Cholesky (JAX, differentiable): the solve
-    of KIP's and RFAD's predictions, fused or split."""
-    m = k_ss.shape[0]
-    lam = reg * jnp.trace(k_ss) / m
-    factor = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(m, dtype=k_ss.dtype), lower=True)
-    return jax.scipy.linalg.cho_solve(factor, y_s)
-
-
 # ---- the support side: Z = F(X_S) row by row (K_SS for KIP, Phi_S for RFAD), then the head ------------
 
 @functools.lru_cache(maxsize=16)
-def _support_fns(kind: str, kernel, models, width, keyed: bool):
-    """``(rows(idx, x_s, key) -> Z[idx], rows_vjp(idx, g, x_s, key) -> d<g, Z[idx]>/dX_S)``, jitted."""
-    if kind == "kip":
-        def rows(idx, x_s, key):
-            return kernel.keyed(key, x_s[idx], x_s) if keyed else kernel.fn(x_s[idx], x_s)
-    else:
-        from ._rfad import rfad_features
-
-        features = rfad_features(kernel, models=models, width=width)
-
-        def rows(idx, x_s, key):
-            return features(x_s[idx], key=key)
+def _support_fns(rows_fn: Callable, static: tuple):
+    """``(rows(idx, x_s, key) -> Z[idx], rows_vjp(idx, g, x_s, key) -> d<g, Z[idx]>/dX_S)``, jitted, for the
+    method's ``rows_fn(idx, x_s, *static, key)``."""
+    def rows(idx, x_s, key):
+        return rows_fn(idx, x_s, *static, key)
 
     def rows_vjp(idx, g, x_s, key):
         return jax.vjp(lambda x: rows(idx, x, key), x_s)[1](g)[0]
@@ -167,26 +108,16 @@ def _key(key_data):
     return None if key_data is None else jax.random.wrap_key_data(jnp.asarray(key_data))
 
 
-def support_rows(idx, x_s, kind, kernel, models, width, key_data):
+def support_rows(idx, x_s, rows_fn, static, key_data):
     """Rows ``idx`` of Z = F(X_S) (a worker's block of the support side)."""
-    rows, _ = _support_fns(kind, kernel, models, width, key_data is not None)
+    rows, _ = _support_fns(rows_fn, static)
     return np.asarray(rows(jnp.asarray(idx), x_s, _key(key_data)))
 
 
-def support_rows_vjp(idx, g, x_s, kind, kernel, models, width, key_data):
+def support_rows_vjp(idx, g, x_s, rows_fn, static, key_data):
     """The gradient with respect to X_S of <g, Z[idx]> (summed over the blocks: the support side's VJP)."""
-    _, rows_vjp = _support_fns(kind, kernel, models, width, key_data is not None)
+    _, rows_vjp = _support_fns(rows_fn, static)
     return np.asarray(rows_vjp(jnp.asarray(idx), g, x_s, _key(key_data)))
-
-
-def kip_head(reg: float):
-    """KIP: ``(Z = K_SS, Y_S, X_S) -> r = (X_S, alpha)``."""
-    return lambda z, y_s, x_s: (x_s, ridge_solve(z, y_s, reg))
-
-
-def rfad_head(reg: float):
-    """RFAD: ``(Z = Phi_S, Y_S, X_S) -> r = v = Phi_S^T (Phi_S Phi_S^T + lam I)^-1 Y_S``."""
-    return lambda z, y_s, x_s: z.T @ ridge_solve(z @ z.T, y_s, reg)
 
 
 def split_update(head: Callable, support: tuple, shard: Callable, static: tuple, *, optimizer, learn_labels: bool,
@@ -194,19 +125,20 @@ def split_update(head: Callable, support: tuple, shard: Callable, static: tuple,
     """``update(params, opt_state, y_fixed, batch, key) -> (params, opt_state, loss, accuracy)``: one optimiser
     step with the batch's rows evaluated by ``executor.map_take(shard, batch.pool, batch.indices, ...)``.
 
-    ``support = (kind, kernel, models, width)`` names Z = F(X_S) (:func:`support_rows`); ``head(Z, Y_S, X_S) -> r``;
+    ``support = (rows_fn, static)`` names Z = F(X_S): ``rows_fn(idx, x_s, *static, key) -> Z[idx]``, a module-level
+    function of the method (it travels to the workers by name); ``head(Z, Y_S, X_S) -> r``;
     ``shard(x_t, y_t, w, r, extra, *static, b_total, key_data)`` returns a worker's
-    ``(loss, correct, dL/dr, dL/dextra)`` (:func:`kip_shard`, :func:`rfad_shard`). ``support_on_workers``
+    ``(loss, correct, dL/dr, dL/dextra)`` (KIP's and RFAD's in their own modules). ``support_on_workers``
     (default: when the executor has two or more workers) computes Z and its VJP in row blocks on the
     workers too (two more round trips per step, nothing left on the coordinator but the m x m solve);
     else the coordinator computes them.
     """
     loss_init = LOSSES[loss].init
     if support_on_workers is None:
-        support_on_workers = len(getattr(executor, "workers", lambda: [])()) > 1
+        support_on_workers = len(executor.workers()) > 1
 
     def full(x_s, y_s, key):
-        rows, _ = _support_fns(*support, key is not None)
+        rows, _ = _support_fns(*support)
         return head(rows(jnp.arange(x_s.shape[0]), x_s, key), y_s, x_s)
 
     # Forward and backward are separate compiled programs with the worker round trip between them; the

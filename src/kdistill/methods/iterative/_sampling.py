@@ -18,9 +18,9 @@ from typing import Any, Callable, Protocol
 import jax
 import numpy as np
 
-from ..data import class_balanced_indices, one_hot
-from ..errors import InvalidInputError
-from ..kernels import Kernel
+from ...data import class_balanced_indices, one_hot
+from ...errors import InvalidInputError
+from ...kernels import Kernel
 
 __all__ = ["Init", "Sampler", "SamplerFactory", "INITS", "SAMPLERS", "real_init", "noise_init",
            "class_balanced_sampler", "numpy_seed", "get_init", "get_sampler"]

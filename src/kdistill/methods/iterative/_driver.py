@@ -20,19 +20,20 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._progress import step_bar
-from ..data import one_hot
-from ..errors import InvalidInputError
-from ..kernels import Kernel
+from ..._progress import step_bar
+from ...data import one_hot
+from ...errors import InvalidInputError
+from ...kernels import Kernel
 from ._checkpoint import load_checkpoint, save_checkpoint
-from ._registry import Option
-from ._sampling import Init, Sampler, get_init, get_sampler
+from .._registry import Option
+from ._sampling import INITS, SAMPLERS, Init, Sampler, get_init, get_sampler
+from ._settings import option, settings_options
 
 __all__ = ["Batch", "IterativeMethod", "DriverSettings", "IterativeResult", "run_iterative", "driver_options",
            "driver_settings"]
@@ -70,39 +71,49 @@ class IterativeMethod:
 
 @dataclasses.dataclass(frozen=True)
 class DriverSettings:
-    """What the driver does around the steps.
+    """What the driver does around the steps; an iterative method's settings subclass it
+    (:mod:`kdistill.methods.iterative._settings`: every field is a ``--flag`` of ``kdistill distill``).
 
     Attributes:
       steps: optimisation steps.
       target_batch: target images per step (capped at the pool size).
+      init: support initialisation, a name in ``INITS``.
+      sampler: target sampler, a name in ``SAMPLERS``.
       val_every: validate (accuracy on the held-out split) every N steps (0: never; keep the last set).
-      val_size: held-out training images for validation (0: none), at most a fifth of the training set.
       patience: stop after this many validations without improvement (0: never stop early).
       checkpoint_every: write a checkpoint every N steps (0: never).
       time_limit: stop (keeping the best set so far) after this many seconds of this process (0: none).
-      init: support initialisation, a name in ``INITS``.
-      sampler: target sampler, a name in ``SAMPLERS``.
-      hold_batch: keep each target batch for N steps: step s gets the sampler's batch of step s - s % N
-        (a method that caches the batch's features, such as RFAD's, reuses them; 1: a new batch every step).
       pick_every, pick_pool, pick_floor, pick_unbiased, pick_global: the ``smart-pick`` sampler's settings
         (see :mod:`kdistill.methods._smart_pick`).
+      val_size: held-out training images for validation (0: none), at most a fifth of the training set
+        (a run's ``--val-size``, shared with ``--reg auto``).
+      hold_batch: keep each target batch for N steps: step s gets the sampler's batch of step s - s % N
+        (a method that caches the batch's features, such as RFAD's, reuses them; 1: a new batch every step).
     """
 
-    steps: int = 1000
-    target_batch: int = 5000
-    val_every: int = 100
-    val_size: int = 5000
-    patience: int = 0
-    checkpoint_every: int = 100
-    time_limit: float = 0.0
-    init: str = "real"
-    sampler: str = "uniform"
-    pick_every: int = 50
-    pick_pool: int = 10_000
-    pick_floor: float = 0.1
-    pick_unbiased: bool = False
-    pick_global: bool = False
-    hold_batch: int = 1
+    steps: int = option(1000, "optimisation steps", min=1, max=10**9)
+    target_batch: int = option(5000, "target images per step, class-balanced", min=1, max=10**8)
+    init: str = option("real", "support-set initialisation", choices=lambda: tuple(INITS))
+    sampler: str = option("uniform", "target-batch sampler", choices=lambda: tuple(SAMPLERS))
+    val_every: int = option(100, "validate every N steps, keeping the best set (0: never)", min=0)
+    patience: int = option(0, "stop after N validations without gain (0: never)", min=0)
+    checkpoint_every: int = option(100, "checkpoint every N steps (0: never)", min=0)
+    time_limit: float = option(0.0, "stop after this many seconds, keeping the best set (0: none)", min=0)
+    pick_every: int = option(50, "smart-pick: rescore the target pool every N steps", min=1, max=10**9)
+    pick_pool: int = option(10_000, "smart-pick: score a random candidate pool of N images (0: all)", min=0,
+                            max=10**8)
+    pick_floor: float = option(0.1, "smart-pick: share of uniform probability mixed in (no image at probability "
+                               "0)", min=0, min_exclusive=True, max=1)
+    pick_unbiased: bool = option(False, "smart-pick: weight each drawn image by 1/(n P) so the batch loss "
+                                 "estimates the uniform loss")
+    pick_global: bool = option(False, "smart-pick: draw from the whole pool by score instead of per class (class "
+                               "counts then follow the scores)")
+    val_size: int = option(5000, "held-out training images for validation", min=0, cli=False)
+    hold_batch: int = option(1, "keep each target batch for N steps", min=1, cli=False)
+
+    def driver(self) -> "DriverSettings":
+        """The driver's share of these settings (a method's settings subclass this class)."""
+        return driver_settings(dataclasses.asdict(self))
 
     def validate(self) -> None:
         for name in ("steps", "target_batch", "hold_batch"):
@@ -123,32 +134,9 @@ class DriverSettings:
 
 
 def driver_options(defaults: DriverSettings = DriverSettings()) -> tuple[Option, ...]:
-    """The driver's settings as registry options (an iterative method lists these among its own); the
-    validation size is the run's own ``RunConfig.val_size`` (``--val-size``), shared with ``--reg auto``."""
-    from ._sampling import INITS, SAMPLERS
-
-    d = defaults
-    return (
-        Option("steps", int, d.steps, "optimisation steps", min=1, max=10**9),
-        Option("target_batch", int, d.target_batch, "target images per step, class-balanced", min=1, max=10**8),
-        Option("init", str, d.init, "support-set initialisation", choices=tuple(INITS)),
-        Option("sampler", str, d.sampler, "target-batch sampler", choices=tuple(SAMPLERS)),
-        Option("val_every", int, d.val_every, "validate every N steps, keeping the best set (0: never)", min=0),
-        Option("patience", int, d.patience, "stop after N validations without gain (0: never)", min=0),
-        Option("checkpoint_every", int, d.checkpoint_every, "checkpoint every N steps (0: never)", min=0),
-        Option("time_limit", float, d.time_limit, "stop after this many seconds, keeping the best set (0: none)",
-               min=0),
-        Option("pick_every", int, d.pick_every, "smart-pick: rescore the target pool every N steps", min=1,
-               max=10**9),
-        Option("pick_pool", int, d.pick_pool, "smart-pick: score a random candidate pool of N images (0: all)",
-               min=0, max=10**8),
-        Option("pick_floor", float, d.pick_floor, "smart-pick: share of uniform probability mixed in (no image "
-               "at probability 0)", min=0, min_exclusive=True, max=1),
-        Option("pick_unbiased", bool, d.pick_unbiased, "smart-pick: weight each drawn image by 1/(n P) so the "
-               "batch loss estimates the uniform loss"),
-        Option("pick_global", bool, d.pick_global, "smart-pick: draw from the whole pool by score instead of "
-               "per class (class counts then follow the scores)"),
-    )
+    """The driver's settings as registry options with ``defaults``' values (for a method registered by hand
+    with :func:`~kdistill.methods.register_method`; :func:`register_iterative` derives them itself)."""
+    return tuple(dataclasses.replace(o, default=getattr(defaults, o.name)) for o in settings_options(DriverSettings))
 
 
 def driver_settings(options: Mapping[str, Any]) -> DriverSettings:
@@ -228,6 +216,7 @@ def run_iterative(
     fingerprint: Mapping[str, Any] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     progress: bool = False,
+    fingerprint_aliases: Sequence[Mapping[str, Any]] = (),
 ) -> IterativeResult:
     """Run ``method`` on ``x_train: (n, h, w, c)``, ``labels: (n,)`` and return the best support set.
 
@@ -235,7 +224,8 @@ def run_iterative(
     the rest is the target pool and the source of the initial support set. ``init`` and
     ``sampler`` replace the named ones in ``settings``. With ``checkpoint`` set, state is saved
     every ``checkpoint_every`` steps (and when the run stops); ``resume`` continues from that file,
-    refusing a corrupt one or one written with other settings (``fingerprint``).
+    refusing a corrupt one or one written with other settings (``fingerprint``; ``fingerprint_aliases``
+    are older forms of the same settings, which a checkpoint of an earlier kdistill may carry).
     """
     settings.validate()
     t0 = time.perf_counter()
@@ -260,14 +250,16 @@ def run_iterative(
     best: dict[str, Any] = {"x": x0, "y": y0, "acc": -1.0, "step": 0}
     start, bad_vals, seconds_before, finished = 0, 0, 0.0, False
     driver_fp = {k: v for k, v in dataclasses.asdict(settings).items() if not (k == "hold_batch" and v == 1)}
-    fp = dict(fingerprint or {}, method=method.name, driver=driver_fp, ipc=ipc, seed=seed,
-              n=int(n), dtype=str(dtype), x64=bool(jax.config.jax_enable_x64))
+    common = dict(method=method.name, driver=driver_fp, ipc=ipc, seed=seed, n=int(n), dtype=str(dtype),
+                  x64=bool(jax.config.jax_enable_x64))
+    fp = dict(fingerprint or {}, **common)
     treedef = jax.tree_util.tree_structure(state)
 
     if resume:
         if checkpoint is None or not Path(checkpoint).exists():
             raise InvalidInputError(f"nothing to resume: no checkpoint at {checkpoint}")
-        arrays, meta = load_checkpoint(checkpoint, fingerprint=fp)
+        arrays, meta = load_checkpoint(checkpoint, fingerprint=fp,
+                                       aliases=[dict(a, **common) for a in fingerprint_aliases])
         leaves = jax.tree_util.tree_leaves(state)
         try:
             restored = [arrays[f"state_{i}"].astype(np.asarray(leaf).dtype) for i, leaf in enumerate(leaves)]

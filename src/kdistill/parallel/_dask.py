@@ -31,10 +31,10 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
-from ._executor import LOCAL
-from ._machine import format_bytes, memory_bytes, usable_cores
-from ._progress import track
-from .errors import DistributedError
+from ._local import LOCAL
+from .._machine import format_bytes, memory_bytes, usable_cores
+from .._progress import track
+from ..errors import DistributedError
 
 __all__ = ["DaskExecutor", "Sharded", "connect", "executor_scope", "require_dask"]
 
@@ -150,7 +150,7 @@ class DaskExecutor:
 
     ``bytes_sent`` / ``bytes_received`` count the arrays that crossed between this process and the cluster
     (shards, per-task rows, results, and a broadcast argument once per task that uses it), so a benchmark
-    can report bytes per step (:func:`kdistill.methods._split.step_bytes` is the model they follow).
+    can report bytes per step (:func:`kdistill.methods.iterative._split.step_bytes` is the model they follow).
     """
 
     distributed = True
@@ -244,7 +244,7 @@ class DaskExecutor:
         """The target pool of an iterative run: kept for every step, one pool at a time."""
         if pool is None:
             raise DistributedError("a distributed step needs the batch's target pool (Batch.pool); run it through "
-                                   "kdistill.methods.run_iterative")
+                                   "kdistill.methods.iterative.run_iterative")
         if self._pool is None or self._pool[0] is not pool:
             self._pool = None  # release the previous run's pool first
             self._pool = (pool, self.persist(pool, cache=False))

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 
 __all__ = ["Loss", "LOSSES", "get_loss", "mse", "platt"]
 

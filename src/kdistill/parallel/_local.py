@@ -22,16 +22,29 @@ in this process; a Dask executor implements the same ``map``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ._progress import track
+from .._progress import track
 
 __all__ = ["Executor", "LocalExecutor", "LOCAL", "get_executor"]
 
 
+@runtime_checkable
 class Executor(Protocol):
+    """What every caller may use of an executor (``LocalExecutor`` here, ``DaskExecutor`` on a cluster).
+
+    ``distributed``: whether blocks run in other processes (an iterative method then hands its split step to
+    ``map_take``); ``workers()``: the worker addresses (empty for this process alone); ``describe()``: one
+    line for summaries."""
+
+    distributed: bool
+
+    def workers(self) -> list[str]: ...
+
+    def describe(self) -> str: ...
+
     def map(self, fn: Callable[..., Any], *rows: Any, broadcast: Sequence[Any] = (), block_size: int = 2048,
             reduce: Callable[[Any, Any], Any] | None = None, progress: bool = False,
             description: str = "") -> Any: ...
@@ -48,6 +61,12 @@ def _blocks(n: int, block_size: int) -> list[tuple[int, int]]:
 
 class LocalExecutor:
     """Run the blocks one after another in this process (with a progress bar when asked)."""
+
+    distributed = False
+
+    def workers(self) -> list[str]:
+        """No worker processes: everything runs here."""
+        return []
 
     def map(self, fn, *rows, broadcast=(), block_size=2048, reduce=None, progress=False, description=""):
         if not rows:
@@ -86,9 +105,13 @@ LOCAL = LocalExecutor()
 def get_executor(executor: Executor | None) -> Executor:
     if executor is None:
         return LOCAL
-    if not callable(getattr(executor, "map", None)):
-        from .errors import InvalidInputError
+    missing = [name for name in ("map", "map_take", "workers", "describe") if not callable(getattr(executor, name, None))]
+    if not isinstance(getattr(executor, "distributed", None), bool):
+        missing.append("distributed")
+    if missing:
+        from ..errors import InvalidInputError
 
-        raise InvalidInputError(f"executor must have a map(fn, *rows, ...) method like kdistill's LocalExecutor, got "
-                                f"{type(executor).__name__}")
+        raise InvalidInputError(f"executor must implement kdistill.parallel.Executor (map, map_take, workers, "
+                                f"describe, distributed) like LocalExecutor; {type(executor).__name__} lacks "
+                                f"{', '.join(missing)}")
     return executor

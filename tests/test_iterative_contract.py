@@ -1,0 +1,255 @@
+"""The contract every registered iterative method keeps, parametrised from the registry.
+
+A method registered with ``kdistill.methods.iterative.register_iterative`` (or ``register_method(...,
+iterative=True)``) is run here with its own ``smoke`` options on ``digits``, with no test written for it:
+
+- deterministic for a fixed seed;
+- interrupted (KeyboardInterrupt, float64) or SIGKILLed (float32) right after a checkpoint, then resumed, it
+  ends where an uninterrupted run ends (images, labels, losses, validations);
+- patience stops it and a resume stays stopped; a time limit stops it with a checkpoint;
+- a damaged checkpoint, one written with other settings, and one with forged bookkeeping are refused in
+  one line;
+- its options round-trip through ``run.json`` and through the CLI's strings.
+
+The plug-ins in ``tests/plugins/`` (a toy method in one file) are registered for these tests only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from _helpers import error_line, whole_and_resumed
+from kdistill.cli import cli
+from kdistill.data import load
+from kdistill.errors import CorruptFileError, InvalidInputError
+from kdistill.methods import RunConfig, get_method, methods, resolve_options, unregister_method
+from kdistill.methods.iterative import CHECKPOINT, load_checkpoint, save_checkpoint
+from kdistill.runs import read_run_json, run, run_to_dir
+
+PLUGINS = sorted((Path(__file__).parent / "plugins").glob("*.py"))
+
+
+def load_plugins() -> set[str]:
+    """Import every plug-in file afresh (each registers its methods); returns the names registered."""
+    before = set(methods())
+    for path in PLUGINS:
+        spec = importlib.util.spec_from_file_location(f"kdistill_plugin_{path.stem}_{uuid.uuid4().hex}", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    return set(methods()) - before
+
+
+_PLUGIN_NAMES = load_plugins()
+ITERATIVE = sorted(name for name, m in methods().items() if m.iterative)
+for _name in _PLUGIN_NAMES:  # registered only while a test of this module runs (other modules list methods)
+    unregister_method(_name)
+
+
+@pytest.fixture(autouse=True)
+def plugins():
+    names = load_plugins()
+    yield
+    for name in names:
+        unregister_method(name)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits")
+
+
+def config(name: str, precision: str = "float32", **options) -> RunConfig:
+    m = get_method(name)
+    return RunConfig(method=name, kernel=m.smoke_kernel, ipc=2, seed=3, full_reference=False, baseline=False,
+                     val_size=100, precision=precision, options={**m.smoke, **options})
+
+
+def assert_same_run(full: Path, cut: Path) -> None:
+    a, b = np.load(full / "distilled.npz"), np.load(cut / "distilled.npz")
+    np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-5)
+    ha, hb = (json.loads((d / "history.json").read_text()) for d in (full, cut))
+    assert hb["step"] == ha["step"] and len(ha["step"]) > 2
+    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-5)
+    assert hb["val_step"] == ha["val_step"] and hb["val_accuracy"] == ha["val_accuracy"]
+
+
+def test_the_plugin_registers_and_is_in_the_contract():
+    assert _PLUGIN_NAMES == {"toy"} and "toy" in ITERATIVE and {"kip", "rfad", "dc"} <= set(ITERATIVE)
+    assert all(get_method(n).smoke for n in ITERATIVE), "every iterative method declares smoke options"
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_deterministic_for_a_fixed_seed(name, digits):
+    a, b = run(digits, config(name)), run(digits, config(name))
+    assert a.distilled.images.shape == (20, 8, 8, 1) and a.distilled.labels.shape == (20, 10)
+    assert np.all(np.isfinite(a.distilled.images))
+    np.testing.assert_array_equal(a.distilled.images, b.distilled.images)
+    np.testing.assert_array_equal(a.distilled.labels, b.distilled.labels)
+    assert a.history["loss"] == b.history["loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_interrupt_then_resume_equals_uninterrupted_in_float64(name, digits, tmp_path):
+    full, cut = whole_and_resumed(tmp_path, digits, config(name, "float64"), 2)
+    assert_same_run(full, cut)
+    assert json.loads((cut / "summary.json").read_text())["precision"] == "float64"
+
+
+KILL = """
+import importlib.util, os, signal, sys
+for i, path in enumerate(sys.argv[3:]):
+    spec = importlib.util.spec_from_file_location(f"plugin{i}", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+from kdistill.data import load
+from kdistill.methods import RunConfig
+from kdistill.runs import run_to_dir
+def hook(step):
+    if step == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+run_to_dir(sys.argv[1], load("digits"), RunConfig(**eval(sys.argv[2])), dataset_ref="digits", on_checkpoint=hook)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_sigkill_then_resume_equals_uninterrupted_in_float32(name, digits, tmp_path):
+    cfg = config(name, "float32")
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_to_dir(full, digits, cfg, dataset_ref="digits")
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    proc = subprocess.run([sys.executable, "-c", KILL, str(killed), repr(fields), *map(str, PLUGINS)],
+                          capture_output=True, text=True, env=dict(os.environ, JAX_ENABLE_X64="0"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert load_checkpoint(killed / CHECKPOINT)[1]["step"] == 2 and not (killed / "summary.json").exists()
+    run_to_dir(killed, digits, cfg, dataset_ref="digits", resume=True)
+    assert_same_run(full, killed)
+    assert json.loads((killed / "summary.json").read_text())["precision"] == "float32"
+
+
+def _constant_validation(monkeypatch):
+    """Every validation scores 0.5: the first is the best, the next ones bring no gain (patience's case)."""
+    from kdistill.methods.iterative import _register
+
+    real = _register.run_iterative
+    monkeypatch.setattr(_register, "run_iterative",
+                        lambda method, *a, **k: real(dataclasses.replace(method, validate=lambda *v: 0.5), *a, **k))
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_patience_stops_and_a_resume_stays_stopped_and_a_time_limit_stops(name, digits, tmp_path, monkeypatch):
+    _constant_validation(monkeypatch)
+    cfg = config(name, steps=12, val_every=1, patience=2, checkpoint_every=1)
+    first, _ = run_to_dir(tmp_path / "p", digits, cfg, dataset_ref="digits")
+    info = first.summary["method_info"]
+    assert info["stop_reason"] == "patience" and info["steps_run"] == 3 and info["best_step"] == 1
+    again, _ = run_to_dir(tmp_path / "p", digits, cfg, dataset_ref="digits", resume=True)
+    assert again.summary["method_info"]["steps_run"] == 3 and again.summary["method_info"]["stop_reason"] == "patience"
+    np.testing.assert_array_equal(again.distilled.images, first.distilled.images)
+
+    timed, _ = run_to_dir(tmp_path / "t", digits, config(name, steps=50, time_limit=1e-9), dataset_ref="digits")
+    assert timed.summary["method_info"]["stop_reason"] == "time_limit"
+    assert timed.summary["method_info"]["steps_run"] == 1 and load_checkpoint(tmp_path / "t" / CHECKPOINT)[1]["step"] == 1
+
+
+@pytest.fixture
+def stopped_run(digits, tmp_path):
+    """A run stopped right after its checkpoint of step 2 (its directory, its config)."""
+    def build(name):
+        cfg = config(name)
+        out = tmp_path / name
+
+        def stop(step):
+            if step == 2:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run_to_dir(out, digits, cfg, dataset_ref="digits", on_checkpoint=stop)
+        return out, cfg
+
+    return build
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_a_damaged_foreign_or_forged_checkpoint_is_refused(name, digits, stopped_run, tmp_path):
+    out, cfg = stopped_run(name)
+    path = out / CHECKPOINT
+    good = path.read_bytes()
+    arrays, meta = load_checkpoint(path)
+
+    raw = bytearray(good)
+    leaf = np.ascontiguousarray(arrays["state_0"]).tobytes()
+    raw[good.find(leaf) + len(leaf) // 2] ^= 0xFF  # one byte of the state's first array: only the checksum sees it
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError) as e:
+        run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+    assert "\n" not in str(e.value)
+
+    other = dict(meta, fingerprint=dict(meta["fingerprint"], seed=meta["fingerprint"]["seed"] + 1))
+    save_checkpoint(path, arrays, {k: v for k, v in other.items() if k != "checksum"})
+    with pytest.raises(InvalidInputError, match="different settings"):
+        run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+
+    save_checkpoint(path, arrays, dict({k: v for k, v in meta.items() if k != "checksum"}, best_acc=float("nan")))
+    with pytest.raises(InvalidInputError, match="best accuracy"):
+        run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+
+    path.write_bytes(good)  # the genuine checkpoint still resumes
+    res, _ = run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+    assert res.summary["method_info"]["steps_run"] == cfg.options["steps"]
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_options_round_trip_through_run_json_and_the_cli(name, digits, tmp_path):
+    cfg = config(name)
+    result, _ = run_to_dir(tmp_path / "r", digits, cfg, dataset_ref="digits")
+    _, _, recorded = read_run_json(tmp_path / "r")
+    resolved = resolve_options(name, cfg.options)
+    assert dict(recorded.options) == resolved == result.summary["config"]["options"]
+    as_cli = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in resolved.items()}
+    assert resolve_options(name, as_cli) == resolved
+    m = get_method(name)
+    assert set(resolved) == {o.name for o in m.options if o.default is not None or o.name in cfg.options}
+
+
+def test_the_toy_plugin_on_the_cli(tmp_path):
+    """The one-file plug-in is listed, has its options in --help, and a bad value exits 2 in one line."""
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["methods"])
+    assert listed.exit_code == 0 and "toy" in listed.stdout and "--step-size" in listed.stdout
+    helped = runner.invoke(cli, ["distill", "--method", "toy", "--help"])
+    assert helped.exit_code == 0 and "--step-size" in helped.stdout and "--ridge" in helped.stdout
+    bad = runner.invoke(cli, ["distill", "--dataset", "digits", "--method", "toy", "--step-size", "-1", "--out",
+                              str(tmp_path / "x")])
+    assert "--step-size must be > 0 and <= 10, got -1.0" in error_line(bad)
+    assert not (tmp_path / "x").exists()
+
+
+LEGACY = Path(__file__).parent / "reference" / "legacy_runs"
+
+
+@pytest.mark.parametrize("name", ["kip", "dc"])
+def test_a_checkpoint_written_before_the_settings_registration_still_resumes(name, digits, tmp_path):
+    """Run folders stopped at step 2 of 4 by kdistill 19cd7b3 (whose fingerprints recorded the kernel for KIP and
+    the dataset for DC, not both; tests/reference/legacy_runs/README.md) resume and end where that version's
+    uninterrupted run ended."""
+    out = Path(shutil.copytree(LEGACY / name, tmp_path / name))
+    (out / "uninterrupted.npz").unlink()
+    _, _, cfg = read_run_json(out)
+    run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+    a, b = np.load(LEGACY / name / "uninterrupted.npz"), np.load(out / "distilled.npz")
+    np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-4)
