@@ -2,7 +2,7 @@
 give the single-process results (float64, 1e-6), survive a worker killed with SIGKILL mid-run, and
 refuse an unreachable scheduler or a worker with another kdistill version in one line (exit 2).
 
-The split step itself (coordinator head + worker shards, ``methods/_split.py``) is also checked in this
+The split step itself (coordinator head + worker shards, ``methods/iterative/_split.py`` with KIP's and RFAD's pieces) is also checked in this
 process against the fused step, without Dask, in both precisions.
 """
 

@@ -4,9 +4,11 @@ The public face: :func:`distill` (your own arrays in one call), :class:`KRR` and
 :class:`Distiller` (scikit-learn estimators), :class:`DistilledSet`, :func:`load_set` /
 :func:`save_set`, :func:`run` / :func:`run_to_dir` with a :class:`RunConfig`, and the subpackages
 :mod:`kdistill.data` (datasets, preprocessing), :mod:`kdistill.kernels` (kernels from spec
-strings), :mod:`kdistill.krr` (ridge regression), :mod:`kdistill.methods` (the method registry,
-the iterative driver and the run pipeline), :mod:`kdistill.evaluate`, :mod:`kdistill.io`
-(distilled-set files), :mod:`kdistill.report`.
+strings), :mod:`kdistill.krr` (ridge regression), :mod:`kdistill.methods` (the method registry and
+the methods; :mod:`kdistill.methods.iterative` the building blocks of iterative ones),
+:mod:`kdistill.runs` (a run, in memory or in a run directory), :mod:`kdistill.parallel` (executors),
+:mod:`kdistill.nets` (finite networks), :mod:`kdistill.evaluate`, :mod:`kdistill.io` (distilled-set
+files), :mod:`kdistill.report`.
 
 Names are imported on first use, so ``import kdistill`` (and the CLI) starts fast.
 
