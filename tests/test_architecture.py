@@ -55,3 +55,16 @@ def test_a_cycle_is_found_even_through_a_function_local_import_but_not_under_typ
     lazy = {**BASE, "kdistill/a/_x.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
             "    from ..b import _y\n"}
     assert check_imports.check(_tree(tmp_path / "t", lazy)) == []
+
+
+def test_a_cycle_through_a_package_init_and_an_import_in_a_type_checking_else_branch_are_found(tmp_path):
+    """``b/_y`` imports ``a.sub``, which runs ``a/__init__`` first; that imports ``b``, whose ``__init__``
+    imports ``_y``: an ImportError at run time though no module imports another in a circle."""
+    files = {**BASE, "kdistill/a/sub.py": "", "kdistill/a/__init__.py": "from .. import b\n",
+             "kdistill/b/__init__.py": "from . import _y\n", "kdistill/b/_y.py": "from ..a import sub\n"}
+    problems = check_imports.check(_tree(tmp_path, files))
+    assert any(p.startswith("import cycle among") for p in problems), problems
+    hidden = {**BASE, "kdistill/b/_z.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    pass\n"
+              "else:\n    from ..a._x import f\n"}
+    problems = check_imports.check(_tree(tmp_path / "e", hidden))
+    assert len(problems) == 1 and "private to kdistill.a" in problems[0], problems

@@ -37,7 +37,7 @@ from kdistill.cli import cli
 from kdistill.data import load
 from kdistill.errors import CorruptFileError, InvalidInputError
 from kdistill.methods import RunConfig, get_method, methods, resolve_options, unregister_method
-from kdistill.methods.iterative import CHECKPOINT, load_checkpoint, save_checkpoint
+from kdistill.methods.iterative import CHECKPOINT, DriverSettings, load_checkpoint, save_checkpoint
 from kdistill.runs import read_run_json, run, run_to_dir
 
 PLUGINS = sorted((Path(__file__).parent / "plugins").glob("*.py"))
@@ -54,6 +54,9 @@ def load_plugins() -> set[str]:
 
 _PLUGIN_NAMES = load_plugins()
 ITERATIVE = sorted(name for name, m in methods().items() if m.iterative)
+# one pytest-xdist worker runs all of a method's tests (`make test` uses --dist loadgroup): it compiles the
+# method's steps once, not once per worker
+BY_METHOD = [pytest.param(name, marks=pytest.mark.xdist_group(f"contract-{name}")) for name in ITERATIVE]
 for _name in _PLUGIN_NAMES:  # registered only while a test of this module runs (other modules list methods)
     unregister_method(_name)
 
@@ -72,19 +75,24 @@ def digits():
 
 
 def config(name: str, precision: str = "float32", **options) -> RunConfig:
+    """The method's smoke run on digits, with a checkpoint every step (the stops below are at step 2)."""
     m = get_method(name)
     return RunConfig(method=name, kernel=m.smoke_kernel, ipc=2, seed=3, full_reference=False, baseline=False,
-                     val_size=100, precision=precision, options={**m.smoke, **options})
+                     val_size=100, precision=precision, options={**m.smoke, "checkpoint_every": 1, **options})
 
 
-def assert_same_run(full: Path, cut: Path) -> None:
+def assert_same_run(full: Path, cut: Path, precision: str) -> None:
+    """A resumed run equals the uninterrupted one: the state comes back bit for bit and the steps after it
+    compute the same things, so only summation order inside a library could make them differ."""
+    tol = 1e-9 if precision == "float64" else 1e-6
     a, b = np.load(full / "distilled.npz"), np.load(cut / "distilled.npz")
-    np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=tol)
+    np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=tol)
     ha, hb = (json.loads((d / "history.json").read_text()) for d in (full, cut))
     assert hb["step"] == ha["step"] and len(ha["step"]) > 2
-    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-5)
-    assert hb["val_step"] == ha["val_step"] and hb["val_accuracy"] == ha["val_accuracy"]
+    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=tol)
+    assert hb["val_step"] == ha["val_step"] and len(ha["val_step"]) >= 2
+    np.testing.assert_allclose(hb["val_accuracy"], ha["val_accuracy"], rtol=0, atol=tol)
 
 
 def test_the_plugin_registers_and_is_in_the_contract():
@@ -93,10 +101,10 @@ def test_the_plugin_registers_and_is_in_the_contract():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ITERATIVE)
+@pytest.mark.parametrize("name", BY_METHOD)
 def test_interrupt_then_resume_equals_uninterrupted_in_float64(name, digits, tmp_path):
     full, cut = whole_and_resumed(tmp_path, digits, config(name, "float64"), 2)
-    assert_same_run(full, cut)
+    assert_same_run(full, cut, "float64")
     assert json.loads((cut / "summary.json").read_text())["precision"] == "float64"
 
 
@@ -116,7 +124,7 @@ run_to_dir(sys.argv[1], load("digits"), RunConfig(**eval(sys.argv[2])), dataset_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ITERATIVE)
+@pytest.mark.parametrize("name", BY_METHOD)
 def test_deterministic_and_a_sigkill_then_resume_equals_uninterrupted_in_float32(name, digits, tmp_path):
     cfg = config(name, "float32")
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -133,7 +141,7 @@ def test_deterministic_and_a_sigkill_then_resume_equals_uninterrupted_in_float32
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert load_checkpoint(killed / CHECKPOINT)[1]["step"] == 2 and not (killed / "summary.json").exists()
     run_to_dir(killed, digits, cfg, dataset_ref="digits", resume=True)
-    assert_same_run(full, killed)
+    assert_same_run(full, killed, "float32")
     assert json.loads((killed / "summary.json").read_text())["precision"] == "float32"
 
 
@@ -146,18 +154,21 @@ def _constant_validation(monkeypatch):
                         lambda method, *a, **k: real(dataclasses.replace(method, validate=lambda *v: 0.5), *a, **k))
 
 
-@pytest.mark.parametrize("name", ITERATIVE)
+@pytest.mark.parametrize("name", BY_METHOD)
 def test_patience_stops_and_a_resume_stays_stopped_and_a_time_limit_stops(name, digits, tmp_path, monkeypatch):
     _constant_validation(monkeypatch)
-    cfg = config(name, steps=12, val_every=1, patience=2, checkpoint_every=1)
+    # checkpoints every 1000 steps: the one a stop leaves is written because the run stopped
+    cfg = config(name, steps=12, val_every=1, patience=2, checkpoint_every=1000)
     first, _ = run_to_dir(tmp_path / "p", digits, cfg, dataset_ref="digits")
     info = first.summary["method_info"]
     assert info["stop_reason"] == "patience" and info["steps_run"] == 3 and info["best_step"] == 1
+    assert load_checkpoint(tmp_path / "p" / CHECKPOINT)[1]["step"] == 3
     again, _ = run_to_dir(tmp_path / "p", digits, cfg, dataset_ref="digits", resume=True)
     assert again.summary["method_info"]["steps_run"] == 3 and again.summary["method_info"]["stop_reason"] == "patience"
     np.testing.assert_array_equal(again.distilled.images, first.distilled.images)
 
-    timed, _ = run_to_dir(tmp_path / "t", digits, config(name, steps=50, time_limit=1e-9), dataset_ref="digits")
+    timed, _ = run_to_dir(tmp_path / "t", digits, config(name, steps=50, time_limit=1e-9, checkpoint_every=1000),
+                          dataset_ref="digits")
     assert timed.summary["method_info"]["stop_reason"] == "time_limit"
     assert timed.summary["method_info"]["steps_run"] == 1 and load_checkpoint(tmp_path / "t" / CHECKPOINT)[1]["step"] == 1
 
@@ -180,36 +191,48 @@ def stopped_run(digits, tmp_path):
     return build
 
 
-@pytest.mark.parametrize("name", ITERATIVE)
+def _refused(error, out, digits, cfg, match):
+    with pytest.raises(error, match=match) as e:
+        run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", BY_METHOD)
 def test_a_damaged_foreign_or_forged_checkpoint_is_refused(name, digits, stopped_run, tmp_path):
     out, cfg = stopped_run(name)
     path = out / CHECKPOINT
     good = path.read_bytes()
     arrays, meta = load_checkpoint(path)
+    meta = {k: v for k, v in meta.items() if k != "checksum"}
 
+    leaf = max((a for k, a in arrays.items() if k.startswith("state_")), key=lambda a: a.nbytes)
+    at = good.find(np.ascontiguousarray(leaf).tobytes())
+    assert at >= 0 and leaf.nbytes >= 64
     raw = bytearray(good)
-    leaf = np.ascontiguousarray(arrays["state_0"]).tobytes()
-    raw[good.find(leaf) + len(leaf) // 2] ^= 0xFF  # one byte of the state's first array: only the checksum sees it
+    raw[at + leaf.nbytes // 2] ^= 0xFF  # one byte inside the method's largest state array
     path.write_bytes(bytes(raw))
-    with pytest.raises(CorruptFileError) as e:
-        run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
-    assert "\n" not in str(e.value)
+    _refused(CorruptFileError, out, digits, cfg, "fails its checksum|cannot be decoded")
 
-    other = dict(meta, fingerprint=dict(meta["fingerprint"], seed=meta["fingerprint"]["seed"] + 1))
-    save_checkpoint(path, arrays, {k: v for k, v in other.items() if k != "checksum"})
-    with pytest.raises(InvalidInputError, match="different settings"):
-        run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+    fp = meta["fingerprint"]
+    own = fp[name]  # the method's own settings, recorded by the registration
+    settings = get_method(name).settings
+    assert set(own) == set(settings.__dataclass_fields__) - set(DriverSettings.__dataclass_fields__) and own, \
+        "every field of the method's own is in the fingerprint"
+    for forged in ({"seed": fp["seed"] + 1}, {name: dict(own, **{next(iter(own)): "forged"})},
+                   {"kernel": "rbf:gamma=0.5"}):
+        save_checkpoint(path, arrays, dict(meta, fingerprint=dict(fp, **forged)))
+        _refused(InvalidInputError, out, digits, cfg, "different settings")
 
-    save_checkpoint(path, arrays, dict({k: v for k, v in meta.items() if k != "checksum"}, best_acc=float("nan")))
-    with pytest.raises(InvalidInputError, match="best accuracy"):
-        run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+    for best in (float("nan"), 1.5, float("inf")):
+        save_checkpoint(path, arrays, dict(meta, best_acc=best))
+        _refused(InvalidInputError, out, digits, cfg, "best accuracy")
 
     path.write_bytes(good)  # the genuine checkpoint still resumes
     res, _ = run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
     assert res.summary["method_info"]["steps_run"] == cfg.options["steps"]
 
 
-@pytest.mark.parametrize("name", ITERATIVE)
+@pytest.mark.parametrize("name", BY_METHOD)
 def test_options_round_trip_through_run_json_and_the_cli(name, digits, tmp_path):
     cfg = config(name)
     result, _ = run_to_dir(tmp_path / "r", digits, cfg, dataset_ref="digits")
@@ -251,3 +274,23 @@ def test_a_checkpoint_written_before_the_settings_registration_still_resumes(nam
     a, b = np.load(LEGACY / name / "uninterrupted.npz"), np.load(out / "distilled.npz")
     np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-4)
+
+
+def test_a_checkpoint_with_an_earlier_fingerprint_form_is_accepted_and_no_other(tmp_path):
+    """DC's checkpoints before settings-class registration recorded the dataset and not the kernel (KIP's and
+    RFAD's the other way round, resumed end to end above): both forms are accepted, nothing else."""
+    from kdistill.methods.iterative._register import fingerprints
+
+    own = {"lr": 0.1, "outer_loop": 2}
+    fp, aliases = fingerprints("dc", own, kernel="rbf", precision="float32", dataset="digits")
+    assert {"precision": "float32", "dataset": "digits", "dc": own} in aliases
+    assert {"kernel": "rbf", "precision": "float32", "dc": own} in aliases
+    path = tmp_path / "c.npz"
+    for old in aliases:
+        save_checkpoint(path, {"a": np.arange(3.0)}, {"step": 1, "fingerprint": old})
+        assert load_checkpoint(path, fingerprint=fp, aliases=aliases)[1]["step"] == 1
+        with pytest.raises(InvalidInputError, match="different settings"):
+            load_checkpoint(path, fingerprint=fp)
+    save_checkpoint(path, {"a": np.arange(3.0)}, {"step": 1, "fingerprint": {"precision": "float32", "dc": own}})
+    with pytest.raises(InvalidInputError, match="different settings"):
+        load_checkpoint(path, fingerprint=fp, aliases=aliases)

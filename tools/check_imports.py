@@ -7,7 +7,9 @@ Rules:
 1. **No import cycles.** Every ``import``/``from ... import`` in a module counts, at module level or inside a
    function (a function-local import that closes a cycle only hides it), except those under
    ``if TYPE_CHECKING:``. ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to
-   ``pkg``; a package's ``__init__`` is the module ``pkg``.
+   ``pkg``; a package's ``__init__`` is the module ``pkg``, and importing ``a.b.c`` from outside ``a`` is also
+   an edge to ``a`` and ``a.b`` (Python runs their ``__init__`` first). Not seen: attribute access to
+   private names (``module._name``) and ``importlib.import_module`` strings.
 2. **Private names stay in their package.** A module ``kdistill.a._b`` (any dotted component after
    ``kdistill`` that starts with ``_``) belongs to the package above its first private component
    (``kdistill.a``); only modules inside that package may import it. The same holds for a private name
@@ -51,7 +53,7 @@ def _imports(tree: ast.AST):
         node = stack.pop()
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and _type_checking(child):
-                stack.extend(child.orelse)
+                stack.append(ast.Module(body=child.orelse, type_ignores=[]))  # the else branch runs
                 continue
             if isinstance(child, ast.Import):
                 for a in child.names:
@@ -110,6 +112,10 @@ def graph(mods: dict[str, Path], root: Path = ROOT):
                         if owner and not _inside(mod, owner):
                             problems.append(f"{path.relative_to(root.parent)}:{line}: imports {n} from {target}, "
                                             f"private to {owner}")
+            for t in list(targets):  # importing a.b.c runs a/__init__ and a/b/__init__ first
+                parts = t.split(".")
+                targets += [p for p in (".".join(parts[:i]) for i in range(1, len(parts)))
+                            if p in mods and not _inside(mod, p)]
             for t in targets:
                 edges[mod].setdefault(t, line)
                 owner = _owner(t)

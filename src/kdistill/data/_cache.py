@@ -16,10 +16,10 @@ Nothing in the cache is trusted:
 - **Location.** ``<data_dir>/.cache/<name>-<hash of the paths>-<hash of the key>.npz``
   (see ``resolve_data_dir``); writing a new file removes the older ones of the same
   source, so there is one per source.
-- **Reading.** Through :func:`~kdistill.data._npz.open_npz`, which checks every
+- **Reading.** Through :func:`~kdistill._npz.open_npz`, which checks every
   ``.npy`` header against the zip directory before decoding a byte; then the members
   must be exactly the expected ones, with the expected dtypes and shapes,
-  :meth:`~kdistill.data._npz.NpzArchive.read` checks sizes and the zip CRC, and the
+  :meth:`~kdistill._npz.NpzArchive.read` checks sizes and the zip CRC, and the
   labels must be class indices of the dataset.
 - **Fallback.** Any problem with the cache (missing, corrupt, truncated, forged, wrong
   shapes, unreadable, a read-only folder, a full disk) means the source is decoded as

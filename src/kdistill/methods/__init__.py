@@ -47,3 +47,18 @@ __all__ = [
     "iterative", "kip", "kip_loss", "kip_method", "label_solve", "lambda_s_bound", "match_distance", "methods",
     "random_real", "register_method", "resolve_options", "rfad_method", "unregister_method",
 ]
+
+
+_MOVED = {"run": "kdistill.runs", "run_to_dir": "kdistill.runs", "read_run_json": "kdistill.runs",
+          "RUN_FILES": "kdistill.runs", "write_run_outputs": "kdistill.runs", "RunResult": "kdistill.runs",
+          **{n: "kdistill.methods.iterative" for n in (
+              "run_iterative", "DriverSettings", "IterativeMethod", "IterativeResult", "Batch", "driver_options",
+              "driver_settings", "INITS", "SAMPLERS", "LOSSES", "Loss", "mse", "platt", "class_balanced_sampler",
+              "noise_init", "real_init")}}
+
+
+def __getattr__(name: str):
+    """Names that moved out of ``kdistill.methods``: one line saying where they are now."""
+    if name in _MOVED:
+        raise AttributeError(f"kdistill.methods.{name} moved: use {_MOVED[name]}.{name}")
+    raise AttributeError(f"module 'kdistill.methods' has no attribute {name!r}")

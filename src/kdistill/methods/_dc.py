@@ -53,7 +53,7 @@ from .. import nets
 from ..errors import InvalidInputError
 from ..evaluate import accuracy, finite_settings, resolve_augment, train
 from ..nets import ConvNet, dsa_augment, dsa_strategy
-from .iterative import Batch, DriverSettings, IterativeMethod, option, register_iterative
+from .iterative import Batch, DriverSettings, IterativeMethod, hidden, option, register_iterative
 from ._types import Context
 
 __all__ = ["DCSettings", "dc_loops", "match_distance", "dc_method"]
@@ -204,16 +204,16 @@ class DCSettings(DriverSettings):
 
     steps: int = 1000
     # target_batch follows the rounds and batch_real (resolve); DC draws its real batches itself (no samplers)
-    target_batch: int = option(5000, "real images per iteration", min=1, cli=False)
+    target_batch: int = hidden(5000)
     val_every: int = 100
     checkpoint_every: int = 10
     init: str = "real"
-    sampler: str = option("uniform", "target-batch sampler", choices=("uniform",), cli=False)
-    pick_every: int = option(50, "", cli=False)
-    pick_pool: int = option(10_000, "", cli=False)
-    pick_floor: float = option(0.1, "", cli=False)
-    pick_unbiased: bool = option(False, "", cli=False)
-    pick_global: bool = option(False, "", cli=False)
+    sampler: str = hidden("uniform")
+    pick_every: int = hidden(50)
+    pick_pool: int = hidden(10_000)
+    pick_floor: float = hidden(0.1)
+    pick_unbiased: bool = hidden(False)
+    pick_global: bool = hidden(False)
     lr: float = option(0.1, "learning rate of the images (DC: 0.1)", min=0, min_exclusive=True, max=100)
     momentum: float = option(0.5, "SGD momentum of the images (DC: 0.5)", min=0, max=0.999)
     lr_net: float = option(0.01, "learning rate of the network between rounds (DC: 0.01)", min=0, min_exclusive=True,

@@ -132,7 +132,7 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
 
     State: ``{"params": {"x", ["y"], [loss parameters]}, "opt": Adam state, "y_fixed": labels}``.
     ``split`` (default: when ``executor`` is distributed) evaluates each step's target rows through
-    ``executor.map_take`` (:mod:`._split`: the workers hold the target pool; ``support_on_workers``, default
+    ``executor.map_take`` (:func:`~kdistill.methods.iterative.split_update`: the workers hold the target pool; ``support_on_workers``, default
     with two or more workers, computes K_SS there too); else one fused jitted step.
     """
     fixed_fn = _kernel_fn(kernel)

@@ -84,6 +84,7 @@ class RFADSettings(DriverSettings):
     draw_models: int = option(2, "networks per training draw (RFAD: 8)", min=1, max=1024)
     draw_width: int | None = option(None, "width of the training networks (default: the --kernel spec's width; "
                                     "RFAD: 256)", min=1, max=4096)
+    hold_batch: int = dataclasses.field(default=1, init=False)  # follows redraw_every (__post_init__)
 
     def __post_init__(self):
         object.__setattr__(self, "hold_batch", self.redraw_every)
@@ -165,7 +166,7 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
     """RFAD as an iterative method (run with the driver's ``hold_batch = redraw_every``).
 
     ``split`` (default: when ``executor`` is distributed) computes each step's target features on the
-    workers that hold the target pool (:mod:`._split`; they are recomputed every step, so R > 1 saves
+    workers that hold the target pool (:func:`~kdistill.methods.iterative.split_update`; they are recomputed every step, so R > 1 saves
     nothing there; ``support_on_workers``, default with two or more workers, computes the support set's
     features there too); else one fused jitted step with the window's target features cached here.
 
@@ -249,6 +250,6 @@ def _build(s: RFADSettings, ctx: Context) -> IterativeMethod:
 register_iterative("rfad", RFADSettings, _build, doc="RFAD (Loo et al. 2022): KIP with the features of random ConvNets "
                    "(--draw-models of them, redrawn every --redraw-every steps) and Platt's loss; the --kernel spec's "
                    "fixed draw validates and evaluates", precision="float32", kernel=DEFAULT_KERNEL,
-                   smoke={"steps": 4, "target_batch": 60, "val_every": 2, "checkpoint_every": 1, "redraw_every": 2,
+                   smoke={"steps": 6, "target_batch": 60, "val_every": 2, "checkpoint_every": 1, "redraw_every": 3,
                           "learn_labels": True},
-                   smoke_kernel="rf-convnet:models=1,width=4,depth=2")
+                   smoke_kernel="rf-convnet:models=1,width=4,depth=2", check=lambda ctx: rfad_features(ctx.kernel))

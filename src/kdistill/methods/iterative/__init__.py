@@ -31,6 +31,7 @@ from ._krr import ridge_solve as ridge_solve
 from ._register import CHECKPOINT as CHECKPOINT
 from ._register import register_iterative as register_iterative
 from ._settings import check_settings as check_settings
+from ._settings import hidden as hidden
 from ._settings import method_fields as method_fields
 from ._settings import option as option
 from ._settings import settings_options as settings_options
@@ -56,7 +57,7 @@ from ._split import split_update as split_update
 from ._split import step_bytes as step_bytes
 
 __all__ = [
-    "CHECKPOINT", "check_settings", "method_fields", "option", "register_iterative", "settings_options",
+    "CHECKPOINT", "check_settings", "hidden", "method_fields", "option", "register_iterative", "settings_options",
     "Batch", "DriverSettings", "INITS", "Init", "IterativeMethod", "IterativeResult", "LOSSES", "Loss", "SAMPLERS",
     "Sampler", "SamplerFactory", "adam_update", "class_balanced_sampler", "driver_options", "driver_settings",
     "get_init", "get_loss", "get_sampler", "init_state", "krr_predictions", "load_checkpoint", "mse", "noise_init",

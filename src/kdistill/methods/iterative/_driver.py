@@ -1,4 +1,4 @@
-"""One driver for every iterative distillation method (KIP now; RFAD and DC plug in unchanged).
+"""One driver for every iterative distillation method (KIP, RFAD, DC and any method registered alike).
 
 A method is an :class:`IterativeMethod`, in the spirit of optax's ``init``/``update``:
 
@@ -72,7 +72,8 @@ class IterativeMethod:
 @dataclasses.dataclass(frozen=True)
 class DriverSettings:
     """What the driver does around the steps; an iterative method's settings subclass it
-    (:mod:`kdistill.methods.iterative._settings`: every field is a ``--flag`` of ``kdistill distill``).
+    (:mod:`kdistill.methods.iterative._settings`: its fields are the ``--flags`` of ``kdistill distill``, but
+    ``val_size``, from ``--val-size``, and ``hold_batch``, which a method sets itself).
 
     Attributes:
       steps: optimisation steps.

@@ -27,7 +27,7 @@ from .._types import Context, MethodOutput
 from ._driver import DriverSettings, IterativeMethod, run_iterative
 from ._settings import check_settings, method_fields, settings_options
 
-__all__ = ["register_iterative", "CHECKPOINT"]
+__all__ = ["register_iterative", "fingerprints", "CHECKPOINT"]
 
 CHECKPOINT = "checkpoint.npz"
 """An iterative run's checkpoint, in its run directory."""
@@ -47,25 +47,39 @@ def _settings_for(cls: type, name: str, opts: Mapping[str, Any], ctx: Context):
     return settings
 
 
+def fingerprints(name: str, own: Mapping[str, Any], *, kernel: str, precision: str,
+                 dataset: str | None) -> tuple[dict, list[dict]]:
+    """``(fingerprint, aliases)`` of a run's settings beyond the driver's: the method's own fields under its
+    name with the run's kernel, precision and dataset; the aliases are the forms kdistill recorded before
+    settings-class registration (KIP and RFAD: no dataset; DC: no kernel), which a checkpoint may carry."""
+    fp = {"kernel": kernel, "precision": precision, "dataset": dataset, name: dict(own)}
+    return fp, [{k: v for k, v in fp.items() if k != drop} for drop in ("dataset", "kernel")]
+
+
 def register_iterative(name: str, settings: type, build: Callable[[Any, Context], IterativeMethod], *, doc: str,
                        smoke: Mapping[str, Any], smoke_kernel: str | None = None, precision: str = "float64",
-                       kernel: str | None = None) -> Callable[[Context, dict], MethodOutput]:
+                       kernel: str | None = None,
+                       check: Callable[[Context], None] | None = None) -> Callable[[Context, dict], MethodOutput]:
     """Register the iterative method ``name``: ``settings`` is a frozen dataclass subclassing
     :class:`DriverSettings`; ``build(settings, ctx)`` returns the :class:`IterativeMethod`; ``smoke`` are
     options (``smoke_kernel`` a kernel spec) small enough for the contract tests; ``precision`` and
-    ``kernel`` as :func:`~kdistill.methods.register_method`. Returns the registered ``run(ctx, options)``."""
+    ``kernel`` as :func:`~kdistill.methods.register_method`; ``check(ctx)`` refuses a run the method cannot
+    do at all (RFAD without a random-feature kernel) before its settings are looked at. Returns the
+    registered ``run(ctx, options)``."""
     if not (dataclasses.is_dataclass(settings) and issubclass(settings, DriverSettings)):
         raise RuntimeError(f"method {name!r}: settings must be a dataclass subclassing DriverSettings")
     if not settings.__dataclass_params__.frozen:
         raise RuntimeError(f"method {name!r}: settings must be a frozen dataclass")
 
+    settings_options(settings)  # a field without option(...) is refused now, not at the first run
+
     def run(ctx: Context, opts: dict) -> MethodOutput:
+        if check is not None:
+            check(ctx)
         s = _settings_for(settings, name, opts, ctx)
         method = build(s, ctx)
-        own = method_fields(s, DriverSettings)
-        fp = {"kernel": ctx.kernel.spec, "precision": ctx.config.precision, "dataset": ctx.dataset_name, name: own}
-        # kdistill before the settings-class registration recorded the kernel or the dataset, not both
-        aliases = [{k: v for k, v in fp.items() if k != drop} for drop in ("dataset", "kernel")]
+        fp, aliases = fingerprints(name, method_fields(s, DriverSettings), kernel=ctx.kernel.spec,
+                                   precision=ctx.config.precision, dataset=ctx.dataset_name)
         res = run_iterative(method, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
                             seed=ctx.config.seed, settings=s.driver(), kernel=ctx.kernel,
                             checkpoint=None if ctx.workdir is None else Path(ctx.workdir) / CHECKPOINT,

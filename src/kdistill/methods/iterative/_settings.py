@@ -6,10 +6,12 @@
         lr: float = option(0.1, "step size", min=0, min_exclusive=True, max=10)
 
 Every field declared with :func:`option` is a method option (``--lr``: help, range and choices from the
-field); a driver field redeclared with a plain default keeps the driver's option with the new default;
-``option(..., cli=False)`` keeps a field off the command line (the run fills it: ``reg`` from ``--reg``,
-``val_size`` from ``--val-size``). :func:`settings_options` turns the class into registry options and
-:func:`check_settings` checks a settings object against them (one validator for the CLI and Python).
+field); a driver field redeclared with a plain default keeps the driver's option with the new default, and
+one redeclared with :func:`hidden` keeps its checks but leaves the command line (DC draws its own batches:
+no ``--sampler``); ``option(..., cli=False)`` declares a field the run fills (``reg`` from ``--reg``,
+``val_size`` from ``--val-size``). A field with neither is a registration error. :func:`settings_options`
+turns the class into registry options and :func:`check_settings` checks a settings object against them
+(the validator of the CLI's values, :func:`kdistill._values.convert_value`, for Python's too).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any, Callable
 
 from .._registry import Option
 
-__all__ = ["option", "settings_options", "check_settings", "method_fields"]
+__all__ = ["option", "hidden", "settings_options", "check_settings", "method_fields"]
 
 _KEY = "kdistill_option"
+_HIDDEN = "hidden"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +51,27 @@ def option(default: Any, help: str = "", *, min: float | None = None, max: float
     return dataclasses.field(default=default, metadata={_KEY: meta})
 
 
+def hidden(default: Any) -> Any:
+    """A base class's field with a new default, kept off the command line (its checks stay)."""
+    return dataclasses.field(default=default, metadata={_KEY: _HIDDEN})
+
+
 def _meta(cls: type, name: str) -> _Meta | None:
-    """The option metadata of field ``name``: its own, or the nearest base class's (a redeclared default)."""
+    """The option metadata of field ``name``: its own, or the nearest base class's (a redeclared default;
+    :func:`hidden` takes the base's with ``cli=False``)."""
+    hide = False
     for klass in cls.__mro__:
         f = getattr(klass, "__dataclass_fields__", {}).get(name)
         if f is not None and _KEY in f.metadata:
-            return f.metadata[_KEY]
+            if f.metadata[_KEY] == _HIDDEN:
+                hide = True
+                continue
+            return dataclasses.replace(f.metadata[_KEY], cli=False) if hide else f.metadata[_KEY]
     return None
+
+
+def _optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
 
 
 def _value_type(hint: Any) -> type:
@@ -71,12 +88,17 @@ def _value_type(hint: Any) -> type:
 
 
 def settings_options(cls: type) -> tuple[Option, ...]:
-    """The registry options of a settings dataclass, in field order (driver fields first)."""
+    """The registry options of a settings dataclass, in field order (driver fields first). Raises
+    ``RuntimeError`` for a field declared without :func:`option` (it would be in the resume fingerprint and on
+    no command line)."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         meta = _meta(cls, f.name)
-        if meta is None or not meta.cli:
+        if meta is None:
+            raise RuntimeError(f"{cls.__name__}.{f.name} is declared without option(...): give its help and range, "
+                               "or option(default, cli=False) for a value the run fills")
+        if not meta.cli:
             continue
         out.append(Option(f.name, _value_type(hints[f.name]), f.default, meta.help, min=meta.min, max=meta.max,
                           min_exclusive=meta.min_exclusive, choices=meta.choices, flag=meta.flag))
@@ -84,17 +106,19 @@ def settings_options(cls: type) -> tuple[Option, ...]:
 
 
 def check_settings(settings: Any, method: str) -> None:
-    """Check every option field of ``settings`` (type, range, choices) as the CLI checks a given value;
-    one-line :class:`~kdistill.errors.InvalidInputError` naming the flag."""
+    """Check every field of ``settings`` (type, range, choices) as the CLI checks a given value; one-line
+    :class:`~kdistill.errors.InvalidInputError` naming the flag (the field's name for one off the command
+    line). ``None`` passes only where the field's type allows it."""
     cls = type(settings)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = _meta(cls, f.name)
         value = getattr(settings, f.name)
-        if meta is None or value is None:
+        if meta is None or (value is None and _optional(hints[f.name])):
             continue
+        flag = meta.flag if meta.cli else f.name
         Option(f.name, _value_type(hints[f.name]), None, meta.help, min=meta.min, max=meta.max,
-               min_exclusive=meta.min_exclusive, choices=meta.choices, flag=meta.flag).convert(method, value)
+               min_exclusive=meta.min_exclusive, choices=meta.choices, flag=flag).convert(method, value)
 
 
 def method_fields(settings: Any, base: type) -> dict[str, Any]:
