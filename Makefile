@@ -37,11 +37,13 @@ demo: $(VENV)/.installed
 # The whole suite with JAX's 64-bit types on, then the fast tests that touch JAX again with them off
 # (float32 code paths); the library itself never flips the switch (see tests/conftest.py). Tests run in
 # TEST_WORKERS processes (pytest-xdist; 2 by default, the machine the suite's 10-minute budget is for;
-# TEST_WORKERS=0 runs them in this process; --dist loadgroup keeps tests marked xdist_group together).
+# TEST_WORKERS=0 runs them in this process).
 TEST_WORKERS ?= 2
+# Both passes share one folder of compiled programs (tests/conftest.py), created empty and removed after.
 test: $(VENV)/.installed-test
-	KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
-	KDISTILL_TEST_X64=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=5
+	@cache=$$(mktemp -d /tmp/kdistill-test-jax-cache-XXXXXX) && trap 'rm -rf "$$cache"' EXIT && \
+	KDISTILL_TEST_JAX_CACHE=$$cache KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 && \
+	KDISTILL_TEST_JAX_CACHE=$$cache KDISTILL_TEST_X64=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=5
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package (needs root).
 data:

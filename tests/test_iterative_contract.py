@@ -54,9 +54,6 @@ def load_plugins() -> set[str]:
 
 _PLUGIN_NAMES = load_plugins()
 ITERATIVE = sorted(name for name, m in methods().items() if m.iterative)
-# one pytest-xdist worker runs all of a method's tests (`make test` uses --dist loadgroup): it compiles the
-# method's steps once, not once per worker
-BY_METHOD = [pytest.param(name, marks=pytest.mark.xdist_group(f"contract-{name}")) for name in ITERATIVE]
 for _name in _PLUGIN_NAMES:  # registered only while a test of this module runs (other modules list methods)
     unregister_method(_name)
 
@@ -101,7 +98,7 @@ def test_the_plugin_registers_and_is_in_the_contract():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", BY_METHOD)
+@pytest.mark.parametrize("name", ITERATIVE)
 def test_interrupt_then_resume_equals_uninterrupted_in_float64(name, digits, tmp_path):
     full, cut = whole_and_resumed(tmp_path, digits, config(name, "float64"), 2)
     assert_same_run(full, cut, "float64")
@@ -124,7 +121,7 @@ run_to_dir(sys.argv[1], load("digits"), RunConfig(**eval(sys.argv[2])), dataset_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", BY_METHOD)
+@pytest.mark.parametrize("name", ITERATIVE)
 def test_deterministic_and_a_sigkill_then_resume_equals_uninterrupted_in_float32(name, digits, tmp_path):
     cfg = config(name, "float32")
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -154,7 +151,7 @@ def _constant_validation(monkeypatch):
                         lambda method, *a, **k: real(dataclasses.replace(method, validate=lambda *v: 0.5), *a, **k))
 
 
-@pytest.mark.parametrize("name", BY_METHOD)
+@pytest.mark.parametrize("name", ITERATIVE)
 def test_patience_stops_and_a_resume_stays_stopped_and_a_time_limit_stops(name, digits, tmp_path, monkeypatch):
     _constant_validation(monkeypatch)
     # checkpoints every 1000 steps: the one a stop leaves is written because the run stopped
@@ -197,7 +194,7 @@ def _refused(error, out, digits, cfg, match):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name", BY_METHOD)
+@pytest.mark.parametrize("name", ITERATIVE)
 def test_a_damaged_foreign_or_forged_checkpoint_is_refused(name, digits, stopped_run, tmp_path):
     out, cfg = stopped_run(name)
     path = out / CHECKPOINT
@@ -232,7 +229,7 @@ def test_a_damaged_foreign_or_forged_checkpoint_is_refused(name, digits, stopped
     assert res.summary["method_info"]["steps_run"] == cfg.options["steps"]
 
 
-@pytest.mark.parametrize("name", BY_METHOD)
+@pytest.mark.parametrize("name", ITERATIVE)
 def test_options_round_trip_through_run_json_and_the_cli(name, digits, tmp_path):
     cfg = config(name)
     result, _ = run_to_dir(tmp_path / "r", digits, cfg, dataset_ref="digits")
