@@ -1,7 +1,9 @@
 """The contract every registered iterative method keeps, parametrised from the registry.
 
 A method registered with ``kdistill.methods.iterative.register_iterative`` (or ``register_method(...,
-iterative=True)``) is run here with its own ``smoke`` options on ``digits``, with no test written for it:
+iterative=True)``) is run here with its own ``smoke`` options on three classes of ``digits`` (what the contract
+checks does not depend on the number of classes; DC's step compiles in a third of the time), with no test
+written for it:
 
 - deterministic for a fixed seed;
 - interrupted (KeyboardInterrupt, float64) or SIGKILLed (float32) right after a checkpoint, then resumed, it
@@ -32,7 +34,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from _helpers import error_line, whole_and_resumed
+from _helpers import error_line, three_digits, whole_and_resumed
 from kdistill.cli import cli
 from kdistill.data import load
 from kdistill.errors import CorruptFileError, InvalidInputError
@@ -68,7 +70,7 @@ def plugins():
 
 @pytest.fixture(scope="module")
 def digits():
-    return load("digits")
+    return three_digits()
 
 
 def config(name: str, precision: str = "float32", **options) -> RunConfig:
@@ -105,18 +107,19 @@ def test_interrupt_then_resume_equals_uninterrupted_in_float64(name, digits, tmp
     assert json.loads((cut / "summary.json").read_text())["precision"] == "float64"
 
 
-KILL = """
+KILL = f"""
 import importlib.util, os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
 for i, path in enumerate(sys.argv[3:]):
-    spec = importlib.util.spec_from_file_location(f"plugin{i}", path)
+    spec = importlib.util.spec_from_file_location(f"plugin{{i}}", path)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
-from kdistill.data import load
+from _helpers import three_digits
 from kdistill.methods import RunConfig
 from kdistill.runs import run_to_dir
 def hook(step):
     if step == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-run_to_dir(sys.argv[1], load("digits"), RunConfig(**eval(sys.argv[2])), dataset_ref="digits", on_checkpoint=hook)
+run_to_dir(sys.argv[1], three_digits(), RunConfig(**eval(sys.argv[2])), dataset_ref="digits", on_checkpoint=hook)
 """
 
 
@@ -127,7 +130,7 @@ def test_deterministic_and_a_sigkill_then_resume_equals_uninterrupted_in_float32
     full, killed = tmp_path / "full", tmp_path / "killed"
     first, _ = run_to_dir(full, digits, cfg, dataset_ref="digits")
     again = run(digits, cfg)  # the same seed: the same set and curve
-    assert first.distilled.images.shape == (20, 8, 8, 1) and first.distilled.labels.shape == (20, 10)
+    assert first.distilled.images.shape == (6, 8, 8, 1) and first.distilled.labels.shape == (6, 3)
     assert np.all(np.isfinite(first.distilled.images))
     np.testing.assert_array_equal(again.distilled.images, first.distilled.images)
     np.testing.assert_array_equal(again.distilled.labels, first.distilled.labels)
@@ -204,11 +207,11 @@ def test_a_damaged_foreign_or_forged_checkpoint_is_refused(name, digits, stopped
 
     leaf = max((a for k, a in arrays.items() if k.startswith("state_")), key=lambda a: a.nbytes)
     at = good.find(np.ascontiguousarray(leaf).tobytes())
-    assert at >= 0 and leaf.nbytes >= 64
+    assert at >= 0 and leaf.nbytes >= 32
     raw = bytearray(good)
     raw[at + leaf.nbytes // 2] ^= 0xFF  # one byte inside the method's largest state array
     path.write_bytes(bytes(raw))
-    _refused(CorruptFileError, out, digits, cfg, "fails its checksum|cannot be decoded")
+    _refused(CorruptFileError, out, digits, cfg, "fails its checksum|cannot be decoded|cannot be read")
 
     fp = meta["fingerprint"]
     own = fp[name]  # the method's own settings, recorded by the registration
@@ -259,7 +262,7 @@ LEGACY = Path(__file__).parent / "reference" / "legacy_runs"
 
 
 @pytest.mark.parametrize("name", ["kip"])
-def test_a_checkpoint_written_before_the_settings_registration_still_resumes(name, digits, tmp_path):
+def test_a_checkpoint_written_before_the_settings_registration_still_resumes(name, tmp_path):
     """A run folder stopped at step 2 of 4 by kdistill 19cd7b3 (whose fingerprint recorded the kernel and not the
     dataset; tests/reference/legacy_runs/README.md) resumes and ends where that version's uninterrupted run
     ended. (DC's, which recorded the dataset and not the kernel, resumed alike when checked by hand; it is not
@@ -267,7 +270,7 @@ def test_a_checkpoint_written_before_the_settings_registration_still_resumes(nam
     out = Path(shutil.copytree(LEGACY / name, tmp_path / name))
     (out / "uninterrupted.npz").unlink()
     _, _, cfg = read_run_json(out)
-    run_to_dir(out, digits, cfg, dataset_ref="digits", resume=True)
+    run_to_dir(out, load("digits"), cfg, dataset_ref="digits", resume=True)
     a, b = np.load(LEGACY / name / "uninterrupted.npz"), np.load(out / "distilled.npz")
     np.testing.assert_allclose(b["images"], a["images"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(b["labels"], a["labels"], rtol=0, atol=1e-4)
