@@ -39,7 +39,8 @@ demo: $(VENV)/.installed
 # TEST_WORKERS processes (pytest-xdist; 2 by default, the machine the suite's 10-minute budget is for;
 # TEST_WORKERS=0 runs them in this process).
 TEST_WORKERS ?= 2
-# Both passes share one folder of compiled programs (tests/conftest.py), created empty and removed after.
+# The float32 pass's workers start from the compiled programs of the float64 pass's (tests/conftest.py);
+# the folder is created empty and removed after.
 test: $(VENV)/.installed-test
 	@cache=$$(mktemp -d /tmp/kdistill-test-jax-cache-XXXXXX) && trap 'rm -rf "$$cache"' EXIT && \
 	KDISTILL_TEST_JAX_CACHE=$$cache KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 && \

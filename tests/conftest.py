@@ -27,27 +27,24 @@ _DATA = tempfile.mkdtemp(prefix="kdistill-test-data-")
 os.environ["KDISTILL_DATA"] = _DATA
 atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 
-# XLA's compiled programs are kept on disk and shared with the CLI processes and Dask workers tests start:
-# many tests build the same kernels and steps afresh (new closures, new processes) and would otherwise
-# compile them again. `make test` gives both pytest passes and their xdist workers one folder
-# (KDISTILL_TEST_JAX_CACHE, created empty for that run and removed after it), so a program compiled by one
-# worker is read by the other: a size limit turns on JAX's file lock (the filelock package), under which an
-# entry is never read half written. Without the variable each process has its own folder.
-try:
-    import filelock  # noqa: F401  (JAX's cache lock; in the test extra)
-    _SHARED = os.environ.get("KDISTILL_TEST_JAX_CACHE")
-except ImportError:  # a virtual environment from before the test extra had it: one folder per process
-    _SHARED = None
-_JAX_CACHE = _SHARED or tempfile.mkdtemp(prefix="kdistill-test-jax-cache-")
+# XLA's compiled programs are kept on disk and shared with the CLI processes and Dask workers a test process
+# starts: many tests build the same kernels and steps afresh (new closures, new processes) and would otherwise
+# compile them again. Each test process (each pytest-xdist worker) has its own folder, so two workers never
+# write one file at once (JAX's cache writes entries in place; its file lock would serialise thousands of
+# small entries, slower than compiling them). `make test` sets KDISTILL_TEST_JAX_CACHE for both passes: worker
+# N of the float32 pass then starts from the folder worker N of the float64 pass filled (one after the
+# other, never at once), and `make test` removes it after. Without the variable the folder is temporary.
+_BASE = os.environ.get("KDISTILL_TEST_JAX_CACHE")
+if _BASE:
+    _JAX_CACHE = os.path.join(_BASE, os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    os.makedirs(_JAX_CACHE, exist_ok=True)
+else:
+    _JAX_CACHE = tempfile.mkdtemp(prefix="kdistill-test-jax-cache-")
+    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-if _SHARED:
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 * 2**30)
-    jax.config.update("jax_compilation_cache_max_size", 4 * 2**30)
-if not _SHARED:
-    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
 
 # One place for tolerances, per dtype (STYLE.md habit 10).
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-10)}
