@@ -294,3 +294,22 @@ def test_a_checkpoint_with_an_earlier_fingerprint_form_is_accepted_and_no_other(
     save_checkpoint(path, {"a": np.arange(3.0)}, {"step": 1, "fingerprint": {"precision": "float32", "dc": own}})
     with pytest.raises(InvalidInputError, match="different settings"):
         load_checkpoint(path, fingerprint=fp, aliases=aliases)
+
+
+def test_a_settings_field_without_option_is_refused_at_registration_and_hidden_keeps_its_checks():
+    from kdistill.methods.iterative import check_settings, hidden, register_iterative
+
+    @dataclasses.dataclass(frozen=True)
+    class Bare(DriverSettings):
+        rate: float = 0.1  # no option(...): on no command line, yet in the fingerprint
+
+    with pytest.raises(RuntimeError, match=r"Bare.rate is declared without option"):
+        register_iterative("bare", Bare, lambda s, ctx: None, doc="x", smoke={})
+    assert "bare" not in methods()
+
+    @dataclasses.dataclass(frozen=True)
+    class Quiet(DriverSettings):
+        sampler: str = hidden("uniform")
+
+    with pytest.raises(InvalidInputError, match="method 'q': sampler must be one of"):
+        check_settings(Quiet(sampler="nope"), "q")

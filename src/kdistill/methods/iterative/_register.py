@@ -71,7 +71,7 @@ def register_iterative(name: str, settings: type, build: Callable[[Any, Context]
     if not settings.__dataclass_params__.frozen:
         raise RuntimeError(f"method {name!r}: settings must be a frozen dataclass")
 
-    settings_options(settings)  # a field without option(...) is refused now, not at the first run
+    options = settings_options(settings)  # (a field without option(...) is refused here)
 
     def run(ctx: Context, opts: dict) -> MethodOutput:
         if check is not None:
@@ -95,6 +95,6 @@ def register_iterative(name: str, settings: type, build: Callable[[Any, Context]
         return MethodOutput(res.images, res.labels, info, reg=getattr(s, "reg", None), seconds={name: res.seconds},
                             history=res.history, init_images=res.init_images, seconds_before=res.seconds_before)
 
-    register_method(name, doc=doc, options=settings_options(settings), iterative=True, precision=precision,
+    register_method(name, doc=doc, options=options, iterative=True, precision=precision,
                     kernel=kernel, smoke=smoke, smoke_kernel=smoke_kernel, settings=settings)(run)
     return run
