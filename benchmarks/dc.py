@@ -4,7 +4,7 @@ under DC's evaluation protocol.
 Two kinds of rows, merged into benchmarks/results/dc.json (a row with the same key is replaced) and rendered
 to dc.md with the machine, seconds and load averages:
 
-- ``run``: one ``kdistill distill --method dc`` in its own process with ``--time-limit`` (the run keeps the
+- ``run``: one ``kdistill distill --method dc`` in its own process with ``--learn-time-limit`` (the run keeps the
   best set by its validation: a ConvNet trained 300 epochs on the set, accuracy on held-out training
   images), then ``kdistill evaluate --model convnet --seeds S`` on the kept set (DC's protocol, the
   default: MNIST augmented, Fashion-MNIST not; ``--dsa`` runs under DSA's: ``--augment dsa --epochs 1000``). The accuracy-versus-time curve is the run's validation
@@ -70,7 +70,7 @@ def run(args) -> None:
     base = Path(tempfile.mkdtemp(prefix="kdistill-dc-")) if keep is None else keep
     out = base / name
     cmd = ["distill", "--dataset", args.dataset, "--method", "dc", "--ipc", str(args.ipc), "--steps", "1000",
-           "--time-limit", str(int(args.minutes * 60)), "--val-every", str(args.val_every), "--init", args.init,
+           "--learn-time-limit", str(int(args.minutes * 60)), "--val-every", str(args.val_every), "--init", args.init,
            "--batch-real", str(args.batch_real), "--no-full", "--no-baseline", "--out", str(out), "--force"]
     if args.dsa:
         cmd.append("--dsa")
@@ -274,7 +274,7 @@ def render(rows: list[dict]) -> None:
           f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, JAX "
           f"{machine['jax_backend']}. Rows come from `benchmarks/dc.py` (the command of each run is in dc.json).",
           "", "## DC runs within a wall-clock budget", "",
-          "Each run: `kdistill distill --method dc` with `--time-limit` (DC's defaults otherwise: ConvNet width 128, "
+          "Each run: `kdistill distill --method dc` with `--learn-time-limit` (DC's defaults otherwise: ConvNet width 128, "
           "image lr 0.1, network lr 0.01, 256 real images per class and round, DC's loops per ipc), then "
           "`kdistill evaluate --model convnet` on the kept set under DC's protocol (300 epochs; MNIST augmented), "
           "or DSA's for `--dsa` runs (`--augment dsa --epochs 1000`).",

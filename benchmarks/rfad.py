@@ -1,6 +1,6 @@
 """RFAD (Loo et al. 2022) on this CPU: test accuracy within a wall-clock budget (issue 12, first rows).
 
-Each row is one ``kdistill distill --method rfad`` command in its own process, with ``--time-limit``
+Each row is one ``kdistill distill --method rfad`` command in its own process, with ``--learn-time-limit``
 (the run keeps the best validated set when the budget is spent), learned labels and the KRR
 evaluation with the ``--kernel`` spec's own fixed draw; the random-real baseline (same kernel, same
 ipc) comes from the same run. Recorded: test accuracy, baseline, steps run, best step, seconds per
@@ -57,7 +57,7 @@ def main(argv=None):
         return render(load_json(RESULTS / "rfad.json")["rows"])
 
     cmd = ["distill", "--dataset", args.dataset, "--method", "rfad", "--kernel", args.kernel, "--ipc", str(args.ipc),
-           "--learn-labels", "--steps", "1000000", "--time-limit", str(int(args.minutes * 60)),
+           "--learn-labels", "--steps", "1000000", "--learn-time-limit", str(int(args.minutes * 60)),
            "--redraw-every", str(args.redraw_every), "--lr", str(args.lr), "--target-batch", str(args.target_batch),
            "--val-every", "100", "--val-size", "2000", "--no-full", "--precision", args.precision]
     cmd += ["--draw-models", str(args.draw_models)] if args.draw_models else []

@@ -109,7 +109,7 @@ def test_datasets_lists_everything(tmp_path):
         (["distill", "--dataset", "digits", "--ipc", "0"], "ipc"),
         (["distill", "--dataset", "digits", "--ipc", "1000"], "use ipc 139 or less"),
         (["distill", "--dataset", "digits", "--kernel", "rbf:gamma=x"], "gamma"),
-        (["distill", "--dataset", "digits", "--kernel", "ntk9"], "valid kernels"),
+        (["distill", "--dataset", "digits", "--kernel", "ntk9"], "unknown kernel 'ntk9'"),
         (["distill", "--dataset", "digits", "--method", "magic"], "valid methods"),
         (["distill", "--dataset", "digits", "--method", "analytic", "--kernel", "rbf"], "invertible feature map"),
         (["distill", "--dataset", "digits", "--method", "analytic", "--kernel", "fcnn", "--lambda-s", "1e9"],
@@ -336,3 +336,73 @@ def test_a_sidecar_naming_its_dataset_by_a_relative_path_reads_it_beside_the_sid
     r = _run("evaluate", str(shipped / "set.npz"), "--dataset", str(tmp_path / "mine.npz"), "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["test_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["distill", "--dataset", "digits", "--method", "kipp"],
+     "error: unknown method 'kipp'; did you mean 'kip'? (kdistill methods lists them)"),
+    (["distill", "--dataset", "digits", "--method", "label_solve"], "did you mean 'label-solve'?"),
+    (["distill", "--dataset", "digits", "--kernel", "linaer"],
+     "error: unknown kernel 'linaer'; did you mean 'linear'? (kdistill kernels lists them)"),
+    (["distill", "--dataset", "digits", "--kernel", "fc_ntk:depth=2"], "did you mean 'fc-ntk'?"),
+    (["distill", "--dataset", "digits", "--kernel", "rbf:gama=1"],
+     "kernel 'rbf' has no parameter 'gama'; did you mean 'gamma'? (valid parameters: gamma)"),
+    (["distill", "--dataset", "digits", "--method", "kip", "--learning-rate", "0.1"],  # click alone: --learn-labels
+     "error: No such option '--learning-rate'; did you mean '--lr'? (kdistill distill --help lists them)"),
+    (["distill", "--dataset", "digits", "--learn_labels"], "did you mean '--learn-labels'?"),  # a method's flag
+    (["distill", "--dataset", "digits", "--val", "10"], "did you mean '--val-size', '--val-every' or '--val-epochs'?"),
+    (["evaluate", "x.npz", "--seed", "1"], "did you mean '--seeds'? (kdistill evaluate --help lists them)"),
+])
+def test_a_typo_gets_a_did_you_mean(tmp_path, args, needle):
+    line = error_line(_run(*args, "--out", str(tmp_path / "out")))
+    assert needle in line
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["distill", "--dataset", "digits", "--method", "magic"], "valid methods: analytic, coreset, dc, kip"),
+    (["distill", "--dataset", "digits", "--kernel", "gaussian"], "valid kernels: cnn, convnet-nngp"),
+    (["distill", "--dataset", "digits", "--kernel", "rbf:width=2"], "valid parameters: gamma"),
+    (["distill", "--dataset", "digits", "--zebra", "1"], "No such option '--zebra'; see kdistill distill --help"),
+])
+def test_a_far_off_word_gets_no_suggestion_but_the_list(tmp_path, args, needle):
+    line = error_line(_run(*args, "--out", str(tmp_path / "out")))
+    assert needle in line and "did you mean" not in line.lower()
+
+
+def test_suggest_ranks_same_names_abbreviations_then_close_strings():
+    from kdistill._suggest import did_you_mean, suggest
+
+    flags = ["--learn-labels", "--lr", "--lr-net", "--steps", "--seed", "--val-size", "--val-every"]
+    assert suggest("--learning-rate", flags) == ["--lr"]  # initials of its words
+    assert suggest("--learn_labels", flags) == ["--learn-labels"]  # the same name: alone
+    assert suggest("--ll", flags) == ["--learn-labels"]
+    assert suggest("--ste", flags) == ["--steps"]  # a prefix of 3 letters or more
+    assert suggest("--st", flags) == []
+    assert suggest("--seeds", flags) == ["--seed"]  # string ratio (difflib)
+    assert suggest("--valsize", flags) == ["--val-size"]
+    assert suggest("--zebra", flags) == [] and suggest("x", []) == []
+    assert suggest("kip", ["kip", "rfad"]) == []  # the word itself is no suggestion
+    assert did_you_mean("--val", flags) == "did you mean '--val-size' or '--val-every'?"
+    assert did_you_mean("--zebra", flags) is None
+
+
+def test_analytic_kernels_are_one_list_that_matches_the_registry_the_readme_and_the_messages(tmp_path):
+    """Every name kdistill methods, check_kernel's message and the README give for analytic's kernels is a
+    kernel family with an explicit feature map and an inverse (what the method needs), and every such one is
+    named."""
+    import re
+    from pathlib import Path
+
+    from kdistill.kernels import families, from_spec
+    from kdistill.methods import methods
+    from kdistill.methods._analytic import KERNELS
+
+    invertible = {n for n in families() if from_spec(n).features is not None and from_spec(n).inverse is not None}
+    assert set(KERNELS) == invertible and len(KERNELS) == len(set(KERNELS))
+    assert f"kernels {', '.join(KERNELS)}" in methods()["analytic"].doc
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `analytic` |"))
+    assert set(re.findall(r"`([^`]+)`", row.rstrip(" |").rsplit(" | ", 1)[1])) == set(KERNELS)
+    line = error_line(_run("distill", "--dataset", "digits", "--method", "analytic", "--kernel", "rbf",
+                           "--out", str(tmp_path / "o")))
+    assert f"({', '.join(KERNELS)})" in line

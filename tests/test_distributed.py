@@ -42,7 +42,7 @@ import distributed  # noqa: E402  (the [test] extra installs it: its absence is 
 BIN = Path(sys.executable).parent
 ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-RF = "rf-convnet:models=2,width=8,depth=2,stem=0"
+RF = "rf-convnet:models=2,width=8,depth=1,stem=0"
 
 
 def _digits(n=400, seed=0):
@@ -202,8 +202,8 @@ def test_block_maps_equal_the_local_ones(executor, rng):
 @pytest.mark.parametrize("method,kernel,options", [
     ("analytic", "fcnn:width=256", {}),
     ("label-solve", "fc-ntk", {}),
-    ("kip", "fc-ntk", {"steps": 20, "target_batch": 100, "val_every": 10, "learn_labels": True, "lr": 0.01}),
-    ("rfad", RF, {"steps": 20, "target_batch": 100, "val_every": 20, "learn_labels": True}),
+    ("kip", "fc-ntk", {"steps": 10, "target_batch": 100, "val_every": 5, "learn_labels": True, "lr": 0.01}),
+    ("rfad", RF, {"steps": 10, "target_batch": 100, "val_every": 10, "learn_labels": True}),
 ])
 def test_distributed_run_equals_the_single_process_run(cluster, method, kernel, options):
     x, y, xt, yt = _digits()
@@ -309,7 +309,7 @@ def test_a_worker_killed_mid_run_leaves_the_result_unchanged(cluster, busy_machi
     address, client = cluster
     x, lab = _small(n=300)
     rf = from_spec(RF)
-    settings = DriverSettings(steps=12, target_batch=80, val_every=4, val_size=40, checkpoint_every=0)
+    settings = DriverSettings(steps=8, target_batch=80, val_every=4, val_size=40, checkpoint_every=0)
     ref = run_iterative(rfad_method(rf, lr=0.01, reg=5e-3), x, lab, num_classes=3, ipc=2, seed=0,
                         settings=settings, kernel=rf)
     ex = DaskExecutor(client)

@@ -12,6 +12,7 @@ import kdistill
 import kdistill._api
 import kdistill._estimators
 import kdistill._precision
+import kdistill._suggest
 import kdistill.kernels._spec
 import kdistill.methods._registry
 
@@ -92,7 +93,7 @@ def test_readme_quick_start_is_the_two_commands():
 
 
 @pytest.mark.parametrize("module", [kdistill.kernels._spec, kdistill._precision, kdistill._api,
-                                    kdistill.methods._registry, kdistill._estimators, kdistill])
+                                    kdistill.methods._registry, kdistill._estimators, kdistill, kdistill._suggest])
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module)
     assert tried > 0 and failures == 0
@@ -112,15 +113,15 @@ SHORTEN = [
      "MNIST and Fashion-MNIST take ~10 s each to load and fit, CIFAR-10 needs a download: scikit-learn's "
      "digits (1,797 8x8 images) is always installed"),
     (r"--ipc (10|50)\b", "--ipc 2", "100 or 500 images to distil and draw (analytic ipc 50 on digits: ~20 s)"),
-    (r"--steps \d+", "--steps 5", "KIP: 400 steps are 13 s on MNIST (README)"),
-    (r"^(distill (?!.*--steps).*--method (kip|rfad|dc)\b.*)$", r"\1 --steps 5",
-     "KIP's default 4000 steps (17 minutes on MNIST, benchmarks/results/kip.md), RFAD's and DC's hour: 5 steps"),
-    (r"^(distill .*--method dc\b.*)$", r"\1 --dc-width 16 --dc-depth 1 --batch-real 16 --val-epochs 5 --lr 0.001",
+    (r"--steps \d+", "--steps 2", "KIP: 400 steps are 13 s on MNIST (README)"),
+    (r"^(distill (?!.*--steps).*--method (kip|rfad|dc)\b.*)$", r"\1 --steps 2",
+     "KIP's default 4000 steps (17 minutes on MNIST, benchmarks/results/kip.md), RFAD's and DC's hour: 2 steps"),
+    (r"^(distill .*--method dc\b.*)$", r"\1 --dc-width 8 --dc-depth 1 --batch-real 8 --val-epochs 2 --lr 0.001",
      "DC's ConvNet of width 128 on 256 real images per class; its image lr 0.1 is for 28x28 images"),
-    (r"^(distill (?!.*--kernel).*--method rfad\b.*)$", r"\1 --kernel rf-convnet:models=2,width=8,depth=2",
+    (r"^(distill (?!.*--kernel).*--method rfad\b.*)$", r"\1 --kernel rf-convnet:models=1,width=4,depth=1",
      "RFAD's default fixed kernel (16 networks of width 64) takes ~10 s to compile; tests/test_rfad.py runs "
      "the default once"),
-    (r"^(evaluate .*--model \S+.*)$", r"\1 --seeds 1 --epochs 2 --width 8",
+    (r"^(evaluate .*--model \S+.*)$", r"\1 --seeds 1 --epochs 1 --width 4",
      "finite networks: 5 seeds x 300 epochs is an hour or more on a CPU"),
     (r" --workers \d+", "",
      "a local Dask cluster takes ~20 s to start; tests/test_distributed.py runs `distill --workers 2` itself and "
@@ -181,7 +182,10 @@ def test_readme_commands_run(tmp_path, monkeypatch):
         ran = shlex.join(args)
         assert result.exit_code == 0, (f"README: kdistill {command}", f"ran: kdistill {ran}", result.output)
         if args[0] == "distill" and "--out" in args:
-            assert (Path(args[args.index("--out") + 1]) / "summary.json").exists()
+            out = Path(args[args.index("--out") + 1])
+            seeds = int(args[args.index("--seeds") + 1]) if "--seeds" in args else 1
+            finished = [out / "summary.json"] if seeds == 1 else sorted(out.glob("seed-*/summary.json"))
+            assert len(finished) == seeds and all(f.exists() for f in finished), (command, finished)
     unused = [SHORTEN[i][0] for i, n in enumerate(used) if n == 0]
     assert not unused, f"rewrite rules that match no README command (remove them): {unused}"
 

@@ -9,7 +9,8 @@ written for it:
 - interrupted (KeyboardInterrupt, float64) or SIGKILLed (float32) right after a checkpoint, then resumed, it
   ends where an uninterrupted run ends (images, labels, losses, validations); a checkpoint written by an
   earlier kdistill (KIP's, from before settings-class registration) still resumes;
-- patience stops it and a resume stays stopped; a time limit stops it with a checkpoint;
+- the starting set is validated (step 0) and kept unless a step beats it; patience stops it and a resume
+  stays stopped; a time limit stops it with a checkpoint;
 - a damaged checkpoint, one written with other settings, and one with forged bookkeeping are refused in
   one line;
 - its options round-trip through ``run.json`` and through the CLI's strings.
@@ -92,6 +93,12 @@ def assert_same_run(full: Path, cut: Path, precision: str) -> None:
     np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=tol)
     assert hb["val_step"] == ha["val_step"] and len(ha["val_step"]) >= 2
     np.testing.assert_allclose(hb["val_accuracy"], ha["val_accuracy"], rtol=0, atol=tol)
+    # the final state too, learned whatever set was kept (the starting set when no step beat it)
+    ca, cb = (load_checkpoint(d / CHECKPOINT)[0] for d in (full, cut))
+    states = sorted(k for k in ca if k.startswith("state_"))
+    assert states and sorted(k for k in cb if k.startswith("state_")) == states
+    for k in states:
+        np.testing.assert_allclose(cb[k], ca[k], rtol=tol, atol=tol, err_msg=k)
 
 
 def test_the_plugin_registers_and_is_in_the_contract():
@@ -159,16 +166,19 @@ def test_patience_stops_and_a_resume_stays_stopped_and_a_time_limit_stops(name, 
     _constant_validation(monkeypatch)
     # checkpoints every 1000 steps: the one a stop leaves is written because the run stopped
     cfg = config(name, steps=12, val_every=1, patience=2, checkpoint_every=1000)
-    first, _ = run_to_dir(tmp_path / "p", digits, cfg, dataset_ref="digits")
+    with pytest.warns(RuntimeWarning, match="beat the starting set"):
+        first, _ = run_to_dir(tmp_path / "p", digits, cfg, dataset_ref="digits")
     info = first.summary["method_info"]
-    assert info["stop_reason"] == "patience" and info["steps_run"] == 3 and info["best_step"] == 1
-    assert load_checkpoint(tmp_path / "p" / CHECKPOINT)[1]["step"] == 3
+    # the starting set is validated (step 0) and no later validation beats it: two without gain stop the run
+    assert info["stop_reason"] == "patience" and info["steps_run"] == 2 and info["best_step"] == 0
+    np.testing.assert_array_equal(first.distilled.images, first.init_images)
+    assert load_checkpoint(tmp_path / "p" / CHECKPOINT)[1]["step"] == 2
     again, _ = run_to_dir(tmp_path / "p", digits, cfg, dataset_ref="digits", resume=True)
-    assert again.summary["method_info"]["steps_run"] == 3 and again.summary["method_info"]["stop_reason"] == "patience"
+    assert again.summary["method_info"]["steps_run"] == 2 and again.summary["method_info"]["stop_reason"] == "patience"
     np.testing.assert_array_equal(again.distilled.images, first.distilled.images)
 
-    timed, _ = run_to_dir(tmp_path / "t", digits, config(name, steps=50, time_limit=1e-9, checkpoint_every=1000),
-                          dataset_ref="digits")
+    timed, _ = run_to_dir(tmp_path / "t", digits, dataclasses.replace(config(name, steps=50, checkpoint_every=1000),
+                                                                      time_limit=1e-9), dataset_ref="digits")
     assert timed.summary["method_info"]["stop_reason"] == "time_limit"
     assert timed.summary["method_info"]["steps_run"] == 1 and load_checkpoint(tmp_path / "t" / CHECKPOINT)[1]["step"] == 1
 

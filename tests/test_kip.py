@@ -51,8 +51,10 @@ def test_driver_reproduces_pre_driver_losses(digits, case, x64):
     np.testing.assert_allclose(loss[:5], ref["loss"][:5], rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(loss, ref["loss"], rtol=2e-3, atol=1e-9)
     one_image = 1.0 / krr.effective_val_size(kw["val_size"], x.shape[0])  # validation holds at most a fifth
-    np.testing.assert_allclose(r.history["val_accuracy"], ref["val_accuracy"], atol=1.01 * one_image)
-    best = dict(zip(r.history["val_step"], ref["val_accuracy"]))  # a flipped image may move the best to a tie
+    # the driver now validates the starting set too (step 0), which the recording had no entry for
+    assert r.history["val_step"][0] == 0 and r.history["val_accuracy"][0] < max(ref["val_accuracy"])
+    np.testing.assert_allclose(r.history["val_accuracy"][1:], ref["val_accuracy"], atol=1.01 * one_image)
+    best = dict(zip(r.history["val_step"][1:], ref["val_accuracy"]))  # a flipped image may move the best to a tie
     assert r.best_step == ref["best_step"] or best[r.best_step] >= best[ref["best_step"]] - 1.01 * one_image
     assert float(np.abs(r.labels).sum()) == pytest.approx(ref["labels_sum_abs"], rel=1e-3)
     if np.allclose(loss, ref["loss"], rtol=1e-6, atol=1e-9):  # no drift (fc-ntk here): the images agree too
@@ -341,9 +343,10 @@ def test_progress_lines_when_output_is_not_a_terminal(tmp_path):
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kip step")]
-    assert [ln.split()[2] for ln in lines] == ["10/20", "20/20"]
+    assert [ln.split()[2] for ln in lines] == ["0/20", "10/20", "20/20"]  # the starting set, then every 10
     h = json.loads((tmp_path / "o" / "history.json").read_text())
-    assert f"val {h['val_accuracy'][0]:.4g}" in lines[0] and "loss " in lines[0] and "eta " in lines[0]
+    assert f"val {100 * h['val_accuracy'][0]:.1f}%" in lines[0]
+    assert f"val {100 * h['val_accuracy'][1]:.1f}%" in lines[1] and "loss " in lines[1] and "eta " in lines[1]
 
 
 @pytest.mark.slow

@@ -143,19 +143,30 @@ def test_precision_auto_is_float32_for_rfad_and_float64_for_the_others(tmp_path)
 
 
 @pytest.mark.slow  # scopes its own precision: once is enough
-def test_cli_without_kernel_or_precision_uses_rfads_own(tmp_path):
+def test_cli_without_kernel_or_precision_uses_rfads_own(tmp_path, monkeypatch):
+    """The command line gives rfad its own kernel (the fixed draw validation and the final KRR use) and float32,
+    and trains on fewer networks than that draw holds. The run is stopped before it starts: the default
+    networks (16 of width 64) take 25 s to compile here; their family is tested in test_kernels_contract.py
+    at a small size, and benchmarks/rfad.py runs them."""
     from click.testing import CliRunner
 
     from kdistill.cli import cli
+    from kdistill.methods import resolve_options
     from kdistill.methods._rfad import DEFAULT_KERNEL
+    from kdistill.runs import _pipeline
 
-    out = tmp_path / "run"
-    r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", "--method", "rfad", "--ipc", "1", "--steps", "2",
-                                 "--no-full", "--no-baseline", "--val-size", "100", "--out", str(out)],
-                           catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["kernel"] == from_spec(DEFAULT_KERNEL).spec and summary["precision"] == "float32"
-    assert summary["method_info"]["settings"]["draw_models"] < from_spec(DEFAULT_KERNEL).params[0][1]
+    seen = {}
+
+    def instead(out, dataset, config, **kw):  # what run_to_dir would run, resolved as run() resolves it
+        seen["config"] = _pipeline._validate(config, dataset)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kdistill.runs.run_to_dir", instead)
+    r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", "--method", "rfad", "--ipc", "1", "--out",
+                                 str(tmp_path / "run")])
+    assert r.exit_code == 130 and "config" in seen, r.output
+    config = seen["config"]
+    assert from_spec(config.kernel).spec == from_spec(DEFAULT_KERNEL).spec and config.precision == "float32"
+    assert resolve_options("rfad", {})["draw_models"] < from_spec(DEFAULT_KERNEL).params[0][1]
     listing = CliRunner().invoke(cli, ["methods"], catch_exceptions=False).output
     assert "default --kernel rf-convnet" in " ".join(listing.split())

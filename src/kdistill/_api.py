@@ -100,6 +100,7 @@ def distill(
     reg: float | str = "auto",
     val_size: int = 5000,
     precision: str = "auto",
+    time_limit: float = 0.0,
     x_test: Any = None,
     y_test: Any = None,
     progress: bool = False,
@@ -115,7 +116,8 @@ def distill(
     a fifth of ``x``). ``kernel`` defaults to the method's own (``kdistill methods``; rfad's random
     ConvNets), else ``fcnn``; ``precision="auto"`` is the method's own (float32 for rfad, else float64).
     ``options`` are the method's own (``kdistill methods`` lists them, e.g. ``steps=200,
-    learn_labels=True`` for KIP). Returns a :class:`~kdistill.io.DistilledSet`: ``.images`` in the
+    learn_labels=True`` for KIP). ``time_limit``: seconds for the whole call (0: none); iterative methods
+    learn for what is left once evaluating the set is set aside. Returns a :class:`~kdistill.io.DistilledSet`: ``.images`` in the
     preprocessed space the kernel saw, ``.pixels()`` in the input's space and layout, ``.labels``
     ``(m, k)`` targets, ``.classes`` the original class of each label column, ``.summary`` the
     run's summary (test accuracy when ``x_test, y_test`` are given), ``.save(path)``. The caller's
@@ -164,7 +166,7 @@ def distill(
     dataset = Dataset(name="arrays", x_train=images, y_train=codes, x_test=test_images, y_test=test_codes,
                       class_names=tuple(str(c) for c in classes), source="arrays given to kdistill.distill")
     config = RunConfig(method=method, ipc=ipc, kernel=kernel, seed=seed, preprocess=preprocess, reg=reg,
-                       val_size=val_size, precision=precision, options=options)
+                       val_size=val_size, precision=precision, time_limit=time_limit, options=options)
     if executor is not None and (client is not None or workers is not None or scheduler is not None):
         raise InvalidInputError("give an executor, or a Dask client / workers / scheduler, not both")
     if executor is not None:

@@ -112,12 +112,40 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def device_memory_bytes() -> int | None:
+    """Free memory of JAX's default device when it is an accelerator (GPU/TPU: its own memory, where arrays
+    live), from the device's ``memory_stats``; ``None`` on a CPU (host memory: :func:`memory_bytes`) or where
+    the backend reports nothing."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        return None
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+        return None
+
+
 def check_memory(need: int, what: str, instead: str) -> None:
     """Refuse, before allocating, work whose estimated peak memory ``need`` (bytes) exceeds what this
-    machine has free: one line with the estimate, what needs it and what to do ``instead``."""
+    machine has free (on a GPU: what the device has free, where the arrays live): one line with the
+    estimate, what needs it and what to do ``instead``."""
     from .errors import InvalidInputError
 
+    device = device_memory_bytes()
+    if device is not None and need > device:
+        raise InvalidInputError(f"{what} needs about {format_bytes(need)} of memory and the accelerator has "
+                                f"{format_bytes(device)} free; {instead}")
     have = memory_bytes()
     if have is not None and need > have:
         raise InvalidInputError(f"{what} needs about {format_bytes(need)} of memory and this machine has "
                                 f"{format_bytes(have)} free; {instead}")
+
+
+def auto_precision(method_precision: str) -> str:
+    """What a run's precision ``"auto"`` means here: the method's own on a CPU, float32 on an accelerator
+    (a GPU's float64 runs at a small fraction of its float32 rate; ridge solves stay float64 anyway)."""
+    import jax
+
+    return method_precision if jax.default_backend() == "cpu" else "float32"

@@ -47,7 +47,9 @@ def track(iterable: Iterable[T], *, total: int | None = None, description: str =
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("elapsed"),
         TimeElapsedColumn(),
+        TextColumn("eta"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
@@ -82,9 +84,48 @@ class _NoBar:
     def update(self, **fields) -> None:
         pass
 
+    def note(self, step: int, **fields) -> None:
+        pass
+
 
 def _fields(fields: dict) -> str:
-    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+    """``loss 0.1234  val 81.8%``: validation accuracy in percent, as in the result tables."""
+    return "  ".join(f"{k} {100 * v:.1f}%" if k == "val" else f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in fields.items())
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Rate:
+    """Elapsed time and an ETA for a loop whose first step also compiles: the rate is measured from the end
+    of the first step this process ran (so the first ETA is not inflated by compilation), and there is no
+    ETA until a second step has run."""
+
+    def __init__(self, total: int, completed: int):
+        import time
+
+        self._time = time.perf_counter
+        self.total, self.done = total, completed
+        self._start = self._time()
+        self._first: tuple[float, int] | None = None  # (time, steps done) when the first step ended
+
+    def step(self) -> None:
+        self.done += 1
+        if self._first is None:
+            self._first = (self._time(), self.done)
+
+    def text(self) -> str:
+        now = self._time()
+        out = f"elapsed {_clock(now - self._start)}"
+        if self._first is not None and self.done > self._first[1] and now > self._first[0]:
+            rate = (self.done - self._first[1]) / (now - self._first[0])
+            out += f"  eta {_clock((self.total - self.done) / rate)}"
+        elif self.done < self.total:
+            out += "  eta (after the first step)"
+        return out
 
 
 class _LineBar:
@@ -95,22 +136,26 @@ class _LineBar:
         import time
 
         self._time = time.perf_counter
-        self.total, self.description, self.done, self.every = total, description, completed, every
-        self._start, self._start_done = self._time(), completed
-        self._last = self._start
+        self.total, self.description, self.every = total, description, every
+        self.rate = _Rate(total, completed)
+        self._last = self._time()
 
     def update(self, **fields) -> None:
         import sys
 
-        self.done += 1
+        self.rate.step()
         now = self._time()
-        if "val" not in fields and now - self._last < self.every and self.done < self.total:
+        if "val" not in fields and now - self._last < self.every and self.rate.done < self.total:
             return
         self._last = now
-        rate = (self.done - self._start_done) / max(now - self._start, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        print(f"{self.description} step {self.done}/{self.total}  {_fields(fields)}  elapsed {now - self._start:.0f}s"
-              f"  eta {eta:.0f}s", file=sys.stderr, flush=True)
+        print(f"{self.description} step {self.rate.done}/{self.total}  {_fields(fields)}  {self.rate.text()}",
+              file=sys.stderr, flush=True)
+
+    def note(self, step: int, **fields) -> None:
+        """A line about ``step`` (e.g. the validation of the starting set, step 0) without advancing."""
+        import sys
+
+        print(f"{self.description} step {step}/{self.total}  {_fields(fields)}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -119,6 +164,7 @@ def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: 
 
     On a terminal: a live bar, with a line per validation left in the scrollback. Otherwise (a log
     file, a pipe, a cluster job): plain lines every ``every`` seconds and at each validation.
+    ``bar.note(step, val=...)`` prints a line about a step without advancing (the starting set's validation).
     """
     import sys
 
@@ -129,21 +175,24 @@ def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: 
         yield _LineBar(total, description, completed, every)
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     progress = Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
+        TextColumn("{task.fields[info]}  {task.fields[times]}"), console=Console(stderr=True), transient=True,
     )
+    rate = _Rate(total, completed)
 
     class _Bar:
         def update(self, **fields) -> None:
-            progress.update(task, advance=1, info=_fields(fields))
+            rate.step()
+            progress.update(task, advance=1, info=_fields(fields), times=rate.text())
             if "val" in fields:  # stays in the scrollback above the bar
-                done = int(progress.tasks[0].completed)
-                progress.console.print(f"{description} step {done}/{total}  {_fields(fields)}")
+                progress.console.print(f"{description} step {rate.done}/{total}  {_fields(fields)}  {rate.text()}")
+
+        def note(self, step: int, **fields) -> None:
+            progress.console.print(f"{description} step {step}/{total}  {_fields(fields)}")
 
     with progress:
-        task = progress.add_task(description, total=total, completed=completed, info="")
+        task = progress.add_task(description, total=total, completed=completed, info="", times=rate.text())
         yield _Bar()

@@ -5,7 +5,7 @@ as one line on stderr and exits with status 2.
 
 The group and the error handling live here; each command group in a module of its own:
 ``_distill`` (distill), ``_evaluate`` (evaluate), ``_listings`` (datasets, kernels, methods),
-``_files`` (download, show, demo, report), and what they share in ``_common``. Heavy modules
+``_files`` (download, show, demo, report), ``_compare`` (compare), ``_export`` (export), and what they share in ``_common``. Heavy modules
 (jax, the methods) are imported inside the commands, so ``kdistill --help`` starts fast.
 """
 
@@ -18,7 +18,7 @@ import warnings
 import click
 
 from ..errors import KDistillError
-from . import _distill, _evaluate, _files, _listings
+from . import _compare, _distill, _evaluate, _export, _files, _listings
 from ._common import DATASET_HELP as DATASET_HELP
 from ._common import _one_line
 from ._common import summary_rows as summary_rows
@@ -59,7 +59,17 @@ class _Group(click.Group):
 def _usage_error(e: click.UsageError):
     where = " ".join(e.ctx.command_path.split()[1:]) if e.ctx is not None else ""
     hint = f"; see kdistill {where + ' ' if where else ''}--help"
-    click.echo(f"error: {_one_line(e.format_message()).rstrip('.')}{hint}", err=True)
+    message = _one_line(e.format_message()).rstrip(".")
+    if isinstance(e, click.NoSuchOption) and e.ctx is not None:  # our suggestion, not click's (learning-rate: lr)
+        from .._suggest import did_you_mean
+
+        flags = [f for p in e.ctx.command.get_params(e.ctx) if isinstance(p, click.Option)
+                 for f in (*p.opts, *p.secondary_opts)]  # distill: every method's flags too
+        message = f"No such option {e.option_name!r}"
+        found = did_you_mean(e.option_name, flags)
+        if found:
+            hint = f"; {found} (kdistill {where + ' ' if where else ''}--help lists them)"
+    click.echo(f"error: {message}{hint}", err=True)
     sys.exit(2)
 
 
@@ -76,7 +86,7 @@ def cli(ctx) -> None:
 
 
 for _command in (_listings.datasets, _listings.kernels, _files.download, _distill.distill, _listings.methods_cmd,
-                 _evaluate.evaluate, _files.show, _files.demo, _files.report):
+                 _evaluate.evaluate, _files.show, _files.demo, _files.report, _compare.compare, _export.export):
     cli.add_command(_command)
 del _command
 

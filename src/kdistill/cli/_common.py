@@ -83,7 +83,7 @@ def summary_rows(summary: dict) -> list[dict]:
         "method": summary["method"],
         "kernel": summary["kernel"],
         "ipc": summary["ipc"],
-        "distilled acc": _pct(summary["test_accuracy"]),
+        "distilled acc": _pct(summary["test_accuracy"]) + (" (below random)" if summary.get("below_random") else ""),
         "random real acc": _pct((summary.get("baseline") or {}).get("test_accuracy")),
         "full-data acc": _pct(summary["full_test_accuracy"]),
         "distill s": f"{sec.get('distill', 0):.2f}",

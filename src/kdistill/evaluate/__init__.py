@@ -1,6 +1,7 @@
 """Evaluation protocol: KRR accuracy of distilled sets and the full-data reference."""
 
 from ._krr import MAX_DUAL_N as MAX_DUAL_N
+from ._krr import MAX_PRIMAL_P as MAX_PRIMAL_P
 from ._krr import FittedKRR as FittedKRR
 from ._krr import check_dual_memory as check_dual_memory
 from ._krr import FullReference as FullReference

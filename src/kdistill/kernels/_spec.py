@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from .._machine import format_bytes
+from .._suggest import did_you_mean
 from .._typing import Array, FeatureFn, KernelFn
 from .._values import ValueCheckError, convert_value, describe_range, format_bound, range_text, type_name
 from ..errors import SpecError
@@ -362,7 +363,9 @@ def _resolve(family: str, params: Mapping[str, Param], given: Mapping[str, Any])
     for k in given:
         if k not in params:
             valid = ", ".join(params) or "none"
-            raise SpecError(f"kernel {family!r} has no parameter {_clip(repr(k))}; valid parameters: {valid}")
+            hint = did_you_mean(k, params) if isinstance(k, str) else None
+            raise SpecError(f"kernel {family!r} has no parameter {_clip(repr(k))}; "
+                            + (f"{hint} (valid parameters: {valid})" if hint else f"valid parameters: {valid}"))
     return {k: p.convert(family, k, given[k]) if k in given else p.default for k, p in params.items()}
 
 
@@ -410,6 +413,9 @@ def from_spec(spec: str | Kernel, **overrides: Any) -> Kernel:
     name, raw = parse_spec(spec)
     fam = _FAMILIES.get(name)
     if fam is None:
+        hint = did_you_mean(name, _FAMILIES)
+        if hint:
+            raise SpecError(f"unknown kernel {_clip(repr(name))}; {hint} (kdistill kernels lists them)")
         raise SpecError(f"unknown kernel {_clip(repr(name))}; valid kernels: {', '.join(sorted(_FAMILIES))}")
     # the string's values first (a bad one is reported even when an override replaces it)
     values = _resolve(fam.name, fam.params, raw)

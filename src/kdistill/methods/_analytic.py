@@ -43,6 +43,7 @@ __all__ = [
     "lambda_s_bound",
     "range_residual",
     "noise_z",
+    "KERNELS",
     "RFF_RANGE_MARGIN",
     "realistic_labels_and_z",
     "regularised_pinv",
@@ -198,6 +199,12 @@ def _out_of_range(phi_s: np.ndarray, bound: float) -> float:
     return float(np.mean(np.abs(phi_s) / bound > 1.0))
 
 
+# The kernel families whose feature map has an inverse (Kernel.features and Kernel.inverse), which is what
+# check_kernel accepts: the one list behind the method's doc (kdistill methods) and check_kernel's message.
+# tests/test_cli.py checks it against the kernel registry and the README's Methods table.
+KERNELS = ("identity", "linear", "fcnn", "rff", "inn", "cnn", "deep-linear")
+
+
 # rff's inverse is arccos: keep targets strictly inside its range, where it is well conditioned (the same for
 # every map with bounded features, Kernel.feature_bound)
 RFF_RANGE_MARGIN = 0.95
@@ -209,8 +216,8 @@ def check_kernel(kernel: Kernel) -> None:
     """The analytic method needs an explicit feature map with a (pre-)inverse."""
     if kernel.features is None or kernel.inverse is None:
         raise InvalidInputError(
-            f"the analytic method needs a kernel with an explicit, invertible feature map (identity/linear, fcnn, "
-            f"rff, inn, cnn, deep-linear); {kernel.spec!r} has none"
+            f"the analytic method needs a kernel with an explicit, invertible feature map ({', '.join(KERNELS)}); "
+            f"{kernel.spec!r} has none"
         )
 
 
@@ -336,7 +343,8 @@ def distill(
     """Closed-form distilled set of ``ipc`` images per class for the model ``w: (k, p)``.
 
     Args:
-      kernel: kernel with an explicit feature map and inverse (identity, fcnn, rff, inn, cnn, deep-linear).
+      kernel: kernel with an explicit feature map and inverse (:data:`KERNELS`: identity, fcnn, rff, inn, cnn,
+        deep-linear).
       w: (k, p) weights of ridge regression on the full training set (features of ``kernel``).
       x_train: (n, h, w, c) training images (preprocessed); labels: (n,) ints.
       init: ``"noise"`` (paper Sec. 4.1: one-hot labels, Z from noise, see :func:`noise_z`) or ``"real"``
@@ -568,7 +576,7 @@ def _lambda_s_option(value):
 @register_method(
     "analytic",
     doc="closed-form distilled set that reproduces the full-data ridge model exactly (Chen et al. 2024); "
-        "kernels identity/linear, fcnn, rff",
+        f"kernels {', '.join(KERNELS)}",
     options=[
         Option("init", str, "noise", "noise (paper Sec. 4.1) or real images (Sec. 4.2, writes "
                "init_vs_distilled.png)", choices=("noise", "real")),

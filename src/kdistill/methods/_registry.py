@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 
+from .._suggest import did_you_mean
 from .._values import convert_value
 from ..errors import InvalidInputError, SpecError
 
@@ -185,6 +186,9 @@ def methods() -> dict[str, Method]:
 
 def get_method(name: str) -> Method:
     if not isinstance(name, str) or name not in _METHODS:
+        hint = did_you_mean(name, _METHODS) if isinstance(name, str) else None
+        if hint:
+            raise SpecError(f"unknown method {name!r}; {hint} (kdistill methods lists them)")
         raise SpecError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
 
@@ -200,7 +204,9 @@ def resolve_options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(known))
     if unknown:
         valid = ", ".join(sorted(known)) or "none"
-        raise InvalidInputError(f"method {method!r} has no option {', '.join(unknown)}; its options: {valid}")
+        hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else None
+        raise InvalidInputError(f"method {method!r} has no option {', '.join(unknown)}; its options: {valid}"
+                                + (f"; {hint}" if hint else ""))
     out: dict[str, Any] = {}
     for o in m.options:
         if o.name in given and given[o.name] is not None:

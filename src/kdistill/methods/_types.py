@@ -40,6 +40,10 @@ class RunConfig:
         the method's own (float32 for rfad, float64 for the others); the run records the one used.
       baseline: also evaluate class-balanced random real images at the same ipc with the same kernel
         (ridge chosen like ``reg="auto"``), the baseline every paper reports (skipped for ``random``).
+      time_limit: seconds the whole run may take (0: no limit), counted from the start of the process for
+        ``kdistill distill``: iterative methods learn for what is left once evaluating the set is set aside,
+        and the random-real baseline and the full-data reference are skipped (and the summary says so) when
+        their estimate does not fit in what remains.
       options: the method's options (names and types from its registration).
     """
 
@@ -55,6 +59,7 @@ class RunConfig:
     val_fraction: float = 0.05
     precision: str = "auto"
     baseline: bool = True
+    time_limit: float = 0.0
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -82,6 +87,7 @@ class Context:
     executor: Executor = LOCAL
     on_checkpoint: Callable[[int], None] | None = None  # called with the step after each checkpoint
     dataset_name: str | None = None  # the dataset's registry name (method defaults that differ per dataset)
+    time_limit: float = 0.0  # seconds for the learning phase (0: none), from the run's time_limit
 
     def relative_reg(self, default: float = 1e-6) -> float:
         """The ridge iterative KRR methods train with: ``config.reg``, or ``default`` for ``"auto"``."""

@@ -40,7 +40,8 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-botto
 table { border-collapse: collapse; } td, th { padding: 3px 12px; border-bottom: 1px solid #eee; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #ddd; }
-.note { color: #666; font-size: 0.9em; } pre { background: #f6f6f6; padding: 8px; overflow-x: auto; }
+.note { color: #666; font-size: 0.9em; } .warn { color: #8a4b00; background: #fff4e0; padding: 6px 10px; }
+pre { background: #f6f6f6; padding: 8px; overflow-x: auto; }
 """
 
 
@@ -162,6 +163,12 @@ def _summary_tables(s: dict) -> str:
         acc.append(("full-data reference", _pct(s["full_test_accuracy"]) + (f" ({note})" if note else "")))
     if acc:
         parts.append("<h2>Accuracy</h2>" + _rows(acc))
+    flags = s.get("warnings")
+    if isinstance(flags, list) and flags:  # below random real, or no step beat the starting set
+        parts.append("".join(f"<p class='warn'>{html.escape(str(w))}</p>" for w in flags))
+    for key, what in (("baseline_note", "random-real baseline"),):
+        if s.get(key):
+            parts.append(f"<p class='note'>{html.escape(what)}: {html.escape(str(s[key]))}</p>")
     per = s.get("per_class_accuracy")
     if isinstance(per, list) and per:
         names = (s.get("class_names") or [str(c) for c in range(len(per))])

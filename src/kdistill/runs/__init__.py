@@ -14,6 +14,7 @@ from ._pipeline import RunResult as RunResult
 from ._pipeline import check_run_arguments as check_run_arguments
 from ._pipeline import run as run
 from ._rundir import RUN_FILES as RUN_FILES
+from ._rundir import RESUME_CHANGES as RESUME_CHANGES
 from ._rundir import check_out_folder as check_out_folder
 from ._rundir import read_run_json as read_run_json
 from ._rundir import record_finite_result as record_finite_result
@@ -21,5 +22,5 @@ from ._rundir import refresh_report as refresh_report
 from ._rundir import run_to_dir as run_to_dir
 from ._rundir import write_run_outputs as write_run_outputs
 
-__all__ = ["RunResult", "run", "check_run_arguments", "RUN_FILES", "check_out_folder", "read_run_json", "run_to_dir",
+__all__ = ["RunResult", "run", "check_run_arguments", "RUN_FILES", "RESUME_CHANGES", "check_out_folder", "read_run_json", "run_to_dir",
            "write_run_outputs", "record_finite_result", "refresh_report"]

@@ -19,13 +19,14 @@ import numpy as np
 from .. import evaluate, krr
 from ..parallel import Executor, get_executor
 from .._io import DistilledSet
-from .._machine import machine_info, usable_cores, versions
+from .._machine import auto_precision, machine_info, usable_cores, versions
 from .._precision import check_precision, precision_scope
 from ..data import Dataset, fit_preprocessor, one_hot
 from ..errors import InvalidInputError
 from ..kernels import from_spec
 from ..kernels import WEIGHTS_DRAW
 from ..methods import Context, RunConfig, get_method, random_real, resolve_options
+from ._budget import Budget, Rates, probe, stderr_line
 
 __all__ = ["RunResult", "run"]
 
@@ -106,6 +107,9 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
         raise InvalidInputError(f"reg 'auto' and the random-real baseline choose a ridge on held-out training images, "
                                 f"but val_size is {config.val_size} (of {dataset.x_train.shape[0]} training images at "
                                 "most a fifth are used); give a larger val_size, or a number for reg and no baseline")
+    if (isinstance(config.time_limit, bool) or not isinstance(config.time_limit, (int, float))
+            or not 0 <= config.time_limit < 1e9):
+        raise InvalidInputError(f"time_limit must be a number of seconds >= 0 (0: no limit), got {config.time_limit!r}")
     if (isinstance(config.max_dual_n, bool) or not isinstance(config.max_dual_n, (int, np.integer))
             or config.max_dual_n < 0):
         raise InvalidInputError(f"max_dual_n must be an integer >= 0, got {config.max_dual_n!r}")
@@ -119,7 +123,7 @@ def _validate(config: RunConfig, dataset: Dataset) -> RunConfig:
     if config.full_reference and kernel.features is None and n <= config.max_dual_n:
         evaluate.check_dual_memory(n)
     _refuse_slow_kernel(kernel, config, dataset)
-    precision = method.precision if config.precision == "auto" else config.precision
+    precision = auto_precision(method.precision) if config.precision == "auto" else config.precision
     return dataclasses.replace(config, ipc=int(config.ipc), seed=int(config.seed), precision=precision,
                                options=resolve_options(config.method, config.options))
 
@@ -163,6 +167,23 @@ def _warn_slow_kernel(kernel, config: RunConfig, dataset: Dataset) -> None:
                       "--reg with a number, or rf-convnet (random features)", RuntimeWarning, stacklevel=3)
 
 
+def _honesty(summary: dict) -> list[str]:
+    """What the result table alone would hide: a set scoring below random real images under the same
+    evaluation, and an iterative run whose steps never beat the set it started from (which it then kept)."""
+    out = []
+    acc, base = summary.get("test_accuracy"), (summary.get("baseline") or {}).get("test_accuracy")
+    if acc is not None and base is not None and acc < base:
+        summary["below_random"] = True
+        out.append(f"the distilled set scores below random real images under the same evaluation "
+                   f"({100 * acc:.2f}% < {100 * base:.2f}%)")
+    info = summary.get("method_info") or {}
+    if info.get("best_step") == 0 and info.get("steps_run") and info.get("best_val_accuracy") is not None:
+        summary["kept_start"] = True
+        out.append(f"no step of {summary['method']} beat the starting set on the {summary['val_size']} validation "
+                   f"images ({100 * info['best_val_accuracy']:.1f}% at step 0): the result is the starting set")
+    return out
+
+
 def check_run_arguments(dataset: Any, config: Any) -> None:
     """One-line errors for arguments of the wrong type (instead of an AttributeError deep inside)."""
     if not isinstance(dataset, Dataset):
@@ -174,7 +195,7 @@ def check_run_arguments(dataset: Any, config: Any) -> None:
 
 def run(dataset: Dataset, config: RunConfig, *, progress: bool = False, workdir: str | Path | None = None,
         resume: bool = False, executor: Executor | None = None,
-        on_checkpoint: Callable[[int], None] | None = None) -> RunResult:
+        on_checkpoint: Callable[[int], None] | None = None, spent: float = 0.0) -> RunResult:
     """Distil ``dataset`` with ``config`` and evaluate the result.
 
     Returns the distilled set (images in the preprocessed space, preprocessing state in
@@ -182,17 +203,36 @@ def run(dataset: Dataset, config: RunConfig, *, progress: bool = False, workdir:
     phase, machine and versions. A dataset without test images gives no test accuracies.
     Kernels and gradients run in ``config.precision``; the caller's JAX setting is restored after.
     ``workdir`` is where iterative methods keep their checkpoint (``resume`` continues from it);
-    ``on_checkpoint(step)`` is called after each checkpoint is written.
+    ``on_checkpoint(step)`` is called after each checkpoint is written. ``spent``: seconds already used
+    before the call that count against ``config.time_limit`` (the CLI's startup and data loading).
     """
     check_run_arguments(dataset, config)
+    t_start = time.perf_counter()
     config = _validate(config, dataset)
+    budget = Budget(config.time_limit, started=t_start, spent=spent, say=stderr_line if progress else None)
     with precision_scope(config.precision):
         return _run(dataset, config, progress=progress, workdir=None if workdir is None else Path(workdir),
-                    resume=resume, executor=get_executor(executor), on_checkpoint=on_checkpoint)
+                    resume=resume, executor=get_executor(executor), on_checkpoint=on_checkpoint, budget=budget)
+
+
+_ESTIMATE_FROM = 10_000  # training images from which a run without a time limit prints its phases' estimates
+
+
+def _estimates(config: RunConfig, dataset: Dataset, rates: Rates, *, has_test: bool) -> dict[str, float | None]:
+    """Seconds each phase after the learning will take: ``evaluate`` (the ridge choice on held-out images
+    and the test predictions), ``baseline`` and ``full_reference`` (None: not done, or not possible)."""
+    m, n = config.ipc * dataset.num_classes, dataset.x_train.shape[0]
+    n_test = dataset.x_test.shape[0]
+    n_val = krr.effective_val_size(config.val_size, n)
+    evaluate_s = rates.images(n_test + (n_val if config.reg == "auto" else 0), m)
+    baseline_s = rates.images(n_test + n_val, m) if has_test and config.baseline and config.method != "random" else None
+    full_s = (rates.full(n, n_test, len(krr.DEFAULT_GRID), config.max_dual_n)
+              if has_test and config.full_reference else None)
+    return {"evaluate": evaluate_s, "baseline": baseline_s, "full_reference": full_s}
 
 
 def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path | None, resume: bool,
-         executor: Executor, on_checkpoint: Callable[[int], None] | None) -> RunResult:
+         executor: Executor, on_checkpoint: Callable[[int], None] | None, budget: Budget) -> RunResult:
     t_start = time.perf_counter()
     method = get_method(config.method)
     kernel = from_spec(config.kernel)
@@ -214,14 +254,30 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         )
 
     _warn_slow_kernel(kernel, config, dataset)
+    est: dict[str, float | None] = {"evaluate": None, "baseline": None, "full_reference": None}
+    # estimates for the budget, and for the lines before long phases (without a limit, only on datasets large
+    # enough for a phase to take long: timing the kernel compiles it at one more shape)
+    if budget.limit or (progress and x_train.shape[0] >= _ESTIMATE_FROM):
+        t = time.perf_counter()
+        est = _estimates(config, dataset, probe(kernel, x_train, config.ipc * dataset.num_classes, executor),
+                         has_test=has_test)
+        seconds["estimate"] = time.perf_counter() - t
+    learn_limit = budget.learning_seconds(est["evaluate"] or 0.0) if method.iterative else 0.0
     ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress, full_reference,
                   workdir=workdir, resume=resume, executor=executor, on_checkpoint=on_checkpoint,
-                  dataset_name=dataset.name)
+                  dataset_name=dataset.name, time_limit=learn_limit)
+    if learn_limit:
+        budget.phase("distill", learn_limit, what=f"{config.method}: learning until its share of the time limit is "
+                                                 "spent, keeping the best set")
     t = time.perf_counter()
     out = method.run(ctx, dict(config.options))
     seconds["distill"] = time.perf_counter() - t + out.seconds_before  # summed over resumed segments
 
     seconds.update(out.seconds)
+    m = int(np.shape(out.images)[0])
+    if has_test or (config.reg == "auto" and out.lam is None and out.reg is None):
+        budget.phase("evaluate", est["evaluate"], what=f"evaluating the {m} distilled images" + (
+            f" on {dataset.x_test.shape[0]} test images" if has_test else ""))
     t = time.perf_counter()
     reg, reg_selection = _support_reg(config, kernel, out, x_train, targets, executor)
     test_acc, per_class, baseline = None, None, None
@@ -231,13 +287,17 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         test_acc = krr.accuracy(pred, dataset.y_test)
         per_class = evaluate.per_class_accuracy(pred, dataset.y_test, dataset.num_classes)
     seconds["evaluate"] = time.perf_counter() - t
-    if has_test and config.baseline and config.method != "random":
+    if has_test and config.baseline and config.method != "random" and budget.phase(
+            "baseline", est["baseline"], what=f"random-real baseline ({m} real images)",
+            optional_flag="--no-baseline"):
         t = time.perf_counter()
         baseline = _baseline(config, kernel, x_train, dataset, targets, x_test, executor)
         seconds["baseline"] = time.perf_counter() - t
 
     full = out.full_reference
-    if full is None and config.full_reference and has_test:
+    if full is None and config.full_reference and has_test and budget.phase(
+            "full_reference", est["full_reference"], optional_flag="--no-full",
+            what=f"full-data reference (KRR on all {x_train.shape[0]} training images)"):
         t = time.perf_counter()
         full = full_reference()
         seconds["full_reference"] = time.perf_counter() - t
@@ -269,6 +329,7 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         "full_form": None if full is None else full.form,
         "full_reg_selection": None if full is None or full.selection is None else full.selection.as_dict(),
         "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "budget": budget.describe(),
         "config": _describe_config(config),
         "method_info": dict(out.info),
         "machine": machine_info(),
@@ -276,8 +337,15 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if "baseline" in budget.skipped:
+        summary["baseline_note"] = budget.skipped["baseline"]
+    summary["warnings"] = _honesty(summary)
+    for text in summary["warnings"]:
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
     if not has_test:
         summary["full_test_accuracy_note"] = "no test set given"
+    elif full is None and "full_reference" in budget.skipped:
+        summary["full_test_accuracy_note"] = budget.skipped["full_reference"]
     elif full is None:
         summary["full_test_accuracy_note"] = "not requested (--no-full)"
     elif full.note:

@@ -69,6 +69,16 @@ def write_run_json(out: str | Path, *, dataset: str, data_dir: str | Path | None
     return out / "run.json"
 
 
+RESUME_CHANGES = ("full_reference", "baseline", "time_limit")
+"""Settings a resumed run may change (they decide what is evaluated after the learning and how long this
+process may take, never what the steps compute): ``kdistill distill --resume DIR --no-full`` etc."""
+
+
+def _spent(timings: Mapping[str, float] | None) -> float:
+    """Seconds the caller spent before the run (startup, loading), which count against a time limit."""
+    return float(sum((timings or {}).values()))
+
+
 def read_run_json(run_dir: str | Path) -> tuple[str, str | None, RunConfig]:
     """``(dataset, data_dir, config)`` of the run in ``run_dir``; one-line errors for a missing or damaged file."""
     run_file = Path(run_dir) / "run.json"
@@ -306,11 +316,12 @@ def run_to_dir(
             if state != "run" or not (real / "run.json").exists():
                 raise InvalidInputError(f"{out} has no run.json: it is not a kdistill run directory")
             recorded = read_run_json(real)[2]
-            if _record("-", None, recorded)["config"] != _record("-", None, config)["config"]:
+            same = dataclasses.replace(config, **{k: getattr(recorded, k) for k in RESUME_CHANGES})
+            if _record("-", None, recorded)["config"] != _record("-", None, same)["config"]:
                 raise InvalidInputError(f"{out}/run.json changed since it was read (an interrupted forced run was "
                                         "rolled back); run the command again")
             result = run(dataset, config, progress=progress, workdir=real, resume=True, executor=executor,
-                         on_checkpoint=on_checkpoint)
+                         on_checkpoint=on_checkpoint, spent=_spent(timings))
             return result, write_run_outputs(real, result, dataset, timings=timings)
         record = _record(dataset_ref or dataset.name, data_dir, config)
         replaced = None
@@ -324,7 +335,7 @@ def run_to_dir(
             if iterative:  # a killed run must be resumable
                 write_json(real / "run.json", record)
             result = run(dataset, config, progress=progress, workdir=real, resume=False, executor=executor,
-                         on_checkpoint=on_checkpoint)
+                         on_checkpoint=on_checkpoint, spent=_spent(timings))
             summary = write_run_outputs(real, result, dataset, record=None if iterative else record,
                                         timings=timings)
         except BaseException as e:

@@ -47,6 +47,15 @@ def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Ma
         tmp.write_bytes(buf.getvalue())
 
 
+def _comparable(fingerprint: Any) -> Any:
+    """A fingerprint without the driver's ``time_limit``: it changes where a run stops, never what a step
+    computes, and a resumed run gets the time of its own process (checkpoints of kdistill 0.1 recorded it)."""
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("driver"), dict):
+        driver = {k: v for k, v in fingerprint["driver"].items() if k != "time_limit"}
+        return dict(fingerprint, driver=driver)
+    return fingerprint
+
+
 def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None = None,
                     aliases: Sequence[Mapping[str, Any]] = ()):
     """Read a checkpoint; returns ``(arrays, meta)``.
@@ -71,8 +80,8 @@ def load_checkpoint(path: str | Path, *, fingerprint: Mapping[str, Any] | None =
         raise CorruptFileError(f"checkpoint {path} has unreadable metadata ({e}); {hint}") from None
     if not isinstance(meta, dict) or meta.get("checksum") != _digest(arrays, meta):
         raise CorruptFileError(f"checkpoint {path} fails its checksum (contents changed or damaged); {hint}")
-    accepted = [json.loads(json.dumps(f)) for f in (fingerprint, *aliases)]
-    if fingerprint is not None and meta.get("fingerprint") not in accepted:
+    accepted = [_comparable(json.loads(json.dumps(f))) for f in (fingerprint, *aliases)]
+    if fingerprint is not None and _comparable(meta.get("fingerprint")) not in accepted:
         raise InvalidInputError(
             f"checkpoint {path} was written by a run with different settings ({meta.get('fingerprint')}); "
             "resume with the same settings or use another output directory"

@@ -80,10 +80,14 @@ class DriverSettings:
       target_batch: target images per step (capped at the pool size).
       init: support initialisation, a name in ``INITS``.
       sampler: target sampler, a name in ``SAMPLERS``.
-      val_every: validate (accuracy on the held-out split) every N steps (0: never; keep the last set).
+      val_every: validate (accuracy on the held-out split) the starting set and then every N steps, keeping the
+        best (the starting set unless a step beats it); 0: never (keep the last set).
       patience: stop after this many validations without improvement (0: never stop early).
       checkpoint_every: write a checkpoint every N steps (0: never).
-      time_limit: stop (keeping the best set so far) after this many seconds of this process (0: none).
+      time_limit: seconds of this process for the learning phase (0: none; ``--learn-time-limit``): the run
+        stops when another step and a final validation would pass it, validates the set its last step left,
+        and keeps the best set. A run's ``--time-limit`` (:class:`~kdistill.methods.RunConfig` ``time_limit``)
+        bounds the whole run and lowers this to what is left once evaluating the set is set aside.
       pick_every, pick_pool, pick_floor, pick_unbiased, pick_global: the ``smart-pick`` sampler's settings
         (see :mod:`kdistill.methods._smart_pick`).
       val_size: held-out training images for validation (0: none), at most a fifth of the training set
@@ -96,10 +100,12 @@ class DriverSettings:
     target_batch: int = option(5000, "target images per step, class-balanced", min=1, max=10**8)
     init: str = option("real", "support-set initialisation", choices=lambda: tuple(INITS))
     sampler: str = option("uniform", "target-batch sampler", choices=lambda: tuple(SAMPLERS))
-    val_every: int = option(100, "validate every N steps, keeping the best set (0: never)", min=0)
+    val_every: int = option(100, "validate the starting set and every N steps, keeping the best (0: never)",
+                            min=0)
     patience: int = option(0, "stop after N validations without gain (0: never)", min=0)
     checkpoint_every: int = option(100, "checkpoint every N steps (0: never)", min=0)
-    time_limit: float = option(0.0, "stop after this many seconds, keeping the best set (0: none)", min=0)
+    time_limit: float = option(0.0, "seconds for the learning phase alone, keeping the best set (0: none; "
+                               "--time-limit bounds the whole run)", min=0, flag="--learn-time-limit")
     pick_every: int = option(50, "smart-pick: rescore the target pool every N steps", min=1, max=10**9)
     pick_pool: int = option(10_000, "smart-pick: score a random candidate pool of N images (0: all)", min=0,
                             max=10**8)
@@ -250,7 +256,9 @@ def run_iterative(
     history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_accuracy": [], "val_seconds": []}
     best: dict[str, Any] = {"x": x0, "y": y0, "acc": -1.0, "step": 0}
     start, bad_vals, seconds_before, finished = 0, 0, 0.0, False
-    driver_fp = {k: v for k, v in dataclasses.asdict(settings).items() if not (k == "hold_batch" and v == 1)}
+    # (time_limit changes where a run stops, not what it computes: a resumed run has a time limit of its own)
+    driver_fp = {k: v for k, v in dataclasses.asdict(settings).items()
+                 if k != "time_limit" and not (k == "hold_batch" and v == 1)}
     common = dict(method=method.name, driver=driver_fp, ipc=ipc, seed=seed, n=int(n), dtype=str(dtype),
                   x64=bool(jax.config.jax_enable_x64))
     fp = dict(fingerprint or {}, **common)
@@ -294,15 +302,40 @@ def run_iterative(
             on_checkpoint(step_next)
 
     can_save = checkpoint is not None and settings.checkpoint_every > 0
+    can_validate = bool(val_size and settings.val_every)
     reason = "patience" if finished else "steps"
+    val_seconds = 0.0  # how long the last validation took (the time limit keeps room for a final one)
+
+    def validation(at_step: int) -> float:
+        """Validate the current support set as the set after ``at_step`` steps; keep it if it is the best."""
+        nonlocal best, bad_vals, val_seconds
+        t = time.perf_counter()
+        x_s, y_s = method.support(state)
+        va = float(method.validate(x_s, y_s, x_val, lab_val))
+        val_seconds = time.perf_counter() - t
+        history["val_step"].append(at_step)
+        history["val_accuracy"].append(va)
+        history.setdefault("val_seconds", []).append(round(seconds_before + time.perf_counter() - t0, 3))
+        if va > best["acc"]:  # ties keep the earlier set (the starting set, when no step beats it)
+            best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": va, "step": at_step}
+            bad_vals = 0
+        else:
+            bad_vals += 1
+        return va
+
     with step_bar(settings.steps, description=method.name, completed=start, enabled=progress) as bar:
+        if can_validate and start == 0 and not finished:
+            bar.note(0, val=validation(0))  # the starting set: the result unless a later step beats it
         for step in range(start, start if finished else settings.steps):
+            t_step = time.perf_counter()
             idx, weights = sampler(step - step % settings.hold_batch, state)
             idx = np.asarray(idx)
             batch = Batch(jnp.asarray(x_pool[idx]), jnp.asarray(y_pool[idx]),
                           jnp.asarray(np.asarray(weights, dtype=dtype)), idx, step, x_pool)
             state, metrics = method.step(state, batch)
             metrics = {k: float(v) for k, v in metrics.items()}
+            # the first step of a process also compiles: it says nothing about the next one's time
+            step_seconds = time.perf_counter() - t_step if step > start else 0.0
             loss = metrics.get("loss", float("nan"))
             if not np.isfinite(loss):
                 raise InvalidInputError(f"{method.name} loss became {loss} at step {step}; {method.hint}")
@@ -311,24 +344,18 @@ def run_iterative(
                 history.setdefault(k, []).append(v)
             last = step == settings.steps - 1
             stopped = False
-            if val_size and settings.val_every and ((step + 1) % settings.val_every == 0 or last):
-                x_s, y_s = method.support(state)
-                va = float(method.validate(x_s, y_s, x_val, lab_val))
-                history["val_step"].append(step + 1)
-                history["val_accuracy"].append(va)
-                history.setdefault("val_seconds", []).append(round(seconds_before + time.perf_counter() - t0, 3))
-                if va > best["acc"]:
-                    best = {"x": np.asarray(x_s), "y": np.asarray(y_s), "acc": va, "step": step + 1}
-                    bad_vals = 0
-                else:
-                    bad_vals += 1
-                metrics["val"] = va
+            if can_validate and ((step + 1) % settings.val_every == 0 or last):
+                metrics["val"] = validation(step + 1)
                 if settings.patience and bad_vals >= settings.patience:
                     stopped, reason = True, "patience"
             bar.update(**{k: v for k, v in metrics.items() if k in ("loss", "val")})
-            if (not stopped and not last and settings.time_limit
-                    and time.perf_counter() - t0 > settings.time_limit):
+            # stop when another step and a final validation would pass the time limit; validate the set the
+            # last step left (unless that was just done), so the time spent since the last validation counts
+            if (not stopped and not last and settings.time_limit and time.perf_counter() - t0 + step_seconds
+                    + (val_seconds if can_validate else 0.0) > settings.time_limit):
                 stopped, reason = True, "time_limit"
+                if can_validate and history["val_step"][-1:] != [step + 1]:
+                    bar.note(step + 1, val=validation(step + 1))
             if can_save and ((step + 1) % settings.checkpoint_every == 0 or last or stopped):
                 save(step + 1)
             if stopped:

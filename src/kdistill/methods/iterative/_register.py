@@ -56,6 +56,15 @@ def fingerprints(name: str, own: Mapping[str, Any], *, kernel: str, precision: s
     return fp, [{k: v for k, v in fp.items() if k != drop} for drop in ("dataset", "kernel")]
 
 
+def _with_time_limit(settings: DriverSettings, seconds: float) -> DriverSettings:
+    """The driver's settings with the learning-phase seconds the run's budget leaves (the smaller of the two
+    when the settings carry a time limit of their own)."""
+    if not seconds:
+        return settings
+    own = settings.time_limit
+    return dataclasses.replace(settings, time_limit=min(own, seconds) if own else seconds)
+
+
 def register_iterative(name: str, settings: type, build: Callable[[Any, Context], IterativeMethod], *, doc: str,
                        smoke: Mapping[str, Any], smoke_kernel: str | None = None, precision: str = "float64",
                        kernel: str | None = None,
@@ -81,7 +90,8 @@ def register_iterative(name: str, settings: type, build: Callable[[Any, Context]
         fp, aliases = fingerprints(name, method_fields(s, DriverSettings), kernel=ctx.kernel.spec,
                                    precision=ctx.config.precision, dataset=ctx.dataset_name)
         res = run_iterative(method, ctx.x_train, ctx.labels, num_classes=ctx.num_classes, ipc=ctx.config.ipc,
-                            seed=ctx.config.seed, settings=s.driver(), kernel=ctx.kernel,
+                            seed=ctx.config.seed, settings=_with_time_limit(s.driver(), ctx.time_limit),
+                            kernel=ctx.kernel,
                             checkpoint=None if ctx.workdir is None else Path(ctx.workdir) / CHECKPOINT,
                             resume=ctx.resume, fingerprint=fp, fingerprint_aliases=aliases,
                             on_checkpoint=ctx.on_checkpoint, progress=ctx.progress)
