@@ -21,14 +21,17 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = True, magic: by
     return path
 
 
-def error_line(result) -> str:
-    """The CLI's contract for bad input: exit 2, exactly one 'error: ...' line on stderr, no traceback. A
-    failure late in a run may follow the run's own progress lines (``resuming ... from step N``, a phase's
-    estimate); the error is then the last line."""
+def error_line(result, *, after_progress: bool = False) -> str:
+    """The CLI's contract for bad input: exit 2, exactly one 'error: ...' line on stderr, no traceback.
+    ``after_progress``: a failure late in a run, which may follow the run's own progress lines (``resuming
+    ... from step N``, a phase's estimate); the error is then the last line and the only one."""
     assert result.exit_code == 2, (result.exit_code, result.output)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error")]
-    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("error: "), result.stderr
+    if after_progress:
+        errors = [ln for ln in lines if ln.startswith("error")]
+        assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("error: "), result.stderr
+    else:
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     return lines[-1]
 

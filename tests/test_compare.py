@@ -211,3 +211,11 @@ def test_page_renders_with_both_plots_in_headless_chromium(root, tmp_path):
     # for this page's three points with error bars, none when the images do not draw
     saturated = (rgb.max(axis=2).astype(int) - rgb.min(axis=2)) > 80
     assert saturated.sum() > 100, saturated.sum()
+
+
+def test_a_refused_json_target_leaves_no_html_written(root, tmp_path):
+    """--html A --json B where B may not be replaced: refused in one line before A is written."""
+    (tmp_path / "mine.json").write_text('{"not": "compare"}')
+    r = _run("compare", root, "--html", tmp_path / "page.html", "--json", tmp_path / "mine.json")
+    assert "was not written by kdistill compare" in error_line(r)
+    assert not (tmp_path / "page.html").exists() and (tmp_path / "mine.json").read_text() == '{"not": "compare"}'

@@ -116,13 +116,18 @@ SHORTEN = [
     (r"--steps \d+", "--steps 2", "KIP: 400 steps are 13 s on MNIST (README)"),
     (r"^(distill (?!.*--steps).*--method (kip|rfad|dc)\b.*)$", r"\1 --steps 2",
      "KIP's default 4000 steps (17 minutes on MNIST, benchmarks/results/kip.md), RFAD's and DC's hour: 2 steps"),
-    (r"^(distill .*--method dc\b.*)$", r"\1 --dc-width 8 --dc-depth 1 --batch-real 8 --val-epochs 2 --lr 0.001",
-     "DC's ConvNet of width 128 on 256 real images per class; its image lr 0.1 is for 28x28 images"),
+    (r"^(distill .*--method dc\b.*)$", r"\1 --dc-width 8 --dc-depth 1 --batch-real 8 --val-epochs 2",
+     "DC's ConvNet of width 128 on 256 real images per class, trained 300 epochs at each validation: a small one "
+     "(its matching step still compiles for 10 classes at once: about 9 s of this test)"),
     (r"^(distill (?!.*--kernel).*--method rfad\b.*)$", r"\1 --kernel rf-convnet:models=1,width=4,depth=1",
      "RFAD's default fixed kernel (16 networks of width 64) takes ~10 s to compile; tests/test_rfad.py runs "
      "the default once"),
     (r"^(evaluate .*--model \S+.*)$", r"\1 --seeds 1 --epochs 1 --width 4",
      "finite networks: 5 seeds x 300 epochs is an hour or more on a CPU"),
+    (r"^(distill (?!.*--no-full).*--method (kip|rfad|dc)\b.*)$", r"\1 --no-full --no-baseline",
+     "the iterative runs' references (the full-data model, random real images) compile the kernel at more "
+     "shapes; tests/test_budget.py and the methods' own tests run them"),
+    (r" --seeds 3\b", " --seeds 2", "two seeds show the grouping as well as three"),
     (r" --workers \d+", "",
      "a local Dask cluster takes ~20 s to start; tests/test_distributed.py runs `distill --workers 2` itself and "
      "compares it with the single-process run"),

@@ -107,7 +107,7 @@ def test_resume_that_fails_writing_keeps_every_earlier_output(run_copy, monkeypa
     keep = {k: v for k, v in _snapshot(run_copy).items() if k != "checkpoint.npz"}
     monkeypatch.setattr(report, "write_report",
                         lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
-    error_line(_run("distill", "--resume", run_copy))
+    error_line(_run("distill", "--resume", run_copy), after_progress=True)  # after "resuming ... from step 20"
     after = _snapshot(run_copy)
     assert {k: after[k] for k in keep} == keep  # no mix of old and new outputs
     assert not (run_copy / ".kdistill-staging").exists()

@@ -175,18 +175,24 @@ def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: 
         yield _LineBar(total, description, completed, every)
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+    from rich.text import Text
+
+    rate = _Rate(total, completed)
+
+    class _Times(ProgressColumn):  # drawn at every refresh: the elapsed time runs on during a long step
+        def render(self, task) -> Text:
+            return Text(rate.text())
 
     progress = Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}  {task.fields[times]}"), console=Console(stderr=True), transient=True,
+        TextColumn("{task.fields[info]}"), _Times(), console=Console(stderr=True), transient=True,
     )
-    rate = _Rate(total, completed)
 
     class _Bar:
         def update(self, **fields) -> None:
             rate.step()
-            progress.update(task, advance=1, info=_fields(fields), times=rate.text())
+            progress.update(task, advance=1, info=_fields(fields))
             if "val" in fields:  # stays in the scrollback above the bar
                 progress.console.print(f"{description} step {rate.done}/{total}  {_fields(fields)}  {rate.text()}")
 
@@ -194,5 +200,5 @@ def step_bar(total: int, *, description: str = "", completed: int = 0, enabled: 
             progress.console.print(f"{description} step {step}/{total}  {_fields(fields)}")
 
     with progress:
-        task = progress.add_task(description, total=total, completed=completed, info="", times=rate.text())
+        task = progress.add_task(description, total=total, completed=completed, info="")
         yield _Bar()

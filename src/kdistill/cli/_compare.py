@@ -34,7 +34,8 @@ def compare(run_dirs, html_path, json_path, force):
     from rich.console import Console
 
     from ..errors import InvalidInputError
-    from ..report import collect_runs, group_runs, groups_table, runs_table, write_compare_html, write_compare_json
+    from ..report import (check_compare_targets, collect_runs, group_runs, groups_table, runs_table,
+                          write_compare_html, write_compare_json)
     from ._common import _one_line
 
     def warn(msg: str) -> None:
@@ -48,6 +49,7 @@ def compare(run_dirs, html_path, json_path, force):
     for msg in skipped:
         warn(f"{msg}; skipped")
     groups = group_runs(runs, on_note=warn)
+    check_compare_targets(html_path, json_path, force=force)  # both, before either is written
     written = []  # files first: a refused --html/--json is an error before any table is printed
     if html_path is not None:
         written.append(write_compare_html(runs, html_path, groups=groups, force=force))

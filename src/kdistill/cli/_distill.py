@@ -121,8 +121,8 @@ def _method_options(method: str, given: dict) -> dict:
                    "it as it was).")
 @click.option("--precision", type=click.Choice(["auto", "float64", "float32"]), default="auto", show_default=True,
               help="Kernel values in float64, or float32 (about 2x faster; KIP with fc-ntk was as stable in our "
-                   "tests); auto: float32 for rfad (random networks; see benchmarks/results/rfad.md), float64 for "
-                   "the other methods on a CPU, float32 for every method on a GPU. Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
+                   "tests); auto: the method's own on a CPU (float32 for rfad and dc, see benchmarks/results/rfad.md; "
+                   "float64 for the others: kdistill methods says which), float32 for every method on a GPU. Images, and so KIP's support set and Adam state, stay float32 like the data; ridge "
                    "solves always run in float64. Recorded in run.json; --resume keeps it.")
 @click.option("--download", "download_", is_flag=True, help="Download the dataset's missing official files into --data-dir before loading (needs internet).")
 @click.option("--workers", type=int, default=None,
@@ -146,7 +146,7 @@ def distill(dataset_name, method, ipc, kernel, out, seed, seeds, preprocess, reg
     from ..evaluate import MAX_DUAL_N
     from ..kernels import from_spec
     from ..methods import RunConfig, get_method
-    from ..runs import read_run_json, run_to_dir
+    from ..runs import RESUME_CHANGES, read_run_json, run_to_dir
 
     ctx = click.get_current_context()
     if workers is not None and scheduler is not None:
@@ -159,7 +159,7 @@ def distill(dataset_name, method, ipc, kernel, out, seed, seeds, preprocess, reg
             raise InvalidInputError(f"{resume} holds the runs of --seeds; resume each one, e.g. kdistill distill "
                                     f"--resume {subs[0].parent}")
         dataset_ref, saved_dir, config = read_run_json(resume)
-        changes = {"full": "full_reference", "baseline": "baseline", "time_limit": "time_limit"}
+        changes = {{"full_reference": "full"}.get(k, k): k for k in RESUME_CHANGES}  # click's name: the setting
         given = {p.name: p for p in ctx.command.get_params(ctx)
                  if p.name not in ("resume", "download_", "workers", "scheduler") and p.name in ctx.params
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
@@ -225,8 +225,7 @@ def _print_result(summary: dict, title: str) -> None:
         click.echo(f"note: random-real baseline {summary['baseline_note']}")
     if summary.get("full_test_accuracy_note"):
         click.echo(f"note: full-data accuracy {summary['full_test_accuracy_note']}")
-    for text in summary.get("warnings") or []:
-        click.echo(f"note: {text}")
+    # (summary["warnings"], a set below random real or the starting set kept, were printed as warning lines)
 
 
 def _seed_dirs(out: Path, seed: int, seeds: int) -> list[Path]:
@@ -243,7 +242,8 @@ def _check_seeds_out(out: Path, seed: int, seeds: int, force: bool) -> None:
             raise InvalidInputError(f"--out {out} is a file; --seeds needs a folder")
         if (out / "run.json").exists():
             raise InvalidInputError(f"{out} holds a single run; give --seeds another --out")
-        foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith("seed-"))
+        # (a killed seed's run leaves kdistill's own hidden files beside its folder: .seed-N.kdistill-...)
+        foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(("seed-", ".seed-")))
         if foreign:
             raise InvalidInputError(f"{out} holds {', '.join(foreign[:3])}, which --seeds did not write; give "
                                     "another --out")
@@ -263,20 +263,20 @@ def _distill_seeds(out: Path, dataset_name: str, data_dir, download_: bool, conf
     from ..report import collect_runs, group_runs, groups_table
     from ..runs import run_to_dir
 
-    t0 = time.perf_counter()
     ctx = click.get_current_context()
     with executor_scope(workers=workers, scheduler=scheduler) as executor:
         dataset, timings = _timed_load(dataset_name, data_dir, download_)
-        spent = sum(timings.values())
+        t0, spent = time.perf_counter(), sum(timings.values())  # (the seconds before the runs, counted once)
         for i, sub in enumerate(_seed_dirs(out, config.seed, seeds)):
             cfg = dataclasses.replace(config, seed=config.seed + i)
-            if config.time_limit:
+            if config.time_limit:  # an equal share of what is left for this run and the ones after it
                 left = config.time_limit - spent - (time.perf_counter() - t0)
                 cfg = dataclasses.replace(cfg, time_limit=max(left / (seeds - i), 1e-3))
             _interrupt_hint(ctx, sub, cfg)
             click.echo(f"seed {cfg.seed} ({i + 1} of {seeds}) -> {sub}", err=True)
             _, summary = run_to_dir(sub, dataset, cfg, dataset_ref=dataset_name, data_dir=data_dir, force=force,
-                                    progress=True, timings=timings if i == 0 else None, executor=executor)
+                                    progress=True, timings=timings if i == 0 else None, spent=0.0,
+                                    executor=executor)
             _print_result(summary, f"seed {cfg.seed} -> {sub}")
     groups = group_runs(collect_runs(_seed_dirs(out, config.seed, seeds)))
     Console(width=max(Console().width, 130)).print(groups_table(groups, title=f"kdistill distill --seeds {seeds} -> "
@@ -289,7 +289,10 @@ def _resume_line(run_dir: Path, config) -> str:
 
     path = run_dir / CHECKPOINT
     if not path.exists():
-        return f"resuming {run_dir}: no checkpoint yet, starting from step 0"
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"nothing to resume: {run_dir} has no {CHECKPOINT} (the run stopped before its first "
+                                f"checkpoint); start it again with the same command and --force")
     meta = load_checkpoint(path)[1]  # (a damaged one is refused here, in one line)
     steps = config.options.get("steps")
     best = meta.get("best_acc")

@@ -122,7 +122,8 @@ _METHODS: dict[str, Method] = {}
 
 RESERVED_FLAGS = frozenset({
     "--dataset", "--method", "--ipc", "--kernel", "--out", "--seed", "--preprocess", "--reg", "--full", "--no-full",
-    "--max-dual-n", "--resume", "--precision", "--download", "--data-dir", "--help", "-h"})
+    "--max-dual-n", "--resume", "--precision", "--download", "--data-dir", "--help", "-h", "--time-limit", "--seeds",
+    "--baseline", "--no-baseline", "--force", "--workers", "--scheduler", "--val-size"})
 """Flags of ``kdistill distill`` itself: no method option may take them."""
 
 

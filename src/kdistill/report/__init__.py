@@ -8,6 +8,7 @@ from ._html import write_report as write_report
 from ._compare import RunGroup as RunGroup
 from ._compare import RunRecord as RunRecord
 from ._compare import Stat as Stat
+from ._compare import check_compare_targets as check_compare_targets
 from ._compare import collect_runs as collect_runs
 from ._compare import compare_html as compare_html
 from ._compare import compare_json as compare_json

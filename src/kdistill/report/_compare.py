@@ -600,12 +600,21 @@ def _check_target(path: Path, force: bool, ours: Callable[[bytes], bool], what: 
                                     "name, or add --force to replace it")
 
 
+def check_compare_targets(html: str | Path | None, json_path: str | Path | None, *, force: bool = False) -> None:
+    """Refuse, before either is written, an ``--html`` or ``--json`` target that :func:`write_compare_html` or
+    :func:`write_compare_json` would refuse (so a refused second file never follows a written first one)."""
+    if html is not None:
+        _check_target(Path(html), force, lambda head: _GENERATOR.encode() in head, "--html")
+    if json_path is not None:
+        _check_target(Path(json_path), force, lambda head: f'"kind": "{_JSON_KIND}"'.encode() in head, "--json")
+
+
 def write_compare_html(runs: Sequence[RunRecord], path: str | Path, *, groups: Sequence[RunGroup] | None = None,
                        force: bool = False) -> Path:
     """Write :func:`compare_html` to ``path`` atomically and return it. An existing file is replaced only
     when an earlier compare wrote it, or with ``force``."""
     path = Path(path)
-    _check_target(path, force, lambda head: _GENERATOR.encode() in head, "--html")
+    check_compare_targets(path, None, force=force)
     write_bytes(path, compare_html(runs, groups=groups).encode("utf-8"))
     return path
 
@@ -631,6 +640,6 @@ def write_compare_json(groups: Sequence[RunGroup], path: str | Path, *, force: b
     """Write :func:`compare_json` to ``path`` atomically (strict JSON); the same rule as
     :func:`write_compare_html` for an existing file."""
     path = Path(path)
-    _check_target(path, force, lambda head: f'"kind": "{_JSON_KIND}"'.encode() in head, "--json")
+    check_compare_targets(None, path, force=force)
     write_bytes(path, (dumps_strict(compare_json(groups), indent=2) + "\n").encode())
     return path

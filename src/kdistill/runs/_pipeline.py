@@ -174,8 +174,10 @@ def _honesty(summary: dict) -> list[str]:
     acc, base = summary.get("test_accuracy"), (summary.get("baseline") or {}).get("test_accuracy")
     if acc is not None and base is not None and acc < base:
         summary["below_random"] = True
+        info = summary.get("method_info") or {}
+        measure = f"; this test accuracy is {info['test_accuracy_is']}" if info.get("test_accuracy_is") else ""
         out.append(f"the distilled set scores below random real images under the same evaluation "
-                   f"({100 * acc:.2f}% < {100 * base:.2f}%)")
+                   f"({100 * acc:.2f}% < {100 * base:.2f}%){measure}")
     info = summary.get("method_info") or {}
     if info.get("best_step") == 0 and info.get("steps_run") and info.get("best_val_accuracy") is not None:
         summary["kept_start"] = True
@@ -226,8 +228,9 @@ def _estimates(config: RunConfig, dataset: Dataset, rates: Rates, *, has_test: b
     n_val = krr.effective_val_size(config.val_size, n)
     evaluate_s = rates.images(n_test + (n_val if config.reg == "auto" else 0), m)
     baseline_s = rates.images(n_test + n_val, m) if has_test and config.baseline and config.method != "random" else None
-    full_s = (rates.full(n, n_test, len(krr.DEFAULT_GRID), config.max_dual_n)
-              if has_test and config.full_reference else None)
+    full_s = (rates.full(n, n_test, config.val_fraction, config.max_dual_n)
+              if has_test and (config.full_reference or config.method == "analytic") else None)
+    # (analytic fits the whole training set itself, whatever --full says: its set reproduces that model)
     return {"evaluate": evaluate_s, "baseline": baseline_s, "full_reference": full_s}
 
 
@@ -257,18 +260,26 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
     est: dict[str, float | None] = {"evaluate": None, "baseline": None, "full_reference": None}
     # estimates for the budget, and for the lines before long phases (without a limit, only on datasets large
     # enough for a phase to take long: timing the kernel compiles it at one more shape)
+    rates = None
     if budget.limit or (progress and x_train.shape[0] >= _ESTIMATE_FROM):
         t = time.perf_counter()
-        est = _estimates(config, dataset, probe(kernel, x_train, config.ipc * dataset.num_classes, executor),
-                         has_test=has_test)
+        rates = probe(kernel, x_train, config.ipc * dataset.num_classes, executor)
+        est = _estimates(config, dataset, rates, has_test=has_test)
         seconds["estimate"] = time.perf_counter() - t
-    learn_limit = budget.learning_seconds(est["evaluate"] or 0.0) if method.iterative else 0.0
+    # the learning phase leaves room for the evaluation and the baseline (the comparison every result needs);
+    # the full-data reference runs only if time is left
+    learn_limit = budget.learning_seconds((est["evaluate"] or 0.0) + (est["baseline"] or 0.0)) if method.iterative \
+        else 0.0
     ctx = Context(x_train, dataset.y_train, targets, dataset.num_classes, kernel, config, progress, full_reference,
                   workdir=workdir, resume=resume, executor=executor, on_checkpoint=on_checkpoint,
                   dataset_name=dataset.name, time_limit=learn_limit)
     if learn_limit:
         budget.phase("distill", learn_limit, what=f"{config.method}: learning until its share of the time limit is "
                                                  "spent, keeping the best set")
+    elif not method.iterative and config.method not in ("random", "coreset"):  # one pass that cannot be skipped
+        core = est["full_reference"] if config.method == "analytic" else (
+            None if rates is None else rates.images(x_train.shape[0], config.ipc * dataset.num_classes))
+        budget.phase("distill", core, what=f"{config.method}: fitting the {x_train.shape[0]} training images")
     t = time.perf_counter()
     out = method.run(ctx, dict(config.options))
     seconds["distill"] = time.perf_counter() - t + out.seconds_before  # summed over resumed segments
@@ -287,6 +298,9 @@ def _run(dataset: Dataset, config: RunConfig, *, progress: bool, workdir: Path |
         test_acc = krr.accuracy(pred, dataset.y_test)
         per_class = evaluate.per_class_accuracy(pred, dataset.y_test, dataset.num_classes)
     seconds["evaluate"] = time.perf_counter() - t
+    if est["evaluate"]:  # what followed the evaluation's estimate: the later ones are off by as much
+        factor = min(max(seconds["evaluate"] / est["evaluate"], 0.2), 5.0)
+        est = {k: None if v is None else v * factor for k, v in est.items()}
     if has_test and config.baseline and config.method != "random" and budget.phase(
             "baseline", est["baseline"], what=f"random-real baseline ({m} real images)",
             optional_flag="--no-baseline"):

@@ -292,13 +292,16 @@ def run_to_dir(
     executor: Executor | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     timings: Mapping[str, float] | None = None,
+    spent: float | None = None,
 ) -> tuple[RunResult, dict[str, Any]]:
     """Run ``config`` on ``dataset`` with ``out`` as the run directory; returns the result and the summary
     as written. ``dataset_ref`` (a name or path that ``kdistill.data.load`` accepts) goes into ``run.json``
     so that ``kdistill distill --resume OUT`` can rebuild the run. ``out`` must be new or empty, or hold an
     earlier run and ``force`` be set (it is replaced only when the new run has succeeded); ``resume``
     continues the run already in ``out``. See the module docstring for what a failure leaves. ``timings``:
-    seconds measured before the call (``startup``, ``load_data``), added to the summary's ``seconds``."""
+    seconds measured before the call (``startup``, ``load_data``), added to the summary's ``seconds`` and
+    counted against ``config.time_limit`` unless ``spent`` gives the seconds to count instead. A resume
+    may change the settings in :data:`RESUME_CHANGES`; run.json then records the new values."""
     from ._pipeline import _validate, check_run_arguments
 
     if not isinstance(out, (str, os.PathLike)) or not str(out):
@@ -315,13 +318,15 @@ def run_to_dir(
         if resume:
             if state != "run" or not (real / "run.json").exists():
                 raise InvalidInputError(f"{out} has no run.json: it is not a kdistill run directory")
-            recorded = read_run_json(real)[2]
+            saved_ref, saved_dir, recorded = read_run_json(real)
             same = dataclasses.replace(config, **{k: getattr(recorded, k) for k in RESUME_CHANGES})
             if _record("-", None, recorded)["config"] != _record("-", None, same)["config"]:
                 raise InvalidInputError(f"{out}/run.json changed since it was read (an interrupted forced run was "
                                         "rolled back); run the command again")
+            if same != config:  # --no-full, --no-baseline or --time-limit given again: the record follows
+                write_run_json(real, dataset=saved_ref, data_dir=saved_dir, config=config)
             result = run(dataset, config, progress=progress, workdir=real, resume=True, executor=executor,
-                         on_checkpoint=on_checkpoint, spent=_spent(timings))
+                         on_checkpoint=on_checkpoint, spent=_spent(timings) if spent is None else spent)
             return result, write_run_outputs(real, result, dataset, timings=timings)
         record = _record(dataset_ref or dataset.name, data_dir, config)
         replaced = None
@@ -335,7 +340,7 @@ def run_to_dir(
             if iterative:  # a killed run must be resumable
                 write_json(real / "run.json", record)
             result = run(dataset, config, progress=progress, workdir=real, resume=False, executor=executor,
-                         on_checkpoint=on_checkpoint, spent=_spent(timings))
+                         on_checkpoint=on_checkpoint, spent=_spent(timings) if spent is None else spent)
             summary = write_run_outputs(real, result, dataset, record=None if iterative else record,
                                         timings=timings)
         except BaseException as e:
