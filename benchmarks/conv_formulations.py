@@ -206,6 +206,9 @@ def main(argv=None):
     ap.add_argument("--nets", action="store_true", help="add value_and_grad of two whole ConvNets")
     ap.add_argument("--shapes", nargs="+", metavar="NxHxWxCINxCOUT",
                     help="layer shapes instead of the default list, e.g. 256x14x14x128x128")
+    ap.add_argument("--name", default="conv_formulations",
+                    help="results file name under benchmarks/results (default conv_formulations); the tiny maps "
+                         "of VGG-11's last stage go to conv_formulations_tiny (benchmarks/README.md)")
     args = ap.parse_args(argv)
 
     started = time.perf_counter()
@@ -248,7 +251,7 @@ def main(argv=None):
     if nets:
         md += ["", "## Whole networks: value_and_grad of a sum of squared outputs w.r.t. weights and images", "",
                markdown_table(nets, ["network", "xla_s", "auto_s", "auto_over_xla", "rounds"])]
-    js, mdp = write_results("conv_formulations", out, "\n".join(md))
+    js, mdp = write_results(args.name, out, "\n".join(md))
     print(f"wrote {js} and {mdp} in {out['seconds']:.0f} s")
 
 

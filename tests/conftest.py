@@ -27,20 +27,55 @@ _DATA = tempfile.mkdtemp(prefix="kdistill-test-data-")
 os.environ["KDISTILL_DATA"] = _DATA
 atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 
-# XLA's compiled programs are kept on disk and shared with the CLI processes and Dask workers a test process
-# starts: many tests build the same kernels and steps afresh (new closures, new processes) and would otherwise
-# compile them again. Each test process (each pytest-xdist worker) has its own folder, so two workers never
-# write one file at once (JAX's cache writes entries in place; its file lock would serialise thousands of
-# small entries, slower than compiling them). `make test` sets KDISTILL_TEST_JAX_CACHE for both passes: worker
-# N of the float32 pass then starts from the folder worker N of the float64 pass filled (one after the
-# other, never at once), and `make test` removes it after. Without the variable the folder is temporary.
+# XLA's compiled programs are kept on disk and shared by every test process: the pytest-xdist workers, and the CLI
+# processes and Dask workers they start. Many tests build the same kernels and steps afresh (new closures, new
+# processes, another worker) and would otherwise compile them again. The folder is one for all: JAX's cache key
+# includes a path derived from the cache folder, so workers with folders of their own could never use each
+# other's programs. JAX writes an entry in place (with no size limit it takes no lock), so a worker could read a
+# file another is still writing: entries are written to a temporary name and renamed (`_atomic_cache_writes`).
+# `make test` sets KDISTILL_TEST_JAX_CACHE for both passes, so the float32 pass starts from what the float64 pass
+# compiled, and removes the folder after. Without the variable the folder is temporary, one per test process.
 _BASE = os.environ.get("KDISTILL_TEST_JAX_CACHE")
 if _BASE:
-    _JAX_CACHE = os.path.join(_BASE, os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    _JAX_CACHE = os.path.join(_BASE, "shared")
     os.makedirs(_JAX_CACHE, exist_ok=True)
 else:
     _JAX_CACHE = tempfile.mkdtemp(prefix="kdistill-test-jax-cache-")
     atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+
+
+def _atomic_cache_writes() -> bool:
+    """Make JAX's file cache write each entry under a temporary name and rename it into place (atomic on one
+    file system), so that a concurrent reader sees a whole entry or none. False if JAX's cache is not what
+    this expects (then each test process keeps a folder of its own)."""
+    try:
+        from jax._src import lru_cache
+    except ImportError:
+        return False
+    cls = getattr(lru_cache, "LRUCache", None)
+    if cls is None or not hasattr(cls, "put") or getattr(lru_cache, "_CACHE_SUFFIX", None) is None:
+        return False
+    original = cls.put
+
+    def put(self, key, value):
+        if getattr(self, "eviction_enabled", True):  # a size limit: JAX locks, leave it as it is
+            return original(self, key, value)
+        path = os.path.join(str(self.path), f"{key}{lru_cache._CACHE_SUFFIX}")
+        if os.path.exists(path):
+            return None
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(value)
+        os.replace(tmp, path)
+        return None
+
+    cls.put = put
+    return True
+
+
+if _BASE and not _atomic_cache_writes():
+    _JAX_CACHE = os.path.join(_BASE, os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    os.makedirs(_JAX_CACHE, exist_ok=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)

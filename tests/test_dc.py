@@ -152,10 +152,8 @@ def test_dsa_transforms_real_and_synthetic_batches_alike():
         gs = grad_of(kc, jnp.asarray(syn[c]), t[:1])
         by_hand.append(float(match_distance(gr, gs)))
     np.testing.assert_allclose(np.asarray(v_dsa), by_hand, rtol=1e-5)
-    v_plain, _ = _dc._group_match(params, jnp.asarray(real), mask, jnp.asarray(syn), jnp.eye(3), jax.vmap(
-        lambda c: jax.random.fold_in(jax.random.key(9), c))(jnp.arange(3)), net=TINY, families=None)
-    assert not np.allclose(np.asarray(v_plain), by_hand, rtol=1e-3)  # the augmentation changed something
-    # the same images under independent transforms: far from 0
+    # the same images under independent transforms: far from 0 (so the transform changes the gradients, and
+    # the agreement above is not that of two unaugmented computations)
     t = jnp.asarray(np.tile(np.eye(3, dtype=np.float32)[2], (4, 1)))
     ga = grad_of(jax.random.key(11), jnp.asarray(real[2]), t)  # fam is ("crop",)
     gb = grad_of(jax.random.key(12), jnp.asarray(real[2]), t)

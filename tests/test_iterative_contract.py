@@ -41,7 +41,7 @@ from kdistill.data import load
 from kdistill.errors import CorruptFileError, InvalidInputError
 from kdistill.methods import RunConfig, get_method, methods, resolve_options, unregister_method
 from kdistill.methods.iterative import CHECKPOINT, DriverSettings, load_checkpoint, save_checkpoint
-from kdistill.runs import read_run_json, run, run_to_dir
+from kdistill.runs import read_run_json, run_to_dir
 
 PLUGINS = sorted((Path(__file__).parent / "plugins").glob("*.py"))
 
@@ -136,12 +136,10 @@ def test_deterministic_and_a_sigkill_then_resume_equals_uninterrupted_in_float32
     cfg = config(name, "float32")
     full, killed = tmp_path / "full", tmp_path / "killed"
     first, _ = run_to_dir(full, digits, cfg, dataset_ref="digits")
-    again = run(digits, cfg)  # the same seed: the same set and curve
     assert first.distilled.images.shape == (6, 8, 8, 1) and first.distilled.labels.shape == (6, 3)
     assert np.all(np.isfinite(first.distilled.images))
-    np.testing.assert_array_equal(again.distilled.images, first.distilled.images)
-    np.testing.assert_array_equal(again.distilled.labels, first.distilled.labels)
-    assert again.history["loss"] == first.history["loss"]
+    # determinism: the killed run recomputes the first steps from the same seed in another process, and the
+    # resumed one the rest in a third; both must land on this run's set, curve and final state
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     proc = subprocess.run([sys.executable, "-c", KILL, str(killed), repr(fields), *map(str, PLUGINS)],
                           capture_output=True, text=True, env=dict(os.environ, JAX_ENABLE_X64="0"))

@@ -268,9 +268,10 @@ def test_rf_convnet_straight_line_pieces_equal_the_mapped_form_in_values_and_gra
                                    key=key)
             return jnp.sum(jnp.sin(f)), f
 
-        (v0, f0), g0 = jax.value_and_grad(total, has_aux=True)(x)
+        # jitted (one compilation each, not thousands of eager dispatches); a fresh jit traces the settings anew
+        (v0, f0), g0 = jax.jit(jax.value_and_grad(total, has_aux=True))(x)
         monkeypatch.setattr(rf, "_UNROLL_PIECES", pieces)
         monkeypatch.setattr(rf, "_RESIDUAL_BYTES", residual)
-        (v1, f1), g1 = jax.value_and_grad(total, has_aux=True)(x)
+        (v1, f1), g1 = jax.jit(jax.value_and_grad(total, has_aux=True))(x)
     np.testing.assert_allclose(f1, f0, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(g1, g0, rtol=1e-10, atol=1e-14)

@@ -263,8 +263,8 @@ KILL_SCRIPT = textwrap.dedent("""
     from kdistill.runs import run_to_dir
     out, precision = sys.argv[1], sys.argv[2]
     opts = dict(steps=120, target_batch=600, val_every=25, checkpoint_every=10, learn_labels=True)
-    config = RunConfig(method="kip", kernel="rbf", ipc=3, seed=5, full_reference=False, precision=precision,
-                       val_size=300, options=opts)
+    config = RunConfig(method="kip", kernel="rbf", ipc=3, seed=5, full_reference=False, baseline=False,
+                       precision=precision, val_size=300, options=opts)
     def hook(step):
         if step == 40:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -280,8 +280,9 @@ def _exe():
 def short_kip_run(tmp_path_factory):
     """A finished 20-step KIP run through the CLI; tests copy it before changing anything."""
     out = tmp_path_factory.mktemp("short") / "run"
-    subprocess.run([_exe(), *[a if a != "120" else "20" for a in KIP_ARGS], "--out", str(out)], check=True,
-                   capture_output=True)
+    # no baseline: the tests resume it, never read its references
+    subprocess.run([_exe(), *[a if a != "120" else "20" for a in KIP_ARGS], "--no-baseline", "--out", str(out)],
+                   check=True, capture_output=True)
     return out
 
 
