@@ -280,6 +280,7 @@ def busy_machine():
         p.wait()
 
 
+@pytest.mark.slow  # a Dask cluster to start: once, in the float64 pass (nothing here depends on the precision)
 def test_a_call_waits_for_a_worker_when_none_is_registered(executor, monkeypatch):
     """Between a worker's death and its nanny's restart (long on a busy machine) the scheduler may list no
     worker: the executor waits for one instead of failing (a ZeroDivisionError before)."""
@@ -296,6 +297,7 @@ def test_a_call_waits_for_a_worker_when_none_is_registered(executor, monkeypatch
     assert len(calls) >= 3
 
 
+@pytest.mark.slow  # a Dask cluster to start: once, in the float64 pass (nothing here depends on the precision)
 def test_no_worker_left_is_one_line(executor, monkeypatch):
     from kdistill.errors import DistributedError
 
@@ -379,6 +381,7 @@ def test_a_service_that_is_not_a_dask_scheduler_is_refused_in_seconds(tmp_path):
     assert seconds < 100 and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a Dask cluster to start: once, in the float64 pass (nothing here depends on the precision)
 def test_the_scheduler_handshake_works_inside_a_running_event_loop(cluster):
     """A Jupyter cell runs inside an event loop, where asyncio.run fails: the handshake runs in a thread of
     its own, and a scheduler address given in capitals is Dask's lower-case form."""
