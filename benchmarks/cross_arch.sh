@@ -22,15 +22,14 @@ make_set() {  # NAME ARGS...: distil into $OUT/NAME unless it is there
   fi
 }
 
-for ds in "${@:-mnist fashion_mnist}"; do
-  for d in $ds; do
-    make_set "rfad_${d}_1" --dataset "$d" --method rfad --ipc 1 --learn-time-limit 600
-    make_set "dc_${d}_1" --dataset "$d" --method dc --ipc 1 --learn-time-limit 600
-    make_set "kip_${d}_1" --dataset "$d" --method kip --kernel fc-ntk:depth=1 --ipc 1 --steps 400 --val-every 50 \
-      --learn-labels --reg 1e-6
-    # shellcheck disable=SC2086
-    $PY benchmarks/cross_arch.py run --dataset "$d" --ipc 1 --seeds 2 --models $MODELS --keep-random "$OUT" \
-      --set "rfad=$OUT/rfad_${d}_1/distilled.npz" --set "dc=$OUT/dc_${d}_1/distilled.npz" \
-      --set "kip=$OUT/kip_${d}_1/distilled.npz"
-  done
+DATASETS=${*:-mnist fashion_mnist}
+for d in $DATASETS; do
+  make_set "rfad_${d}_1" --dataset "$d" --method rfad --ipc 1 --learn-time-limit 600
+  make_set "dc_${d}_1" --dataset "$d" --method dc --ipc 1 --learn-time-limit 600
+  make_set "kip_${d}_1" --dataset "$d" --method kip --kernel fc-ntk:depth=1 --ipc 1 --steps 400 --val-every 50 \
+    --learn-labels --reg 1e-6
+  # shellcheck disable=SC2086
+  $PY benchmarks/cross_arch.py run --dataset "$d" --ipc 1 --seeds 2 --models $MODELS --keep-random "$OUT" \
+    --set "rfad=$OUT/rfad_${d}_1/distilled.npz" --set "dc=$OUT/dc_${d}_1/distilled.npz" \
+    --set "kip=$OUT/kip_${d}_1/distilled.npz"
 done

@@ -12,6 +12,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 
 import jax
 import numpy as np
@@ -63,7 +64,7 @@ def _atomic_cache_writes() -> bool:
         path = os.path.join(str(self.path), f"{key}{lru_cache._CACHE_SUFFIX}")
         if os.path.exists(path):
             return None
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # unique per process and thread
         with open(tmp, "wb") as f:
             f.write(value)
         os.replace(tmp, path)
