@@ -120,7 +120,7 @@ class Results:
 
 def random_real(results: Results, names, ipcs, seeds, model, epochs, width, augment) -> None:
     for name in names:
-        aug, flip = resolve_augment(augment, name)
+        aug, flip = resolve_augment(augment, name, model)
         s = finite_settings(model, epochs=epochs, width=width, augment=aug, flip=flip)
         ds = load(name)
         prep = fit_preprocessor(ds.x_train, "standardize")

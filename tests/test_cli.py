@@ -359,7 +359,7 @@ def test_a_typo_gets_a_did_you_mean(tmp_path, args, needle):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["distill", "--dataset", "digits", "--method", "magic"], "valid methods: analytic, coreset, dc, kip"),
+    (["distill", "--dataset", "digits", "--method", "magic"], "valid methods: analytic, coreset, dc, frepo, kip"),
     (["distill", "--dataset", "digits", "--kernel", "gaussian"], "valid kernels: cnn, convnet-nngp"),
     (["distill", "--dataset", "digits", "--kernel", "rbf:width=2"], "valid parameters: gamma"),
     (["distill", "--dataset", "digits", "--zebra", "1"], "No such option '--zebra'; see kdistill distill --help"),

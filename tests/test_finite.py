@@ -39,6 +39,7 @@ from kdistill.nets import dc_augment as _dc_augment
 TINY = {
     "convnet": dict(width=8, depth=2, epochs=30, lr=0.2),
     "convnet-kip": dict(width=16, depth=2, epochs=100, lr=2.0),
+    "convnet-frepo": dict(width=8, depth=2, epochs=60, lr=0.03, warmup=10, augment="none"),  # Adam, warm-up, cosine
     "fc": dict(width=32, epochs=30, lr=0.1),
     "mlp": dict(epochs=30, lr=0.1),
 }
@@ -94,7 +95,7 @@ def test_models_shapes_and_names():
     assert make_model("convnet-kip").width == 1024 and make_model("convnet").width == 128
     with pytest.raises(InvalidInputError, match="too small"):
         make_model("convnet", depth=4).init(key, (8, 8, 1), 10)
-    with pytest.raises(InvalidInputError, match="valid models: convnet, convnet-kip, mlp, fc, alexnet, vgg11, resnet18"):
+    with pytest.raises(InvalidInputError, match="valid models: convnet, convnet-kip, convnet-frepo, mlp, fc, alexnet, vgg11, resnet18"):
         make_model("resnet50")
     with pytest.raises(InvalidInputError, match="valid models"):
         finite_settings("resnet50")
@@ -264,7 +265,7 @@ def test_cli_evaluate_model_writes_summary(run_dir):
 def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):
     f = str(run_dir / "distilled.npz")
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet50"))
-    assert "resnet50" in line and "convnet, convnet-kip, mlp, fc, alexnet, vgg11, resnet18" in line
+    assert "resnet50" in line and "convnet, convnet-kip, convnet-frepo, mlp, fc, alexnet, vgg11, resnet18" in line
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--seeds", "3"))
     assert "--model" in line
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))

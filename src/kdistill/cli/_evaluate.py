@@ -28,18 +28,23 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
                    "norm), vgg11 and resnet18 (instance norm; DC's and DC-BENCH's) all under DC's protocol (cross-entropy, "
                    "SGD lr 0.01 momentum 0.9 weight decay 5e-4, lr x0.1 at half, batch 256, DC's augmentation on "
                    "MNIST); convnet-kip (KIP's: width 1024, no norm, NTK parameterisation, MSE on the stored "
-                   "labels, lr 0.5 cosine); fc (an MLP 2 x 256, DC's protocol with a cosine lr).")
+                   "labels, lr 0.5 cosine); convnet-frepo (FRePo's: 128/256/512 channels, no norm, MSE on the "
+                   "stored labels, Adam lr 3e-4 with 500 warm-up steps then cosine, FRePo's steps by set size, DSA-style "
+                   "augmentation); fc (an MLP 2 x 256, DC's protocol with a cosine lr).")
 @click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
-@click.option("--epochs", type=int, default=None, help="--model: epochs [default: 300].")
+@click.option("--epochs", type=int, default=None,
+              help="--model: epochs [default: 300; convnet-frepo: FRePo's steps by set size, 1000 for 10 images].")
 @click.option("--width", type=int, default=None,
               help="--model: channels / hidden units; alexnet, vgg11 and resnet18 scale all layers from their first "
-                   "[default: convnet 128, convnet-kip 1024, mlp 128, fc 256, alexnet 128, vgg11 64, resnet18 64].")
+                   "[default: convnet 128, convnet-kip 1024, convnet-frepo 128 (doubling per block), mlp 128, fc 256, "
+                   "alexnet 128, vgg11 64, resnet18 64].")
 @click.option("--lr", "lr", type=float, default=None,
-              help="--model: SGD learning rate [default: convnet-kip 0.5, every other model 0.01].")
+              help="--model: learning rate [default: convnet-kip 0.5, convnet-frepo 3e-4 (Adam), every other "
+                   "model 0.01].")
 @click.option("--augment", type=click.Choice(["auto", "none", "dc", "crop-flip", "dsa"]), default=None,
               help="--model: augmentation while training: DC's crop/scale/rotate (dc), shift + flip (crop-flip), "
-                   "DSA's six families (dsa), or auto, DC's protocol: dc on MNIST for the models DC trains (all but "
-                   "convnet-kip and fc), none elsewhere; digit "
+                   "DSA's six families (dsa), or auto, each protocol's own: dc on MNIST for the models DC trains (all "
+                   "but convnet-kip, convnet-frepo and fc), dsa for convnet-frepo, none elsewhere; digit "
                    "datasets are never flipped [default: auto].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
 @_data_dir_option

@@ -21,6 +21,15 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
 - ``mlp``, ``alexnet``, ``vgg11``, ``resnet18``: DC's protocol, the same as ``convnet``'s (DC and DC-BENCH
   train every architecture of their cross-architecture tables with it), DC's augmentation on MNIST included.
 - ``fc``: cross-entropy, as ``convnet`` but with a cosine schedule.
+- ``convnet-frepo`` (FRePo, arXiv:2206.00719, ``script/eval.py`` of its code; RCIG's ``eval.py`` is the same
+  but for its lr 1e-4): FRePo's ConvNet (128/256/512 channels, no normalisation), MSE on the stored labels
+  ``0.5 * mean_i ||f(x_i) - y_i||^2``, Adam (b1 0.9) at lr 3e-4 without weight decay, a linear warm-up from 0
+  over 500 steps then a cosine to 1% of the lr, batch ``min(m, 500)``, and FRePo's number of steps by set
+  size (``epochs=None``: :func:`frepo_steps`: 1000 for 10 images, 2000 up to 100, 5000 up to 500, 10000 up
+  to 1000, 40000 beyond). Augmentation ``augment="auto"``: DSA's families without flips on digits, our
+  stand-in for FRePo's ``color_crop_rotate_translate_cutout`` (one family per batch in both; FRePo's crop
+  zooms by 0.8-1.25 and rotates by up to 15 degrees, DSA's scale 0.8-1.2 and rotate 15 degrees; FRePo has a
+  translate of 1/8 where DSA's crop shifts by 1/8).
 
 The networks are :mod:`kdistill.nets`'s (``kdistill.nets.MODELS`` describes each and its source) and so is
 the training: optax's ``chain(add_decayed_weights(wd), sgd(lr, momentum))``, which is PyTorch's ``SGD`` (no
@@ -94,6 +103,8 @@ __all__ = [
     "train_and_evaluate",
     "finite_accuracy",
     "finite_evaluate_file",
+    "frepo_steps",
+    "resolve_epochs",
 ]
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -107,9 +118,12 @@ class FiniteSettings:
     Attributes:
       model: a key of :data:`kdistill.nets.MODELS`. width, depth: its size.
       loss: ``"xent"`` (cross-entropy) or ``"mse"``.
-      lr, momentum, weight_decay: SGD settings. schedule: ``"step"`` (x0.1 at half the
-        epochs), ``"cosine"`` (to 0) or ``"constant"``.
-      epochs, batch_size: training length and batch.
+      lr, momentum, weight_decay: the optimiser's settings (``momentum`` is Adam's b1). schedule: ``"step"``
+        (x0.1 at half the epochs), ``"cosine"`` (to ``lr_floor * lr``) or ``"constant"``.
+      epochs, batch_size: training length (None: :func:`frepo_steps` of the set's size) and batch.
+      optimizer: ``"sgd"`` or ``"adam"`` (:data:`kdistill.nets.OPTIMIZERS`).
+      warmup: steps of linear warm-up from 0 before the schedule (FRePo: 500).
+      lr_floor: the cosine schedule's final learning rate as a fraction of ``lr`` (FRePo: 0.01).
       augment: augmentation while training, one of :data:`AUGMENTS` (module docstring).
       flip: whether the augmentation may flip images (False for digits).
       label_temperature: T of ``softmax(labels / T)`` for real-valued labels under
@@ -124,11 +138,14 @@ class FiniteSettings:
     momentum: float
     weight_decay: float
     schedule: str
-    epochs: int
+    epochs: int | None
     batch_size: int
     augment: str = "none"
     label_temperature: float = DEFAULT_LABEL_TEMPERATURE
     flip: bool = True
+    optimizer: str = "sgd"
+    warmup: int = 0
+    lr_floor: float = 0.0
 
     @property
     def net(self):
@@ -145,6 +162,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
                         batch_size=256),
     "fc": dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine", epochs=300,
                batch_size=256),
+    "convnet-frepo": dict(loss="mse", lr=3e-4, momentum=0.9, weight_decay=0.0, schedule="cosine", epochs=None,
+                          batch_size=500, optimizer="adam", warmup=500, lr_floor=0.01),
     **{name: dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", epochs=300,
                   batch_size=256) for name in ("mlp", "alexnet", "vgg11", "resnet18")},  # DC's, as convnet's
 }
@@ -152,6 +171,20 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 
 DC_PROTOCOL_MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
 """Models trained under DC's protocol, whose ``augment="auto"`` is DC's augmentation on MNIST."""
+
+
+AUTO_AUGMENT = {"convnet-frepo": "dsa"}
+"""Models whose ``augment="auto"`` is their own protocol's augmentation on every dataset (FRePo's)."""
+
+
+def frepo_steps(m: int) -> int:
+    """FRePo's training steps for a set of ``m`` images (``step_per_prototpyes`` in its ``script/eval.py``:
+    10: 1000, 100: 2000, 500: 5000, 1000: 10000, 2000 and 5000: 40000), taking the next size up; its
+    200: 20000 entry (one dataset's ipc 2) is left out so that the steps grow with the set."""
+    for top, steps in ((10, 1000), (100, 2000), (500, 5000), (1000, 10_000)):
+        if m <= top:
+            return steps
+    return 40_000
 
 
 MAX_WIDTH = 16_384
@@ -181,8 +214,16 @@ def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
         raise InvalidInputError(f"unknown augmentation {s.augment!r}; valid: auto, {', '.join(AUGMENTS)}")
     if s.schedule not in SCHEDULES:
         raise InvalidInputError(f"unknown schedule {s.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if s.optimizer not in nets.OPTIMIZERS:
+        raise InvalidInputError(f"unknown optimizer {s.optimizer!r}; valid: {', '.join(nets.OPTIMIZERS)}")
+    if not isinstance(s.warmup, int) or isinstance(s.warmup, bool) or not 0 <= s.warmup <= 10**6:
+        raise InvalidInputError(f"warmup must be an integer number of steps in 0 .. 1000000, got {s.warmup!r}")
+    if isinstance(s.lr_floor, bool) or not isinstance(s.lr_floor, (int, float)) or not 0 <= s.lr_floor <= 1:
+        raise InvalidInputError(f"lr_floor must be a fraction in [0, 1], got {s.lr_floor!r}")
     for name, top in (("epochs", 100_000), ("batch_size", 2**20)):
         v = getattr(s, name)
+        if name == "epochs" and v is None:
+            continue
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
             raise InvalidInputError(f"{name} must be an integer in 1 .. {top}, got {v!r}")
     for name in ("lr", "label_temperature"):
@@ -231,19 +272,25 @@ def resolve_augment(augment: str | None, dataset_name: str | None, model: str = 
     for the models of :data:`DC_PROTOCOL_MODELS`, ``"none"`` otherwise); flips are off for digit datasets."""
     name = (dataset_name or "").lower()
     if augment in (None, "auto"):
-        augment = "dc" if name == "mnist" and model in DC_PROTOCOL_MODELS else "none"
+        augment = AUTO_AUGMENT.get(model) or ("dc" if name == "mnist" and model in DC_PROTOCOL_MODELS else "none")
     if augment not in AUGMENTS:
         raise InvalidInputError(f"unknown augmentation {augment!r}; valid: auto, {', '.join(AUGMENTS)}")
     return augment, "flip" in nets.dsa_strategy(name)
 
 
 def learning_rate(s: FiniteSettings, step: int, steps_per_epoch: int) -> float:
-    """The learning rate of SGD step ``step`` (0-based): constant, x0.1 from epoch ``epochs // 2`` on
-    (DC's step decay), or cosine ``lr * (1 + cos(pi * step / total)) / 2``."""
+    """The learning rate of step ``step`` (0-based) of ``s.epochs`` epochs (resolved: not None): after
+    ``s.warmup`` steps of a linear rise from 0 (optax's ``linear_schedule``, as FRePo), constant, x0.1 from
+    epoch ``epochs // 2`` on (DC's step decay), or cosine from ``lr`` to ``lr_floor * lr`` over the steps
+    after the warm-up (optax's ``cosine_decay_schedule``)."""
+    if step < s.warmup:
+        return s.lr * step / s.warmup
     if s.schedule == "step":
         return s.lr * (0.1 if step >= (s.epochs // 2) * steps_per_epoch else 1.0)
     if s.schedule == "cosine":
-        return 0.5 * s.lr * (1.0 + math.cos(math.pi * step / (s.epochs * steps_per_epoch)))
+        total = max(s.epochs * steps_per_epoch - s.warmup, 1)
+        t = min(step - s.warmup, total) / total
+        return s.lr * (s.lr_floor + (1.0 - s.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
     return s.lr
 
 
@@ -257,6 +304,14 @@ def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise InvalidInputError("images or labels contain NaN or inf")
     return x, y
+
+
+def resolve_epochs(s: FiniteSettings, m: int) -> FiniteSettings:
+    """``s`` with ``epochs`` None replaced by the epochs that make :func:`frepo_steps` ``(m)`` steps."""
+    if s.epochs is not None:
+        return s
+    per_epoch = -(-m // min(s.batch_size, m))
+    return dataclasses.replace(s, epochs=-(-frepo_steps(m) // per_epoch))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,17 +329,19 @@ def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool
           description: str = "") -> TrainResult:
     """Train ``settings.net`` on ``images: (m, h, w, c)`` with ``labels: (m, k)`` from ``jax.random.key(seed)``."""
     x, y = _check_data(images, labels)
+    settings = resolve_epochs(settings, x.shape[0])
     t, mode = training_targets(y, settings.loss, temperature=settings.label_temperature)
     net = settings.net
     key_init, key_train = jax.random.split(nets.seed_key(seed))
     params = nets.init_params(key_init, tuple(x.shape[1:]), y.shape[1], net=net)
-    state = nets.init_optimizer("sgd", params, learning_rate=settings.lr, momentum=settings.momentum,
+    state = nets.init_optimizer(settings.optimizer, params, learning_rate=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
     params, _, losses = nets.run_epochs(
         params, state, jnp.asarray(x), jnp.asarray(t), key=key_train, epochs=settings.epochs,
         batch=settings.batch_size, net=net, loss=settings.loss,
         lr_at=lambda step, per_epoch: learning_rate(settings, step, per_epoch), augment=settings.augment,
-        flip=settings.flip, progress=progress, description=description or f"{settings.model} epochs")
+        flip=settings.flip, opt=settings.optimizer, progress=progress,
+        description=description or f"{settings.model} epochs")
     return TrainResult(params, settings, losses, mode)
 
 
@@ -332,8 +389,8 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise InvalidInputError(f"seeds must be an integer >= 1, got {seeds!r}")
-    s = finite_settings(model, epochs=epochs, **overrides)
     x, y = _check_data(images, labels)
+    s = resolve_epochs(finite_settings(model, epochs=epochs, **overrides), x.shape[0])
     x_test = _check_test(x_test, y_test, x.shape[1:], y.shape[1])
     accs, secs, final, mode = [], [], [], ""
     for seed in range(seeds):

@@ -1,7 +1,7 @@
 """Finite networks: the layers, the models, their training (optax) and the augmentations.
 
 Everything in kdistill that trains or runs a finite network goes through this package: finite-network
-evaluation (:mod:`kdistill.evaluate`), DC's gradient matching and the random-feature kernels (which draw
+evaluation (:mod:`kdistill.evaluate`), DC's gradient matching, FRePo's model pool (:class:`ModelPool`) and the random-feature kernels (which draw
 NTK-parameterised random networks from :mod:`kdistill.nets.ntk`).
 """
 
@@ -24,6 +24,7 @@ from ._models import MLP as MLP
 from ._models import ResNet18 as ResNet18
 from ._models import VGG11 as VGG11
 from ._models import make_model as make_model
+from ._pool import ModelPool as ModelPool
 from ._train import LOSSES as LOSSES
 from ._train import OPTIMIZERS as OPTIMIZERS
 from ._train import epoch_plan as epoch_plan

@@ -22,6 +22,10 @@ The named models (:data:`MODELS`, built by :func:`make_model`); "DC's" means the
   Conv3x3 -> ReLU, then ``depth`` blocks of [Conv3x3 -> ReLU -> AvgPool 2x2], Flatten, Dense; no
   normalisation; NTK parameterisation ``y = w_std / sqrt(fan_in) * (W x) + b_std * b`` with
   ``W, b ~ N(0, 1)``, ``w_std = sqrt(2)``, ``b_std = 0.1``; width 1024, depth 3.
+- ``convnet-frepo``: FRePo's and RCIG's evaluation ConvNet (``Conv`` in FRePo's ``lib/models/networks.py``):
+  ``depth`` blocks of [Conv3x3 -> ReLU -> AvgPool 2x2] with 128, 256, 512 channels (``widen=2``), no
+  normalisation, a linear head. Two differences from FRePo's Flax code: PyTorch-style initialisation (FRePo:
+  LeCun normal weights, zero biases) and a first-layer padding of 1 on 1-channel images (FRePo pads by 3).
 - ``mlp``: DC's MLP: Flatten -> Dense(128) -> ReLU -> Dense(128) -> ReLU -> Dense(k).
 - ``fc``: the same MLP shape with width 256 (this package's earlier default).
 - ``alexnet``: DC's AlexNet (no dropout, no local response norm): Conv5x5(128, padding 4 for 1 channel, 2
@@ -81,6 +85,8 @@ class ConvNet:
       parameterization: ``"standard"`` (PyTorch-style uniform init) or ``"ntk"``.
       stem: an extra Conv3x3 -> ReLU before the blocks (KIP's ConvNet).
       w_std, b_std: NTK parameterisation scales (ignored for ``"standard"``).
+      widen: block ``i`` has ``width * widen**i`` channels (1: DC's and KIP's constant width; 2: FRePo's and
+        RCIG's 128/256/512).
     """
 
     width: int = 128
@@ -91,8 +97,11 @@ class ConvNet:
     w_std: float = math.sqrt(2.0)
     b_std: float = 0.1
     pooling: str = "avg"
+    widen: int = 1
 
     def __post_init__(self):
+        if not isinstance(self.widen, int) or isinstance(self.widen, bool) or not 1 <= self.widen <= 4:
+            raise InvalidInputError(f"widen must be an integer in 1 .. 4, got {self.widen!r}")
         if self.norm not in NORMS:
             hint = " (batch norm needs running statistics, which these functional models do not keep)" \
                 if self.norm.startswith("batch") else ""
@@ -147,22 +156,30 @@ class ConvNet:
             cin = self.width
         blocks = []
         for i in range(self.depth):
-            layer = self._layer(keys[i], 3, cin, self.width)
+            cout = self.width * self.widen**i
+            layer = self._layer(keys[i], 3, cin, cout)
             if self.norm == "layer":
-                layer.update(scale=jnp.ones((h, w, self.width), F32), shift=jnp.zeros((h, w, self.width), F32))
+                layer.update(scale=jnp.ones((h, w, cout), F32), shift=jnp.zeros((h, w, cout), F32))
             elif self.norm != "none":
-                layer.update(norm_init(self.width))
+                layer.update(norm_init(cout))
             blocks.append(layer)
-            cin = self.width
+            cin = cout
             if self.pooling != "none":
                 h, w = h // 2, w // 2
         params["blocks"] = blocks
-        feat = h * w * self.width
+        feat = h * w * cin
         params["head"] = self._layer(keys[self.depth], 0, feat, int(num_classes))
         return params
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """x: (n, h, w, c) -> logits (n, k)."""
+        x = self.features(params, x)
+        head = params["head"]
+        return self._affine(head, x @ head["w"], x.shape[-1])
+
+    def features(self, params: Params, x: jax.Array) -> jax.Array:
+        """x: (n, h, w, c) -> (n, d): the flattened output of the last block, what the linear head reads
+        (FRePo's and RCIG's kernel features)."""
         x = jnp.asarray(x, F32)
         if "stem" in params:
             x = jax.nn.relu(self._affine(params["stem"], conv(x, {"w": params["stem"]["w"]}), 9 * x.shape[-1]))
@@ -170,9 +187,7 @@ class ConvNet:
             fan_in = 9 * x.shape[-1]
             x = self._affine(layer, conv(x, {"w": layer["w"]}), fan_in)
             x = self._pool(jax.nn.relu(self._norm(x, layer)))
-        x = x.reshape(x.shape[0], -1)
-        head = params["head"]
-        return self._affine(head, x @ head["w"], x.shape[-1])
+        return x.reshape(x.shape[0], -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +333,7 @@ Model = ConvNet | MLP | AlexNet | VGG11 | ResNet18
 MODELS: dict[str, Model] = {
     "convnet": ConvNet(width=128, depth=3, norm="instance", parameterization="standard"),
     "convnet-kip": ConvNet(width=1024, depth=3, norm="none", parameterization="ntk", stem=True),
+    "convnet-frepo": ConvNet(width=128, depth=3, norm="none", widen=2),
     "mlp": MLP(width=128, depth=2),
     "fc": MLP(width=256, depth=2),
     "alexnet": AlexNet(),
