@@ -47,6 +47,27 @@ def load_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def kdistill_cli(*args: str) -> tuple[float, str]:
+    """Run ``kdistill ARGS`` in its own process (this interpreter); ``(seconds, stdout)``, or exit with its
+    error output when it fails."""
+    import subprocess
+    import sys
+
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "kdistill.cli", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"kdistill {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t, out.stdout
+
+
+def merged_rows(name: str, row: dict, key: tuple[str, ...]) -> list[dict]:
+    """The rows of ``results/<name>.json`` with ``row`` added, replacing the row that has the same ``key``
+    fields."""
+    path = RESULTS / f"{name}.json"
+    rows = load_json(path).get("rows", []) if path.exists() else []
+    return [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)] + [row]
+
+
 def matmul_seconds(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:
     """Best seconds of a NumPy ``(m, k) @ (k, n)`` product in ``dtype`` (after one warm-up): this machine's
     reference for ratios measured in the same run."""

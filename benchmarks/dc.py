@@ -25,14 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
+from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 
@@ -47,19 +47,8 @@ RUN_KEY = ("kind", "dataset", "ipc", "minutes", "init", "dsa", "batch_real")
 RANDOM_KEY = ("kind", "dataset", "ipc")
 
 
-def _kdistill(*args: str) -> tuple[float, str]:
-    t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "kdistill.cli", *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"kdistill {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return time.perf_counter() - t, out.stdout
-
-
 def _merge(row: dict, key: tuple[str, ...]) -> None:
-    path = RESULTS / "dc.json"
-    rows = load_json(path).get("rows", []) if path.exists() else []
-    rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)] + [row]
-    render(rows)
+    render(merged_rows("dc", row, key))
 
 
 def run(args) -> None:

@@ -42,7 +42,7 @@ from kdistill import io  # noqa: E402
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import class_balanced_indices, fit_preprocessor, load, one_hot  # noqa: E402
 from kdistill.evaluate import (AUGMENTS, PROTOCOLS, finite_evaluate_file, finite_settings, resolve_augment,  # noqa: E402
-                               train_and_evaluate)
+                               resolve_epochs, train_and_evaluate)
 
 PUBLISHED = {("mnist", 1): 0.649, ("mnist", 10): 0.951, ("mnist", 50): 0.979,
              ("fashion_mnist", 1): 0.514, ("fashion_mnist", 10): 0.738, ("fashion_mnist", 50): 0.825}
@@ -138,7 +138,7 @@ def random_real(results: Results, names, ipcs, seeds, model, epochs, width, augm
                 print(f"{name} ipc {ipc} {model} augment={aug} seed {seed}: {100 * acc:.2f}% "
                       f"({secs[-1]:.0f} s)", flush=True)
             results.add({"source": "random real", "dataset": name, "ipc": ipc, "model": model, "width": s.width,
-                         "epochs": s.epochs, "augment": aug, "seeds": seeds, "mean": float(np.mean(accs)),
+                         "epochs": resolve_epochs(s, ipc * ds.num_classes).epochs, "augment": aug, "seeds": seeds, "mean": float(np.mean(accs)),
                          "std": float(np.std(accs)), "accuracies": accs, "seconds_per_seed": float(np.mean(secs)),
                          "seconds": secs, "published": PUBLISHED.get((name, ipc)), "label_mode": "one-hot",
                          "settings": s.as_dict()})

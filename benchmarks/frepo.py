@@ -14,6 +14,7 @@ Usage:
   .venv/bin/python benchmarks/frepo.py run --dataset mnist --ipc 1 --minutes 60 [--seeds 3] [--eval-seeds 2]
         [--tag NAME --extra "--target-batch 256 --lr 0.003"] [--keep runs/bench]
   .venv/bin/python benchmarks/frepo.py random --datasets mnist fashion_mnist --ipcs 1 10 [--seeds 3]
+  .venv/bin/python benchmarks/frepo.py profile      # seconds per step by target batch, and per validation
   .venv/bin/python benchmarks/frepo.py render
 """
 
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
+from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 
@@ -48,22 +49,20 @@ PUBLISHED = {
 }
 RUN_KEY = ("kind", "dataset", "ipc", "minutes", "tag")
 RANDOM_KEY = ("kind", "dataset", "ipc", "model")
-PROTOCOLS = {"convnet": "DC's", "convnet-frepo": "FRePo's"}
-
-
-def _kdistill(*args: str) -> tuple[float, str]:
-    t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "kdistill.cli", *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"kdistill {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return time.perf_counter() - t, out.stdout
+PROFILE_KEY = ("kind", "what")
+# evaluation name -> (kdistill evaluate flags, column): DC's protocol, FRePo's, and FRePo's without augmentation
+PROTOCOLS = {"convnet": (["--model", "convnet"], "DC's protocol %"),
+             "convnet-frepo": (["--model", "convnet-frepo"], "FRePo's protocol %"),
+             "convnet-frepo/none": (["--model", "convnet-frepo", "--augment", "none"], "FRePo's, no augmentation %")}
 
 
 def _merge(row: dict, key: tuple[str, ...]) -> None:
+    render(merged_rows("frepo", row, key))
+
+
+def _rows() -> list[dict]:
     path = RESULTS / "frepo.json"
-    rows = load_json(path).get("rows", []) if path.exists() else []
-    rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)] + [row]
-    render(rows)
+    return load_json(path).get("rows", []) if path.exists() else []
 
 
 def _mean_std(values) -> dict:
@@ -81,19 +80,29 @@ def run(args) -> None:
         cmd = ["distill", "--dataset", args.dataset, "--method", "frepo", "--ipc", str(args.ipc), "--seed", str(seed),
                "--learn-time-limit", str(int(args.minutes * 60)), "--no-full", "--no-baseline", "--out", str(out),
                "--force", *extra]
-        seconds, _ = _kdistill(*cmd)
+        if args.reuse and (out / "distilled.npz").exists():  # evaluate a finished run again (same command)
+            seconds, load_before = None, None
+        else:
+            seconds, _ = _kdistill(*cmd)
         summary = json.loads((out / "summary.json").read_text())
         history = json.loads((out / "history.json").read_text())
         info = summary["method_info"]
         entry = {"seed": seed, "steps": info["steps_run"], "best_step": info["best_step"],
-                 "krr_accuracy": summary["accuracy"], "seconds_distill": round(summary["seconds"]["distill"], 1),
-                 "process_seconds": round(seconds, 1), "loadavg_before": [round(v, 2) for v in load_before],
+                 "krr_accuracy": summary["test_accuracy"], "seconds_distill": round(summary["seconds"]["distill"], 1),
+                 "process_seconds": None if seconds is None else round(seconds, 1),
+                 "loadavg_before": None if load_before is None else [round(v, 2) for v in load_before],
                  "val": list(zip(history.get("val_step", []), history.get("val_accuracy", []))),
                  "command": "kdistill " + " ".join(cmd)}
-        for model in PROTOCOLS:
+        old = next((e for r in _rows() if r["kind"] == "run" and all(r.get(k) == v for k, v in (
+            ("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes), ("tag", args.tag)))
+            for e in r["seeds"] if e["seed"] == seed), {}) if args.reuse and seconds is None else {}
+        for model, (flags, _) in PROTOCOLS.items():
+            if model in old:  # --reuse: an evaluation already on record for this set
+                entry[model] = old[model]
+                continue
             t = time.perf_counter()
-            _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), "--model", model, "--seeds",
-                                  str(args.eval_seeds), "--json")
+            _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds),
+                                  "--json")
             res = json.loads(stdout.strip().splitlines()[-1])
             entry[model] = {"mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                             "epochs": res["epochs"], "augment": res["settings"]["augment"],
@@ -126,6 +135,63 @@ def random(args) -> None:
                 "auto")
 
 
+def profile(args) -> None:
+    """Median seconds of one FRePo step (defaults but the target batch) on MNIST at ipc 1 after two warm-up
+    steps, the target features alone, one pool step, and one validation."""
+    import jax
+    import jax.numpy as jnp
+
+    from kdistill import nets
+    from kdistill.data import load
+    from kdistill.methods._frepo import frepo_method
+    from kdistill.methods.iterative import Batch
+
+    ds = load("mnist")
+    x = ds.x_train.astype(np.float32)
+    x = (x - x.mean()) / x.std()
+    y = np.eye(10, dtype=np.float32)[ds.y_train] - 0.1
+    idx = np.concatenate([np.flatnonzero(ds.y_train == c)[:1] for c in range(10)])
+    rng = np.random.default_rng(0)
+
+    def median_seconds(fn, repeats=5):
+        times = []
+        for r in range(repeats + 2):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(r))
+            times.append(time.perf_counter() - t)
+        return float(np.median(times[2:]))
+
+    for batch in args.batches:
+        load_before = os.getloadavg()
+        method = frepo_method(num_classes=10, input_shape=x.shape[1:], steps=1000)
+        box = {"state": method.init(x[idx], y[idx])}
+
+        def one_step(r):
+            b = rng.choice(len(x), batch, replace=False)
+            box["state"], _ = method.step(box["state"], Batch(x[b], y[b], np.ones(batch, np.float32), b, r))
+            return box["state"]["params"]["x"]
+
+        step_s = median_seconds(one_step)
+        net = nets.ConvNet(width=128, depth=3, norm="none", widen=2)
+        params = jax.tree.map(lambda a: a[0], box["state"]["pool"]["params"])
+        features = jax.jit(net.features)
+        xb = jnp.asarray(x[:batch])
+        feat_s = median_seconds(lambda r: features(params, xb))
+        _merge({"kind": "profile", "what": f"step, target batch {batch}", "seconds": round(step_s, 3),
+                "target_features_seconds": round(feat_s, 3), "loadavg_before": [round(v, 2) for v in load_before],
+                "machine": machine_info()}, PROFILE_KEY)
+    load_before = os.getloadavg()
+    x_s, y_s = method.support(box["state"])
+    t = time.perf_counter()
+    method.validate(x_s, y_s, x[-5000:], ds.y_train[-5000:])
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    method.validate(x_s, y_s, x[-5000:], ds.y_train[-5000:])
+    _merge({"kind": "profile", "what": "validation, ipc 1 (1000 Adam steps, 5000 held-out images)",
+            "seconds": round(time.perf_counter() - t, 2), "first_call_seconds": round(first, 2),
+            "loadavg_before": [round(v, 2) for v in load_before], "machine": machine_info()}, PROFILE_KEY)
+
+
 def _dc_random() -> dict:
     path = RESULTS / "dc.json"
     rows = load_json(path).get("rows", []) if path.exists() else []
@@ -137,9 +203,8 @@ def _pct(d: dict | None) -> str:
 
 
 def render(rows: list[dict] | None = None) -> None:
-    path = RESULTS / "frepo.json"
     if rows is None:
-        rows = load_json(path).get("rows", []) if path.exists() else []
+        rows = _rows()
     runs = sorted((r for r in rows if r["kind"] == "run"), key=lambda r: (r["dataset"], r["ipc"], r["minutes"], r["tag"]))
     randoms = {(r["dataset"], r["ipc"]): r for r in rows if r["kind"] == "random"}
     dc_random = _dc_random()
@@ -149,16 +214,19 @@ def render(rows: list[dict] | None = None) -> None:
         table.append({
             "dataset": r["dataset"], "ipc": r["ipc"], "minutes": r["minutes"], "tag": r["tag"],
             "seeds": len(r["seeds"]), "steps": "/".join(str(s["steps"]) for s in r["seeds"]),
-            "KRR %": _pct(r["krr"]), "DC's protocol %": _pct(r["convnet"]),
-            "random real, DC's %": _pct(dc_random.get(key)), "FRePo's protocol %": _pct(r["convnet-frepo"]),
-            "random real, FRePo's %": _pct(randoms.get(key)),
+            "KRR %": f"{100 * r['krr']['mean']:.2f}" if len(r["seeds"]) == 1 else _pct(r["krr"]),
+            "random real, DC's %": _pct(dc_random.get(key)), "random real, FRePo's %": _pct(randoms.get(key)),
+            # one set: the std is over its evaluation networks; several: over the sets' means
+            **{col: _pct(r["seeds"][0].get(model) if len(r["seeds"]) == 1 else r.get(model))
+               for model, (_, col) in PROTOCOLS.items()},
             **{name: pub.get(key, "") for name, pub in PUBLISHED.items()},
         })
     cols = ["dataset", "ipc", "minutes", "tag", "seeds", "steps", "KRR %", "DC's protocol %", "random real, DC's %",
-            "FRePo's protocol %", "random real, FRePo's %", *PUBLISHED]
+            "FRePo's protocol %", "FRePo's, no augmentation %", "random real, FRePo's %", *PUBLISHED]
     lines = ["# FRePo on a 2-core CPU (issue 30)", "",
              "Finite ConvNet test accuracy of `kdistill distill --method frepo` sets: mean ± std over the training "
-             "seeds of each set's mean over its evaluation networks. DC's protocol: `kdistill evaluate --model "
+             "seeds of each set's mean over its evaluation networks (with one training seed: mean ± std over that set's "
+             "evaluation networks). DC's protocol: `kdistill evaluate --model "
              "convnet` (DC's ConvNet, cross-entropy on softmax(labels / 0.1), DC's augmentation on MNIST); FRePo's: "
              "`--model convnet-frepo` (module docstring of kdistill.evaluate). KRR: the run's rf-convnet kernel. "
              "Random real under DC's protocol from dc.json (5 seeds). Published numbers marked unconfirmed could "
@@ -169,12 +237,18 @@ def render(rows: list[dict] | None = None) -> None:
         lines.append("")
         for s in r["seeds"]:
             lines.append(f"- seed {s['seed']}: `{s['command']}`: {s['steps']} steps (best {s['best_step']}), "
-                         f"{s['seconds_distill']} s, load {s['loadavg_before']} -> {s['loadavg_after']}; KRR "
-                         f"{100 * s['krr_accuracy']:.2f}%, DC's {_pct(s['convnet'])}% "
-                         f"({s['convnet']['augment']}, {s['convnet']['epochs']} epochs), FRePo's "
-                         f"{_pct(s['convnet-frepo'])}% ({s['convnet-frepo']['augment']}, "
-                         f"{s['convnet-frepo']['epochs']} epochs); validation {s['val']}")
+                         f"{s['seconds_distill']} s, load before {s['loadavg_before'] or 'n/a (evaluated with --reuse)'}, after the "
+                         f"evaluations {s['loadavg_after']}; KRR "
+                         f"{100 * s['krr_accuracy']:.2f}%; "
+                         + "; ".join(f"{m} {_pct(s[m])}% ({s[m]['augment']}, {s[m]['epochs']} epochs, "
+                                     f"{s[m]['accuracies']})" for m in PROTOCOLS if m in s)
+                         + f"; validation {s['val']}")
         lines.append("")
+    profiles = [r for r in rows if r["kind"] == "profile"]
+    if profiles:
+        lines += ["## Where the time goes (`benchmarks/frepo.py profile`, MNIST ipc 1, default network)", "",
+                  markdown_table(profiles, ["what", "seconds", "target_features_seconds", "first_call_seconds",
+                                            "loadavg_before"]), ""]
     if randoms:
         lines += ["## Random real images under FRePo's protocol", "",
                   markdown_table([{"dataset": k[0], "ipc": k[1], "mean %": _pct(v), "seeds": v["seeds"],
@@ -196,13 +270,17 @@ def main() -> None:
     r.add_argument("--tag", default="default")
     r.add_argument("--extra", default="", help="more distill flags, one string")
     r.add_argument("--keep", type=Path, default=None)
+    r.add_argument("--reuse", action="store_true", help="a seed whose run folder under --keep holds a finished set "
+                   "is evaluated, not distilled again (its load average before is then unknown)")
     q = sub.add_parser("random")
     q.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
     q.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
     q.add_argument("--seeds", type=int, default=3)
+    f = sub.add_parser("profile")
+    f.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     sub.add_parser("render")
     args = p.parse_args()
-    {"run": run, "random": random, "render": lambda a: render()}[args.cmd](args)
+    {"run": run, "random": random, "profile": profile, "render": lambda a: render()}[args.cmd](args)
 
 
 if __name__ == "__main__":

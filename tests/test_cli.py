@@ -350,7 +350,7 @@ def test_a_sidecar_naming_its_dataset_by_a_relative_path_reads_it_beside_the_sid
     (["distill", "--dataset", "digits", "--method", "kip", "--learning-rate", "0.1"],  # click alone: --learn-labels
      "error: No such option '--learning-rate'; did you mean '--lr'? (kdistill distill --help lists them)"),
     (["distill", "--dataset", "digits", "--learn_labels"], "did you mean '--learn-labels'?"),  # a method's flag
-    (["distill", "--dataset", "digits", "--val", "10"], "did you mean '--val-size', '--val-every' or '--val-epochs'?"),
+    (["distill", "--dataset", "digits", "--val", "10"], "did you mean '--val-size', '--val-every' or '--val-steps'?"),
     (["evaluate", "x.npz", "--seed", "1"], "did you mean '--seeds'? (kdistill evaluate --help lists them)"),
 ])
 def test_a_typo_gets_a_did_you_mean(tmp_path, args, needle):

@@ -262,6 +262,17 @@ def test_cli_evaluate_model_writes_summary(run_dir):
     assert r.exit_code == 0 and "test_accuracy" in json.loads(r.stdout)
 
 
+def test_cli_evaluate_convnet_frepo_runs_frepos_protocol(run_dir):
+    r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--model", "convnet-frepo", "--width",
+             "4", "--epochs", "3", "--seeds", "1", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    s = res["settings"]
+    assert (res["epochs"], s["optimizer"], s["loss"], s["augment"], s["flip"], s["warmup"]) == \
+        (3, "adam", "mse", "dsa", False, 500)
+    assert res["label_mode"] == "stored labels (MSE)" and 0 <= res["mean"] <= 1
+
+
 def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):
     f = str(run_dir / "distilled.npz")
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet50"))

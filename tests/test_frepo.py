@@ -14,7 +14,7 @@ import pytest
 from kdistill import nets
 from kdistill.data import load
 from kdistill.errors import InvalidInputError
-from kdistill.evaluate import finite_settings, frepo_steps, learning_rate, resolve_epochs
+from kdistill.evaluate import finite_settings, frepo_steps, learning_rate, resolve_augment, resolve_epochs
 from kdistill.methods._frepo import frepo_loss, frepo_method, label_margin
 from kdistill.methods.iterative import Batch
 
@@ -82,12 +82,14 @@ def test_the_pool_staggers_ages_trains_one_network_by_adam_and_resets_it_when_ol
         for a, b in zip(jax.tree.leaves(pool.take(after, i)), jax.tree.leaves(pool.take(state, i))):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-    old = dict(after, age=after["age"].at[2].set(8))
-    reset = pool.advance(old, 2, x, y, nets.seed_key(9))
+    at_limit = pool.advance(dict(after, age=after["age"].at[2].set(8)), 2, x, y, nets.seed_key(9))
+    assert int(at_limit["age"][2]) == 9  # FRePo's rule: a network trains while its age is at most max_age
+    reset = pool.advance(at_limit, 2, x, y, nets.seed_key(9))
     fresh = net.init(nets.seed_key(9), (8, 8, 1), 3)
     for a, b in zip(jax.tree.leaves(pool.take(reset, 2)), jax.tree.leaves(fresh)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
     assert int(reset["age"][2]) == 0 and int(reset["opt"].count[2]) == 0 < int(after["opt"].count[1])
+    assert not np.allclose(np.asarray(pool.take(at_limit, 2)["head"]["w"]), np.asarray(fresh["head"]["w"]))
     with pytest.raises(InvalidInputError):
         nets.ModelPool(net, size=0)
 
@@ -96,18 +98,19 @@ def test_frepo_steps_move_the_support_set_and_keep_it_finite():
     digits = load("digits")
     x, y = digits.x_train[:200].astype(np.float32) / 16.0, np.eye(10, dtype=np.float32)[digits.y_train[:200]] - 0.1
     idx = np.concatenate([np.flatnonzero(digits.y_train[:200] == c)[:1] for c in range(10)])
-    method = frepo_method(num_classes=10, input_shape=x.shape[1:], steps=5, lr=1e-2, pool_size=2, pool_steps=2,
+    method = frepo_method(num_classes=10, input_shape=x.shape[1:], steps=4, lr=1e-2, pool_size=1, pool_steps=1,
                           width=4, depth=2)
     state = method.init(x[idx], y[idx])
     x0 = np.asarray(state["params"]["x"]).copy()
     losses = []
-    for s in range(5):
+    for s in range(4):
         state, metrics = method.step(state, Batch(x[:100], y[:100], np.ones(100, np.float32), np.arange(100), s))
         losses.append(float(metrics["loss"]))
     x_s, y_s = method.support(state)
     assert np.all(np.isfinite(losses)) and np.all(np.isfinite(np.asarray(x_s)))
     assert not np.allclose(np.asarray(x_s), x0) and not np.allclose(np.asarray(y_s), y[idx])  # images and labels learn
-    assert np.asarray(state["pool"]["age"]).max() <= 2
+    # one network, two steps then a reset: ages 0 -> 1 -> 2 -> 0 (reset at step 2) -> 1
+    assert np.asarray(state["pool"]["age"]).tolist() == [1]
 
 
 def test_frepos_evaluation_schedule_is_optaxs_warmup_then_cosine():
@@ -119,6 +122,11 @@ def test_frepos_evaluation_schedule_is_optaxs_warmup_then_cosine():
         assert learning_rate(s, step, 1) == pytest.approx(float(want(step)), rel=1e-5, abs=1e-12)
     assert [frepo_steps(m) for m in (10, 11, 100, 500, 1000, 1001)] == [1000, 2000, 2000, 5000, 10000, 40000]
     assert resolve_epochs(finite_settings("convnet-frepo"), 1000).epochs == 5000  # two batches of 500 per epoch
+    assert resolve_epochs(finite_settings("convnet-frepo"), 1500).epochs == 13334  # 3 batches: 40002 >= 40000 steps
+    assert resolve_augment("auto", "mnist", "convnet-frepo") == ("dsa", False)
+    assert resolve_augment("auto", "fashion_mnist", "convnet-frepo") == ("dsa", False)  # FRePo flips CIFAR only
+    assert resolve_augment("auto", "cifar10", "convnet-frepo") == ("dsa", True)
+    assert resolve_augment("auto", "fashion_mnist", "convnet") == ("none", True)  # DC's protocol unchanged
     # DC's step schedule is unchanged by the warm-up fields
     dc = finite_settings("convnet", epochs=10)
     assert [learning_rate(dc, k, 2) for k in (0, 9, 10, 19)] == pytest.approx([0.01, 0.01, 0.001, 0.001])

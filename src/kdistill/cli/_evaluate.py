@@ -33,7 +33,8 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
                    "augmentation); fc (an MLP 2 x 256, DC's protocol with a cosine lr).")
 @click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
 @click.option("--epochs", type=int, default=None,
-              help="--model: epochs [default: 300; convnet-frepo: FRePo's steps by set size, 1000 for 10 images].")
+              help="--model: epochs [default: 300; convnet-frepo: FRePo's steps by set size, 1000 for 10 images; "
+                   "its first 500 steps are the warm-up].")
 @click.option("--width", type=int, default=None,
               help="--model: channels / hidden units; alexnet, vgg11 and resnet18 scale all layers from their first "
                    "[default: convnet 128, convnet-kip 1024, convnet-frepo 128 (doubling per block), mlp 128, fc 256, "

@@ -27,3 +27,4 @@ from ._finite import finite_evaluate_file as finite_evaluate_file
 from ._finite import frepo_steps as frepo_steps
 from ._finite import learning_rate as learning_rate
 from ._finite import resolve_epochs as resolve_epochs
+from ._finite import MAX_WIDTH as MAX_WIDTH

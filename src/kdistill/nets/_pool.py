@@ -13,8 +13,8 @@ networks of one architecture:
 ``state`` is ``{"params", "opt", "age"}`` with the networks stacked along a leading axis (a pytree of
 arrays: checkpoints hold it as it is, and one compiled ``advance`` serves every index). Ages start staggered
 (``i * max_age // size``, as FRePo's pool does) so that the networks are not all reset at the same step. A
-network whose age has reached ``max_age`` is re-initialised from ``key`` at its next ``advance`` instead of
-trained; otherwise it takes one optimiser step (:data:`~kdistill.nets.OPTIMIZERS`) on the whole set under
+network whose age is past ``max_age`` is re-initialised from ``key`` at its next ``advance`` instead of
+trained (FRePo's rule: a fresh network takes ``max_age + 1`` steps); otherwise it takes one optimiser step (:data:`~kdistill.nets.OPTIMIZERS`) on the whole set under
 ``loss`` (MSE on the set's labels, FRePo's inner loss), and its age grows by one.
 """
 
@@ -69,10 +69,10 @@ class ModelPool:
 
     def advance(self, state: dict, i: int, x, y, key) -> dict:
         """Network ``i`` after one step on ``(x (m, h, w, c), y (m, k))``, or re-initialised from ``key`` when
-        its age has reached ``max_age`` (decided here, on the host: under ``lax.cond`` XLA's CPU backend took
+        its age is past ``max_age`` (decided here, on the host: under ``lax.cond`` XLA's CPU backend took
         1.5 s per call for what the two branches do in 0.06 s)."""
         i = int(i)
-        if int(state["age"][i]) >= self.max_age:
+        if int(state["age"][i]) > self.max_age:
             return _reset(self, state, jnp.asarray(i, jnp.int32), key, tuple(x.shape[1:]), int(y.shape[1]))
         return _train(self, state, jnp.asarray(i, jnp.int32), x, y)
 
