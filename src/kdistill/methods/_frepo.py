@@ -95,7 +95,7 @@ class FRePoSettings(DriverSettings):
                         cli=False)
     fixed_labels: bool = option(False, "keep the labels fixed (FRePo learns them, with its label margin)")
     pool_size: int = option(10, "online networks in the pool (FRePo: 10)", min=1, max=1000)
-    pool_steps: int = option(100, "training steps of a pool network before it is re-initialised (FRePo: 100)",
+    pool_steps: int = option(100, "a pool network is re-initialised after N + 1 training steps (FRePo: 100)",
                              min=1, max=10**7)
     inner_lr: float = option(3e-4, "Adam learning rate of the pool networks (FRePo: 3e-4)", min=0,
                              min_exclusive=True, max=10)
