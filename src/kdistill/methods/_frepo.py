@@ -13,8 +13,8 @@ parameters are constants (the gradient reaches ``X_S`` and ``Y_S`` only). The se
 margin (``lb_margin_th``): it rewards each learned label row for a gap of up to 1/k between its two largest
 entries, so that labels keep a clear class. ``X_S, Y_S`` take one optimiser step (LAMB with a cosine decay
 to a tenth of the lr over ``steps``); then the same network takes one step of its own training on the new
-set (Adam, MSE on ``Y_S``), or is re-initialised when it has taken ``pool_steps``; the next step draws the
-next network uniformly from the pool.
+set (Adam, MSE on ``Y_S``), or is re-initialised once it has taken ``pool_steps + 1`` steps; the next step
+draws the next network uniformly from the pool.
 
 The defaults are FRePo's (``script/distill.py`` and ``lib/datadistillation/frepo.py`` of the authors' code,
 ``yongchaoz/FRePo`` at 43e028a) but for three, changed because a 2-core CPU takes about 0.6 s for a step
@@ -51,10 +51,11 @@ and unconfirmed, after far more steps).
 Validation (every 1000 steps, keeping the best set) trains the evaluation network (``convnet-frepo`` at the
 pool's width and depth) on the set for ``val_steps`` steps of Adam at a constant 3e-4 on batches of at most 500
 with MSE on the learned labels and no augmentation, FRePo's periodic evaluation (1000 updates), and scores
-the held-out split; the final test is KRR under the run's kernel and, as for every set, ``kdistill evaluate FILE --model
-convnet|convnet-frepo``. Steps run on one machine: the pool's network changes every step, so a Dask worker
-would need the network (1.6 million weights) and return the target features (256 x 4608 floats at the defaults) per step to
-save a forward pass of about a second; not done (``--workers`` is accepted and unused).
+the held-out split; the final test is KRR under the run's kernel and, as for every set, ``kdistill evaluate
+FILE --model convnet|convnet-frepo``. Steps run on one machine: the pool's network changes every step, so a
+Dask worker would need the network (1.6 million weights) and return the target features (256 x 4608 floats
+at the defaults) per step to save a forward pass of under half a second; not done (``--workers`` is accepted
+and unused).
 """
 
 from __future__ import annotations
@@ -141,15 +142,16 @@ def frepo_loss(phi_s, y_s, phi_t, y_t, weights, *, reg: float, margin: bool):
     return total, (value, jnp.mean(jnp.argmax(pred, axis=1) == jnp.argmax(y_t, axis=1)))
 
 
-def frepo_method(*, num_classes: int, input_shape: tuple[int, ...], steps: int, lr: float = 3e-4,
+def frepo_method(*, num_classes: int, input_shape: tuple[int, ...], steps: int, lr: float = 3e-3,
                  opt: str = "lamb", reg: float = 1e-6, learn_labels: bool = True, pool_size: int = 10,
                  pool_steps: int = 100, inner_lr: float = 3e-4, width: int = 128, depth: int = 3,
                  val_steps: int = 1000, seed: int = 0) -> IterativeMethod:
     """FRePo as an iterative method.
 
     State: ``{"params": {"x", ["y"]}, "opt": the outer optimiser's state, "y_fixed": labels, "pool": the
-    model pool's state}``. The network of step ``s`` is drawn from ``(seed, s)`` and a re-initialised
-    network from ``fold_in(key(seed), s)``, so a resumed run continues as an uninterrupted one.
+    model pool's state}``. The network of step ``s`` is drawn from ``(seed, s)`` and a network re-initialised
+    at step ``s`` from ``fold_in(base, s + pool_size)`` (the pool's first networks take keys ``0 .. pool_size -
+    1``), so a resumed run continues as an uninterrupted one.
     """
     net = ConvNet(width=width, depth=depth, norm="none", widen=2)
     net.check_input(input_shape)
@@ -215,5 +217,5 @@ register_iterative("frepo", FRePoSettings, _build, doc="FRePo (Zhou et al. 2022)
                    "with `kdistill evaluate --model convnet-frepo` or `--model convnet`", precision="float32",
                    kernel="rf-convnet:models=16,width=64,depth=3,stem=0",
                    smoke={"steps": 4, "target_batch": 60, "val_every": 2, "checkpoint_every": 1, "pool_size": 1,
-                          "pool_steps": 1, "net_width": 4, "net_depth": 1, "val_steps": 2, "lr": 0.01},  # a reset at step 2
+                          "pool_steps": 1, "net_width": 4, "net_depth": 1, "val_steps": 2, "lr": 0.01},  # reset: step 2
                    smoke_kernel="rf-convnet:models=1,width=4,depth=2")

@@ -14,8 +14,9 @@ networks of one architecture:
 arrays: checkpoints hold it as it is, and one compiled ``advance`` serves every index). Ages start staggered
 (``i * max_age // size``, as FRePo's pool does) so that the networks are not all reset at the same step. A
 network whose age is past ``max_age`` is re-initialised from ``key`` at its next ``advance`` instead of
-trained (FRePo's rule: a fresh network takes ``max_age + 1`` steps); otherwise it takes one optimiser step (:data:`~kdistill.nets.OPTIMIZERS`) on the whole set under
-``loss`` (MSE on the set's labels, FRePo's inner loss), and its age grows by one.
+trained (FRePo's rule: a fresh network takes ``max_age + 1`` steps); otherwise it takes one optimiser step
+(:data:`~kdistill.nets.OPTIMIZERS`) on the whole set under ``loss`` (MSE on the set's labels, FRePo's inner
+loss), and its age grows by one.
 """
 
 from __future__ import annotations
