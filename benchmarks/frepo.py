@@ -5,8 +5,11 @@ frepo.md with the machine, seconds and load averages:
 
 - ``run``: one ``kdistill distill --method frepo`` per training seed, each in its own process with
   ``--learn-time-limit`` (its defaults unless ``--extra`` adds flags), then the kept set under DC's protocol
-  (``kdistill evaluate --model convnet``) and FRePo's (``--model convnet-frepo``), ``--eval-seeds`` networks
-  each; the row holds the mean +- std over the training seeds of each seed's mean, and every number.
+  (``kdistill evaluate --model convnet``) and FRePo's (``--model convnet-frepo``, with and without its
+  augmentation; ``--protocols`` to choose), ``--eval-seeds`` networks each; the row holds the mean +- std over
+  the training seeds of each seed's mean, and every number. ``--reuse`` evaluates a finished run folder again,
+  keeping the evaluations on record (in frepo.json, or made by ``kdistill evaluate`` with ``--eval-seeds``
+  networks and recorded in the run folder's summary.json) whose augmentation is still the protocol's.
 - ``random``: class-balanced random real images under FRePo's protocol (DC's protocol's random rows are in
   dc.json, measured by ``benchmarks/dc.py random``; they are shown beside these).
 
@@ -48,7 +51,7 @@ PUBLISHED = {
                               ("fashion_mnist", 10): 86.8},
 }
 RUN_KEY = ("kind", "dataset", "ipc", "minutes", "tag")
-RANDOM_KEY = ("kind", "dataset", "ipc", "model")
+RANDOM_KEY = ("kind", "dataset", "ipc", "model", "augment")
 PROFILE_KEY = ("kind", "what")
 # evaluation name -> (kdistill evaluate flags, column): DC's protocol, FRePo's, and FRePo's without augmentation
 PROTOCOLS = {"convnet": (["--model", "convnet"], "DC's protocol %"),
@@ -68,6 +71,15 @@ def _rows() -> list[dict]:
 def _mean_std(values) -> dict:
     v = np.asarray(values, float)
     return {"mean": float(v.mean()), "std": float(v.std())}
+
+
+def _augment(flags: list[str], dataset: str) -> str:
+    """The augmentation ``kdistill evaluate`` resolves for these flags on this dataset (a recorded evaluation
+    under another, such as convnet-frepo's DSA stand-in before FRePo's own, is redone by --reuse)."""
+    from kdistill.evaluate import resolve_augment
+
+    given = flags[flags.index("--augment") + 1] if "--augment" in flags else None
+    return resolve_augment(given, dataset, flags[flags.index("--model") + 1])[0]
 
 
 def run(args) -> None:
@@ -96,10 +108,25 @@ def run(args) -> None:
         old = next((e for r in _rows() if r["kind"] == "run" and all(r.get(k) == v for k, v in (
             ("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes), ("tag", args.tag)))
             for e in r["seeds"] if e["seed"] == seed), {}) if args.reuse and seconds is None else {}
+        entry.update({k: v for k, v in old.items() if "@" in k})  # evaluations superseded earlier
+        recorded = summary.get("finite", {}) if args.reuse and seconds is None else {}
         for model, (flags, _) in PROTOCOLS.items():
-            if model in old:  # --reuse: an evaluation already on record for this set
-                entry[model] = old[model]
+            if model not in args.protocols:
                 continue
+            if model in old and old[model]["augment"] == _augment(flags, args.dataset):
+                entry[model] = old[model]  # --reuse: this evaluation, under today's protocol, is on record
+                continue
+            net = flags[flags.index("--model") + 1]
+            done = recorded.get(net)
+            if done and done["settings"]["augment"] == _augment(flags, args.dataset) \
+                    and done["seeds"] == args.eval_seeds:  # --reuse: made by `kdistill evaluate` in the run folder
+                entry[model] = {"mean": done["mean"], "std": done["std"], "accuracies": done["accuracies"],
+                                "epochs": done["epochs"], "augment": done["settings"]["augment"],
+                                "label_mode": done["label_mode"],
+                                "seconds": round(done["seconds_per_seed"] * done["seeds"], 1)}
+                continue
+            if model in old:  # made under another augmentation: kept, shown as superseded
+                entry[f"{model}@{old[model]['augment']}"] = old[model]
             t = time.perf_counter()
             _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds),
                                   "--json")
@@ -206,7 +233,11 @@ def render(rows: list[dict] | None = None) -> None:
     if rows is None:
         rows = _rows()
     runs = sorted((r for r in rows if r["kind"] == "run"), key=lambda r: (r["dataset"], r["ipc"], r["minutes"], r["tag"]))
-    randoms = {(r["dataset"], r["ipc"]): r for r in rows if r["kind"] == "random"}
+    # random real under FRePo's protocol as it is today (a row measured under an earlier augmentation is listed
+    # below the table, not beside the sets)
+    randoms = [r for r in rows if r["kind"] == "random"]
+    current = {(r["dataset"], r["ipc"]): r for r in randoms
+               if r["augment"] == _augment(["--model", "convnet-frepo"], r["dataset"])}
     dc_random = _dc_random()
     table = []
     for r in runs:
@@ -215,7 +246,7 @@ def render(rows: list[dict] | None = None) -> None:
             "dataset": r["dataset"], "ipc": r["ipc"], "minutes": r["minutes"], "tag": r["tag"],
             "seeds": len(r["seeds"]), "steps": "/".join(str(s["steps"]) for s in r["seeds"]),
             "KRR %": f"{100 * r['krr']['mean']:.2f}" if len(r["seeds"]) == 1 else _pct(r["krr"]),
-            "random real, DC's %": _pct(dc_random.get(key)), "random real, FRePo's %": _pct(randoms.get(key)),
+            "random real, DC's %": _pct(dc_random.get(key)), "random real, FRePo's %": _pct(current.get(key)),
             # one set: the std is over its evaluation networks; several: over the sets' means
             **{col: _pct(r["seeds"][0].get(model) if len(r["seeds"]) == 1 else r.get(model))
                for model, (_, col) in PROTOCOLS.items()},
@@ -242,6 +273,7 @@ def render(rows: list[dict] | None = None) -> None:
                          f"{100 * s['krr_accuracy']:.2f}%; "
                          + "; ".join(f"{m} {_pct(s[m])}% ({s[m]['augment']}, {s[m]['epochs']} epochs, "
                                      f"{s[m]['accuracies']})" for m in PROTOCOLS if m in s)
+                         + "".join(f"; superseded: {m} {_pct(s[m])}% ({s[m]['accuracies']})" for m in s if "@" in m)
                          + f"; validation {s['val']}")
         lines.append("")
     profiles = [r for r in rows if r["kind"] == "profile"]
@@ -251,9 +283,10 @@ def render(rows: list[dict] | None = None) -> None:
                                             "loadavg_before"]), ""]
     if randoms:
         lines += ["## Random real images under FRePo's protocol", "",
-                  markdown_table([{"dataset": k[0], "ipc": k[1], "mean %": _pct(v), "seeds": v["seeds"],
+                  markdown_table([{"dataset": v["dataset"], "ipc": v["ipc"], "mean %": _pct(v), "seeds": v["seeds"],
                                    "augment": v["augment"], "epochs": v["epochs"], "s per seed": v["seconds_per_seed"],
-                                   "load": v["loadavg"]} for k, v in sorted(randoms.items())],
+                                   "load": v["loadavg"]}
+                                  for v in sorted(randoms, key=lambda v: (v["dataset"], v["ipc"], v["augment"]))],
                                  ["dataset", "ipc", "mean %", "seeds", "augment", "epochs", "s per seed", "load"]), ""]
     write_results("frepo", {"rows": rows}, "\n".join(lines))
 
@@ -270,6 +303,9 @@ def main() -> None:
     r.add_argument("--tag", default="default")
     r.add_argument("--extra", default="", help="more distill flags, one string")
     r.add_argument("--keep", type=Path, default=None)
+    r.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
+                   help="the evaluations to run (default: all three; FRePo's protocol takes about 17 minutes per "
+                        "network at ipc 10 here)")
     r.add_argument("--reuse", action="store_true", help="a seed whose run folder under --keep holds a finished set "
                    "is evaluated, not distilled again (its load average before is then unknown)")
     q = sub.add_parser("random")

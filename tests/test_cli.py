@@ -287,7 +287,7 @@ def test_evaluate_takes_the_recorded_dataset_refuses_another_and_accepts_reg_aut
                                           "--learn-labels"]])
 def test_the_free_space_check_asks_for_what_a_run_writes_within_2x(tmp_path, method_args):
     """The disk guard asked 16 MiB of a run that writes 150 KB, refusing runs that fit: its estimate is now
-    between what the run leaves on disk and twice that."""
+    between what the run leaves on disk and twice that (FRePo's pool: tests/test_frepo.py)."""
     from kdistill.data import load
     from kdistill.methods import RunConfig
     from kdistill.runs._rundir import _disk_need

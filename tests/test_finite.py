@@ -4,6 +4,7 @@ Everything runs on digits (8x8) with tiny widths and few epochs; the settings ar
 shared between tests so that each jitted step compiles once per model.
 """
 
+import dataclasses
 import json
 import time
 
@@ -269,8 +270,36 @@ def test_cli_evaluate_convnet_frepo_runs_frepos_protocol(run_dir):
     res = json.loads(r.stdout)
     s = res["settings"]
     assert (res["epochs"], s["optimizer"], s["loss"], s["augment"], s["flip"], s["warmup"]) == \
-        (3, "adam", "mse", "dsa", False, 500)
+        (3, "adam", "mse", "frepo", False, 500)
     assert res["label_mode"] == "stored labels (MSE)" and 0 <= res["mean"] <= 1
+
+
+def test_cli_evaluate_loss_and_label_temperature(run_dir):
+    f, kw = str(run_dir / "distilled.npz"), TINY["fc"]
+    common = ("--dataset", "digits", "--model", "fc", "--width", str(kw["width"]), "--epochs", str(kw["epochs"]),
+              "--seeds", "1", "--json")
+    r = _run("evaluate", f, *common, "--loss", "mse")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    api = finite_evaluate_file(run_dir / "distilled.npz", load("digits"), model="fc", seeds=1, width=kw["width"],
+                               epochs=kw["epochs"], loss="mse")
+    assert res["settings"]["loss"] == "mse" and res["label_mode"] == "stored labels (MSE)"
+    assert res["accuracies"] == api["accuracies"]
+    # learned (real-valued) labels: the temperature reaches the training targets
+    learned = io.load(f)
+    learned = dataclasses.replace(learned, labels=learned.labels * 0.8 + 0.05)
+    soft = run_dir.parent / "learned.npz"
+    io.save(soft, learned)
+    r = _run("evaluate", str(soft), *common, "--label-temperature", "0.5")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    api = finite_evaluate_file(soft, load("digits"), model="fc", seeds=1, width=kw["width"], epochs=kw["epochs"],
+                               label_temperature=0.5)
+    hot = finite_evaluate_file(soft, load("digits"), model="fc", seeds=1, width=kw["width"], epochs=kw["epochs"])
+    assert res["label_mode"] == "softmax(labels / 0.5)" and res["accuracies"] == api["accuracies"]
+    assert hot["label_mode"] == "softmax(labels / 0.1)" and hot["final_losses"] != res["final_losses"]
+    assert "label_temperature" in error_line(_run("evaluate", f, *common, "--label-temperature", "0"))
+    assert "--loss" in error_line(_run("evaluate", f, "--dataset", "digits", "--loss", "mse"))
 
 
 def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):

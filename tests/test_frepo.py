@@ -123,10 +123,30 @@ def test_frepos_evaluation_schedule_is_optaxs_warmup_then_cosine():
     assert [frepo_steps(m) for m in (10, 11, 100, 500, 1000, 1001)] == [1000, 2000, 2000, 5000, 10000, 40000]
     assert resolve_epochs(finite_settings("convnet-frepo"), 1000).epochs == 5000  # two batches of 500 per epoch
     assert resolve_epochs(finite_settings("convnet-frepo"), 1500).epochs == 13334  # 3 batches: 40002 >= 40000 steps
-    assert resolve_augment("auto", "mnist", "convnet-frepo") == ("dsa", False)
-    assert resolve_augment("auto", "fashion_mnist", "convnet-frepo") == ("dsa", False)  # FRePo flips CIFAR only
-    assert resolve_augment("auto", "cifar10", "convnet-frepo") == ("dsa", True)
+    assert resolve_augment("auto", "mnist", "convnet-frepo") == ("frepo", False)
+    assert resolve_augment("auto", "fashion_mnist", "convnet-frepo") == ("frepo", False)  # FRePo flips CIFAR only
+    assert resolve_augment("auto", "cifar10", "convnet-frepo") == ("frepo", True)
     assert resolve_augment("auto", "fashion_mnist", "convnet") == ("none", True)  # DC's protocol unchanged
     # DC's step schedule is unchanged by the warm-up fields
     dc = finite_settings("convnet", epochs=10)
     assert [learning_rate(dc, k, 2) for k in (0, 9, 10, 19)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+
+
+def test_the_disk_guard_counts_the_checkpointed_pool():
+    """A FRePo checkpoint holds the pool (184 MB at the defaults on MNIST), which the free-space check before a
+    run used to leave out: it now asks for it twice (old and new checkpoint), sized like the pool's own state."""
+    from types import SimpleNamespace
+
+    from kdistill.methods import RunConfig
+    from kdistill.runs._rundir import _disk_need, _state_bytes
+
+    mnist = SimpleNamespace(image_shape=(28, 28, 1), num_classes=10)
+    for options, width, size in (({}, 128, 10), ({"pool_size": 3, "net_width": 16}, 16, 3)):
+        pool = nets.ModelPool(nets.ConvNet(width=width, depth=3, norm="none", widen=2), size=size, max_age=100,
+                              opt="adam", lr=3e-4)
+        state = jax.eval_shape(lambda k: pool.init(k, (28, 28, 1), 10), nets.seed_key(0))
+        pool_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
+        config = RunConfig(method="frepo", ipc=1, options=options)
+        assert pool_bytes * 0.99 <= _state_bytes(config, mnist) <= pool_bytes
+        assert _disk_need(config, mnist) >= 2 * pool_bytes
+    assert _state_bytes(RunConfig(method="kip", ipc=1), mnist) == 0

@@ -29,7 +29,7 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
                    "SGD lr 0.01 momentum 0.9 weight decay 5e-4, lr x0.1 at half, batch 256, DC's augmentation on "
                    "MNIST); convnet-kip (KIP's: width 1024, no norm, NTK parameterisation, MSE on the stored "
                    "labels, lr 0.5 cosine); convnet-frepo (FRePo's: 128/256/512 channels, no norm, MSE on the "
-                   "stored labels, Adam lr 3e-4 with 500 warm-up steps then cosine, FRePo's steps by set size, DSA-style "
+                   "stored labels, Adam lr 3e-4 with 500 warm-up steps then cosine, FRePo's steps by set size, FRePo's "
                    "augmentation); fc (an MLP 2 x 256, DC's protocol with a cosine lr).")
 @click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
 @click.option("--epochs", type=int, default=None,
@@ -42,22 +42,30 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
 @click.option("--lr", "lr", type=float, default=None,
               help="--model: learning rate [default: convnet-kip 0.5, convnet-frepo 3e-4 (Adam), every other "
                    "model 0.01].")
-@click.option("--augment", type=click.Choice(["auto", "none", "dc", "crop-flip", "dsa"]), default=None,
+@click.option("--augment", type=click.Choice(["auto", "none", "dc", "crop-flip", "dsa", "frepo"]), default=None,
               help="--model: augmentation while training: DC's crop/scale/rotate (dc), shift + flip (crop-flip), "
-                   "DSA's six families (dsa), or auto, each protocol's own: dc on MNIST for the models DC trains (all "
-                   "but convnet-kip, convnet-frepo and fc), dsa for convnet-frepo, none elsewhere; digit "
+                   "DSA's six families (dsa), FRePo's milder five (frepo), or auto, each protocol's own: dc on MNIST "
+                   "for the models DC trains (all but convnet-kip, convnet-frepo and fc), frepo for convnet-frepo, "
+                   "none elsewhere; digit "
                    "datasets are never flipped [default: auto].")
+@click.option("--loss", type=click.Choice(["xent", "mse"]), default=None,
+              help="--model: the training loss: cross-entropy (learned labels as softmax(labels / "
+                   "--label-temperature)) or MSE on the stored labels [default: the protocol's: mse for "
+                   "convnet-kip and convnet-frepo, xent for the others].")
+@click.option("--label-temperature", type=float, default=None,
+              help="--model with xent: T of softmax(labels / T) for learned (real-valued) labels [default: 0.1].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
 @_data_dir_option
-def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
-             data_dir):
+def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, loss,
+             label_temperature, as_json, data_dir):
     """Test accuracy of any distilled-set file on a dataset's full test set: KRR, or with --model a
     finite network trained on the set (mean ± std over seeds, also stored in FILE's run summary.json)."""
     if model is None:
         from ..errors import InvalidInputError
 
         given = [f"--{n}" for n, v in (("seeds", seeds), ("epochs", epochs), ("width", width), ("lr", lr),
-                                       ("augment", augment)) if v is not None]
+                                       ("augment", augment), ("loss", loss),
+                                       ("label-temperature", label_temperature)) if v is not None]
         if given:
             raise InvalidInputError(f"{', '.join(given)} apply to finite-network evaluation only; add --model")
         from ..evaluate import evaluate_file
@@ -77,7 +85,7 @@ def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, 
         raise InvalidInputError("--kernel and --reg apply to KRR evaluation only; drop them or drop --model")
     dataset_name, data_dir = _recorded_dataset(file, dataset_name, data_dir)
     _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, 5 if seeds is None else seeds, epochs,
-                     width, lr, augment, as_json, data_dir)
+                     width, lr, augment, as_json, data_dir, loss=loss, label_temperature=label_temperature)
 
 
 def _same_dataset(a: str, b: str) -> bool:
@@ -138,7 +146,7 @@ def _recorded_path(recorded: str, record: Path) -> str:
 
 
 def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
-                     data_dir):
+                     data_dir, **overrides):
     from ..errors import CorruptFileError, InvalidInputError
     from ..evaluate import finite_evaluate_file, finite_settings
     from ..runs import record_finite_result, refresh_report
@@ -147,11 +155,12 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
         raise InvalidInputError("--kernel and --reg apply to KRR evaluation only; drop them or drop --model")
     if not 1 <= seeds <= 1000:
         raise InvalidInputError(f"--seeds must be in 1 .. 1000, got {seeds}")
-    finite_settings(model, epochs=epochs, width=width, lr=lr)  # bad names and settings fail before loading data
+    finite_settings(model, epochs=epochs, width=width, lr=lr, **overrides)  # bad settings fail before the data
     if not file.exists():
         raise InvalidInputError(f"{file}: no such file")
     res = finite_evaluate_file(file, _load_dataset(dataset_name, data_dir), model=model, seeds=seeds, epochs=epochs,
-                               width=width, lr=lr, augment=augment, preprocess=preprocess, progress=not as_json)
+                               width=width, lr=lr, augment=augment, preprocess=preprocess, progress=not as_json,
+                               **overrides)
     try:
         summary_path = record_finite_result(file.parent, model, res)
     except CorruptFileError as e:  # a summary.json that is not a JSON object: the result is printed only

@@ -26,12 +26,11 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
   ``0.5 * mean_i ||f(x_i) - y_i||^2``, Adam (b1 0.9) at lr 3e-4 without weight decay, a linear warm-up from 0
   over 500 steps then a cosine to 1% of the lr, batch ``min(m, 500)``, and FRePo's number of steps by set
   size (``epochs=None``: :func:`frepo_steps`: 1000 for 10 images, 2000 up to 100, 5000 up to 500, 10000 up
-  to 1000, 40000 beyond). Augmentation ``augment="auto"``: DSA's families without flips on digits, our
-  stand-in for FRePo's ``color_crop_rotate_translate_cutout`` (one family per batch in both; FRePo's crop
-  zooms by 0.8-1.25 and rotates by up to 15 degrees, DSA's scale 0.8-1.2 and rotate 15 degrees; FRePo has a
-  translate of 1/8 where DSA's crop shifts by 1/8; FRePo's cutout square is a quarter of the side, DSA's half,
-  and DSA's colour changes are larger). The stand-in is stronger than FRePo's: a 60-minute FRePo set on MNIST
-  at ipc 1 scored 78.9% with it and 90.2% with ``augment="none"`` (``benchmarks/results/frepo.md``).
+  to 1000, 40000 beyond). Augmentation ``augment="auto"``: FRePo's own (``"frepo"``: one of colour, crop,
+  rotate, translate and cutout per batch, parameters per image; flips on neither digits nor Fashion-MNIST).
+  A 60-minute FRePo set on MNIST at ipc 1 loses several points to it (``benchmarks/results/frepo.md``: with
+  and without augmentation side by side); DSA's stronger families (``"dsa"``, this protocol's stand-in
+  before ``"frepo"`` existed) cost more.
 
 The networks are :mod:`kdistill.nets`'s (``kdistill.nets.MODELS`` describes each and its source) and so is
 the training: optax's ``chain(add_decayed_weights(wd), sgd(lr, momentum))``, which is PyTorch's ``SGD`` (no
@@ -62,12 +61,15 @@ averages over its real images only (PyTorch's ``drop_last=False``). Augmentation
   horizontal flip (``kdistill.nets.crop_flip``);
 - ``"dsa"``: DSA's ``color_crop_cutout_flip_scale_rotate`` with parameters per image
   (``kdistill.nets.dsa_augment``);
+- ``"frepo"``: FRePo's ``[flip_]color_crop_rotate_translate_cutout``, milder than DSA's (brightness +-0.25,
+  contrast and saturation by factors in [e^-0.25, e^0.25], zoom 0.8-1.25, +-15 degrees, shifts up to 1/8, a
+  quarter-side cutout; border pixels extended; ``kdistill.nets.frepo_augment``);
 - ``"auto"`` (:func:`resolve_augment`): the protocol's own: DC's choice for the dataset, ``"dc"`` for MNIST
   and ``"none"`` for every other (KIP's ``convnet-kip`` and ``fc``: ``"none"`` everywhere; FRePo's
-  ``convnet-frepo``: ``"dsa"`` everywhere, without flips on digits and Fashion-MNIST).
+  ``convnet-frepo``: ``"frepo"`` everywhere, without flips on digits and Fashion-MNIST).
 
 ``flip=False`` (digit datasets: a mirrored digit is another glyph) takes the flips out of
-``crop-flip`` and ``dsa``. Every source of randomness (init, order, augmentation) comes from
+``crop-flip``, ``dsa`` and ``frepo``. Every source of randomness (init, order, augmentation) comes from
 ``jax.random.key(seed, impl="rbg")``; a run is deterministic for a fixed seed
 (on a given backend).
 """
@@ -176,7 +178,7 @@ DC_PROTOCOL_MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
 """Models trained under DC's protocol, whose ``augment="auto"`` is DC's augmentation on MNIST."""
 
 
-AUTO_AUGMENT = {"convnet-frepo": "dsa"}
+AUTO_AUGMENT = {"convnet-frepo": "frepo"}
 """Models whose ``augment="auto"`` is their own protocol's augmentation on every dataset (FRePo's)."""
 
 
@@ -271,7 +273,7 @@ def training_targets(labels: Any, loss: str, *, temperature: float = DEFAULT_LAB
 
 
 def resolve_augment(augment: str | None, dataset_name: str | None, model: str = "convnet") -> tuple[str, bool]:
-    """``(augment, flip)`` for a dataset: ``"auto"``/None is the model's protocol: ``"dsa"`` for
+    """``(augment, flip)`` for a dataset: ``"auto"``/None is the model's protocol: ``"frepo"`` for
     ``convnet-frepo`` (:data:`AUTO_AUGMENT`), else DC's (``get_daparam``: ``"dc"`` on MNIST for the models of
     :data:`DC_PROTOCOL_MODELS`, ``"none"`` otherwise); flips are off for digit datasets (and for Fashion-MNIST
     under FRePo's protocol)."""

@@ -61,6 +61,7 @@ and unused).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -111,6 +112,19 @@ class FRePoSettings(DriverSettings):
         """The pool networks' depth for the run's images when not given."""
         depth = dc_depth_for(ctx.x_train.shape[1:3]) if self.net_depth is None else self.net_depth
         return dataclasses.replace(self, net_depth=depth)
+
+    @staticmethod
+    def checkpoint_bytes(options: Mapping[str, Any], image_shape: tuple[int, ...], num_classes: int) -> int:
+        """Bytes the pool adds to a checkpoint (``kdistill.runs`` counts them before a run starts): each
+        network's float32 parameters and its two Adam moments (184 MB at the defaults on MNIST)."""
+        depth = int(options.get("net_depth") or dc_depth_for(tuple(image_shape[:2])))
+        width = int(options.get("net_width") or 128)
+        if width * 2 ** (depth - 1) > MAX_WIDTH:
+            return 0  # a network the settings refuse (validate() says why), not a disk-space question
+        net = ConvNet(width=width, depth=depth, norm="none", widen=2)
+        shapes = jax.eval_shape(lambda k: net.init(k, tuple(image_shape), num_classes), jax.random.key(0))
+        weights = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
+        return 3 * 4 * weights * int(options.get("pool_size") or 10)
 
     def validate(self) -> None:
         super().validate()

@@ -7,11 +7,13 @@ NTK-parameterised random networks from :mod:`kdistill.nets.ntk`).
 
 from ._augment import AUGMENTS as AUGMENTS
 from ._augment import DSA_FAMILIES as DSA_FAMILIES
+from ._augment import FREPO_FAMILIES as FREPO_FAMILIES
 from ._augment import augment_batch as augment_batch
 from ._augment import crop_flip as crop_flip
 from ._augment import dc_augment as dc_augment
 from ._augment import dsa_augment as dsa_augment
 from ._augment import dsa_strategy as dsa_strategy
+from ._augment import frepo_augment as frepo_augment
 from ._conv import FORMULATIONS as FORMULATIONS
 from ._conv import conv3x3 as conv3x3
 from ._conv import default_formulation as default_formulation

@@ -1,5 +1,6 @@
 """Augmentations of image batches in JAX: DSA (differentiable Siamese augmentation), DC's
-crop/scale/rotate and the usual crop + flip (:data:`AUGMENTS`, :func:`augment_batch`).
+crop/scale/rotate, FRePo's evaluation augmentation (:func:`frepo_augment`) and the usual crop + flip
+(:data:`AUGMENTS`, :func:`augment_batch`).
 
 DSA (Zhao & Bilen, "Dataset Condensation with Differentiable Siamese
 Augmentation", ICML 2021, arXiv:2102.08259) augments the real and the synthetic
@@ -54,10 +55,10 @@ import jax.numpy as jnp
 
 from ..errors import InvalidInputError
 
-AUGMENTS = ("none", "dc", "crop-flip", "dsa")
+AUGMENTS = ("none", "dc", "crop-flip", "dsa", "frepo")
 """Augmentations of a training batch (:func:`augment_batch`), a fresh draw per image: none, DC's
 crop/scale/rotate (:func:`dc_augment`), a shift + flip (:func:`crop_flip`), DSA's families (:func:`dsa_augment`,
-``shared=False``)."""
+``shared=False``), FRePo's (:func:`frepo_augment`)."""
 
 DSA_FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
@@ -292,6 +293,117 @@ def dc_augment(key, x: jax.Array) -> jax.Array:
     return jax.vmap(warp)(x, mats, offsets)
 
 
+FREPO_FAMILIES: tuple[str, ...] = ("color", "crop", "rotate", "translate", "cutout")
+"""FRePo's evaluation augmentation (``color_crop_rotate_translate_cutout`` in its ``script/eval.py``; ``flip``
+is added in front for datasets that are flipped)."""
+
+
+def _warp_nearest(x: jax.Array, mats: jax.Array, shifts: jax.Array) -> jax.Array:
+    """Output pixel q of image b samples image b at ``mats[b] (q - centre) + centre + shifts[b]``, bilinearly,
+    a coordinate off the image taking the nearest border pixel's value."""
+    _, h, w, _ = x.shape
+    centre = jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], x.dtype)
+    rows, cols = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
+    rel = jnp.stack([rows.ravel(), cols.ravel()]).astype(x.dtype) - centre[:, None]  # (2, h*w)
+
+    def one(img, mat, shift):
+        where = mat @ rel + (centre + shift)[:, None]
+
+        def channel(plane):
+            return jax.scipy.ndimage.map_coordinates(plane, [where[0], where[1]], order=1,
+                                                     mode="nearest").reshape(h, w)
+
+        return jax.vmap(channel, in_axes=2, out_axes=2)(img)
+
+    return jax.vmap(one)(x, mats, shifts)
+
+
+def _log_uniform(key, shape, dtype, low: float, high: float) -> jax.Array:
+    return jnp.exp(jax.random.uniform(key, shape, dtype, math.log(low), math.log(high)))
+
+
+def _frepo_color(key, x: jax.Array) -> jax.Array:
+    n = x.shape[0]
+    k_bright, k_con, k_sat = jax.random.split(key, 3)
+    bright = jax.random.uniform(k_bright, (n, 1, 1, 1), x.dtype, -0.25, 0.25)
+    contrast = _log_uniform(k_con, (n, 1, 1, 1), x.dtype, math.exp(-0.25), math.exp(0.25))
+    saturation = _log_uniform(k_sat, (n, 1, 1, 1), x.dtype, math.exp(-0.25), math.exp(0.25))
+    x = x + bright
+    image_mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    x = (x - image_mean) * contrast + image_mean
+    pixel_mean = jnp.mean(x, axis=3, keepdims=True)
+    return (x - pixel_mean) * saturation + pixel_mean
+
+
+def _frepo_crop(key, x: jax.Array) -> jax.Array:
+    n, h, w, _ = x.shape
+    k_zoom, k_centre = jax.random.split(key)
+    zoom = _log_uniform(k_zoom, (n, 1), x.dtype, 0.8, 1.25)
+    limit = jnp.abs(zoom * jnp.asarray([h, w], x.dtype) - jnp.asarray([h, w], x.dtype)) / 2.0  # (n, 2)
+    centre = (2.0 * jax.random.uniform(k_centre, (n, 2), x.dtype) - 1.0) * limit
+    mats = jnp.eye(2, dtype=x.dtype)[None] / zoom[:, :, None]
+    return _warp_nearest(x, mats, centre / zoom)
+
+
+def _frepo_rotate(key, x: jax.Array) -> jax.Array:
+    n = x.shape[0]
+    angle = jax.random.uniform(key, (n,), x.dtype, -math.pi / 12.0, math.pi / 12.0)
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    mats = jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2)
+    return _warp_nearest(x, mats, jnp.zeros((n, 2), x.dtype))
+
+
+def _frepo_translate(key, x: jax.Array) -> jax.Array:
+    n, h, w, _ = x.shape
+    limit = jnp.asarray([h, w], x.dtype) * 0.125
+    shift = (2.0 * jax.random.uniform(key, (n, 2), x.dtype) - 1.0) * limit
+    return _warp_nearest(x, jnp.broadcast_to(jnp.eye(2, dtype=x.dtype), (n, 2, 2)), -shift)
+
+
+def _frepo_cutout(key, x: jax.Array) -> jax.Array:
+    n, h, w, _ = x.shape
+    sh, sw = max(h // 4, 1), max(w // 4, 1)
+    k_row, k_col = jax.random.split(key)
+    top = jax.random.randint(k_row, (n,), 0, h - sh + 1)
+    left = jax.random.randint(k_col, (n,), 0, w - sw + 1)
+    r, c = jnp.arange(h), jnp.arange(w)
+    rows = (r[None] >= top[:, None]) & (r[None] < top[:, None] + sh)
+    cols = (c[None] >= left[:, None]) & (c[None] < left[:, None] + sw)
+    return jnp.where((rows[:, :, None] & cols[:, None, :])[..., None], jnp.zeros((), x.dtype), x)
+
+
+def _frepo_flip(key, x: jax.Array) -> jax.Array:
+    return _flip(key, x, shared=False)
+
+
+_FREPO_FNS: dict[str, Callable[..., jax.Array]] = {
+    "color": _frepo_color, "crop": _frepo_crop, "rotate": _frepo_rotate, "translate": _frepo_translate,
+    "cutout": _frepo_cutout, "flip": _frepo_flip,
+}
+
+
+def frepo_augment(key, x: jax.Array, *, flip: bool = True) -> jax.Array:
+    """FRePo's evaluation augmentation of a batch ``x: (n, h, w, c)`` (its ``get_aug_by_name`` with the
+    strategy ``[flip_]color_crop_rotate_translate_cutout``, read from ``yongchaoz/FRePo`` at 43e028a): one
+    family per call, chosen uniformly, with parameters drawn per image; milder than DSA's:
+
+    - ``color``: brightness ``x + b``, ``b ~ U[-0.25, 0.25]``; contrast about the image's mean and saturation
+      about each pixel's channel mean, each a factor log-uniform on ``[e^-0.25, e^0.25]``, in that order;
+    - ``crop``: a zoom ``z`` log-uniform on ``[0.8, 1.25]`` about a centre offset ``u`` uniform within
+      ``|size (z - 1)| / 2`` per axis (output pixel q samples ``(q - centre + u) / z + centre``);
+    - ``rotate``: U[-15, 15] degrees about the centre;
+    - ``translate``: a shift uniform in ``[-size/8, size/8]`` per axis, in fractions of a pixel;
+    - ``cutout``: a ``size // 4`` square set to zero, wholly inside the image;
+    - ``flip`` (``flip=True`` only): mirrored with probability 0.5.
+
+    The warps are bilinear and take the nearest border pixel off the image (not zeros as DSA's do).
+    """
+    families = (("flip",) if flip else ()) + FREPO_FAMILIES
+    k_pick, k_params = jax.random.split(key)
+    which = jax.random.randint(k_pick, (), 0, len(families))
+    return jax.lax.switch(which, [_FREPO_FNS[f] for f in families], k_params, x)
+
+
 def augment_batch(augment: str, key, x: jax.Array, *, flip: bool = True) -> jax.Array:
     """``x: (n, h, w, c)`` under the augmentation ``augment`` (one of :data:`AUGMENTS`), a draw per image."""
     if augment == "none":
@@ -302,7 +414,10 @@ def augment_batch(augment: str, key, x: jax.Array, *, flip: bool = True) -> jax.
         return crop_flip(key, x, flip)
     if augment == "dsa":
         return dsa_augment(key, x, tuple(f for f in DSA_FAMILIES if flip or f != "flip"), shared=False)
+    if augment == "frepo":
+        return frepo_augment(key, x, flip=flip)
     raise InvalidInputError(f"unknown augmentation {augment!r}; valid: {', '.join(AUGMENTS)}")
 
 
-__all__ = ["AUGMENTS", "DSA_FAMILIES", "augment_batch", "crop_flip", "dc_augment", "dsa_augment", "dsa_strategy"]
+__all__ = ["AUGMENTS", "DSA_FAMILIES", "FREPO_FAMILIES", "augment_batch", "crop_flip", "dc_augment", "dsa_augment",
+           "dsa_strategy", "frepo_augment"]

@@ -267,7 +267,8 @@ def _disk_need(config: RunConfig, dataset: Dataset) -> int:
     of figures (``distilled.png``, ``init_vs_distilled.png`` and their copies in ``report.html``) and, for
     iterative methods, the checkpoint (images, two Adam moments and the best set, in up to 8-byte floats) twice
     while a new one replaces the old; with ZCA the whitening matrix and its inverse (d x d each, float32); the
-    history (about 64 bytes a step, three copies); a fixed part for the JSON files, the report's text and its
+    history (about 64 bytes a step, three copies); the state a method checkpoints besides the set (FRePo's
+    pool: 184 MB at its defaults on MNIST), twice; a fixed part for the JSON files, the report's text and its
     curves."""
     m = config.ipc * dataset.num_classes
     pixels = int(np.prod(dataset.image_shape))
@@ -276,7 +277,18 @@ def _disk_need(config: RunConfig, dataset: Dataset) -> int:
     zca = 8 * pixels * pixels if config.preprocess == "zca" else 0  # whitening and its inverse in distilled.npz
     steps = int(dict(config.options or {}).get("steps", 0) or 0) if iterative else 0
     history = 3 * 64 * steps  # history.json, and in the checkpoint twice while one replaces the other
-    return (128 if iterative else 32) * 1024 + m * per_image + zca + history
+    return (128 if iterative else 32) * 1024 + m * per_image + zca + history + 2 * _state_bytes(config, dataset)
+
+
+def _state_bytes(config: RunConfig, dataset: Dataset) -> int:
+    """Bytes an iterative method checkpoints besides the set (FRePo's pool of networks): its settings'
+    ``checkpoint_bytes(options, image_shape, num_classes)`` when it has one, the options' defaults filled in."""
+    method = get_method(config.method)
+    count = getattr(method.settings, "checkpoint_bytes", None)
+    if count is None:
+        return 0
+    options = {o.name: o.default for o in method.options} | dict(config.options or {})
+    return int(count(options, tuple(dataset.image_shape), dataset.num_classes))
 
 
 def run_to_dir(

@@ -1,0 +1,148 @@
+"""What transfers from a distilled set to a finite network, and what costs accuracy (issue 29).
+
+Each given set (a run folder holding ``distilled.npz``) is evaluated with ``kdistill evaluate --model ...``
+under variants of one protocol: the protocol as it is, without augmentation, MSE instead of cross-entropy,
+a softer label temperature. The set is copied (with its sidecar) to a scratch folder first, so the run
+folder's ``summary.json`` keeps its own evaluations. Rows merged into ``results/transfer_ablation.json``
+(keyed by set, model and variant; a row with the same key is replaced) and rendered to
+``transfer_ablation.md`` with the seconds, the load average before each evaluation and the machine.
+
+Usage:
+  .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/kip_mnist_1 runs/xarch/rfad_mnist_1 \\
+        [--model convnet] [--variants protocol no-aug mse mse-no-aug t1] [--seeds 3]
+  .venv/bin/python benchmarks/transfer_ablation.py render
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import kdistill_cli as _kdistill  # noqa: E402
+
+from kdistill._machine import machine_info  # noqa: E402
+
+VARIANTS = {
+    "protocol": [],
+    "no-aug": ["--augment", "none"],
+    "mse": ["--loss", "mse"],
+    "mse-no-aug": ["--loss", "mse", "--augment", "none"],
+    "xent": ["--loss", "xent"],
+    "xent-no-aug": ["--loss", "xent", "--augment", "none"],
+    "t1": ["--label-temperature", "1"],
+    "t1-no-aug": ["--label-temperature", "1", "--augment", "none"],
+}
+"""Variant name -> the ``kdistill evaluate`` flags added to ``--model M --seeds N``."""
+KEY = ("set", "model", "variant")
+
+
+def _set_name(run: Path) -> str:
+    """The set's name in the tables: its folder and the folder above (``--seeds`` runs are all ``seed-N``)."""
+    return f"{run.resolve().parent.name}/{run.resolve().name}"
+
+
+def _describe(run: Path) -> dict:
+    """Dataset, method, ipc and label kind of a run folder (from its run.json and the set itself)."""
+    doc = json.loads((run / "run.json").read_text())
+    with np.load(run / "distilled.npz", allow_pickle=False) as z:
+        labels = z["labels"]
+    k = labels.shape[1]
+    one_hot = np.allclose(labels, np.eye(k)[labels.argmax(1)]) or np.allclose(labels + 1.0 / k,
+                                                                            np.eye(k)[labels.argmax(1)])
+    cfg = doc.get("config", doc)
+    return {"dataset": doc.get("dataset"), "method": cfg.get("method", doc.get("method")),
+            "ipc": cfg.get("ipc", doc.get("ipc")), "labels": "fixed" if one_hot else "learned",
+            "m": int(labels.shape[0])}
+
+
+def run(args) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="kdistill-transfer-"))
+    try:
+        for run_dir in args.sets:
+            info = _describe(run_dir)
+            name = _set_name(run_dir)
+            target = scratch / name
+            target.mkdir(parents=True)
+            for f in ("distilled.npz", "distilled.json", "run.json"):  # run.json: its dataset and data folder
+                shutil.copy2(run_dir / f, target / f)
+            for variant in args.variants:
+                if "label-temperature" in VARIANTS[variant] and args.model in ("convnet-kip", "convnet-frepo"):
+                    print(f"{name} {args.model} {variant}: skipped (MSE protocol: no label temperature)")
+                    continue
+                load_before = [round(v, 2) for v in os.getloadavg()]
+                flags = ["--model", args.model, *VARIANTS[variant], "--seeds", str(args.seeds), "--json"]
+                seconds, stdout = _kdistill("evaluate", str(target / "distilled.npz"), *flags)
+                res = json.loads(stdout.strip().splitlines()[-1])
+                s = res["settings"]
+                row = {"set": name, **info, "model": args.model, "variant": variant,
+                       "command": f"kdistill evaluate {run_dir}/distilled.npz " + " ".join(flags[:-1]),
+                       "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
+                       "loss": s["loss"], "augment": s["augment"], "label_temperature": s["label_temperature"],
+                       "label_mode": res["label_mode"], "epochs": res["epochs"], "seconds": round(seconds, 1),
+                       "loadavg_before": load_before}
+                print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
+                      f"({row['label_mode']}, augment {s['augment']}, {seconds:.0f} s)", flush=True)
+                render(merged_rows("transfer_ablation", row, KEY))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def render(rows: list[dict] | None = None) -> None:
+    if rows is None:
+        path = RESULTS / "transfer_ablation.json"
+        rows = load_json(path).get("rows", []) if path.exists() else []
+    lines = ["# What transfers to a finite network (issue 29)", "",
+             "Finite-network test accuracy (mean ± std over the evaluation networks, %) of distilled sets under one "
+             "protocol and its variants: `protocol` as `kdistill evaluate --model M` runs it (DC's for `convnet`: "
+             "cross-entropy on the labels, learned labels as softmax(labels / 0.1), DC's crop/scale/rotate on "
+             "MNIST; FRePo's for `convnet-frepo`: MSE, FRePo's augmentation), `no-aug` (`--augment none`), `mse` "
+             "(`--loss mse`: MSE on the stored labels), `xent` (`--loss xent`), `t1` (`--label-temperature 1`). "
+             "Each row's command, seconds and load average are in transfer_ablation.json. Machine: "
+             f"{machine_info()['cpu']}, {machine_info()['cores']} cores.", ""]
+    for model in sorted({r["model"] for r in rows}):
+        sub = [r for r in rows if r["model"] == model]
+        variants = [v for v in VARIANTS if any(r["variant"] == v for r in sub)]
+        table = []
+        for name in sorted({r["set"] for r in sub}):
+            mine = {r["variant"]: r for r in sub if r["set"] == name}
+            first = next(iter(mine.values()))
+            table.append({"set": name, "dataset": first["dataset"], "method": first["method"], "ipc": first["ipc"],
+                          "labels": first["labels"],
+                          **{v: (f"{100 * mine[v]['mean']:.2f} ± {100 * mine[v]['std']:.2f}" if v in mine else "")
+                             for v in variants}})
+        lines += [f"## `--model {model}`", "",
+                  markdown_table(table, ["set", "dataset", "method", "ipc", "labels", *variants]), ""]
+    write_results("transfer_ablation", {"rows": rows}, "\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--sets", type=Path, nargs="+", required=True, help="run folders holding distilled.npz")
+    r.add_argument("--model", default="convnet")
+    r.add_argument("--variants", nargs="+", default=["protocol", "no-aug", "mse", "mse-no-aug"],
+                   choices=list(VARIANTS))
+    r.add_argument("--seeds", type=int, default=3)
+    sub.add_parser("render")
+    args = p.parse_args()
+    if args.cmd == "run":
+        for d in args.sets:
+            if not (d / "distilled.npz").exists() or not (d / "run.json").exists():
+                p.error(f"{d} is not a run folder with distilled.npz and run.json")
+        run(args)
+    else:
+        render()
+
+
+if __name__ == "__main__":
+    main()
