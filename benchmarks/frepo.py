@@ -139,7 +139,8 @@ def run(args) -> None:
         seeds.append(entry)
     row = {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "tag": args.tag,
            "extra": args.extra, "seeds": seeds, "krr": _mean_std([s["krr_accuracy"] for s in seeds]),
-           **{model: _mean_std([s[model]["mean"] for s in seeds]) for model in PROTOCOLS},
+           **{model: _mean_std([s[model]["mean"] for s in seeds]) for model in PROTOCOLS
+              if all(model in s for s in seeds)},  # (--protocols may leave one out)
            "machine": machine_info(), "versions": versions()}
     _merge(row, RUN_KEY)
 

@@ -145,8 +145,8 @@ def test_parameters_differ_between_images():
         assert len({out[i].tobytes() for i in range(6)}) >= 5  # two cutouts may share a place (1 in 484)
 
 
-def test_augment_batch_dispatches_and_is_deterministic():
+def test_augment_batch_dispatches_to_it():
     x = probe_batch(1)
-    a = np.asarray(augment_batch("frepo", jax.random.key(5), x, flip=False))
-    np.testing.assert_array_equal(a, np.asarray(_jaug(jax.random.key(5), x, flip=False)))
-    np.testing.assert_array_equal(a, np.asarray(augment_batch("frepo", jax.random.key(5), x, flip=False)))
+    batch = jax.jit(augment_batch, static_argnames=("augment", "flip"))
+    np.testing.assert_array_equal(np.asarray(batch("frepo", jax.random.key(5), x, flip=False)),
+                                  np.asarray(_jaug(jax.random.key(5), x, flip=False)))

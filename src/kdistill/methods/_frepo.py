@@ -43,10 +43,11 @@ augmentation           none while distilling, but  none (no flipped copies: left
 target images          shuffled training images    class-balanced batches (the driver's sampler)
 =====================  ==========================  ===========================================
 
-On MNIST at 1 image per class an hour of these defaults (5000 steps) gives a set that FRePo's ConvNet learns
-to 90.2% under FRePo's protocol without augmentation, 78.9% with this package's stand-in for FRePo's
-augmentation and 78.1% under DC's protocol (``benchmarks/results/frepo.md``; FRePo reports 93.0%, recalled
-and unconfirmed, after far more steps).
+On MNIST an hour of these defaults gives, at 1 image per class (5000 steps), a set that FRePo's ConvNet
+learns to 83.9% under FRePo's protocol (90.2% without its augmentation) and DC's ConvNet to 78.1% under DC's;
+at 10 images per class (1220 steps: each validation there trains for about 590 s, half of the hour), 98.0%
+under FRePo's protocol and 96.4% under DC's (``benchmarks/results/frepo.md``; FRePo reports 93.0% and 98.6%,
+recalled and unconfirmed, after far more steps).
 
 Validation (every 1000 steps, keeping the best set) trains the evaluation network (``convnet-frepo`` at the
 pool's width and depth) on the set for ``val_steps`` steps of Adam at a constant 3e-4 on batches of at most 500
