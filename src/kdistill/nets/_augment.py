@@ -138,24 +138,27 @@ def _cutout(key, x: jax.Array, shared: bool) -> jax.Array:
     return jnp.where(hole[..., None], jnp.zeros((), x.dtype), x)
 
 
-def _warp(x: jax.Array, mats: jax.Array) -> jax.Array:
-    """Output pixel q of image b samples image b at ``mats[b] (q - centre) + centre`` (bilinear, zeros outside)."""
+def _warp(x: jax.Array, mats: jax.Array, shifts: jax.Array | None = None, mode: str = "constant") -> jax.Array:
+    """Output pixel q of image b samples image b at ``mats[b] (q - centre) + centre (+ shifts[b])``, bilinearly;
+    off the image a sample is zero (``mode="constant"``, DSA's) or the nearest border pixel (``"nearest"``,
+    FRePo's)."""
     _, h, w, _ = x.shape
     centre = jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], x.dtype)
     rows, cols = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
     offsets = jnp.stack([rows.ravel(), cols.ravel()]).astype(x.dtype) - centre[:, None]  # (2, h*w)
+    if shifts is None:
+        shifts = jnp.zeros((x.shape[0], 2), x.dtype)
 
-    def one(img, mat):
-        where = mat @ offsets + centre[:, None]
+    def one(img, mat, shift):
+        where = mat @ offsets + (centre + shift)[:, None]
 
         def channel(plane):
-            sampled = jax.scipy.ndimage.map_coordinates(plane, [where[0], where[1]], order=1,
-                                                        mode="constant", cval=0.0)
+            sampled = jax.scipy.ndimage.map_coordinates(plane, [where[0], where[1]], order=1, mode=mode, cval=0.0)
             return sampled.reshape(h, w)
 
         return jax.vmap(channel, in_axes=2, out_axes=2)(img)
 
-    return jax.vmap(one)(x, mats)
+    return jax.vmap(one)(x, mats, shifts)
 
 
 def _scale(key, x: jax.Array, shared: bool) -> jax.Array:
@@ -298,26 +301,6 @@ FREPO_FAMILIES: tuple[str, ...] = ("color", "crop", "rotate", "translate", "cuto
 is added in front for datasets that are flipped)."""
 
 
-def _warp_nearest(x: jax.Array, mats: jax.Array, shifts: jax.Array) -> jax.Array:
-    """Output pixel q of image b samples image b at ``mats[b] (q - centre) + centre + shifts[b]``, bilinearly,
-    a coordinate off the image taking the nearest border pixel's value."""
-    _, h, w, _ = x.shape
-    centre = jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], x.dtype)
-    rows, cols = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-    rel = jnp.stack([rows.ravel(), cols.ravel()]).astype(x.dtype) - centre[:, None]  # (2, h*w)
-
-    def one(img, mat, shift):
-        where = mat @ rel + (centre + shift)[:, None]
-
-        def channel(plane):
-            return jax.scipy.ndimage.map_coordinates(plane, [where[0], where[1]], order=1,
-                                                     mode="nearest").reshape(h, w)
-
-        return jax.vmap(channel, in_axes=2, out_axes=2)(img)
-
-    return jax.vmap(one)(x, mats, shifts)
-
-
 def _log_uniform(key, shape, dtype, low: float, high: float) -> jax.Array:
     return jnp.exp(jax.random.uniform(key, shape, dtype, math.log(low), math.log(high)))
 
@@ -342,7 +325,7 @@ def _frepo_crop(key, x: jax.Array) -> jax.Array:
     limit = jnp.abs(zoom * jnp.asarray([h, w], x.dtype) - jnp.asarray([h, w], x.dtype)) / 2.0  # (n, 2)
     centre = (2.0 * jax.random.uniform(k_centre, (n, 2), x.dtype) - 1.0) * limit
     mats = jnp.eye(2, dtype=x.dtype)[None] / zoom[:, :, None]
-    return _warp_nearest(x, mats, centre / zoom)
+    return _warp(x, mats, centre / zoom, mode="nearest")
 
 
 def _frepo_rotate(key, x: jax.Array) -> jax.Array:
@@ -350,14 +333,14 @@ def _frepo_rotate(key, x: jax.Array) -> jax.Array:
     angle = jax.random.uniform(key, (n,), x.dtype, -math.pi / 12.0, math.pi / 12.0)
     cos, sin = jnp.cos(angle), jnp.sin(angle)
     mats = jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2)
-    return _warp_nearest(x, mats, jnp.zeros((n, 2), x.dtype))
+    return _warp(x, mats, mode="nearest")
 
 
 def _frepo_translate(key, x: jax.Array) -> jax.Array:
     n, h, w, _ = x.shape
     limit = jnp.asarray([h, w], x.dtype) * 0.125
     shift = (2.0 * jax.random.uniform(key, (n, 2), x.dtype) - 1.0) * limit
-    return _warp_nearest(x, jnp.broadcast_to(jnp.eye(2, dtype=x.dtype), (n, 2, 2)), -shift)
+    return _warp(x, jnp.broadcast_to(jnp.eye(2, dtype=x.dtype), (n, 2, 2)), -shift, mode="nearest")
 
 
 def _frepo_cutout(key, x: jax.Array) -> jax.Array:
