@@ -41,6 +41,7 @@ TINY = {
     "convnet": dict(width=8, depth=2, epochs=30, lr=0.2),
     "convnet-kip": dict(width=16, depth=2, epochs=100, lr=2.0),
     "convnet-frepo": dict(width=8, depth=2, epochs=60, lr=0.03, warmup=10, augment="none"),  # Adam, warm-up, cosine
+    "convnet-rfad": dict(width=8, depth=2, epochs=60, lr=1.0, val_every=0),  # centred, no validation here
     "fc": dict(width=32, epochs=30, lr=0.1),
     "mlp": dict(epochs=30, lr=0.1),
 }
@@ -70,7 +71,7 @@ def test_every_model_overfits_a_tiny_set_and_is_deterministic(model, tiny):
     s = finite_settings(model, **TINY[model])
     a = train(x, y, s, seed=1)
     assert a.losses.shape == (s.epochs,) and a.losses[-1] < a.losses[0]
-    assert accuracy(s.net, a.params, x, cls) == 1.0  # train accuracy 100%
+    assert a.accuracy(x, cls) == 1.0  # train accuracy 100%
     b = train(x, y, s, seed=1)
     for pa, pb in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(np.asarray(pa), np.asarray(pb))
@@ -96,7 +97,7 @@ def test_models_shapes_and_names():
     assert make_model("convnet-kip").width == 1024 and make_model("convnet").width == 128
     with pytest.raises(InvalidInputError, match="too small"):
         make_model("convnet", depth=4).init(key, (8, 8, 1), 10)
-    with pytest.raises(InvalidInputError, match="valid models: convnet, convnet-kip, convnet-frepo, mlp, fc, alexnet, vgg11, resnet18"):
+    with pytest.raises(InvalidInputError, match="valid models: convnet, convnet-kip, convnet-frepo, convnet-rfad, mlp, fc, alexnet, vgg11, resnet18"):
         make_model("resnet50")
     with pytest.raises(InvalidInputError, match="valid models"):
         finite_settings("resnet50")
@@ -305,7 +306,7 @@ def test_cli_evaluate_loss_and_label_temperature(run_dir):
 def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):
     f = str(run_dir / "distilled.npz")
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet50"))
-    assert "resnet50" in line and "convnet, convnet-kip, convnet-frepo, mlp, fc, alexnet, vgg11, resnet18" in line
+    assert "resnet50" in line and "convnet, convnet-kip, convnet-frepo, convnet-rfad, mlp, fc, alexnet, vgg11, resnet18" in line
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--seeds", "3"))
     assert "--model" in line
     line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))

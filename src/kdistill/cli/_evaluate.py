@@ -30,28 +30,35 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
                    "MNIST); convnet-kip (KIP's: width 1024, no norm, NTK parameterisation, MSE on the stored "
                    "labels, lr 0.5 cosine); convnet-frepo (FRePo's: 128/256/512 channels, no norm, MSE on the "
                    "stored labels, Adam lr 3e-4 with 500 warm-up steps then cosine, FRePo's steps by set size, FRePo's "
-                   "augmentation); fc (an MLP 2 x 256, DC's protocol with a cosine lr).")
+                   "augmentation); convnet-rfad (RFAD's: width 1024, no norm, trained centred on its initial "
+                   "output, full batch, SGD momentum 0.9 at a constant lr, MSE on the labels over RFAD's label scale, "
+                   "up to 20000 steps, the best of validations every 100 steps on 5000 held-out training images; "
+                   "lr, label scale and weight decay RFAD's for the dataset and set size); fc (an MLP 2 x 256, DC's "
+                   "protocol with a cosine lr).")
 @click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
 @click.option("--epochs", type=int, default=None,
               help="--model: epochs [default: 300; convnet-frepo: FRePo's steps by set size, 1000 for 10 images; "
-                   "its first 500 steps are the warm-up].")
+                   "its first 500 steps are the warm-up; convnet-rfad: 20000 steps at most].")
 @click.option("--width", type=int, default=None,
               help="--model: channels / hidden units; alexnet, vgg11 and resnet18 scale all layers from their first "
-                   "[default: convnet 128, convnet-kip 1024, convnet-frepo 128 (doubling per block), mlp 128, fc 256, "
+                   "[default: convnet 128, convnet-kip 1024, convnet-frepo 128 (doubling per block), convnet-rfad "
+                   "1024 (128 is the affordable stand-in on a CPU), mlp 128, fc 256, "
                    "alexnet 128, vgg11 64, resnet18 64].")
 @click.option("--lr", "lr", type=float, default=None,
-              help="--model: learning rate [default: convnet-kip 0.5, convnet-frepo 3e-4 (Adam), every other "
-                   "model 0.01].")
+              help="--model: learning rate [default: convnet-kip 0.5, convnet-frepo 3e-4 (Adam), convnet-rfad "
+                   "RFAD's for the dataset and set size (1e-3 or 1e-2 on MNIST), every other model 0.01].")
 @click.option("--augment", type=click.Choice(["auto", "none", "dc", "crop-flip", "dsa", "frepo"]), default=None,
               help="--model: augmentation while training: DC's crop/scale/rotate (dc), shift + flip (crop-flip), "
                    "DSA's six families (dsa), FRePo's milder five (frepo), or auto, each protocol's own: dc on MNIST "
-                   "for the models DC trains (all but convnet-kip, convnet-frepo and fc), frepo for convnet-frepo, "
+                   "for the models DC trains (all but convnet-kip, convnet-frepo, convnet-rfad and fc), frepo for "
+                   "convnet-frepo, "
                    "none elsewhere; digit "
                    "datasets are never flipped [default: auto].")
-@click.option("--loss", type=click.Choice(["xent", "mse"]), default=None,
+@click.option("--loss", type=click.Choice(["xent", "mse", "mse-mean"]), default=None,
               help="--model: the training loss: cross-entropy (learned labels as softmax(labels / "
-                   "--label-temperature)) or MSE on the stored labels [default: the protocol's: mse for "
-                   "convnet-kip and convnet-frepo, xent for the others].")
+                   "--label-temperature)), MSE on the stored labels (half the squared error summed over classes), "
+                   "or mse-mean (the mean over classes, PyTorch's MSELoss, RFAD's) [default: the protocol's: mse for "
+                   "convnet-kip and convnet-frepo, mse-mean for convnet-rfad, xent for the others].")
 @click.option("--label-temperature", type=float, default=None,
               help="--model with xent: T of softmax(labels / T) for learned (real-valued) labels [default: 0.1].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")

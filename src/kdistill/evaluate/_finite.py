@@ -31,6 +31,20 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
   A 60-minute FRePo set on MNIST at ipc 1 scores 83.9% with it, 90.2% without and 78.9% with DSA's
   stronger families (``"dsa"``, this protocol's stand-in before ``"frepo"`` existed;
   ``benchmarks/results/frepo.md``).
+- ``convnet-rfad`` (RFAD, arXiv:2210.12067, ``eval_distilled_set.py --run_finite --use_best_hypers`` and
+  ``training.py``'s ``train_network`` in its code, ``yolky/RFAD``): RFAD's ConvNet (width 1024, no
+  normalisation, He-normal initialisation), trained *centred*: the network's output minus that of its own
+  initial weights (``centering``), full-batch (batches of 513: every set up to 51 images per class), SGD with
+  momentum 0.9 at a constant lr, PyTorch's ``MSELoss`` (``"mse-mean"``: the mean over images and classes) between
+  the centred output divided by the label scale and the stored labels (RFAD's ``mean((f - f_0 - s y)^2) / s^2``),
+  weight decay towards the initial weights, at most 20000 steps, validation on 5000 held-out training images
+  every 100 steps, keeping the best network and stopping 500 steps after it (``val_every``, ``patience``).
+  lr, label scale and weight decay follow RFAD's ``get_best_finite_hypers`` for the dataset and images per class
+  (:func:`rfad_hypers`; RFAD adds ``wd * ||p - p_0||^2`` to the loss, which is ``weight_decay = 2 wd`` here).
+  Where this differs from RFAD's script: RFAD draws its 500 validation images per class with replacement, here
+  5000 distinct training images at random (seed 0); RFAD draws batches with replacement once a set exceeds
+  513 images, here epochs of batches of 513. Width 1024 costs about 60x the 128-wide network per image on a CPU;
+  ``--width 128`` is the affordable stand-in there.
 
 The networks are :mod:`kdistill.nets`'s (``kdistill.nets.MODELS`` describes each and its source) and so is
 the training: optax's ``chain(add_decayed_weights(wd), sgd(lr, momentum))``, which is PyTorch's ``SGD`` (no
@@ -89,6 +103,7 @@ import numpy as np
 
 from .. import io
 from .. import nets
+from .._progress import track
 from ..data import Dataset
 from ..errors import InvalidInputError
 from ..nets import AUGMENTS, LOSSES, make_model, predict
@@ -109,6 +124,8 @@ __all__ = [
     "finite_accuracy",
     "finite_evaluate_file",
     "frepo_steps",
+    "rfad_hypers",
+    "validation_split",
     "resolve_epochs",
 ]
 
@@ -133,6 +150,12 @@ class FiniteSettings:
       flip: whether the augmentation may flip images (False for digits).
       label_temperature: T of ``softmax(labels / T)`` for real-valued labels under
         cross-entropy (see the module docstring).
+      centering: train and predict with the network's output minus that of its initial weights, and decay the
+        weights towards those initial weights rather than towards zero (RFAD).
+      label_scale: the network's (centred) output is divided by this before the loss (RFAD: 2 to 16).
+      steps: optimiser steps when ``epochs`` is None (None: FRePo's by set size, :func:`frepo_steps`).
+      val_every, patience: validate on held-out images every ``val_every`` steps (0: never) and from step 0,
+        keep the best network and stop once ``patience`` steps have passed without a better one (0: never).
     """
 
     model: str
@@ -151,6 +174,11 @@ class FiniteSettings:
     optimizer: str = "sgd"
     warmup: int = 0
     lr_floor: float = 0.0
+    centering: bool = False
+    label_scale: float = 1.0
+    steps: int | None = None
+    val_every: int = 0
+    patience: int = 0
 
     @property
     def net(self):
@@ -169,6 +197,9 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
                batch_size=256),
     "convnet-frepo": dict(loss="mse", lr=3e-4, momentum=0.9, weight_decay=0.0, schedule="cosine", epochs=None,
                           batch_size=500, optimizer="adam", warmup=500, lr_floor=0.01),
+    "convnet-rfad": dict(loss="mse-mean", lr=1e-3, momentum=0.9, weight_decay=2e-3, schedule="constant",
+                         epochs=None, steps=20_000, batch_size=513, centering=True, label_scale=8.0, val_every=100,
+                         patience=500),  # lr, label scale and decay: MNIST at 1 image per class (rfad_hypers)
     **{name: dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", epochs=300,
                   batch_size=256) for name in ("mlp", "alexnet", "vgg11", "resnet18")},  # DC's, as convnet's
 }
@@ -180,6 +211,26 @@ DC_PROTOCOL_MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
 
 AUTO_AUGMENT = {"convnet-frepo": "frepo"}
 """Models whose ``augment="auto"`` is their own protocol's augmentation on every dataset (FRePo's)."""
+
+
+_RFAD_HYPERS = {  # (lr, label scale, RFAD's wd) by dataset and images per class: get_best_finite_hypers
+    "mnist": {1: (1e-3, 8.0, 1e-3), 10: (1e-2, 8.0, 1e-3), 50: (1e-2, 8.0, 0.0)},
+    "fashion_mnist": {1: (1e-3, 8.0, 0.0), 10: (1e-2, 8.0, 1e-3), 50: (1e-3, 2.0, 0.0)},
+    "svhn": {1: (1e-3, 16.0, 0.0), 10: (1e-2, 8.0, 0.0), 50: (1e-2, 2.0, 0.0)},
+    "cifar10": {1: (1e-3, 8.0, 0.0), 10: (1e-3, 2.0, 0.0), 50: (1e-2, 2.0, 0.0)},
+    "cifar100": {1: (1e-1, 8.0, 0.0), 10: (1e-1, 2.0, 0.0)},
+}
+
+
+def rfad_hypers(dataset_name: str | None, ipc: float) -> dict[str, Any]:
+    """RFAD's finite-network ``lr``, ``label_scale`` and ``weight_decay`` (as this package counts it: twice
+    RFAD's ``wd``) for a set of ``ipc`` images per class of ``dataset_name`` (``get_best_finite_hypers`` of
+    RFAD's ``utils.py``, with label scaling, no instance norm). RFAD tuned 1, 10 and 50 images per class; other
+    sizes take the nearest of those on a log scale, and datasets RFAD did not tune take CIFAR-10's values."""
+    table = _RFAD_HYPERS.get((dataset_name or "").lower(), _RFAD_HYPERS["cifar10"])
+    near = min(table, key=lambda n: (abs(math.log(max(float(ipc), 1e-9) / n)), n))
+    lr, scale, wd = table[near]
+    return {"lr": lr, "label_scale": scale, "weight_decay": 2.0 * wd}
 
 
 def frepo_steps(m: int) -> int:
@@ -225,13 +276,18 @@ def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
         raise InvalidInputError(f"warmup must be an integer number of steps in 0 .. 1000000, got {s.warmup!r}")
     if isinstance(s.lr_floor, bool) or not isinstance(s.lr_floor, (int, float)) or not 0 <= s.lr_floor <= 1:
         raise InvalidInputError(f"lr_floor must be a fraction in [0, 1], got {s.lr_floor!r}")
-    for name, top in (("epochs", 100_000), ("batch_size", 2**20)):
+    for name, top in (("epochs", 100_000), ("batch_size", 2**20), ("steps", 10**7), ("val_every", 10**7),
+                      ("patience", 10**7)):
         v = getattr(s, name)
-        if name == "epochs" and v is None:
+        if name in ("epochs", "steps") and v is None:
+            continue
+        if name in ("val_every", "patience") and v == 0:
             continue
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
             raise InvalidInputError(f"{name} must be an integer in 1 .. {top}, got {v!r}")
-    for name in ("lr", "label_temperature"):
+    if not isinstance(s.centering, bool):
+        raise InvalidInputError(f"centering must be True or False, got {s.centering!r}")
+    for name in ("lr", "label_temperature", "label_scale"):
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v <= 100):
             raise InvalidInputError(f"{name} must be a number > 0 and <= 100, got {v!r}")
@@ -245,13 +301,13 @@ def training_targets(labels: Any, loss: str, *, temperature: float = DEFAULT_LAB
     """The per-image training targets for ``loss`` and a short description of how they were made.
 
     labels: (m, k) as stored. Returns ``(targets (m, k) float32, mode)``: for
-    ``"mse"`` the labels unchanged; for ``"xent"`` a probability row per image
+    ``"mse"`` and ``"mse-mean"`` the labels unchanged; for ``"xent"`` a probability row per image
     (rules in the module docstring).
     """
     y = np.asarray(labels, dtype=np.float32)
     if y.ndim != 2 or y.shape[1] < 1:
         raise InvalidInputError(f"labels must be (m, k), got shape {y.shape}")
-    if loss == "mse":
+    if loss in ("mse", "mse-mean"):
         return y, "stored labels (MSE)"
     if loss != "xent":
         raise InvalidInputError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
@@ -316,48 +372,105 @@ def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resolve_epochs(s: FiniteSettings, m: int) -> FiniteSettings:
-    """``s`` with ``epochs`` None replaced by the epochs that make :func:`frepo_steps` ``(m)`` steps."""
+    """``s`` with ``epochs`` None replaced by the epochs that make ``s.steps`` steps, or :func:`frepo_steps`
+    ``(m)`` without them."""
     if s.epochs is not None:
         return s
     per_epoch = -(-m // min(s.batch_size, m))
-    return dataclasses.replace(s, epochs=-(-frepo_steps(m) // per_epoch))
+    steps = frepo_steps(m) if s.steps is None else s.steps
+    return dataclasses.replace(s, epochs=-(-steps // per_epoch))
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """A trained network: ``params`` for ``settings.net.apply``, the mean training loss per epoch,
-    and how the labels were turned into targets."""
+    """A trained network: ``params`` for ``settings.net.apply`` (centred on ``anchor``, its initial weights,
+    when ``settings.centering``), the mean training loss per epoch run, how the labels were turned into
+    targets, and with validation the step of the network kept (``best_step``), its held-out accuracy and the
+    steps run before stopping."""
 
     params: Any
     settings: FiniteSettings
     losses: np.ndarray
     label_mode: str
+    anchor: Any = None
+    best_step: int | None = None
+    val_accuracy: float | None = None
+    steps_run: int | None = None
+
+    def accuracy(self, x, y) -> float:
+        """Test accuracy of this network on ``x: (n, h, w, c)``, ``y: (n,)`` ints."""
+        return accuracy(self.settings.net, self.params, x, y, anchor=self.anchor)
+
+
+def _host_copy(tree):
+    return jax.tree.map(np.array, jax.device_get(tree))
 
 
 def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool = False,
-          description: str = "") -> TrainResult:
-    """Train ``settings.net`` on ``images: (m, h, w, c)`` with ``labels: (m, k)`` from ``jax.random.key(seed)``."""
+          description: str = "", x_val=None, y_val=None) -> TrainResult:
+    """Train ``settings.net`` on ``images: (m, h, w, c)`` with ``labels: (m, k)`` from ``jax.random.key(seed)``.
+
+    With ``settings.val_every`` the held-out ``x_val: (n, h, w, c)``, ``y_val: (n,)`` ints (in the images'
+    space) are scored at step 0 and every ``val_every`` steps (rounded to whole epochs), and the best network is
+    returned (ties keep the earlier); training stops ``patience`` steps after the best.
+    """
     x, y = _check_data(images, labels)
     settings = resolve_epochs(settings, x.shape[0])
+    validating = bool(settings.val_every)
+    if validating:
+        if x_val is None or y_val is None:
+            raise InvalidInputError(f"{settings.model}'s protocol validates on held-out images every "
+                                    f"{settings.val_every} steps: pass x_val and y_val, or val_every=0")
+        x_val = _check_test(x_val, y_val, x.shape[1:], y.shape[1])
     t, mode = training_targets(y, settings.loss, temperature=settings.label_temperature)
     net = settings.net
     key_init, key_train = jax.random.split(nets.seed_key(seed))
     params = nets.init_params(key_init, tuple(x.shape[1:]), y.shape[1], net=net)
+    # the initial weights, kept apart: the training steps donate (overwrite) the buffers of ``params``
+    anchor = jax.tree.map(jnp.copy, params) if settings.centering else None
     state = nets.init_optimizer(settings.optimizer, params, learning_rate=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
-    params, _, losses = nets.run_epochs(
-        params, state, jnp.asarray(x), jnp.asarray(t), key=key_train, epochs=settings.epochs,
-        batch=settings.batch_size, net=net, loss=settings.loss,
-        lr_at=lambda step, per_epoch: learning_rate(settings, step, per_epoch), augment=settings.augment,
-        flip=settings.flip, opt=settings.optimizer, progress=progress,
-        description=description or f"{settings.model} epochs")
-    return TrainResult(params, settings, losses, mode)
+                                weight_decay=0.0 if settings.centering else settings.weight_decay)
+    m = x.shape[0]
+    per_epoch = -(-m // min(settings.batch_size, m))
+    chunk = max(1, round(settings.val_every / per_epoch)) if validating else settings.epochs
+    common = dict(key=key_train, batch=settings.batch_size, net=net, loss=settings.loss,
+                  lr_at=lambda step, steps: learning_rate(settings, step, steps), augment=settings.augment,
+                  flip=settings.flip, opt=settings.optimizer, anchor=anchor, scale=1.0 / settings.label_scale,
+                  anchor_decay=settings.weight_decay)
+    xj, tj = jnp.asarray(x), jnp.asarray(t)
+    if not validating:
+        params, _, losses = nets.run_epochs(params, state, xj, tj, epochs=settings.epochs, progress=progress,
+                                            description=description or f"{settings.model} epochs", **common)
+        return TrainResult(params, settings, losses, mode, anchor=anchor, steps_run=settings.epochs * per_epoch)
+    val_base = predict(net, anchor, x_val) if anchor is not None else 0.0  # the anchor's logits, once
+
+    def score(p) -> float:
+        return float(np.mean((predict(net, p, x_val) - val_base).argmax(axis=1) == np.asarray(y_val)))
+
+    best = {"acc": score(params), "epoch": 0, "params": _host_copy(params)}
+    losses, done = [], 0
+    pieces = range(-(-settings.epochs // chunk))
+    for _ in track(pieces, total=len(pieces), description=description or f"{settings.model} (validating)",
+                   enabled=progress):
+        n = min(chunk, settings.epochs - done)
+        params, state, part = nets.run_epochs(params, state, xj, tj, epochs=n, first_epoch=done, **common)
+        losses.append(part)
+        done += n
+        acc = score(params)
+        if acc > best["acc"]:
+            best = {"acc": acc, "epoch": done, "params": _host_copy(params)}
+        elif settings.patience and (done - best["epoch"]) * per_epoch >= settings.patience:
+            break
+    return TrainResult(jax.tree.map(jnp.asarray, best["params"]), settings, np.concatenate(losses), mode,
+                       anchor=anchor, best_step=best["epoch"] * per_epoch, val_accuracy=best["acc"],
+                       steps_run=done * per_epoch)
 
 
-def accuracy(net, params, x, y) -> float:
-    """Fraction of ``x: (n, h, w, c)`` whose argmax logit equals ``y: (n,)`` ints."""
+def accuracy(net, params, x, y, *, anchor=None) -> float:
+    """Fraction of ``x: (n, h, w, c)`` whose argmax logit (centred on ``anchor``'s, if given) equals
+    ``y: (n,)`` ints."""
     y = np.asarray(y)
-    return float(np.mean(predict(net, params, x).argmax(axis=1) == y))
+    return float(np.mean(predict(net, params, x, anchor).argmax(axis=1) == y))
 
 
 def _check_test(x_test, y_test, image_shape, k) -> np.ndarray:
@@ -386,7 +499,8 @@ def train_and_evaluate(images, labels, x_test, y_test, *, model: str = "convnet"
 
 
 def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", seeds: int = 5,
-                    epochs: int | None = None, progress: bool = False, **overrides: Any) -> dict:
+                    epochs: int | None = None, progress: bool = False, x_val=None, y_val=None,
+                    **overrides: Any) -> dict:
     """Train ``model`` with seeds ``0 .. seeds-1`` and summarise the test accuracies.
 
     Returns a JSON-able dict: ``mean``, ``std`` (population std over seeds, as DC
@@ -394,18 +508,21 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
     clock of training + testing, the first seed including compilation),
     ``seconds``, ``label_mode``, ``final_losses`` (mean training loss of the last
     epoch per seed; ``None`` where it became NaN/inf), ``diverged_seeds`` (those
-    seeds: lower the lr) and the full ``settings``.
+    seeds: lower the lr) and the full ``settings``; for a protocol that validates (``x_val``, ``y_val``:
+    held-out images in the images' space), ``best_steps``, ``steps_run`` and ``val_accuracies`` per seed.
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise InvalidInputError(f"seeds must be an integer >= 1, got {seeds!r}")
     x, y = _check_data(images, labels)
     s = resolve_epochs(finite_settings(model, epochs=epochs, **overrides), x.shape[0])
     x_test = _check_test(x_test, y_test, x.shape[1:], y.shape[1])
-    accs, secs, final, mode = [], [], [], ""
+    accs, secs, final, mode, runs = [], [], [], "", []
     for seed in range(seeds):
         t0 = time.perf_counter()
-        res = train(x, y, s, seed=seed, progress=progress, description=f"{model} seed {seed + 1}/{seeds}")
-        accs.append(accuracy(s.net, res.params, x_test, y_test))
+        res = train(x, y, s, seed=seed, progress=progress, description=f"{model} seed {seed + 1}/{seeds}",
+                    x_val=x_val, y_val=y_val)
+        runs.append(res)
+        accs.append(res.accuracy(x_test, y_test))
         secs.append(time.perf_counter() - t0)
         last = float(res.losses[-1])
         final.append(last if math.isfinite(last) else None)
@@ -413,6 +530,9 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         if progress:  # one line per seed stays in the scrollback and in logs, whatever the bar did
             print(f"{model} seed {seed + 1}/{seeds}: test accuracy {100 * accs[-1]:.2f}% in {secs[-1]:.1f} s "
                   f"(final loss {last:.4g})", file=sys.stderr, flush=True)
+    validated = {} if not s.val_every else {
+        "best_steps": [r.best_step for r in runs], "steps_run": [r.steps_run for r in runs],
+        "val_accuracies": [r.val_accuracy for r in runs], "n_val": int(np.asarray(x_val).shape[0])}
     return {
         "model": model,
         "mean": float(np.mean(accs)),
@@ -428,7 +548,18 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         "final_losses": final,
         "diverged_seeds": [i for i, v in enumerate(final) if v is None],
         "settings": s.as_dict(),
+        **validated,
     }
+
+
+def validation_split(dataset: Dataset, size: int = 5000, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, labels)`` of ``size`` distinct random training images of ``dataset`` (at most a fifth of
+    them): the held-out images of protocols that validate while training (``convnet-rfad``)."""
+    from ..krr import effective_val_size, held_out_indices
+
+    n = int(dataset.x_train.shape[0])
+    idx = held_out_indices(n, effective_val_size(size, n), seed=seed)
+    return idx, np.asarray(dataset.y_train)[idx]
 
 
 def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "convnet", seeds: int = 5,
@@ -441,9 +572,18 @@ def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "co
     the model's protocol for the dataset (:func:`resolve_augment`).
     """
     augment, flip = resolve_augment(augment, dataset.name, model)
-    finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
+    s = finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
     ds = io.load(path)
     prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)
+    tuned = {}
+    if model == "convnet-rfad":  # RFAD's settings for this dataset and set size, unless given
+        m, k = np.asarray(ds.labels).shape
+        tuned = {k_: v for k_, v in rfad_hypers(dataset.name, m / max(k, 1)).items() if overrides.get(k_) is None}
+    val = {}
+    if s.val_every:
+        idx, y_val = validation_split(dataset)
+        val = {"x_val": prep.apply(dataset.x_train[idx]), "y_val": y_val}
     res = finite_accuracy(ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, model=model,
-                          seeds=seeds, epochs=epochs, augment=augment, flip=flip, progress=progress, **overrides)
+                          seeds=seeds, epochs=epochs, augment=augment, flip=flip, progress=progress,
+                          **val, **{**overrides, **tuned})
     return {"file": str(path), "dataset": dataset.name, "preprocess": prep.kind, **res}

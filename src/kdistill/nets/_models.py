@@ -26,6 +26,9 @@ The named models (:data:`MODELS`, built by :func:`make_model`); "DC's" means the
   ``depth`` blocks of [Conv3x3 -> ReLU -> AvgPool 2x2] with 128, 256, 512 channels (``widen=2``), no
   normalisation, a linear head. Two differences from FRePo's Flax code: PyTorch-style initialisation (FRePo:
   LeCun normal weights, zero biases) and a first-layer padding of 1 on 1-channel images (FRePo pads by 3).
+- ``convnet-rfad``: RFAD's evaluation ConvNet (``ConvNet`` in ``models.py`` of RFAD's code, ``yolky/RFAD``, with
+  ``net_norm='none'``): ``depth`` blocks of [Conv3x3 (padding 1) -> ReLU -> AvgPool 2x2] of constant width
+  1024, a linear head; standard parameterisation with He-normal initialisation (``parameterization="he"``).
 - ``mlp``: DC's MLP: Flatten -> Dense(128) -> ReLU -> Dense(128) -> ReLU -> Dense(k).
 - ``fc``: the same MLP shape with width 256 (this package's earlier default).
 - ``alexnet``: DC's AlexNet (no dropout, no local response norm): Conv5x5(128, padding 4 for 1 channel, 2
@@ -53,7 +56,7 @@ import jax.numpy as jnp
 
 from ..errors import InvalidInputError
 from ._layers import (F32, avg_pool, conv, conv_init, dense, dense_init, group_norm, instance_norm, layer_norm,
-                      max_pool, norm_init)
+                      max_pool, norm_init, uniform)
 
 __all__ = ["MODELS", "AlexNet", "ConvNet", "MLP", "ResNet18", "VGG11", "make_model"]
 
@@ -61,6 +64,7 @@ Params = Any  # a pytree of float32 arrays
 
 NORMS = ("instance", "group", "layer", "none")
 POOLINGS = ("avg", "max", "none")
+PARAMETERIZATIONS = ("standard", "ntk", "he")
 
 
 def _image_shape(input_shape, name: str) -> tuple[int, int, int]:
@@ -82,7 +86,9 @@ class ConvNet:
       depth: number of blocks; with pooling, images need ``min(h, w) >= 2**depth``.
       norm: one of :data:`NORMS`: ``"instance"`` (DC), ``"group"`` (4 groups), ``"layer"`` or ``"none"`` (KIP).
       pooling: one of :data:`POOLINGS`: ``"avg"`` (DC, KIP), ``"max"`` or ``"none"``.
-      parameterization: ``"standard"`` (PyTorch-style uniform init) or ``"ntk"``.
+      parameterization: ``"standard"`` (PyTorch-style uniform init), ``"ntk"`` or ``"he"`` (standard
+        parameterisation, He-normal weights ``N(0, 2 / fan_in)``, conv biases ``N(0, 0.1^2)`` and PyTorch's
+        uniform dense bias: RFAD's ``Conv2d_gaussian`` and ``GaussianLinear``).
       stem: an extra Conv3x3 -> ReLU before the blocks (KIP's ConvNet).
       w_std, b_std: NTK parameterisation scales (ignored for ``"standard"``).
       widen: block ``i`` has ``width * widen**i`` channels (1: DC's and KIP's constant width; 2: FRePo's and
@@ -108,6 +114,9 @@ class ConvNet:
             raise InvalidInputError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}{hint}")
         if self.pooling not in POOLINGS:
             raise InvalidInputError(f"unknown pooling {self.pooling!r}; valid: {', '.join(POOLINGS)}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise InvalidInputError(f"unknown parameterization {self.parameterization!r}; valid: "
+                                    f"{', '.join(PARAMETERIZATIONS)}")
         if self.norm == "group" and self.width % 4:
             raise InvalidInputError(f"group norm uses 4 groups: the width must be a multiple of 4, got {self.width}")
 
@@ -126,6 +135,13 @@ class ConvNet:
             kw, kb = jax.random.split(key)
             shape = (3, 3, d_in, d_out) if k else (d_in, d_out)
             return {"w": jax.random.normal(kw, shape, F32), "b": jax.random.normal(kb, (d_out,), F32)}
+        if self.parameterization == "he":
+            kw, kb = jax.random.split(key)
+            fan_in = 9 * d_in if k else d_in
+            shape = (3, 3, d_in, d_out) if k else (d_in, d_out)
+            w = jax.random.normal(kw, shape, F32) * jnp.asarray(math.sqrt(2.0 / fan_in), F32)
+            b = 0.1 * jax.random.normal(kb, (d_out,), F32) if k else uniform(kb, (d_out,), fan_in)
+            return {"w": w, "b": b}
         return conv_init(key, 3, d_in, d_out) if k else dense_init(key, d_in, d_out)
 
     def _affine(self, layer: dict, y: jax.Array, fan_in: int) -> jax.Array:
@@ -334,6 +350,7 @@ MODELS: dict[str, Model] = {
     "convnet": ConvNet(width=128, depth=3, norm="instance", parameterization="standard"),
     "convnet-kip": ConvNet(width=1024, depth=3, norm="none", parameterization="ntk", stem=True),
     "convnet-frepo": ConvNet(width=128, depth=3, norm="none", widen=2),
+    "convnet-rfad": ConvNet(width=1024, depth=3, norm="none", parameterization="he"),
     "mlp": MLP(width=128, depth=2),
     "fc": MLP(width=256, depth=2),
     "alexnet": AlexNet(),

@@ -33,9 +33,9 @@ from ..errors import InvalidInputError
 from ._augment import augment_batch
 
 __all__ = ["LOSSES", "OPTIMIZERS", "epoch_plan", "init_optimizer", "init_params", "loss_value", "momentum_step",
-           "optimizer", "predict", "run_epochs", "seed_key", "train_step"]
+           "optimizer", "outputs", "predict", "run_epochs", "seed_key", "train_step"]
 
-LOSSES = ("xent", "mse")
+LOSSES = ("xent", "mse", "mse-mean")
 OPTIMIZERS = ("sgd", "adam")
 _ACTIVATION_BUDGET = 2**26  # floats per activation when predicting in chunks (256 MiB)
 
@@ -84,12 +84,24 @@ def init_params(key, input_shape, num_classes, *, net):
     return net.init(key, input_shape, num_classes)
 
 
-def loss_value(params, net, loss: str, x, t, mask) -> jax.Array:
-    """The mean over the rows with ``mask`` 1 of ``0.5 ||f(x) - t||^2`` (``"mse"``) or ``-sum_c t_c log
-    softmax(f(x))_c`` (``"xent"``, ``t`` probability rows)."""
+def outputs(params, net, x, anchor=None, scale=1.0) -> jax.Array:
+    """``scale * (f(x; params) - f(x; anchor))``: the network's logits, centred on those of the ``anchor``
+    parameters (its initial ones: RFAD's ``centering``) when one is given; gradients reach ``params`` only."""
     out = net.apply(params, x)
+    if anchor is not None:
+        out = out - jax.lax.stop_gradient(net.apply(anchor, x))
+    return out * scale
+
+
+def loss_value(params, net, loss: str, x, t, mask, anchor=None, scale=1.0) -> jax.Array:
+    """The mean over the rows with ``mask`` 1 of ``0.5 ||f(x) - t||^2`` (``"mse"``), ``mean_c (f(x)_c - t_c)^2``
+    (``"mse-mean"``: PyTorch's ``MSELoss``, RFAD's) or ``-sum_c t_c log softmax(f(x))_c`` (``"xent"``, ``t``
+    probability rows), where ``f`` is :func:`outputs` (``anchor``, ``scale``)."""
+    out = outputs(params, net, x, anchor, scale)
     if loss == "mse":
         per = 0.5 * jnp.sum(jnp.square(out - t), axis=-1)
+    elif loss == "mse-mean":
+        per = jnp.mean(jnp.square(out - t), axis=-1)
     else:
         per = -jnp.sum(t * jax.nn.log_softmax(out, axis=-1), axis=-1)
     return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -108,12 +120,16 @@ def epoch_plan(key, epoch, *, m: int, batch: int):
 
 
 @functools.partial(jax.jit, static_argnames=("net", "loss", "augment", "flip", "opt"), donate_argnums=(0, 1))
-def train_step(params, opt_state, x, t, idx, mask, key, lr, *, net, loss: str, augment: str = "none",
-               flip: bool = True, opt: str = "sgd"):
+def train_step(params, opt_state, x, t, idx, mask, key, lr, anchor=None, scale=1.0, anchor_decay=0.0, *, net,
+               loss: str, augment: str = "none", flip: bool = True, opt: str = "sgd"):
     """One optimiser step on the batch ``x[idx]`` (augmented with ``key``) against targets ``t[idx]`` at
-    learning rate ``lr`` (a traced scalar). Returns ``(params, opt_state, loss)``."""
+    learning rate ``lr`` (a traced scalar). With an ``anchor`` (parameters like ``params``) the outputs are
+    centred on it (:func:`outputs`) and ``anchor_decay * (params - anchor)`` joins the gradient: weight decay
+    towards the anchor rather than towards zero. Returns ``(params, opt_state, loss)``."""
     xb = augment_batch(augment, key, x[idx], flip=flip)
-    value, grads = jax.value_and_grad(loss_value)(params, net, loss, xb, t[idx], mask)
+    value, grads = jax.value_and_grad(loss_value)(params, net, loss, xb, t[idx], mask, anchor, scale)
+    if anchor is not None:
+        grads = jax.tree.map(lambda g, p, a: g + anchor_decay * (p - a), grads, params, anchor)
     opt_state = _with_hyper(opt_state, learning_rate=lr)
     updates, opt_state = optimizer(opt).update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
@@ -131,28 +147,35 @@ def momentum_step(params, trace, grads, lr, momentum):
 
 def run_epochs(params, opt_state, x, t, *, key, epochs: int, batch: int, net, loss: str,
                lr_at: Callable[[int, int], float] | None = None, augment: str = "none", flip: bool = True,
-               opt: str = "sgd", progress: bool = False, description: str = "") -> tuple[Any, Any, np.ndarray]:
+               opt: str = "sgd", progress: bool = False, description: str = "", first_epoch: int = 0,
+               anchor=None, scale: float = 1.0, anchor_decay: float = 0.0) -> tuple[Any, Any, np.ndarray]:
     """Train ``params`` of ``net`` for ``epochs`` epochs on ``x: (m, h, w, c)`` with targets ``t: (m, k)``.
 
     ``batch``: images per step (``min(batch, m)`` is used). ``lr_at(step, steps_per_epoch)``: the learning
     rate of each step (0-based over the whole run); None keeps the state's. Epoch ``e``'s order and
-    augmentation come from ``fold_in(key, e)``. Returns ``(params, opt_state, mean loss per epoch)``.
+    augmentation come from ``fold_in(key, e)``; the epochs run are ``first_epoch .. first_epoch + epochs - 1``
+    (a run continued in pieces draws what one uninterrupted run would). ``anchor``, ``scale``,
+    ``anchor_decay``: see :func:`train_step`. Returns ``(params, opt_state, mean loss per epoch)``.
     """
     m = int(x.shape[0])
     b = min(int(batch), m)
     steps = -(-m // b)
     losses = np.zeros(epochs, np.float32)
     fixed = None if lr_at is not None else float(opt_state.hyperparams["learning_rate"])
-    for epoch in track(range(epochs), total=epochs, description=description or "epochs", enabled=progress):
+    extra = {} if anchor is None else {"anchor": anchor, "anchor_decay": jnp.asarray(anchor_decay, jnp.float32)}
+    if scale != 1.0:
+        extra["scale"] = jnp.asarray(scale, jnp.float32)
+    for n in track(range(epochs), total=epochs, description=description or "epochs", enabled=progress):
+        epoch = first_epoch + n
         idx, mask, keys = epoch_plan(key, epoch, m=m, batch=b)
         values = []
         for i in range(steps):
             lr = fixed if lr_at is None else lr_at(epoch * steps + i, steps)
             params, opt_state, v = train_step(params, opt_state, x, t, idx[i], mask[i], keys[i],
-                                              jnp.asarray(lr, jnp.float32), net=net, loss=loss, augment=augment,
-                                              flip=flip, opt=opt)
+                                              jnp.asarray(lr, jnp.float32), **extra, net=net, loss=loss,
+                                              augment=augment, flip=flip, opt=opt)
             values.append(v)
-        losses[epoch] = float(np.mean(jax.device_get(values)))
+        losses[n] = float(np.mean(jax.device_get(values)))
     return params, opt_state, losses
 
 
@@ -161,8 +184,11 @@ def _logits(params, x, *, net):
     return net.apply(params, x)
 
 
-def predict(net, params, x) -> np.ndarray:
-    """Logits ``(n, k)`` of ``x: (n, h, w, c)``, in fixed-size chunks (one compilation, bounded memory)."""
+def predict(net, params, x, anchor=None) -> np.ndarray:
+    """Logits ``(n, k)`` of ``x: (n, h, w, c)``, in fixed-size chunks (one compilation, bounded memory); with
+    an ``anchor``, centred on its logits (:func:`outputs`)."""
+    if anchor is not None:
+        return predict(net, params, x) - predict(net, anchor, x)
     x = np.asarray(x, dtype=np.float32)
     n = x.shape[0]
     per_image = int(np.prod(x.shape[1:-1])) * getattr(net, "width", 1)
