@@ -39,7 +39,7 @@ from kdistill.nets import dc_augment as _dc_augment
 # One tiny configuration per model that fits 20 digits images exactly.
 TINY = {
     "convnet": dict(width=8, depth=2, epochs=30, lr=0.2),
-    "convnet-kip": dict(width=16, depth=2, epochs=100, lr=2.0),
+    "convnet-kip": dict(width=16, depth=2, epochs=400, lr=0.3),  # a given lr: no NTK estimate here
     "convnet-frepo": dict(width=8, depth=2, epochs=60, lr=0.03, warmup=10, augment="none"),  # Adam, warm-up, cosine
     "convnet-rfad": dict(width=8, depth=2, epochs=60, lr=1.0, val_every=0),  # centred, no validation here
     "fc": dict(width=32, epochs=30, lr=0.1),

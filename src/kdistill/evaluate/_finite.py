@@ -7,17 +7,18 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
   epochs ("step"), 300 epochs: DC's ``epoch_eval_train`` (DSA/DM use 1000; DC's code
   also raises it to 1000 when it augments). Augmentation follows DC's ``get_daparam`` by
   default (``augment="auto"``): DC's crop / scale / rotate on MNIST, none elsewhere.
-- ``convnet-kip`` (KIP, arXiv:2107.13034): MSE on the stored labels
-  ``0.5 * mean_i ||f(x_i) - y_i||^2``, SGD momentum 0.9, cosine decay to 0, no
-  weight decay, 300 epochs, NTK parameterisation (so the lr does not depend on the
-  width). lr 0.5: on standardized MNIST the largest eigenvalue of the empirical
-  NTK divided by m is about 3, and heavy-ball SGD is stable for
-  ``lr < 2 (1 + momentum) / lambda_max`` (about 1.3). Images far outside that
-  scale (closed-form sets: std ~35) need an lr smaller by their variance, or the
-  loss diverges (reported in ``diverged_seeds``). Width 1024 is the KIP
-  setting but costs about 250x the DC ConvNet per image (9.7 vs 0.037 GMAC: the
-  first block's 1024x1024 conv runs at full resolution): ~90 s per SGD step on 10 MNIST images
-  on a shared 2-core machine; use ``width=64``/``128`` there.
+- ``convnet-kip`` (KIP, arXiv:2107.13034; ``run_trainer`` and ``get_config`` of ``kip/nn_training.ipynb`` in
+  google-research at 30adf0e, the authors' transfer notebook): KIP's ConvNet (width 1024, a stem conv and 3
+  blocks, no normalisation, standard parameterisation), MSE on the stored labels, SGD with momentum 0.9, a
+  cosine decay to 0 over 5000 steps, batches of 100, l2 regularisation 1e-3, no augmentation, the test score
+  of the last step. The learning rate is KIP's estimate of the largest stable one (``lr_ntk`` 1.0 times
+  :func:`kdistill.nets.max_learning_rate`: the top eigenvalue of the network's empirical NTK at initialisation
+  on 50 held-out training images). KIP's loss is ``0.5 * mean`` over images and classes; it is written here as
+  ``"mse-mean"`` (the mean, twice KIP's), whose estimated lr is half KIP's, with ``weight_decay`` 2e-3 (twice
+  KIP's 1e-3): the same steps. KIP's notebook says its lr factor and l2 were found by a grid search it does
+  not give. A given ``lr`` replaces the estimate. Width 1024 costs about 250x the DC ConvNet per image
+  (9.7 vs 0.037 GMAC: the first block's 1024x1024 conv runs at full resolution), some 3 s per step on 10
+  MNIST images on a 2-core CPU; ``width=128`` is the affordable stand-in there.
 - ``mlp``, ``alexnet``, ``vgg11``, ``resnet18``: DC's protocol, the same as ``convnet``'s (DC and DC-BENCH
   train every architecture of their cross-architecture tables with it), DC's augmentation on MNIST included.
 - ``fc``: cross-entropy, as ``convnet`` but with a cosine schedule.
@@ -156,6 +157,8 @@ class FiniteSettings:
       steps: optimiser steps when ``epochs`` is None (None: FRePo's by set size, :func:`frepo_steps`).
       val_every, patience: validate on held-out images every ``val_every`` steps (0: never) and from step 0,
         keep the best network and stop once ``patience`` steps have passed without a better one (0: never).
+      lr_ntk: when > 0, the learning rate is this factor times :func:`kdistill.nets.max_learning_rate` of the
+        initial network on 50 held-out images (KIP's) and ``lr`` is ignored; a given ``lr`` turns it off.
     """
 
     model: str
@@ -179,6 +182,7 @@ class FiniteSettings:
     steps: int | None = None
     val_every: int = 0
     patience: int = 0
+    lr_ntk: float = 0.0
 
     @property
     def net(self):
@@ -191,8 +195,8 @@ class FiniteSettings:
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "convnet": dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step", epochs=300,
                     batch_size=256),
-    "convnet-kip": dict(loss="mse", lr=0.5, momentum=0.9, weight_decay=0.0, schedule="cosine", epochs=300,
-                        batch_size=256),
+    "convnet-kip": dict(loss="mse-mean", lr=0.5, momentum=0.9, weight_decay=2e-3, schedule="cosine", epochs=None,
+                        steps=5000, batch_size=100, lr_ntk=1.0),  # lr: only when lr_ntk is turned off
     "fc": dict(loss="xent", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine", epochs=300,
                batch_size=256),
     "convnet-frepo": dict(loss="mse", lr=3e-4, momentum=0.9, weight_decay=0.0, schedule="cosine", epochs=None,
@@ -262,6 +266,8 @@ def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
     if unknown:
         raise InvalidInputError(f"unknown finite-network settings {sorted(unknown)}; valid: {sorted(fields)}")
     values = {"model": model, "width": net.width, "depth": net.depth, **PROTOCOLS[model]}
+    if overrides.get("lr") is not None and overrides.get("lr_ntk") is None:
+        values["lr_ntk"] = 0.0  # a given learning rate replaces the protocol's estimate
     values.update({k: v for k, v in overrides.items() if v is not None})
     s = FiniteSettings(**values)
     if s.loss not in LOSSES:
@@ -287,6 +293,8 @@ def finite_settings(model: str = "convnet", **overrides: Any) -> FiniteSettings:
             raise InvalidInputError(f"{name} must be an integer in 1 .. {top}, got {v!r}")
     if not isinstance(s.centering, bool):
         raise InvalidInputError(f"centering must be True or False, got {s.centering!r}")
+    if isinstance(s.lr_ntk, bool) or not isinstance(s.lr_ntk, (int, float)) or not 0 <= s.lr_ntk <= 100:
+        raise InvalidInputError(f"lr_ntk must be a factor in [0, 100] (0: use lr), got {s.lr_ntk!r}")
     for name in ("lr", "label_temperature", "label_scale"):
         v = getattr(s, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v <= 100):
@@ -402,6 +410,11 @@ class TrainResult:
         return accuracy(self.settings.net, self.params, x, y, anchor=self.anchor)
 
 
+NTK_LR_IMAGES = 50
+"""Held-out images on which ``lr_ntk`` estimates the largest stable learning rate (KIP's
+``empirical_ntk_num_inputs``)."""
+
+
 def _host_copy(tree):
     return jax.tree.map(np.array, jax.device_get(tree))
 
@@ -417,15 +430,20 @@ def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool
     x, y = _check_data(images, labels)
     settings = resolve_epochs(settings, x.shape[0])
     validating = bool(settings.val_every)
-    if validating:
+    if validating or settings.lr_ntk:
         if x_val is None or y_val is None:
-            raise InvalidInputError(f"{settings.model}'s protocol validates on held-out images every "
-                                    f"{settings.val_every} steps: pass x_val and y_val, or val_every=0")
+            why = (f"validates on held-out images every {settings.val_every} steps" if validating else
+                   "sets its learning rate from the NTK on 50 held-out images")
+            raise InvalidInputError(f"{settings.model}'s protocol {why}: pass x_val and y_val, or give "
+                                    f"{'val_every=0' if validating else 'an lr'}")
         x_val = _check_test(x_val, y_val, x.shape[1:], y.shape[1])
     t, mode = training_targets(y, settings.loss, temperature=settings.label_temperature)
     net = settings.net
     key_init, key_train = jax.random.split(nets.seed_key(seed))
     params = nets.init_params(key_init, tuple(x.shape[1:]), y.shape[1], net=net)
+    if settings.lr_ntk:
+        lr = settings.lr_ntk * nets.max_learning_rate(net, params, x_val[:NTK_LR_IMAGES], settings.loss, y.shape[1])
+        settings = dataclasses.replace(settings, lr=float(lr))
     # the initial weights, kept apart: the training steps donate (overwrite) the buffers of ``params``
     anchor = jax.tree.map(jnp.copy, params) if settings.centering else None
     state = nets.init_optimizer(settings.optimizer, params, learning_rate=settings.lr, momentum=settings.momentum,
@@ -530,6 +548,7 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         if progress:  # one line per seed stays in the scrollback and in logs, whatever the bar did
             print(f"{model} seed {seed + 1}/{seeds}: test accuracy {100 * accs[-1]:.2f}% in {secs[-1]:.1f} s "
                   f"(final loss {last:.4g})", file=sys.stderr, flush=True)
+    estimated = {} if not s.lr_ntk else {"lrs": [r.settings.lr for r in runs]}
     validated = {} if not s.val_every else {
         "best_steps": [r.best_step for r in runs], "steps_run": [r.steps_run for r in runs],
         "val_accuracies": [r.val_accuracy for r in runs], "n_val": int(np.asarray(x_val).shape[0])}
@@ -547,8 +566,9 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         "label_mode": mode,
         "final_losses": final,
         "diverged_seeds": [i for i, v in enumerate(final) if v is None],
-        "settings": s.as_dict(),
+        "settings": {**s.as_dict(), **({"lr": None} if s.lr_ntk else {})},  # estimated per seed: "lrs"
         **validated,
+        **estimated,
     }
 
 
@@ -580,7 +600,7 @@ def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "co
         m, k = np.asarray(ds.labels).shape
         tuned = {k_: v for k_, v in rfad_hypers(dataset.name, m / max(k, 1)).items() if overrides.get(k_) is None}
     val = {}
-    if s.val_every:
+    if s.val_every or (s.lr_ntk and overrides.get("lr") is None):
         idx, y_val = validation_split(dataset)
         val = {"x_val": prep.apply(dataset.x_train[idx]), "y_val": y_val}
     res = finite_accuracy(ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, model=model,

@@ -33,7 +33,9 @@ from ._train import epoch_plan as epoch_plan
 from ._train import init_optimizer as init_optimizer
 from ._train import init_params as init_params
 from ._train import loss_value as loss_value
+from ._train import max_learning_rate as max_learning_rate
 from ._train import momentum_step as momentum_step
+from ._train import ntk_top_eigenvalue as ntk_top_eigenvalue
 from ._train import optimizer as optimizer
 from ._train import predict as predict
 from ._train import run_epochs as run_epochs

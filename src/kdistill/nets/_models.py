@@ -18,10 +18,12 @@ The named models (:data:`MODELS`, built by :func:`make_model`); "DC's" means the
   which this functional model does not keep) and ``pooling`` in ``avg``, ``max``, ``none``. One difference
   from DC's code: DC pads the first conv of a 1-channel 28x28 image by 3 (to 32x32, so its features are
   4x4 after 3 poolings), this one by 1 (3x3 after 3 poolings); kept so that earlier results reproduce.
-- ``convnet-kip``: the finite counterpart of this package's ``convnet-ntk`` kernel (KIP, arXiv:2107.13034):
-  Conv3x3 -> ReLU, then ``depth`` blocks of [Conv3x3 -> ReLU -> AvgPool 2x2], Flatten, Dense; no
-  normalisation; NTK parameterisation ``y = w_std / sqrt(fan_in) * (W x) + b_std * b`` with
-  ``W, b ~ N(0, 1)``, ``w_std = sqrt(2)``, ``b_std = 0.1``; width 1024, depth 3.
+- ``convnet-kip``: KIP's finite ConvNet (``ConvNet`` in ``kip/nn_training.ipynb`` of google-research, the
+  finite counterpart of this package's ``convnet-ntk`` kernel; arXiv:2107.13034): Conv3x3 -> ReLU, then
+  ``depth`` blocks of [Conv3x3 -> ReLU -> AvgPool 2x2], Flatten, Dense; no normalisation; width 1024, depth 3;
+  the standard parameterisation KIP's notebook trains with (``parameterization="gaussian"``: weights
+  ``N(0, 2 / fan_in)``, biases ``N(0, 0.1^2)``; ``"ntk"`` gives the same functions at initialisation,
+  ``y = w_std / sqrt(fan_in) * (W x) + b_std * b`` with ``W, b ~ N(0, 1)``, but other training dynamics).
 - ``convnet-frepo``: FRePo's and RCIG's evaluation ConvNet (``Conv`` in FRePo's ``lib/models/networks.py``):
   ``depth`` blocks of [Conv3x3 -> ReLU -> AvgPool 2x2] with 128, 256, 512 channels (``widen=2``), no
   normalisation, a linear head. Two differences from FRePo's Flax code: PyTorch-style initialisation (FRePo:
@@ -64,7 +66,7 @@ Params = Any  # a pytree of float32 arrays
 
 NORMS = ("instance", "group", "layer", "none")
 POOLINGS = ("avg", "max", "none")
-PARAMETERIZATIONS = ("standard", "ntk", "he")
+PARAMETERIZATIONS = ("standard", "ntk", "gaussian", "he")
 
 
 def _image_shape(input_shape, name: str) -> tuple[int, int, int]:
@@ -86,9 +88,11 @@ class ConvNet:
       depth: number of blocks; with pooling, images need ``min(h, w) >= 2**depth``.
       norm: one of :data:`NORMS`: ``"instance"`` (DC), ``"group"`` (4 groups), ``"layer"`` or ``"none"`` (KIP).
       pooling: one of :data:`POOLINGS`: ``"avg"`` (DC, KIP), ``"max"`` or ``"none"``.
-      parameterization: ``"standard"`` (PyTorch-style uniform init), ``"ntk"`` or ``"he"`` (standard
-        parameterisation, He-normal weights ``N(0, 2 / fan_in)``, conv biases ``N(0, 0.1^2)`` and PyTorch's
-        uniform dense bias: RFAD's ``Conv2d_gaussian`` and ``GaussianLinear``).
+      parameterization: ``"standard"`` (PyTorch-style uniform init), ``"ntk"``, ``"gaussian"`` (standard
+        parameterisation with weights ``N(0, w_std^2 / fan_in)`` and biases ``N(0, b_std^2)``: neural-tangents'
+        ``parameterization='standard'``, KIP's finite networks) or ``"he"`` (the same with ``w_std = sqrt(2)``,
+        ``b_std = 0.1`` but PyTorch's uniform bias in the dense head: RFAD's ``Conv2d_gaussian`` and
+        ``GaussianLinear``).
       stem: an extra Conv3x3 -> ReLU before the blocks (KIP's ConvNet).
       w_std, b_std: NTK parameterisation scales (ignored for ``"standard"``).
       widen: block ``i`` has ``width * widen**i`` channels (1: DC's and KIP's constant width; 2: FRePo's and
@@ -135,13 +139,15 @@ class ConvNet:
             kw, kb = jax.random.split(key)
             shape = (3, 3, d_in, d_out) if k else (d_in, d_out)
             return {"w": jax.random.normal(kw, shape, F32), "b": jax.random.normal(kb, (d_out,), F32)}
-        if self.parameterization == "he":
+        if self.parameterization in ("he", "gaussian"):
             kw, kb = jax.random.split(key)
             fan_in = 9 * d_in if k else d_in
             shape = (3, 3, d_in, d_out) if k else (d_in, d_out)
-            w = jax.random.normal(kw, shape, F32) * jnp.asarray(math.sqrt(2.0 / fan_in), F32)
-            b = 0.1 * jax.random.normal(kb, (d_out,), F32) if k else uniform(kb, (d_out,), fan_in)
-            return {"w": w, "b": b}
+            w_std, b_std = (math.sqrt(2.0), 0.1) if self.parameterization == "he" else (self.w_std, self.b_std)
+            w = jax.random.normal(kw, shape, F32) * jnp.asarray(w_std / math.sqrt(fan_in), F32)
+            if self.parameterization == "he" and not k:
+                return {"w": w, "b": uniform(kb, (d_out,), fan_in)}
+            return {"w": w, "b": jax.random.normal(kb, (d_out,), F32) * jnp.asarray(b_std, F32)}
         return conv_init(key, 3, d_in, d_out) if k else dense_init(key, d_in, d_out)
 
     def _affine(self, layer: dict, y: jax.Array, fan_in: int) -> jax.Array:
@@ -348,7 +354,7 @@ Model = ConvNet | MLP | AlexNet | VGG11 | ResNet18
 
 MODELS: dict[str, Model] = {
     "convnet": ConvNet(width=128, depth=3, norm="instance", parameterization="standard"),
-    "convnet-kip": ConvNet(width=1024, depth=3, norm="none", parameterization="ntk", stem=True),
+    "convnet-kip": ConvNet(width=1024, depth=3, norm="none", parameterization="gaussian", stem=True),
     "convnet-frepo": ConvNet(width=128, depth=3, norm="none", widen=2),
     "convnet-rfad": ConvNet(width=1024, depth=3, norm="none", parameterization="he"),
     "mlp": MLP(width=128, depth=2),

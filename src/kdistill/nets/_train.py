@@ -20,6 +20,7 @@ convolutions inside a ``lax.scan``/``while`` loop some 30x slower than at top le
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,9 @@ from .._progress import track
 from ..errors import InvalidInputError
 from ._augment import augment_batch
 
-__all__ = ["LOSSES", "OPTIMIZERS", "epoch_plan", "init_optimizer", "init_params", "loss_value", "momentum_step",
-           "optimizer", "outputs", "predict", "run_epochs", "seed_key", "train_step"]
+__all__ = ["LOSSES", "OPTIMIZERS", "epoch_plan", "init_optimizer", "init_params", "loss_value", "max_learning_rate",
+           "momentum_step", "ntk_top_eigenvalue", "optimizer", "outputs", "predict", "run_epochs", "seed_key",
+           "train_step"]
 
 LOSSES = ("xent", "mse", "mse-mean")
 OPTIMIZERS = ("sgd", "adam")
@@ -177,6 +179,55 @@ def run_epochs(params, opt_state, x, t, *, key, epochs: int, batch: int, net, lo
             values.append(v)
         losses[n] = float(np.mean(jax.device_get(values)))
     return params, opt_state, losses
+
+
+def _reduced(net, params, x) -> jax.Array:
+    """``sum_c f_c(x) / sqrt(k)``: one output per image whose NTK stands for the network's (KIP's notebook)."""
+    out = net.apply(params, x)
+    return jnp.sum(out, axis=-1) / jnp.sqrt(jnp.asarray(out.shape[-1], out.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def _ntk_matvec(params, x, v, *, net):
+    """``Theta v`` for the empirical NTK ``Theta = J J^T`` (n x n) of :func:`_reduced` at ``params``: a
+    vector-Jacobian product, then its transpose (no Jacobian is formed)."""
+    f = functools.partial(_reduced, net, x=x)
+    _, vjp = jax.vjp(f, params)
+    (u,) = vjp(v)
+    # J u as the transpose of the (linear) vector-Jacobian map: the fast convolutions define no forward mode
+    (w,) = jax.linear_transpose(lambda c: vjp(c)[0], v)(u)
+    return w
+
+
+def ntk_top_eigenvalue(net, params, x, *, iters: int = 40) -> float:
+    """The largest eigenvalue of the empirical NTK of ``sum_c f_c / sqrt(k)`` on ``x: (n, h, w, c)`` at
+    ``params``, by power iteration from the constant vector (the NTK's leading direction at initialisation).
+    Memory is that of one forward and backward pass, at any width."""
+    x = jnp.asarray(x, jnp.float32)
+    v = jnp.ones((x.shape[0],), jnp.float32) / math.sqrt(x.shape[0])
+    lam = 0.0
+    for _ in range(iters):
+        w = _ntk_matvec(params, x, v, net=net)
+        lam = float(jnp.dot(v, w))
+        norm = float(jnp.linalg.norm(w))
+        if not (math.isfinite(norm) and norm > 0):
+            raise InvalidInputError("the network's NTK on the sample images is zero or not finite; the learning "
+                                    "rate cannot be estimated from it (give one)")
+        v = w / norm
+    return lam
+
+
+def max_learning_rate(net, params, x, loss: str, num_classes: int) -> float:
+    """The largest learning rate at which gradient descent on ``loss`` stays stable for a network whose
+    Gauss-Newton curvature is its NTK on ``x`` (neural-tangents' ``predict.max_learning_rate`` as KIP's
+    notebook calls it: ``2 / lambda_max`` of the loss's Hessian, no momentum term). For ``"mse"``
+    (``0.5 * sum_c``, mean over images) that is ``2 n / lambda``, for ``"mse-mean"`` (mean over images and
+    classes) ``n k / lambda``, with ``lambda`` from :func:`ntk_top_eigenvalue` on the ``n`` images."""
+    if loss not in ("mse", "mse-mean"):
+        raise InvalidInputError(f"a learning rate from the NTK needs an MSE loss, got {loss!r}; give the lr")
+    n = int(np.asarray(x).shape[0])
+    lam = ntk_top_eigenvalue(net, params, x)
+    return (2.0 * n if loss == "mse" else float(n * num_classes)) / lam
 
 
 @functools.partial(jax.jit, static_argnames=("net",))

@@ -1,10 +1,14 @@
-"""RFAD's finite-network protocol (``convnet-rfad``): He-normal initialisation, centred training with decay
-towards the initial weights, PyTorch's MSE over RFAD's label scale, validation with patience, RFAD's tuned
-settings by dataset and set size, and ``kdistill evaluate --model convnet-rfad``.
+"""The published finite-network protocols of the kernel line.
+
+RFAD's (``convnet-rfad``): He-normal initialisation, centred training with decay towards the initial weights,
+PyTorch's MSE over RFAD's label scale, validation with patience, RFAD's tuned settings by dataset and set size,
+and ``kdistill evaluate --model convnet-rfad``. KIP's (``convnet-kip``): its Gaussian standard
+parameterisation and its learning rate from the empirical NTK at initialisation.
 
 Each check compares with something computed another way: sample moments of the initialisation, the loss and
 the first SGD step written out from RFAD's formula, a validation score recomputed from the returned network,
-and a run in one piece against the same run in pieces.
+a run in one piece against the same run in pieces, the NTK's top eigenvalue from an explicit Jacobian, and
+gradient descent on a linear model just below and above the estimated learning rate.
 """
 
 import json
@@ -15,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from jax.flatten_util import ravel_pytree
 
 from _helpers import error_line
 from kdistill import nets
@@ -182,3 +187,71 @@ def test_finite_accuracy_reports_validation(tiny, digits):
                           val_every=20, lr=1.0, x_val=x_val, y_val=y_val)
     assert len(res["best_steps"]) == 2 and res["n_val"] == 300
     assert res["accuracies"] == pytest.approx(res["val_accuracies"])  # scored on the same images
+
+
+def test_kip_network_is_gaussian_standard():
+    net = make_model("convnet-kip", width=256, depth=1)
+    assert make_model("convnet-kip").width == 1024 and net.stem and net.parameterization == "gaussian"
+    p = net.init(jax.random.key(1), (4, 4, 3), 10)
+    for layer, fan_in in ((p["stem"], 27), (p["blocks"][0], 9 * 256), (p["head"], 2 * 2 * 256)):
+        assert np.asarray(layer["w"]).std() == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
+    assert np.asarray(p["blocks"][0]["b"]).std() == pytest.approx(0.1, rel=0.15)
+    s = finite_settings("convnet-kip")
+    assert (s.loss, s.momentum, s.weight_decay, s.schedule, s.batch_size, s.lr_ntk, s.epochs, s.steps) == \
+        ("mse-mean", 0.9, 2e-3, "cosine", 100, 1.0, None, 5000)
+    assert finite_settings("convnet-kip", lr=0.1).lr_ntk == 0.0  # a given lr replaces the estimate
+
+
+def test_ntk_top_eigenvalue_matches_an_explicit_jacobian(tiny):
+    x = tiny[0][:12]
+    net = make_model("convnet-kip", width=8, depth=2)
+    params = nets.init_params(jax.random.key(2), (8, 8, 1), 10, net=net)
+    flat, unravel = ravel_pytree(params)
+    jac = jax.jacrev(lambda f: jnp.sum(net.apply(unravel(f), jnp.asarray(x)), -1) / math.sqrt(10))(flat)
+    jac = np.asarray(jac, np.float64)
+    top = np.linalg.eigvalsh(jac @ jac.T)[-1]
+    assert nets.ntk_top_eigenvalue(net, params, x) == pytest.approx(top, rel=1e-3)
+    assert nets.max_learning_rate(net, params, x, "mse-mean", 10) == pytest.approx(12 * 10 / top, rel=1e-3)
+    assert nets.max_learning_rate(net, params, x, "mse", 10) == pytest.approx(2 * 12 / top, rel=1e-3)
+    with pytest.raises(InvalidInputError, match="MSE"):
+        nets.max_learning_rate(net, params, x, "xent", 10)
+
+
+def test_estimated_lr_is_the_edge_of_stability_for_a_linear_model():
+    """For a linear model (an MLP without hidden layers is affine) the NTK is exact, so plain gradient descent
+    on MSE converges just below the estimate and diverges just above it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4, 4, 1)).astype(np.float32)
+    y = rng.normal(size=(30, 1)).astype(np.float32)
+    net = nets.MLP(width=1, depth=0)
+    params = nets.init_params(jax.random.key(0), (4, 4, 1), 1, net=net)
+    lr = nets.max_learning_rate(net, params, x, "mse", 1)
+
+    def final_loss(rate):
+        p = params
+        loss = jax.jit(lambda q: nets.loss_value(q, net, "mse", jnp.asarray(x), jnp.asarray(y), jnp.ones(30)))
+        for _ in range(400):
+            p = jax.tree.map(lambda a, g: a - rate * g, p, jax.grad(loss)(p))
+        return float(loss(p))
+
+    assert final_loss(0.95 * lr) < 1.0 and not final_loss(1.05 * lr) < 1e3
+
+
+def test_kip_protocol_estimates_its_lr_on_held_out_images(run_dir, digits):
+    f = str(run_dir / "distilled.npz")
+    res = finite_evaluate_file(f, digits, model="convnet-kip", seeds=2, width=8, depth=2, epochs=5)
+    idx, _ = validation_split(digits)
+    net = make_model("convnet-kip", width=8, depth=2)
+    from kdistill.evaluate._file import preprocessor_for
+    from kdistill import io
+    x_sample = preprocessor_for(io.load(f), digits, path=f).apply(digits.x_train[idx[:50]])
+    for seed, lr in enumerate(res["lrs"]):
+        key_init = jax.random.split(nets.seed_key(seed))[0]
+        params = nets.init_params(key_init, (8, 8, 1), 10, net=net)
+        assert lr == pytest.approx(nets.max_learning_rate(net, params, x_sample, "mse-mean", 10), rel=1e-6)
+    assert res["settings"]["lr"] is None and res["lrs"][0] != res["lrs"][1]
+    given = finite_evaluate_file(f, digits, model="convnet-kip", seeds=1, width=8, depth=2, epochs=5, lr=0.01)
+    assert "lrs" not in given and given["settings"]["lr"] == 0.01
+    with pytest.raises(InvalidInputError, match="x_val"):
+        train(np.zeros((10, 8, 8, 1), np.float32), np.eye(10, dtype=np.float32),
+              finite_settings("convnet-kip", width=4, depth=1, epochs=1), seed=0)
