@@ -59,7 +59,9 @@ NOTES = """Notes:
   set (analytic, fcnn, init=real, KRR accuracy 93.75%) has images with std about 35 in the
   standardized space. (Sets made since issue 16 have the data's RMS; these rows predate it and were not rerun.) convnet-kip ran at width 64 (width 1024 took about 90 s per SGD step on
   10 images here, days per seed at ipc 10) and lr 4e-4 = 0.5 / (image variance, about 1270): at
-  the default lr 0.5 its loss diverges to NaN (seen at width 16, 10 epochs)."""
+  the default lr 0.5 its loss diverges to NaN (seen at width 16, 10 epochs). That was convnet-kip's
+  earlier protocol (NTK parameterisation, 300 epochs, MSE summed over classes); since 2026-12-05 it is KIP's
+  notebook's (standard parameterisation, 5000 steps, its NTK-estimated lr), so these rows do not rerun as they are."""
 
 KEY = ("source", "dataset", "ipc", "model", "width", "epochs", "augment")
 COLUMNS = ["source", "dataset", "ipc", "model", "width", "epochs", "augment", "seeds", "accuracy %", "published %",

@@ -10,6 +10,8 @@ folder's ``summary.json`` keeps its own evaluations. Rows merged into ``results/
 Usage:
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/kip_mnist_1 runs/xarch/rfad_mnist_1 \\
         [--model convnet] [--variants protocol no-aug mse mse-no-aug t1] [--seeds 3]
+  .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/rfad_mnist_1 --model convnet-rfad \
+        --variants w128 --seeds 3     # RFAD's protocol at width 128 (width 1024 is hours per network here)
   .venv/bin/python benchmarks/transfer_ablation.py render
 """
 
@@ -40,6 +42,8 @@ VARIANTS = {
     "xent-no-aug": ["--loss", "xent", "--augment", "none"],
     "t1": ["--label-temperature", "1"],
     "t1-no-aug": ["--label-temperature", "1", "--augment", "none"],
+    "w128": ["--width", "128"],  # KIP's and RFAD's protocols at the width a 2-core CPU affords (theirs: 1024)
+    "w256": ["--width", "256"],
 }
 """Variant name -> the ``kdistill evaluate`` flags added to ``--model M --seeds N``."""
 KEY = ("set", "model", "variant")
@@ -75,7 +79,8 @@ def run(args) -> None:
             for f in ("distilled.npz", "distilled.json", "run.json"):  # run.json: its dataset and data folder
                 shutil.copy2(run_dir / f, target / f)
             for variant in args.variants:
-                if "label-temperature" in VARIANTS[variant] and args.model in ("convnet-kip", "convnet-frepo"):
+                if "label-temperature" in VARIANTS[variant] and args.model in ("convnet-kip", "convnet-frepo",
+                                                                                "convnet-rfad"):
                     print(f"{name} {args.model} {variant}: skipped (MSE protocol: no label temperature)")
                     continue
                 load_before = [round(v, 2) for v in os.getloadavg()]
@@ -88,7 +93,8 @@ def run(args) -> None:
                        "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                        "loss": s["loss"], "augment": s["augment"], "label_temperature": s["label_temperature"],
                        "label_mode": res["label_mode"], "epochs": res["epochs"], "seconds": round(seconds, 1),
-                       "loadavg_before": load_before}
+                       "loadavg_before": load_before, "width": s["width"], "lr": s["lr"],
+                       **{k: res[k] for k in ("lrs", "best_steps", "steps_run", "val_accuracies") if k in res}}
                 print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
                       f"({row['label_mode']}, augment {s['augment']}, {seconds:.0f} s)", flush=True)
                 render(merged_rows("transfer_ablation", row, KEY))
@@ -105,7 +111,10 @@ def render(rows: list[dict] | None = None) -> None:
              "protocol and its variants: `protocol` as `kdistill evaluate --model M` runs it (DC's for `convnet`: "
              "cross-entropy on the labels, learned labels as softmax(labels / 0.1), DC's crop/scale/rotate on "
              "MNIST; FRePo's for `convnet-frepo`: MSE, FRePo's augmentation), `no-aug` (`--augment none`), `mse` "
-             "(`--loss mse`: MSE on the stored labels), `xent` (`--loss xent`), `t1` (`--label-temperature 1`). "
+             "(`--loss mse`: MSE on the stored labels), `xent` (`--loss xent`), `t1` (`--label-temperature 1`), "
+             "`w128`/`w256` (`--width`: KIP's `convnet-kip` and RFAD's `convnet-rfad` protocols are width 1024, "
+             "hours per network on a 2-core CPU, so they run narrower here; their learning rates are their own: "
+             "KIP's NTK estimate, RFAD's tuned table). "
              "Each row's command, seconds and load average are in transfer_ablation.json. Machine: "
              f"{machine_info()['cpu']}, {machine_info()['cores']} cores.", ""]
     for model in sorted({r["model"] for r in rows}):

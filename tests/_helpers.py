@@ -79,3 +79,16 @@ def three_digits():
     tr, te = ds.y_train < 3, ds.y_test < 3
     return dataclasses.replace(ds, x_train=ds.x_train[tr], y_train=ds.y_train[tr], x_test=ds.x_test[te],
                                y_test=ds.y_test[te], class_names=ds.class_names[:3])
+
+
+def tiny_digits(digits, *, held_out: int = 0):
+    """20 standardized digits images (2 per class) of the Dataset ``digits``, their centred one-hot labels and
+    classes, the test set in the same space, and ``held_out`` other training images with their classes: the
+    small set the finite-network tests train on."""
+    from kdistill.data import class_balanced_indices, fit_preprocessor, one_hot
+
+    prep = fit_preprocessor(digits.x_train, "standardize")
+    idx = class_balanced_indices(digits.y_train, 2, seed=0)
+    held = np.setdiff1d(np.arange(len(digits.y_train)), idx)[:held_out]
+    return (prep.apply(digits.x_train[idx]), one_hot(digits.y_train[idx], 10), digits.y_train[idx],
+            prep.apply(digits.x_test), digits.y_test, prep.apply(digits.x_train[held]), digits.y_train[held])

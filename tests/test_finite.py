@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from sklearn.neighbors import KNeighborsClassifier
 
-from _helpers import error_line
+from _helpers import error_line, tiny_digits
 from kdistill import io
 from kdistill._io import DistilledSet
 from kdistill.cli import cli
-from kdistill.data import class_balanced_indices, fit_preprocessor, load, one_hot
+from kdistill.data import load, one_hot
 from kdistill.errors import InvalidInputError
 from kdistill.evaluate import (
     MODELS,
@@ -55,10 +55,7 @@ def digits():
 @pytest.fixture(scope="module")
 def tiny(digits):
     """20 standardized digits images (2 per class) with centred one-hot labels, and the test set."""
-    prep = fit_preprocessor(digits.x_train, "standardize")
-    idx = class_balanced_indices(digits.y_train, 2, seed=0)
-    x = prep.apply(digits.x_train[idx])
-    return x, one_hot(digits.y_train[idx], 10), digits.y_train[idx], prep.apply(digits.x_test), digits.y_test
+    return tiny_digits(digits)[:5]
 
 
 def _run(*args):

@@ -21,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 from jax.flatten_util import ravel_pytree
 
-from _helpers import error_line
+from _helpers import error_line, tiny_digits
 from kdistill import nets
 from kdistill.cli import cli
-from kdistill.data import class_balanced_indices, fit_preprocessor, load, one_hot
+from kdistill.data import load
 from kdistill.errors import InvalidInputError
 from kdistill.evaluate import (finite_accuracy, finite_evaluate_file, finite_settings, make_model, rfad_hypers, train,
                                validation_split)
@@ -38,11 +38,8 @@ def digits():
 @pytest.fixture(scope="module")
 def tiny(digits):
     """20 standardized digits images (2 per class), centred one-hot labels, 300 held-out training images."""
-    prep = fit_preprocessor(digits.x_train, "standardize")
-    idx = class_balanced_indices(digits.y_train, 2, seed=0)
-    held = np.setdiff1d(np.arange(len(digits.y_train)), idx)[:300]
-    return (prep.apply(digits.x_train[idx]), one_hot(digits.y_train[idx], 10), prep.apply(digits.x_train[held]),
-            digits.y_train[held])
+    x, y, _, _, _, x_held, y_held = tiny_digits(digits, held_out=300)
+    return x, y, x_held, y_held
 
 
 def test_he_initialisation_moments():
