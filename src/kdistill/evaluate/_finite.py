@@ -598,9 +598,10 @@ def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "co
     tuned = {}
     if model == "convnet-rfad":  # RFAD's settings for this dataset and set size, unless given
         m, k = np.asarray(ds.labels).shape
-        tuned = {k_: v for k_, v in rfad_hypers(dataset.name, m / max(k, 1)).items() if overrides.get(k_) is None}
+        tuned = {name: v for name, v in rfad_hypers(dataset.name, m / max(k, 1)).items()
+                 if overrides.get(name) is None}
     val = {}
-    if s.val_every or (s.lr_ntk and overrides.get("lr") is None):
+    if s.val_every or s.lr_ntk:  # a given lr has already turned lr_ntk off (finite_settings)
         idx, y_val = validation_split(dataset)
         val = {"x_val": prep.apply(dataset.x_train[idx]), "y_val": y_val}
     res = finite_accuracy(ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, model=model,
