@@ -76,6 +76,11 @@ def test_report_with_history_and_finite_results(run_dir, tmp_path):
     assert len(pngs) >= 2  # distilled images + curves
     assert "Training curves" in text and 'alt="training curves"' in text
     assert "81.23 ± 1.01%" in text and "convnet" in text and "12.5" in text
+    # the Accuracy table holds the kernel's number and the network's side by side, the network's under it
+    accuracy = text.split("<h2>Accuracy</h2>", 1)[1].split("</table>", 1)[0]
+    krr = accuracy.index("kernel (KRR) test accuracy")
+    assert krr < accuracy.index("finite network convnet, test accuracy (mean ± std over 2 seeds)") < \
+        accuracy.index("81.23 ± 1.01%")
     from matplotlib.image import imread
     import io
 

@@ -155,6 +155,11 @@ def _summary_tables(s: dict) -> str:
     acc = []
     if "test_accuracy" in s:
         acc.append((f"kernel (KRR) test accuracy, {s.get('kernel', '')}", _pct(s["test_accuracy"])))
+    finite = s.get("finite")
+    for name, r in (finite.items() if isinstance(finite, dict) else ()):  # beside the KRR number: the networks
+        if isinstance(r, dict) and isinstance(r.get("mean"), (int, float)):
+            acc.append((f"finite network {name}, test accuracy (mean ± std over {r.get('seeds', '?')} seeds)",
+                        f"{100 * r['mean']:.2f} ± {100 * (r.get('std') or 0):.2f}%"))
     base = s.get("baseline")
     if isinstance(base, dict) and "test_accuracy" in base:
         acc.append(("random real images, same ipc and kernel (baseline)", _pct(base["test_accuracy"])))
