@@ -80,7 +80,7 @@ def test_centred_loss_and_first_step_follow_rfads_formula(tiny):
         decay = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(anchor)))
         return jnp.mean((f - ls * t) ** 2) / ls ** 2 + 0.5 * wd * decay
 
-    g = jax.grad(rfad_loss)(moved)
+    g = jax.jit(jax.grad(rfad_loss))(moved)
     want = jax.tree.map(lambda p, d: p - lr * d, moved, g)
     state = nets.init_optimizer("sgd", moved, learning_rate=lr, momentum=0.9, weight_decay=0.0)
     moved_copy = jax.tree.map(jnp.copy, moved)
@@ -88,7 +88,7 @@ def test_centred_loss_and_first_step_follow_rfads_formula(tiny):
                                     jnp.float32(lr), anchor, jnp.float32(s), jnp.float32(wd), net=net,
                                     loss="mse-mean", opt="sgd")
     decay = sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(jax.tree.leaves(moved), jax.tree.leaves(anchor)))
-    assert float(value) == pytest.approx(float(rfad_loss(moved)) - 0.5 * wd * decay, rel=1e-5)
+    assert float(value) == pytest.approx(float(jax.jit(rfad_loss)(moved)) - 0.5 * wd * decay, rel=1e-5)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
@@ -204,7 +204,7 @@ def test_ntk_top_eigenvalue_matches_an_explicit_jacobian(tiny):
     net = make_model("convnet-kip", width=8, depth=2)
     params = nets.init_params(jax.random.key(2), (8, 8, 1), 10, net=net)
     flat, unravel = ravel_pytree(params)
-    jac = jax.jacrev(lambda f: jnp.sum(net.apply(unravel(f), jnp.asarray(x)), -1) / math.sqrt(10))(flat)
+    jac = jax.jit(jax.jacrev(lambda f: jnp.sum(net.apply(unravel(f), jnp.asarray(x)), -1) / math.sqrt(10)))(flat)
     jac = np.asarray(jac, np.float64)
     top = np.linalg.eigvalsh(jac @ jac.T)[-1]
     assert nets.ntk_top_eigenvalue(net, params, x) == pytest.approx(top, rel=1e-4)
