@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import evaluate_copy  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
@@ -131,16 +130,9 @@ def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -
         return old
     folder = Path(set_row["folder"])
     flags = ["--model", protocol, "--seeds", str(seeds), *(["--width", str(w)] if w else [])]
-    scratch = Path(tempfile.mkdtemp(prefix="kdistill-transfer-"))
-    try:
-        for f in ("distilled.npz", "distilled.json", "run.json"):  # run.json: its dataset and data folder
-            shutil.copy2(folder / f, scratch / f)
-        load_before = [round(v, 2) for v in os.getloadavg()]
-        print(f"evaluating {folder} under {protocol}{f' (width {w})' if w else ''} ...", flush=True)
-        seconds, stdout = _kdistill("evaluate", str(scratch / "distilled.npz"), *flags, "--json")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    res = json.loads(stdout.strip().splitlines()[-1])
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    print(f"evaluating {folder} under {protocol}{f' (width {w})' if w else ''} ...", flush=True)
+    seconds, res = evaluate_copy(folder, *flags)
     row = {**key, "command": f"kdistill evaluate {folder}/distilled.npz " + " ".join(flags),
            "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"], "seconds": round(seconds, 1),
            "loadavg_before": load_before, "loss": res["settings"]["loss"], "label_mode": res.get("label_mode"),

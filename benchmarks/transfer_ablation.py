@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
-from _common import kdistill_cli as _kdistill  # noqa: E402
+from _common import evaluate_copy  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
 
@@ -69,37 +67,28 @@ def _describe(run: Path) -> dict:
 
 
 def run(args) -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="kdistill-transfer-"))
-    try:
-        for run_dir in args.sets:
-            info = _describe(run_dir)
-            name = _set_name(run_dir)
-            target = scratch / name
-            target.mkdir(parents=True)
-            for f in ("distilled.npz", "distilled.json", "run.json"):  # run.json: its dataset and data folder
-                shutil.copy2(run_dir / f, target / f)
-            for variant in args.variants:
-                if "label-temperature" in VARIANTS[variant] and args.model in ("convnet-kip", "convnet-frepo",
-                                                                                "convnet-rfad"):
-                    print(f"{name} {args.model} {variant}: skipped (MSE protocol: no label temperature)")
-                    continue
-                load_before = [round(v, 2) for v in os.getloadavg()]
-                flags = ["--model", args.model, *VARIANTS[variant], "--seeds", str(args.seeds), "--json"]
-                seconds, stdout = _kdistill("evaluate", str(target / "distilled.npz"), *flags)
-                res = json.loads(stdout.strip().splitlines()[-1])
-                s = res["settings"]
-                row = {"set": name, **info, "model": args.model, "variant": variant,
-                       "command": f"kdistill evaluate {run_dir}/distilled.npz " + " ".join(flags[:-1]),
-                       "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
-                       "loss": s["loss"], "augment": s["augment"], "label_temperature": s["label_temperature"],
-                       "label_mode": res["label_mode"], "epochs": res["epochs"], "seconds": round(seconds, 1),
-                       "loadavg_before": load_before, "width": s["width"], "lr": s["lr"],
-                       **{k: res[k] for k in ("lrs", "best_steps", "steps_run", "val_accuracies") if k in res}}
-                print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
-                      f"({row['label_mode']}, augment {s['augment']}, {seconds:.0f} s)", flush=True)
-                render(merged_rows("transfer_ablation", row, KEY))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    for run_dir in args.sets:
+        info = _describe(run_dir)
+        name = _set_name(run_dir)
+        for variant in args.variants:
+            if "label-temperature" in VARIANTS[variant] and args.model in ("convnet-kip", "convnet-frepo",
+                                                                            "convnet-rfad"):
+                print(f"{name} {args.model} {variant}: skipped (MSE protocol: no label temperature)")
+                continue
+            load_before = [round(v, 2) for v in os.getloadavg()]
+            flags = ["--model", args.model, *VARIANTS[variant], "--seeds", str(args.seeds)]
+            seconds, res = evaluate_copy(run_dir, *flags)
+            s = res["settings"]
+            row = {"set": name, **info, "model": args.model, "variant": variant,
+                   "command": f"kdistill evaluate {run_dir}/distilled.npz " + " ".join(flags),
+                   "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
+                   "loss": s["loss"], "augment": s["augment"], "label_temperature": s["label_temperature"],
+                   "label_mode": res["label_mode"], "epochs": res["epochs"], "seconds": round(seconds, 1),
+                   "loadavg_before": load_before, "width": s["width"], "lr": s["lr"],
+                   **{k: res[k] for k in ("lrs", "best_steps", "steps_run", "val_accuracies") if k in res}}
+            print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
+                  f"({row['label_mode']}, augment {s['augment']}, {seconds:.0f} s)", flush=True)
+            render(merged_rows("transfer_ablation", row, KEY))
 
 
 def render(rows: list[dict] | None = None) -> None:
