@@ -41,14 +41,15 @@ demo: $(VENV)/.installed
 # The whole suite with JAX's 64-bit types on, then the fast tests that touch JAX again with them off
 # (float32 code paths); the library itself never flips the switch (see tests/conftest.py). Tests run in
 # TEST_WORKERS processes (pytest-xdist; 2 by default, the machine the suite's 10-minute budget is for;
-# TEST_WORKERS=0 runs them in this process).
+# TEST_WORKERS=0 runs them in this process). --dist loadgroup: tests marked with one xdist_group (those sharing
+# an expensive module fixture, the Dask cluster) run in one worker, the rest wherever a worker is free.
 TEST_WORKERS ?= 2
 # The float32 pass's workers start from the compiled programs of the float64 pass's (tests/conftest.py);
 # the folder is created empty and removed after.
 test: $(VENV)/.installed-test
 	@cache=$$(mktemp -d /tmp/kdistill-test-jax-cache-XXXXXX) && trap 'rm -rf "$$cache"' EXIT && \
-	KDISTILL_TEST_JAX_CACHE=$$cache KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 && \
-	KDISTILL_TEST_JAX_CACHE=$$cache KDISTILL_TEST_X64=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=5
+	KDISTILL_TEST_JAX_CACHE=$$cache KDISTILL_TEST_X64=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 && \
+	KDISTILL_TEST_JAX_CACHE=$$cache KDISTILL_TEST_X64=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=5
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package (needs root).
 data:

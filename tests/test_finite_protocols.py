@@ -91,6 +91,18 @@ def test_centred_loss_and_first_step_follow_rfads_formula(tiny):
     assert float(value) == pytest.approx(float(jax.jit(rfad_loss)(moved)) - 0.5 * wd * decay, rel=1e-5)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    # the anchor's logits computed once for the stored images (what run_epochs passes without augmentation) and
+    # indexed by a shuffled batch: the same step as the anchor run on the batch
+    order = jnp.asarray(np.random.default_rng(0).permutation(20))
+    logits = jnp.asarray(nets.predict(net, anchor, x), jnp.asarray(x).dtype)
+    steps = [nets.train_step(jax.tree.map(jnp.copy, moved), nets.init_optimizer("sgd", moved, learning_rate=lr,
+                                                                                 momentum=0.9, weight_decay=0.0),
+                             jnp.asarray(x), t, order, mask, jax.random.key(1), jnp.float32(lr), anchor,
+                             jnp.float32(s), jnp.float32(wd), *extra, net=net, loss="mse-mean", opt="sgd")
+             for extra in ((), (logits,))]
+    assert float(steps[1][2]) == pytest.approx(float(steps[0][2]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(steps[1][0]), jax.tree.leaves(steps[0][0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
 def test_run_in_pieces_equals_one_run(tiny):

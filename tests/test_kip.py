@@ -293,6 +293,7 @@ def _copy_run(src, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("short_kip_run")  # one worker builds the fixture (8 s), not two
 def test_resume_refuses_changed_settings(short_kip_run, tmp_path):
     out = _copy_run(short_kip_run, tmp_path)
     before = (out / "distilled.npz").read_bytes()
@@ -305,6 +306,7 @@ def test_resume_refuses_changed_settings(short_kip_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("short_kip_run")
 def test_resume_refuses_a_damaged_checkpoint(short_kip_run, tmp_path):
     out = _copy_run(short_kip_run, tmp_path)
     data = (out / "checkpoint.npz").read_bytes()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from _helpers import colour_count
 
 from kdistill.cli import cli
 from kdistill.errors import CorruptFileError, InvalidInputError
@@ -126,8 +127,8 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert img.shape[:2] == (1600, 1200)
     rgb = (np.asarray(img)[..., :3] * 255).round().astype(np.uint8)
     assert rgb.std() > 10  # not a blank page
-    colours = np.unique(rgb.reshape(-1, 3), axis=0)
-    assert len(colours) > 50, len(colours)  # text alone is a few grey levels; embedded images add many
+    colours = colour_count(rgb)
+    assert colours > 50, colours  # text alone is a few grey levels; embedded images add many
     # the page has dark pixels (text, digits) and large white areas (background)
     assert (rgb.max(axis=2) < 64).mean() > 0.001 and (rgb.min(axis=2) > 240).mean() > 0.3
 
@@ -161,6 +162,7 @@ def _grid_png(text: str) -> np.ndarray:
     return imread(io.BytesIO(base64.b64decode(m.group(1))))
 
 
+@pytest.mark.xdist_group("three_reports")  # with the next test: one worker builds the fixture (8 s), not two
 @pytest.mark.parametrize("name,m,lines", [("a", 10, 1), ("b", 100, 10), ("c", 500, 20)])
 def test_report_shows_every_image_baseline_per_class_and_curves(three_reports, name, m, lines):
     text = (three_reports / name / "report.html").read_text()
@@ -183,6 +185,7 @@ def test_report_shows_every_image_baseline_per_class_and_curves(three_reports, n
 
 
 @needs_chromium
+@pytest.mark.xdist_group("three_reports")
 def test_three_reports_render_in_headless_chromium(three_reports, tmp_path):
     from matplotlib.image import imread
 
@@ -206,7 +209,7 @@ def test_three_reports_render_in_headless_chromium(three_reports, tmp_path):
     assert whole.shape[:2] == (3000, 3840)
     for i, name in enumerate("abc"):
         rgb = whole[:, 1280 * i:1280 * (i + 1)]
-        colours = len(np.unique(rgb.reshape(-1, 3), axis=0))
+        colours = colour_count(rgb)
         assert colours > 50, (name, colours)  # embedded images, not only text
         # the grid sits inside the 1100-px column: no figure wider than the page (no horizontal overflow)
         right = rgb[:, 1195:1260]  # between the 1100-px column and the scrollbar
