@@ -61,7 +61,7 @@ def test_toy_method_is_listed_helped_validated_and_run(toy, tmp_path):
     for bad, needle in ((["--shift", "9"], "--shift must be >= -5 and <= 5, got 9.0"),
                         (["--shift", "nan"], "--shift must be a finite number"),
                         (["--repeat", "1.5"], "--repeat must be an integer"),
-                        (["--lr", "0.1"], "--lr applies to --method dc / frepo / kip / rfad only, not toy")):
+                        (["--lr", "0.1"], "--lr applies to --method dc / frepo / kip / rcig / rfad only, not toy")):
         line = error_line(_run(*base, *bad))
         assert needle in line, line
     assert not (tmp_path / "summary.json").exists()

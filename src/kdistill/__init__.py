@@ -14,7 +14,7 @@ Names are imported on first use, so ``import kdistill`` (and the CLI) starts fas
 
 >>> import kdistill
 >>> sorted(kdistill.methods.methods())
-['analytic', 'coreset', 'dc', 'frepo', 'kip', 'label-solve', 'random', 'rfad']
+['analytic', 'coreset', 'dc', 'frepo', 'kip', 'label-solve', 'random', 'rcig', 'rfad']
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from ._types import MethodOutput as MethodOutput
 from ._types import RunConfig as RunConfig
 from . import iterative as iterative
 # method modules register themselves on import
-from . import _random, _analytic, _label_solve, _coreset, _smart_pick, _kip, _rfad, _dc, _frepo  # noqa: E401,F401
+from . import _random, _analytic, _label_solve, _coreset, _smart_pick, _kip, _rfad, _dc, _frepo, _rcig  # noqa: E401,F401
 from ._coreset import coreset_init as coreset_init
 from ._smart_pick import SmartPick as SmartPick
 from . import _analytic as analytic
@@ -41,14 +41,16 @@ from ._dc import dc_method as dc_method
 from ._dc import match_distance as match_distance
 from ._frepo import FRePoSettings as FRePoSettings
 from ._frepo import frepo_method as frepo_method
+from ._rcig import RCIGSettings as RCIGSettings
+from ._rcig import rcig_method as rcig_method
 from ._random import random_real as random_real
 
 __all__ = [
-    "Context", "DCSettings", "FRePoSettings", "KIPSettings", "Method", "MethodOutput", "Option", "RFADSettings",
-    "RunConfig",
+    "Context", "DCSettings", "FRePoSettings", "KIPSettings", "Method", "MethodOutput", "Option", "RCIGSettings",
+    "RFADSettings", "RunConfig",
     "SmartPick", "analytic", "cli_flags", "coreset_init", "dc_method", "distilled_features", "frepo_method", "get_method",
     "iterative", "kip", "kip_loss", "kip_method", "label_solve", "lambda_s_bound", "match_distance", "methods",
-    "random_real", "register_method", "resolve_options", "rfad_method", "unregister_method",
+    "random_real", "rcig_method", "register_method", "resolve_options", "rfad_method", "unregister_method",
 ]
 
 

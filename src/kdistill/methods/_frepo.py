@@ -79,7 +79,7 @@ from .iterative import Batch, DriverSettings, IterativeMethod, mse, option, regi
 from ._dc import dc_depth_for
 from ._types import Context
 
-__all__ = ["FRePoSettings", "frepo_method", "frepo_loss", "label_margin"]
+__all__ = ["FRePoSettings", "frepo_method", "frepo_loss", "label_margin", "train_and_score"]
 
 OUTER_OPTIMIZERS = ("lamb", "adam")
 
@@ -142,11 +142,25 @@ class FRePoSettings(DriverSettings):
                                     f"block), more than {MAX_WIDTH}: lower --net-width or --net-depth")
 
 
-def label_margin(y_s):
-    """FRePo's label margin, ``mean_j max(-(top1_j - top2_j), -1/k)`` over the label rows ``y_s (m, k)``: at
-    least -1/k, reached by every row whose largest entry leads the next by 1/k or more."""
+def label_margin(y_s, gap: float | None = None):
+    """FRePo's label margin, ``mean_j max(-(top1_j - top2_j), -gap)`` over the label rows ``y_s (m, k)``
+    (``gap`` default ``1/k``, FRePo's; RCIG's is ``1/(2k)``): at least ``-gap``, reached by every row whose
+    largest entry leads the next by ``gap`` or more."""
     top2 = jax.lax.top_k(y_s, 2)[0]
-    return jnp.mean(jnp.maximum(top2[:, 1] - top2[:, 0], -1.0 / y_s.shape[1]))
+    gap = 1.0 / y_s.shape[1] if gap is None else gap
+    return jnp.mean(jnp.maximum(top2[:, 1] - top2[:, 0], -gap))
+
+
+def train_and_score(x_s, y_s, x_val, labels_val, *, width: int, depth: int, steps: int, seed: int,
+                    lr: float | None = None) -> float:
+    """Held-out accuracy of FRePo's evaluation ConvNet (``convnet-frepo`` at ``width`` and ``depth``) trained on
+    ``(x_s, y_s)`` for ``steps`` Adam steps at a constant ``lr`` (default the protocol's 3e-4) on batches of at
+    most 500, MSE on the labels, no augmentation: the periodic evaluation of FRePo and RCIG."""
+    per_epoch = -(-len(x_s) // 500)
+    settings = finite_settings("convnet-frepo", width=width, depth=depth, epochs=-(-steps // per_epoch),
+                               schedule="constant", warmup=0, augment="none", batch_size=500, lr=lr)
+    trained = train(np.asarray(x_s, np.float32), np.asarray(y_s, np.float32), settings, seed=seed)
+    return accuracy(settings.net, trained.params, x_val, labels_val)
 
 
 def frepo_loss(phi_s, y_s, phi_t, y_t, weights, *, reg: float, margin: bool):
@@ -212,11 +226,7 @@ def frepo_method(*, num_classes: int, input_shape: tuple[int, ...], steps: int, 
         return state["params"]["x"], state["params"]["y"] if learn_labels else state["y_fixed"]
 
     def validate(x_s, y_s, x_val, labels_val):
-        per_epoch = -(-len(x_s) // 500)
-        settings = finite_settings("convnet-frepo", width=width, depth=depth, epochs=-(-val_steps // per_epoch),
-                                   schedule="constant", warmup=0, augment="none", batch_size=500)
-        trained = train(np.asarray(x_s, np.float32), np.asarray(y_s, np.float32), settings, seed=seed)
-        return accuracy(settings.net, trained.params, x_val, labels_val)
+        return train_and_score(x_s, y_s, x_val, labels_val, width=width, depth=depth, steps=val_steps, seed=seed)
 
     return IterativeMethod("frepo", init, step, support, validate, hint="lower --lr or raise --reg")
 

@@ -48,15 +48,17 @@ def norm_init(c: int) -> dict:
     return {"scale": jnp.ones((c,), F32), "shift": jnp.zeros((c,), F32)}
 
 
-def conv(x: jax.Array, layer: dict, *, stride: int = 1, padding: int | None = None) -> jax.Array:
+def conv(x: jax.Array, layer: dict, *, stride: int = 1, padding: int | None = None,
+         formulation: str | None = None) -> jax.Array:
     """A ``k x k`` convolution of ``x: (n, h, w, c_in)`` with ``layer["w"]`` (and ``layer["b"]`` if present),
     ``padding`` zeros on each side (default ``k // 2``). 3x3, stride 1, padding 1 goes through
-    :func:`~kdistill.nets.conv3x3` (the fastest formulation per layer shape); the rest through XLA."""
+    :func:`~kdistill.nets.conv3x3` (the fastest formulation per layer shape, or ``formulation``); the rest
+    through XLA."""
     w = layer["w"]
     k = w.shape[0]
     p = k // 2 if padding is None else padding
     if k == 3 and stride == 1 and p == 1:
-        y = conv3x3(x, w)
+        y = conv3x3(x, w, formulation=formulation)
     else:
         y = lax.conv_general_dilated(x, w, (stride, stride), ((p, p), (p, p)), dimension_numbers=_DIMS)
     return y + layer["b"] if "b" in layer else y

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 from ..errors import InvalidInputError
 from ._layers import (F32, avg_pool, conv, conv_init, dense, dense_init, group_norm, instance_norm, layer_norm,
                       max_pool, norm_init, uniform)
+from ._conv import FORMULATIONS
 
 __all__ = ["MODELS", "AlexNet", "ConvNet", "MLP", "ResNet18", "VGG11", "make_model"]
 
@@ -67,6 +68,7 @@ Params = Any  # a pytree of float32 arrays
 NORMS = ("instance", "group", "layer", "none")
 POOLINGS = ("avg", "max", "none")
 PARAMETERIZATIONS = ("standard", "ntk", "gaussian", "he")
+ACTIVATIONS = ("relu", "softplus")
 
 
 def _image_shape(input_shape, name: str) -> tuple[int, int, int]:
@@ -97,6 +99,10 @@ class ConvNet:
       w_std, b_std: NTK parameterisation scales (ignored for ``"standard"``).
       widen: block ``i`` has ``width * widen**i`` channels (1: DC's and KIP's constant width; 2: FRePo's and
         RCIG's 128/256/512).
+      activation: ``"relu"``, or ``"softplus"`` with sharpness ``softplus_beta`` (``log(1 + exp(b z)) / b``,
+        RCIG's distillation networks at b = 60: ReLU with a second derivative).
+      conv: the 3x3 convolutions' formulation (:func:`~kdistill.nets.conv3x3`; None: its default, the fastest,
+        which has no forward mode; ``"xla"`` for ``jax.jvp`` through the network, as RCIG needs).
     """
 
     width: int = 128
@@ -108,10 +114,19 @@ class ConvNet:
     b_std: float = 0.1
     pooling: str = "avg"
     widen: int = 1
+    activation: str = "relu"
+    softplus_beta: float = 60.0
+    conv: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.widen, int) or isinstance(self.widen, bool) or not 1 <= self.widen <= 4:
             raise InvalidInputError(f"widen must be an integer in 1 .. 4, got {self.widen!r}")
+        if self.activation not in ACTIVATIONS:
+            raise InvalidInputError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if not self.softplus_beta > 0:
+            raise InvalidInputError(f"softplus_beta must be > 0, got {self.softplus_beta!r}")
+        if self.conv is not None and self.conv not in FORMULATIONS:
+            raise InvalidInputError(f"unknown conv formulation {self.conv!r}; valid: {', '.join(FORMULATIONS)}")
         if self.norm not in NORMS:
             hint = " (batch norm needs running statistics, which these functional models do not keep)" \
                 if self.norm.startswith("batch") else ""
@@ -204,12 +219,18 @@ class ConvNet:
         (FRePo's and RCIG's kernel features)."""
         x = jnp.asarray(x, F32)
         if "stem" in params:
-            x = jax.nn.relu(self._affine(params["stem"], conv(x, {"w": params["stem"]["w"]}), 9 * x.shape[-1]))
+            y = conv(x, {"w": params["stem"]["w"]}, formulation=self.conv)
+            x = self._act(self._affine(params["stem"], y, 9 * x.shape[-1]))
         for layer in params["blocks"]:
             fan_in = 9 * x.shape[-1]
-            x = self._affine(layer, conv(x, {"w": layer["w"]}), fan_in)
-            x = self._pool(jax.nn.relu(self._norm(x, layer)))
+            x = self._affine(layer, conv(x, {"w": layer["w"]}, formulation=self.conv), fan_in)
+            x = self._pool(self._act(self._norm(x, layer)))
         return x.reshape(x.shape[0], -1)
+
+    def _act(self, x: jax.Array) -> jax.Array:
+        if self.activation == "softplus":
+            return jax.nn.softplus(self.softplus_beta * x) / self.softplus_beta
+        return jax.nn.relu(x)
 
 
 @dataclasses.dataclass(frozen=True)

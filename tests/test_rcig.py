@@ -1,0 +1,176 @@
+"""RCIG (kdistill.methods._rcig): the implicit gradient against the gradient through an unrolled inner loop and
+through the closed-form inner solution, on a tiny network in float64; the linearised model's pieces against
+explicit Jacobians. The run contract (determinism, resume, stops) is tests/test_iterative_contract.py's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kdistill import nets
+from kdistill.methods._rcig import inner_loss, rcig_gradients, solve_inner
+
+pytestmark = pytest.mark.usefixtures("x64_module")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiny:
+    """x (n, 3) -> softplus(x W1 + b1) (4 features) -> linear head (2 outputs), in the ConvNet's layout."""
+
+    def init(self, key):
+        k = jax.random.split(key, 4)
+        return {"blocks": [{"w": jax.random.normal(k[0], (3, 4)), "b": 0.1 * jax.random.normal(k[1], (4,))}],
+                "head": {"w": jax.random.normal(k[2], (4, 2)), "b": 0.1 * jax.random.normal(k[3], (2,))}}
+
+    def features(self, p, x):
+        return jax.nn.softplus(x @ p["blocks"][0]["w"] + p["blocks"][0]["b"])
+
+    def apply(self, p, x):
+        return self.features(p, x) @ p["head"]["w"] + p["head"]["b"]
+
+
+NET = Tiny()
+LAM = 0.3
+
+
+def _problem():
+    rng = np.random.default_rng(0)
+    theta0 = NET.init(jax.random.key(0))
+    psi = {"x": jnp.asarray(rng.normal(size=(3, 3))), "y": jnp.asarray(np.eye(2)[[0, 1, 0]] - 0.5
+                                                                         + rng.normal(scale=0.3, size=(3, 2))),
+           "log_temp": jnp.asarray(0.2)}
+    x_t = jnp.asarray(rng.normal(size=(7, 3)))
+    y_t = jnp.asarray(np.eye(2)[rng.integers(0, 2, 7)] - 0.5)
+    w_t = jnp.asarray(rng.uniform(0.5, 1.5, 7))
+    return theta0, psi, x_t, y_t, w_t
+
+
+def _flat_jacobian(theta0, x):
+    """``J (n k, P)``: the outputs' Jacobian in the linearised weights, explicit, columns in the order W1 (row
+    major), b1, the head's bias (the head's weights are not linearised)."""
+    def f(vec):
+        p = {"blocks": [{"w": vec[:12].reshape(3, 4), "b": vec[12:16]}],
+             "head": {"w": theta0["head"]["w"], "b": vec[16:18]}}
+        return NET.apply(p, x).reshape(-1)
+
+    at = jnp.concatenate([theta0["blocks"][0]["w"].reshape(-1), theta0["blocks"][0]["b"], theta0["head"]["b"]])
+    return jax.jacrev(f)(at)
+
+
+def _reference_loss(psi, theta0, x_t, y_t, w_t, *, unrolled_steps: int = 0):
+    """RCIG's outer loss at the inner problem's solution, written out with explicit matrices: the solution by
+    a dense solve, or by ``unrolled_steps`` of gradient descent from 0 (differentiated through the loop)."""
+    x_s, y_s = psi["x"], psi["y"]
+    m, k = y_s.shape
+    phi_s, phi_t = NET.features(theta0, x_s), NET.features(theta0, x_t)
+    a = jnp.linalg.inv(phi_s @ phi_s.T + LAM * jnp.eye(m))
+    j_s = _flat_jacobian(theta0, x_s)  # rows ordered (image, output)
+    big_a = jnp.kron(a, jnp.eye(k))  # A acting on the flattened (image, output) residual
+    hess = j_s.T @ big_a @ j_s + jnp.eye(j_s.shape[1])
+    rhs = j_s.T @ big_a @ y_s.reshape(-1)
+    if unrolled_steps:
+        step = 1.0 / jnp.linalg.eigvalsh(jax.lax.stop_gradient(hess))[-1]
+        delta = jax.lax.fori_loop(0, unrolled_steps, lambda _, d: d - step * (hess @ d - rhs), jnp.zeros_like(rhs))
+    else:
+        delta = jnp.linalg.solve(hess, rhs)
+    jvp_t = (_flat_jacobian(theta0, x_t) @ delta).reshape(-1, k)
+    r = y_s - (j_s @ delta).reshape(m, k)
+    pred = jvp_t + phi_t @ phi_s.T @ a @ r
+    logp = jax.nn.log_softmax(jnp.exp(psi["log_temp"]) * pred, axis=1)
+    ce = -jnp.take_along_axis(logp, jnp.argmax(y_t, axis=1)[:, None], axis=1)[:, 0]
+    top2 = jax.lax.top_k(y_s, 2)[0]
+    margin = jnp.mean(jnp.maximum(top2[:, 1] - top2[:, 0], -0.5 / k))
+    return jnp.mean(w_t * ce) + margin
+
+
+def test_inner_loss_and_its_solution_match_the_explicit_quadratic():
+    theta0, psi, _, _, _ = _problem()
+    x_s, y_s = psi["x"], psi["y"]
+    j_s = _flat_jacobian(theta0, x_s)
+    phi_s = NET.features(theta0, x_s)
+    big_a = jnp.kron(jnp.linalg.inv(phi_s @ phi_s.T + LAM * jnp.eye(3)), jnp.eye(2))
+    delta_flat = jnp.asarray(np.random.default_rng(1).normal(size=j_s.shape[1]))
+    # the same vector as a parameter tree: blocks' w, b, then the head's bias; the head's weights 0
+    sizes = [12, 4, 2]
+    parts = jnp.split(delta_flat, np.cumsum(sizes)[:-1])
+    delta = {"blocks": [{"b": parts[1], "w": parts[0].reshape(3, 4)}], "head": {"b": parts[2], "w": jnp.zeros((4, 2))}}
+    r = y_s.reshape(-1) - j_s @ delta_flat
+    want = 0.5 * (r @ big_a @ r + delta_flat @ delta_flat)
+    assert float(inner_loss(delta, NET, theta0, x_s, y_s, LAM)) == pytest.approx(float(want), rel=1e-12)
+    # conjugate gradients in as many steps as unknowns: the dense solution
+    solved, hessian = solve_inner(NET, theta0, x_s, y_s, LAM, steps=j_s.shape[1])
+    dense = jnp.linalg.solve(j_s.T @ big_a @ j_s + jnp.eye(18), j_s.T @ big_a @ y_s.reshape(-1))
+    got = jnp.concatenate([solved["blocks"][0]["w"].reshape(-1), solved["blocks"][0]["b"], solved["head"]["b"]])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(dense), rtol=1e-8, atol=1e-10)
+    assert float(jnp.abs(solved["head"]["w"]).max()) == 0.0
+    hd = hessian(delta)
+    got_hd = jnp.concatenate([hd["blocks"][0]["w"].reshape(-1), hd["blocks"][0]["b"], hd["head"]["b"]])
+    np.testing.assert_allclose(np.asarray(got_hd), np.asarray((j_s.T @ big_a @ j_s + jnp.eye(18)) @ delta_flat),
+                               rtol=1e-10)
+
+
+def test_implicit_gradient_equals_the_gradient_through_the_solved_and_the_unrolled_inner_problem():
+    theta0, psi, x_t, y_t, w_t = _problem()
+    exact = jax.grad(_reference_loss)(psi, theta0, x_t, y_t, w_t)
+    unrolled = jax.jit(jax.grad(lambda p: _reference_loss(p, theta0, x_t, y_t, w_t, unrolled_steps=20_000)))(psi)
+    got, value, _ = rcig_gradients(psi, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18, hvp_steps=18,
+                                   clip=False, margin=True)
+    assert float(value) == pytest.approx(float(_reference_loss(psi, theta0, x_t, y_t, w_t)), rel=1e-10)
+    for name in ("x", "y", "log_temp"):
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(exact[name]), rtol=1e-7, atol=1e-10,
+                                   err_msg=name)
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(unrolled[name]), rtol=1e-5, atol=1e-8,
+                                   err_msg=name)
+    # the implicit part matters here: the direct gradient alone (delta held fixed) is far from the total
+    direct, _, _ = rcig_gradients(psi, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18, hvp_steps=1,
+                                  clip=False, margin=True)
+    assert not np.allclose(np.asarray(direct["x"]), np.asarray(exact["x"]), rtol=1e-2)
+    # RCIG's clipping: each array's implicit part at most its direct part's norm; the temperature's unchanged
+    clipped, _, _ = rcig_gradients(psi, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18, hvp_steps=18,
+                                   clip=True, margin=True)
+    np.testing.assert_allclose(np.asarray(clipped["log_temp"]), np.asarray(exact["log_temp"]), rtol=1e-9)
+    for name in ("x", "y"):
+        fixed_delta = jax.grad(lambda p: _outer_at_fixed_delta(p, theta0, x_t, y_t, w_t))(psi)[name]
+        implicit = clipped[name] - fixed_delta
+        assert float(jnp.linalg.norm(implicit)) <= float(jnp.linalg.norm(fixed_delta)) * (1 + 1e-9)
+
+
+def _outer_at_fixed_delta(psi, theta0, x_t, y_t, w_t):
+    """The reference loss with the inner solution held at its current value (the direct gradient's function)."""
+    x_s, y_s = psi["x"], psi["y"]
+    phi_s = NET.features(theta0, x_s)
+    a = jnp.linalg.inv(phi_s @ phi_s.T + LAM * jnp.eye(3))
+    j_s = _flat_jacobian(theta0, x_s)
+    big_a = jnp.kron(a, jnp.eye(2))
+    delta = jax.lax.stop_gradient(jnp.linalg.solve(j_s.T @ big_a @ j_s + jnp.eye(18), j_s.T @ big_a @ y_s.reshape(-1)))
+    jvp_t = (_flat_jacobian(theta0, x_t) @ delta).reshape(-1, 2)
+    pred = jvp_t + NET.features(theta0, x_t) @ phi_s.T @ a @ (y_s - (j_s @ delta).reshape(3, 2))
+    logp = jax.nn.log_softmax(jnp.exp(psi["log_temp"]) * pred, axis=1)
+    ce = -jnp.take_along_axis(logp, jnp.argmax(y_t, axis=1)[:, None], axis=1)[:, 0]
+    top2 = jax.lax.top_k(y_s, 2)[0]
+    return jnp.mean(w_t * ce) + jnp.mean(jnp.maximum(top2[:, 1] - top2[:, 0], -0.25))
+
+
+def test_the_convnet_linearisation_runs_forward_mode_and_matches_finite_differences():
+    """RCIG's ConvNet (softplus, XLA's convolutions): J(x) delta against a central difference of the outputs."""
+    net = nets.ConvNet(width=4, depth=2, norm="none", widen=2, activation="softplus", softplus_beta=60.0, conv="xla")
+    theta0 = net.init(jax.random.key(0), (8, 8, 1), 3)  # float32: the network computes in float32
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
+    delta = jax.tree.map(lambda a: jnp.asarray(np.random.default_rng(a.size).normal(size=a.shape), jnp.float32),
+                         theta0)
+    got = jax.jvp(lambda p: net.apply(p, x), (theta0,), (delta,))[1]
+    eps = 1e-3
+    up = net.apply(jax.tree.map(lambda a, d: a + eps * d, theta0, delta), x)
+    down = net.apply(jax.tree.map(lambda a, d: a - eps * d, theta0, delta), x)
+    # float32 differences of a step 1e-3: agreement to about 1% of the outputs' scale
+    scale = float(jnp.abs(got).max())
+    np.testing.assert_allclose(np.asarray(got), np.asarray((up - down) / (2 * eps)), rtol=0, atol=1e-2 * scale)
+    relu = dataclasses.replace(net, activation="relu")
+    soft = net.apply(theta0, x)
+    assert not np.allclose(np.asarray(soft), np.asarray(relu.apply(theta0, x)), atol=1e-9)  # the activation is used
+    np.testing.assert_allclose(np.asarray(soft), np.asarray(dataclasses.replace(net, conv=None).apply(theta0, x)),
+                               rtol=1e-5, atol=1e-6)  # the formulation changes speed, not values
