@@ -1,17 +1,20 @@
-"""FRePo (neural feature regression with a model pool, Zhou et al. 2022) on this CPU (issue 30).
+"""FRePo (neural feature regression with a model pool, Zhou et al. 2022) and RCIG (convexified implicit
+gradients, Loo et al. 2023) on this CPU (issues 30 and 31): the two model-pool methods share FRePo's evaluation
+protocol (RCIG's is FRePo's at lr 1e-4), so one script measures both (``--method``, default frepo).
 
-Rows merged into benchmarks/results/frepo.json (a row with the same key is replaced) and rendered to
-frepo.md with the machine, seconds and load averages:
+Rows merged into benchmarks/results/<method>.json (a row with the same key is replaced) and rendered to
+<method>.md with the machine, seconds and load averages:
 
-- ``run``: one ``kdistill distill --method frepo`` per training seed, each in its own process with
+- ``run``: one ``kdistill distill --method <method>`` per training seed, each in its own process with
   ``--learn-time-limit`` (its defaults unless ``--extra`` adds flags), then the kept set under DC's protocol
   (``kdistill evaluate --model convnet``) and FRePo's (``--model convnet-frepo``, with and without its
-  augmentation; ``--protocols`` to choose), ``--eval-seeds`` networks each; the row holds the mean +- std over
+  augmentation; for rcig also RCIG's, FRePo's at lr 1e-4; ``--protocols`` to choose), ``--eval-seeds`` networks each; the row holds the mean +- std over
   the training seeds of each seed's mean, and every number. ``--reuse`` evaluates a finished run folder again,
   keeping the evaluations on record (in frepo.json, or made by ``kdistill evaluate`` with ``--eval-seeds``
   networks and recorded in the run folder's summary.json) whose augmentation is still the protocol's.
-- ``random``: class-balanced random real images under FRePo's protocol (DC's protocol's random rows are in
-  dc.json, measured by ``benchmarks/dc.py random``; they are shown beside these).
+- ``random``: class-balanced random real images under FRePo's protocol, kept in frepo.json for both methods
+  (DC's protocol's random rows are in dc.json, measured by ``benchmarks/dc.py random``; they are shown beside
+  these).
 
 Usage:
   .venv/bin/python benchmarks/frepo.py run --dataset mnist --ipc 1 --minutes 60 [--seeds 3] [--eval-seeds 2]
@@ -19,6 +22,7 @@ Usage:
   .venv/bin/python benchmarks/frepo.py random --datasets mnist fashion_mnist --ipcs 1 10 [--seeds 3]
   .venv/bin/python benchmarks/frepo.py profile      # seconds per step by target batch, and per validation
   .venv/bin/python benchmarks/frepo.py render
+  .venv/bin/python benchmarks/frepo.py --method rcig run|profile|render ...   # the same for RCIG (rcig.json)
 """
 
 from __future__ import annotations
@@ -50,21 +54,34 @@ PUBLISHED = {
     "KIP->NN (unconfirmed)": {("mnist", 1): 90.1, ("mnist", 10): 97.5, ("fashion_mnist", 1): 73.5,
                               ("fashion_mnist", 10): 86.8},
 }
+# RCIG: as recalled (MNIST, Fashion-MNIST) in issue 31, not confirmed here; CIFAR-10's 53.9 / 69.1 / 73.5 are quoted
+# by a later paper's table.
+PUBLISHED_RCIG = {"RCIG (unconfirmed)": {("mnist", 1): 94.7, ("mnist", 10): 98.9, ("fashion_mnist", 1): 79.8,
+                                         ("fashion_mnist", 10): 88.5}}
+METHOD = "frepo"  # set from --method
+TITLES = {"frepo": "FRePo", "rcig": "RCIG"}
 RUN_KEY = ("kind", "dataset", "ipc", "minutes", "tag")
 RANDOM_KEY = ("kind", "dataset", "ipc", "model", "augment")
 PROFILE_KEY = ("kind", "what")
 # evaluation name -> (kdistill evaluate flags, column): DC's protocol, FRePo's, and FRePo's without augmentation
 PROTOCOLS = {"convnet": (["--model", "convnet"], "DC's protocol %"),
              "convnet-frepo": (["--model", "convnet-frepo"], "FRePo's protocol %"),
-             "convnet-frepo/none": (["--model", "convnet-frepo", "--augment", "none"], "FRePo's, no augmentation %")}
+             "convnet-frepo/none": (["--model", "convnet-frepo", "--augment", "none"], "FRePo's, no augmentation %"),
+             "convnet-frepo/lr1e-4": (["--model", "convnet-frepo", "--lr", "1e-4"], "RCIG's protocol %")}
+OWN = {"frepo": ["convnet", "convnet-frepo", "convnet-frepo/none"],
+       "rcig": ["convnet", "convnet-frepo/lr1e-4", "convnet-frepo/none"]}
+"""The evaluations each method's run makes by default."""
 
 
-def _merge(row: dict, key: tuple[str, ...]) -> None:
-    render(merged_rows("frepo", row, key))
+def _merge(row: dict, key: tuple[str, ...], name: str | None = None) -> None:
+    name = name or METHOD
+    rows = merged_rows(name, row, key)
+    if name == METHOD:
+        render(rows)
 
 
-def _rows() -> list[dict]:
-    path = RESULTS / "frepo.json"
+def _rows(name: str | None = None) -> list[dict]:
+    path = RESULTS / f"{name or METHOD}.json"
     return load_json(path).get("rows", []) if path.exists() else []
 
 
@@ -84,12 +101,12 @@ def _augment(flags: list[str], dataset: str) -> str:
 
 def run(args) -> None:
     extra = shlex.split(args.extra)
-    base = Path(tempfile.mkdtemp(prefix="kdistill-frepo-")) if args.keep is None else args.keep
+    base = Path(tempfile.mkdtemp(prefix=f"kdistill-{METHOD}-")) if args.keep is None else args.keep
     seeds = []
     for seed in range(args.seeds):
         load_before = os.getloadavg()
-        out = base / f"frepo_{args.dataset}_ipc{args.ipc}_{args.minutes:g}min_{args.tag}_seed{seed}"
-        cmd = ["distill", "--dataset", args.dataset, "--method", "frepo", "--ipc", str(args.ipc), "--seed", str(seed),
+        out = base / f"{METHOD}_{args.dataset}_ipc{args.ipc}_{args.minutes:g}min_{args.tag}_seed{seed}"
+        cmd = ["distill", "--dataset", args.dataset, "--method", METHOD, "--ipc", str(args.ipc), "--seed", str(seed),
                "--learn-time-limit", str(int(args.minutes * 60)), "--no-full", "--no-baseline", "--out", str(out),
                "--force", *extra]
         if args.reuse and (out / "distilled.npz").exists():  # evaluate a finished run again (same command)
@@ -111,7 +128,7 @@ def run(args) -> None:
         entry.update({k: v for k, v in old.items() if "@" in k})  # evaluations superseded earlier
         recorded = summary.get("finite", {}) if args.reuse and seconds is None else {}
         for model, (flags, _) in PROTOCOLS.items():
-            if model not in args.protocols:
+            if model not in (args.protocols or OWN[METHOD]):
                 continue
             if model in old and old[model]["augment"] == _augment(flags, args.dataset):
                 entry[model] = old[model]  # --reuse: this evaluation, under today's protocol, is on record
@@ -153,7 +170,7 @@ class _RandomRows:
         _merge({"kind": "random", "dataset": r["dataset"], "ipc": r["ipc"], "model": self.model,
                 "augment": r["augment"], "epochs": r["epochs"], "seeds": r["seeds"], "mean": r["mean"],
                 "std": r["std"], "accuracies": r["accuracies"], "seconds_per_seed": round(r["seconds_per_seed"], 1),
-                "loadavg": [round(v, 2) for v in os.getloadavg()], "machine": machine_info()}, RANDOM_KEY)
+                "loadavg": [round(v, 2) for v in os.getloadavg()], "machine": machine_info()}, RANDOM_KEY, "frepo")
 
 
 def random(args) -> None:
@@ -164,21 +181,24 @@ def random(args) -> None:
 
 
 def profile(args) -> None:
-    """Median seconds of one FRePo step (defaults but the target batch) on MNIST at ipc 1 after two warm-up
-    steps, the target features alone, one pool step, and one validation."""
+    """Median seconds of one step of the method (defaults but the target batch) on MNIST at ``--ipc`` after two
+    warm-up steps, the target features alone, and one validation."""
     import jax
     import jax.numpy as jnp
 
     from kdistill import nets
     from kdistill.data import load
     from kdistill.methods._frepo import frepo_method
+    from kdistill.methods._rcig import rcig_method
     from kdistill.methods.iterative import Batch
 
     ds = load("mnist")
     x = ds.x_train.astype(np.float32)
     x = (x - x.mean()) / x.std()
     y = np.eye(10, dtype=np.float32)[ds.y_train] - 0.1
-    idx = np.concatenate([np.flatnonzero(ds.y_train == c)[:1] for c in range(10)])
+    idx = np.concatenate([np.flatnonzero(ds.y_train == c)[:args.ipc] for c in range(10)])
+    build = {"frepo": lambda: frepo_method(num_classes=10, input_shape=x.shape[1:], steps=1000),
+             "rcig": lambda: rcig_method(num_classes=10, input_shape=x.shape[1:])}[METHOD]
     rng = np.random.default_rng(0)
 
     def median_seconds(fn, repeats=5):
@@ -191,7 +211,7 @@ def profile(args) -> None:
 
     for batch in args.batches:
         load_before = os.getloadavg()
-        method = frepo_method(num_classes=10, input_shape=x.shape[1:], steps=1000)
+        method = build()
         box = {"state": method.init(x[idx], y[idx])}
 
         def one_step(r):
@@ -205,7 +225,7 @@ def profile(args) -> None:
         features = jax.jit(net.features)
         xb = jnp.asarray(x[:batch])
         feat_s = median_seconds(lambda r: features(params, xb))
-        _merge({"kind": "profile", "what": f"step, target batch {batch}", "seconds": round(step_s, 3),
+        _merge({"kind": "profile", "what": f"step, ipc {args.ipc}, target batch {batch}", "seconds": round(step_s, 3),
                 "target_features_seconds": round(feat_s, 3), "loadavg_before": [round(v, 2) for v in load_before],
                 "machine": machine_info()}, PROFILE_KEY)
     load_before = os.getloadavg()
@@ -215,7 +235,7 @@ def profile(args) -> None:
     first = time.perf_counter() - t
     t = time.perf_counter()
     method.validate(x_s, y_s, x[-5000:], ds.y_train[-5000:])
-    _merge({"kind": "profile", "what": "validation, ipc 1 (1000 Adam steps, 5000 held-out images)",
+    _merge({"kind": "profile", "what": f"validation, ipc {args.ipc} (1000 Adam steps, 5000 held-out images)",
             "seconds": round(time.perf_counter() - t, 2), "first_call_seconds": round(first, 2),
             "loadavg_before": [round(v, 2) for v in load_before], "machine": machine_info()}, PROFILE_KEY)
 
@@ -236,10 +256,11 @@ def render(rows: list[dict] | None = None) -> None:
     runs = sorted((r for r in rows if r["kind"] == "run"), key=lambda r: (r["dataset"], r["ipc"], r["minutes"], r["tag"]))
     # random real under FRePo's protocol as it is today (a row measured under an earlier augmentation is listed
     # below the table, not beside the sets)
-    randoms = [r for r in rows if r["kind"] == "random"]
+    randoms = [r for r in (rows if METHOD == "frepo" else _rows("frepo")) if r["kind"] == "random"]
     current = {(r["dataset"], r["ipc"]): r for r in randoms
                if r["augment"] == _augment(["--model", "convnet-frepo"], r["dataset"])}
     dc_random = _dc_random()
+    published = {**(PUBLISHED_RCIG if METHOD == "rcig" else {}), **PUBLISHED}
     table = []
     for r in runs:
         key = (r["dataset"], r["ipc"])
@@ -251,12 +272,13 @@ def render(rows: list[dict] | None = None) -> None:
             # one set: the std is over its evaluation networks; several: over the sets' means
             **{col: _pct(r["seeds"][0].get(model) if len(r["seeds"]) == 1 else r.get(model))
                for model, (_, col) in PROTOCOLS.items()},
-            **{name: pub.get(key, "") for name, pub in PUBLISHED.items()},
+            **{name: pub.get(key, "") for name, pub in published.items()},
         })
+    shown = [PROTOCOLS[m][1] for m in PROTOCOLS if m in OWN[METHOD] or any(m in r for r in runs)]
     cols = ["dataset", "ipc", "minutes", "tag", "seeds", "steps", "KRR %", "DC's protocol %", "random real, DC's %",
-            "FRePo's protocol %", "FRePo's, no augmentation %", "random real, FRePo's %", *PUBLISHED]
-    lines = ["# FRePo on a 2-core CPU (issue 30)", "",
-             "Finite ConvNet test accuracy of `kdistill distill --method frepo` sets: mean ± std over the training "
+            *[c for c in shown if c != "DC's protocol %"], "random real, FRePo's %", *published]
+    lines = [f"# {TITLES[METHOD]} on a 2-core CPU (issue {30 if METHOD == 'frepo' else 31})", "",
+             f"Finite ConvNet test accuracy of `kdistill distill --method {METHOD}` sets: mean ± std over the training "
              "seeds of each set's mean over its evaluation networks (with one training seed: mean ± std over that set's "
              "evaluation networks). DC's protocol: `kdistill evaluate --model "
              "convnet` (DC's ConvNet, cross-entropy on softmax(labels / 0.1), DC's augmentation on MNIST); FRePo's: "
@@ -279,7 +301,7 @@ def render(rows: list[dict] | None = None) -> None:
         lines.append("")
     profiles = [r for r in rows if r["kind"] == "profile"]
     if profiles:
-        lines += ["## Where the time goes (`benchmarks/frepo.py profile`, MNIST ipc 1, default network)", "",
+        lines += [f"## Where the time goes (`benchmarks/frepo.py --method {METHOD} profile`, MNIST, default network)", "",
                   markdown_table(profiles, ["what", "seconds", "target_features_seconds", "first_call_seconds",
                                             "loadavg_before"]), ""]
     if randoms:
@@ -289,11 +311,12 @@ def render(rows: list[dict] | None = None) -> None:
                                    "load": v["loadavg"]}
                                   for v in sorted(randoms, key=lambda v: (v["dataset"], v["ipc"], v["augment"]))],
                                  ["dataset", "ipc", "mean %", "seeds", "augment", "epochs", "s per seed", "load"]), ""]
-    write_results("frepo", {"rows": rows}, "\n".join(lines))
+    write_results(METHOD, {"rows": rows}, "\n".join(lines))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=sorted(TITLES), default="frepo")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--dataset", required=True)
@@ -304,9 +327,9 @@ def main() -> None:
     r.add_argument("--tag", default="default")
     r.add_argument("--extra", default="", help="more distill flags, one string")
     r.add_argument("--keep", type=Path, default=None)
-    r.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
-                   help="the evaluations to run (default: all three; FRePo's protocol takes about 17 minutes per "
-                        "network at ipc 10 here)")
+    r.add_argument("--protocols", nargs="+", default=None, choices=list(PROTOCOLS),
+                   help="the evaluations to run (default: the method's three, OWN; FRePo's protocol takes about 17 "
+                        "minutes per network at ipc 10 here)")
     r.add_argument("--reuse", action="store_true", help="a seed whose run folder under --keep holds a finished set "
                    "is evaluated, not distilled again (its load average before is then unknown)")
     q = sub.add_parser("random")
@@ -315,8 +338,11 @@ def main() -> None:
     q.add_argument("--seeds", type=int, default=3)
     f = sub.add_parser("profile")
     f.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
+    f.add_argument("--ipc", type=int, default=1)
     sub.add_parser("render")
     args = p.parse_args()
+    global METHOD
+    METHOD = args.method
     {"run": run, "random": random, "profile": profile, "render": lambda a: render()}[args.cmd](args)
 
 

@@ -120,7 +120,7 @@ _PRECISION_FREE = {"test_iterative_contract.py", "test_architecture.py", "test_d
                    "test_distil_boost.py", "test_data_cache.py", "test_feature_maps.py", "test_cli.py",
                    "test_kernels_neural.py", "test_dc.py", "test_augment.py", "test_finite.py", "test_nets.py",
                    "test_budget.py", "test_compare.py", "test_export.py",
-                   "test_finite_protocols.py"}  # the CLI scopes
+                   "test_finite_protocols.py", "test_rcig.py"}  # the CLI scopes
 # float64 itself; its tests start from both. DC, finite networks and the augmentations are float32 whatever
 # the switch says. test_budget, test_compare and test_export test run settings, folders and files: their runs
 # name their precision or go through the CLI.

@@ -115,28 +115,36 @@ def test_inner_loss_and_its_solution_match_the_explicit_quadratic():
 
 def test_implicit_gradient_equals_the_gradient_through_the_solved_and_the_unrolled_inner_problem():
     theta0, psi, x_t, y_t, w_t = _problem()
-    exact = jax.grad(_reference_loss)(psi, theta0, x_t, y_t, w_t)
+    exact = jax.jit(jax.grad(_reference_loss))(psi, theta0, x_t, y_t, w_t)
     unrolled = jax.jit(jax.grad(lambda p: _reference_loss(p, theta0, x_t, y_t, w_t, unrolled_steps=20_000)))(psi)
-    got, value, _ = rcig_gradients(psi, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18, hvp_steps=18,
-                                   clip=False, margin=True)
+
+    def rcig(hvp_steps, clip):  # 18 unknowns: conjugate gradients in 18 steps solve exactly
+        return jax.jit(lambda p: rcig_gradients(p, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18,
+                                                hvp_steps=hvp_steps, clip=clip, margin=True))(psi)
+
+    got, value, _ = rcig(18, False)
     assert float(value) == pytest.approx(float(_reference_loss(psi, theta0, x_t, y_t, w_t)), rel=1e-10)
     for name in ("x", "y", "log_temp"):
         np.testing.assert_allclose(np.asarray(got[name]), np.asarray(exact[name]), rtol=1e-7, atol=1e-10,
                                    err_msg=name)
         np.testing.assert_allclose(np.asarray(got[name]), np.asarray(unrolled[name]), rtol=1e-5, atol=1e-8,
                                    err_msg=name)
-    # the implicit part matters here: the direct gradient alone (delta held fixed) is far from the total
-    direct, _, _ = rcig_gradients(psi, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18, hvp_steps=1,
-                                  clip=False, margin=True)
-    assert not np.allclose(np.asarray(direct["x"]), np.asarray(exact["x"]), rtol=1e-2)
+    # the implicit part matters: a poor inverse-Hessian product gives another gradient
+    one_step, _, _ = rcig(1, False)  # a one-step inverse-Hessian product: a wrong implicit part
+    assert not np.allclose(np.asarray(one_step["x"]), np.asarray(exact["x"]), rtol=1e-2)
     # RCIG's clipping: each array's implicit part at most its direct part's norm; the temperature's unchanged
-    clipped, _, _ = rcig_gradients(psi, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18, hvp_steps=18,
-                                   clip=True, margin=True)
+    clipped, _, _ = rcig(18, True)
     np.testing.assert_allclose(np.asarray(clipped["log_temp"]), np.asarray(exact["log_temp"]), rtol=1e-9)
+    direct = jax.jit(jax.grad(lambda p: _outer_at_fixed_delta(p, theta0, x_t, y_t, w_t)))(psi)
+    clipped_any = False
     for name in ("x", "y"):
-        fixed_delta = jax.grad(lambda p: _outer_at_fixed_delta(p, theta0, x_t, y_t, w_t))(psi)[name]
-        implicit = clipped[name] - fixed_delta
-        assert float(jnp.linalg.norm(implicit)) <= float(jnp.linalg.norm(fixed_delta)) * (1 + 1e-9)
+        implicit, unclipped = clipped[name] - direct[name], exact[name] - direct[name]
+        assert float(jnp.linalg.norm(implicit)) <= float(jnp.linalg.norm(direct[name])) * (1 + 1e-9)
+        clipped_any |= float(jnp.linalg.norm(unclipped)) > float(jnp.linalg.norm(direct[name])) * 1.01
+        # the clipped implicit part points where the exact one does
+        cos = float(jnp.vdot(implicit, unclipped) / (jnp.linalg.norm(implicit) * jnp.linalg.norm(unclipped)))
+        assert cos == pytest.approx(1.0, abs=1e-9)
+    assert clipped_any, "the problem should have an implicit part larger than the direct one (clipping active)"
 
 
 def _outer_at_fixed_delta(psi, theta0, x_t, y_t, w_t):
