@@ -34,8 +34,9 @@ Sources: the paper and the authors' code (``yolky/RCIG`` at a9fb1fa: ``algorithm
 setting                RCIG                            here
 =====================  ==============================  ==========================================
 network                Conv 128/256/512, depth 3,      the same (``ConvNet(widen=2, norm="none",
-                       softplus (beta 60), avg pool    activation="softplus")``; 28x28 images padded
-                                                       by 1 where RCIG pads the first layer by 3)
+                       softplus (beta 60), avg pool,   activation="softplus", parameterization=
+                       Flax's init (LeCun normal       "gaussian", w_std=1, b_std=0)``; 28x28 images
+                       weights, zero biases)           padded by 1 where RCIG pads the first by 3)
 inner solve            20 Adam steps from 0, lr tuned  20 conjugate-gradient steps from 0 (the
                        before the run and every 50     problem is quadratic: no learning rate)
                        steps
@@ -44,8 +45,12 @@ lam                    5e-4 x m                        the same (``--ridge``)
 outer optimiser        AdaBelief 3e-3 (set),           the same
                        3e-2 (temperature); EMA 0.99
 target batch           1024                            256 (for a 2-core CPU, as FRePo's here)
-pool                   30 models, 1-15 Adam steps      10 models (a checkpoint of 184 MB, not 550),
-                       (5e-5) a visit, reset at 100    the rest the same
+pool                   30 models, all new at the       10 models (a checkpoint of 184 MB, not 550),
+                       start, 1-15 Adam steps (5e-5)   ages staggered at the start as FRePo's; a
+                       a visit, reset after a visit    network past its age is reset in place of
+                       that reaches 100 steps          a visit's step (FRePo's rule), then trains
+                                                       the visit's remaining steps
+flipped copies         of the set on CIFAR-10          not yet (MNIST and Fashion-MNIST have none)
 labels                 learned, centred one-hot        the same
 steps                  10,000 (CLI default)            5000, for a time-limited run
 =====================  ==============================  ==========================================
@@ -80,6 +85,10 @@ from ._types import Context
 __all__ = ["RCIGSettings", "rcig_method", "rcig_gradients", "inner_loss", "outer_loss", "solve_inner"]
 
 _TAG = 0x72636967  # "rcig": the stream of pool networks and draws
+FLAX_INIT = {"parameterization": "gaussian", "w_std": 1.0, "b_std": 0.0}
+"""RCIG's networks start as Flax's defaults: weights N(0, 1 / fan_in) (LeCun normal, untruncated here), zero
+biases. (PyTorch's uniform init, ConvNet's default, has a third of that variance per layer: a kernel of the
+features some 27 times smaller at depth 3 against the same ridge.)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +213,8 @@ def solve_inner(net, theta0, x_s, y_s, lam, steps: int):
     and ``u -> H u`` (the head's weights held at 0 in both)."""
     zero = _without_head_weights(jax.tree.map(jnp.zeros_like, theta0))
     grad = jax.grad(inner_loss)
-    b = jax.tree.map(jnp.negative, _without_head_weights(grad(zero, net, theta0, x_s, y_s, lam)))
-    _, linear = jax.linearize(lambda d: grad(d, net, theta0, x_s, y_s, lam), zero)
+    at_zero, linear = jax.linearize(lambda d: grad(d, net, theta0, x_s, y_s, lam), zero)
+    b = jax.tree.map(jnp.negative, _without_head_weights(at_zero))
 
     def hessian(u):  # the gradient is affine in delta: its linear part is H
         return _without_head_weights(linear(_without_head_weights(u)))
@@ -257,11 +266,12 @@ def rcig_method(*, num_classes: int, input_shape: tuple[int, ...], lr: float = 3
 
     State: ``{"params": {"x", ["y"], "log_temp"}, "opt": the outer optimiser's state, "ema": the moving
     average's state, "kept": the averaged set, "y_fixed": labels, "pool": the model pool's state}``. The network
-    of step ``s`` and its training steps are drawn from ``(seed, s)``, a network re-initialised at step ``s`` from
-    ``fold_in(base, s + pool_size)``: a resumed run continues as an uninterrupted one.
+    of step ``s`` and its training steps are drawn from ``(seed, s)``, a network re-initialised at step ``s``
+    (visit step ``n``) from ``fold_in(fold_in(base, s + pool_size), n)``: a resumed run continues as an
+    uninterrupted one.
     """
     net = ConvNet(width=width, depth=depth, norm="none", widen=2, activation="softplus",
-                  softplus_beta=softplus_beta, conv="xla")
+                  softplus_beta=softplus_beta, conv="xla", **FLAX_INIT)
     fast_net = dataclasses.replace(net, conv=None)
     net.check_input(input_shape)
     pool = ModelPool(fast_net, size=pool_size, max_age=pool_steps, opt="adam", lr=pool_lr)
