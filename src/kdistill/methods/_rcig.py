@@ -65,7 +65,6 @@ does (RCIG's own evaluation is FRePo's protocol at lr 1e-4: ``kdistill evaluate 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -78,8 +77,7 @@ from ..errors import InvalidInputError
 from ..evaluate import MAX_WIDTH
 from ..nets import ConvNet, ModelPool
 from .iterative import Batch, DriverSettings, IterativeMethod, option, platt, register_iterative
-from ._dc import dc_depth_for
-from ._frepo import label_margin, train_and_score
+from ._frepo import FRePoSettings, label_margin, train_and_score
 from ._types import Context
 
 __all__ = ["RCIGSettings", "rcig_method", "rcig_gradients", "inner_loss", "outer_loss", "solve_inner"]
@@ -130,22 +128,10 @@ class RCIGSettings(DriverSettings):
     val_steps: int = option(1000, "Adam steps of the network trained on the set at each validation (FRePo's "
                             "periodic evaluation: 1000)", min=1, max=10**5)
 
-    def resolve(self, ctx: Context) -> "RCIGSettings":
-        """The pool networks' depth for the run's images when not given."""
-        depth = dc_depth_for(ctx.x_train.shape[1:3]) if self.net_depth is None else self.net_depth
-        return dataclasses.replace(self, net_depth=depth)
-
-    @staticmethod
-    def checkpoint_bytes(options: Mapping[str, Any], image_shape: tuple[int, ...], num_classes: int) -> int:
-        """Bytes the pool adds to a checkpoint: each network's float32 parameters and two Adam moments."""
-        depth = int(options.get("net_depth") or dc_depth_for(tuple(image_shape[:2])))
-        width = int(options.get("net_width") or 128)
-        if width * 2 ** (depth - 1) > MAX_WIDTH:
-            return 0  # a network the settings refuse (validate() says why)
-        net = ConvNet(width=width, depth=depth, norm="none", widen=2)
-        shapes = jax.eval_shape(lambda k: net.init(k, tuple(image_shape), num_classes), jax.random.key(0))
-        weights = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
-        return 3 * 4 * weights * int(options.get("pool_size") or 10)
+    # the pool networks' depth for the run's images when not given, and the bytes the pool adds to a checkpoint
+    # (each network's float32 weights and two Adam moments): as FRePo's, whose pool is built alike
+    resolve = FRePoSettings.resolve
+    checkpoint_bytes = staticmethod(FRePoSettings.checkpoint_bytes)
 
     def validate(self) -> None:
         super().validate()
