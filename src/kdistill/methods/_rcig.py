@@ -65,7 +65,6 @@ does (RCIG's own evaluation is FRePo's protocol at lr 1e-4: ``kdistill evaluate 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
