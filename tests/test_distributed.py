@@ -39,11 +39,6 @@ from conftest import TOL, X64
 
 import distributed  # noqa: E402  (the [test] extra installs it: its absence is a failure, not a skip)
 
-# one pytest-xdist worker runs this file (`make test` distributes by --dist loadgroup): one Dask cluster per run,
-# where the module-scoped `cluster` could otherwise start in both workers, two schedulers and four Dask workers on
-# a 2-core machine
-pytestmark = pytest.mark.xdist_group("dask")
-
 BIN = Path(sys.executable).parent
 ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

@@ -359,5 +359,5 @@ register_iterative("rcig", RCIGSettings, _build, doc="RCIG (Loo et al. 2023): a 
                    "`--model convnet`", precision="float32", kernel="rf-convnet:models=16,width=64,depth=3,stem=0",
                    smoke={"steps": 4, "target_batch": 60, "val_every": 2, "checkpoint_every": 1, "pool_size": 1,
                           "pool_steps": 1, "pool_visit_steps": 2, "net_width": 4, "net_depth": 1, "val_steps": 2,
-                          "inner_steps": 3, "hvp_steps": 3, "lr": 0.01},
+                          "inner_steps": 1, "hvp_steps": 1, "lr": 0.01},
                    smoke_kernel="rf-convnet:models=1,width=4,depth=2")
