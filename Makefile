@@ -42,8 +42,7 @@ demo: $(VENV)/.installed
 # (float32 code paths); the library itself never flips the switch (see tests/conftest.py). Tests run in
 # TEST_WORKERS processes (pytest-xdist; 2 by default, the machine the suite's 10-minute budget is for;
 # TEST_WORKERS=0 runs them in this process). --dist loadgroup: tests marked with one xdist_group (those sharing
-# an expensive module fixture) run in one worker, the rest wherever a worker is free. (Grouping the Dask tests
-# the same way made them about 40% slower, measured twice: left ungrouped.)
+# an expensive module fixture) run in one worker, the rest wherever a worker is free.
 TEST_WORKERS ?= 2
 # The float32 pass's workers start from the compiled programs of the float64 pass's (tests/conftest.py);
 # the folder is created empty and removed after.
