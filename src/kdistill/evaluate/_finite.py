@@ -456,6 +456,8 @@ def train(images, labels, settings: FiniteSettings, *, seed: int, progress: bool
                   flip=settings.flip, opt=settings.optimizer, anchor=anchor, scale=1.0 / settings.label_scale,
                   anchor_decay=settings.weight_decay)
     xj, tj = jnp.asarray(x), jnp.asarray(t)
+    if anchor is not None and settings.augment == "none" and validating:  # once, not per validated piece
+        common["anchor_logits"] = jnp.asarray(nets.predict(net, anchor, xj), xj.dtype)
     if not validating:
         params, _, losses = nets.run_epochs(params, state, xj, tj, epochs=settings.epochs, progress=progress,
                                             description=description or f"{settings.model} epochs", **common)

@@ -324,8 +324,6 @@ def rcig_method(*, num_classes: int, input_shape: tuple[int, ...], lr: float = 3
             state["params"], state["opt"], state["ema"], state["y_fixed"], state["pool"], jnp.asarray(i, jnp.int32),
             jnp.asarray(batch.x, jnp.float32), jnp.asarray(batch.y, jnp.float32),
             jnp.asarray(batch.weights, jnp.float32))
-        if ema == 0:
-            kept = params
         y_now = params["y"] if learn_labels else state["y_fixed"]
         pool_state = state["pool"]
         for n in range(visits):  # the drawn network trains on the new set (re-initialised once too old)

@@ -157,14 +157,17 @@ def momentum_step(params, trace, grads, lr, momentum):
 def run_epochs(params, opt_state, x, t, *, key, epochs: int, batch: int, net, loss: str,
                lr_at: Callable[[int, int], float] | None = None, augment: str = "none", flip: bool = True,
                opt: str = "sgd", progress: bool = False, description: str = "", first_epoch: int = 0,
-               anchor=None, scale: float = 1.0, anchor_decay: float = 0.0) -> tuple[Any, Any, np.ndarray]:
+               anchor=None, scale: float = 1.0, anchor_decay: float = 0.0,
+               anchor_logits=None) -> tuple[Any, Any, np.ndarray]:
     """Train ``params`` of ``net`` for ``epochs`` epochs on ``x: (m, h, w, c)`` with targets ``t: (m, k)``.
 
     ``batch``: images per step (``min(batch, m)`` is used). ``lr_at(step, steps_per_epoch)``: the learning
     rate of each step (0-based over the whole run); None keeps the state's. Epoch ``e``'s order and
     augmentation come from ``fold_in(key, e)``; the epochs run are ``first_epoch .. first_epoch + epochs - 1``
     (a run continued in pieces draws what one uninterrupted run would). ``anchor``, ``scale``,
-    ``anchor_decay``: see :func:`train_step`. Returns ``(params, opt_state, mean loss per epoch)``.
+    ``anchor_decay``: see :func:`train_step`. Without augmentation the anchor's logits of ``x`` are computed
+    once per call, or taken from ``anchor_logits`` (a caller that trains in pieces computes them once for all).
+    Returns ``(params, opt_state, mean loss per epoch)``.
     """
     m = int(x.shape[0])
     b = min(int(batch), m)
@@ -173,7 +176,8 @@ def run_epochs(params, opt_state, x, t, *, key, epochs: int, batch: int, net, lo
     fixed = None if lr_at is not None else float(opt_state.hyperparams["learning_rate"])
     extra = {} if anchor is None else {"anchor": anchor, "anchor_decay": jnp.asarray(anchor_decay, jnp.float32)}
     if anchor is not None and augment == "none":  # the anchor's logits of the stored images, once (RFAD: 17% a step)
-        extra["anchor_logits"] = jnp.asarray(predict(net, anchor, x), x.dtype)
+        extra["anchor_logits"] = (jnp.asarray(predict(net, anchor, x), x.dtype) if anchor_logits is None
+                                  else anchor_logits)
     if scale != 1.0:
         extra["scale"] = jnp.asarray(scale, jnp.float32)
     for n in track(range(epochs), total=epochs, description=description or "epochs", enabled=progress):
