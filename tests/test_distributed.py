@@ -198,10 +198,11 @@ def test_block_maps_equal_the_local_ones(executor, rng):
     np.testing.assert_allclose(again, krr.kernel_matrix(k, x, s, block_size=128), rtol=1e-12, atol=1e-12)
 
 
+# label-solve's distributed run is compared with the single-process one by
+# test_cli_workers_runs_a_local_cluster_with_the_same_result (through the CLI, on a local cluster)
 @pytest.mark.slow
 @pytest.mark.parametrize("method,kernel,options", [
     ("analytic", "fcnn:width=256", {}),
-    ("label-solve", "fc-ntk", {}),
     ("kip", "fc-ntk", {"steps": 10, "target_batch": 100, "val_every": 5, "learn_labels": True, "lr": 0.01}),
     ("rfad", RF, {"steps": 10, "target_batch": 100, "val_every": 10, "learn_labels": True}),
 ])

@@ -19,12 +19,12 @@ pytestmark = pytest.mark.usefixtures("x64_module")
 
 @dataclasses.dataclass(frozen=True)
 class Tiny:
-    """x (n, 3) -> softplus(x W1 + b1) (4 features) -> linear head (2 outputs), in the ConvNet's layout."""
+    """x (n, D) -> softplus(x W1 + b1) (H features) -> linear head (2 outputs), in the ConvNet's layout."""
 
     def init(self, key):
         k = jax.random.split(key, 4)
-        return {"blocks": [{"w": jax.random.normal(k[0], (3, 4)), "b": 0.1 * jax.random.normal(k[1], (4,))}],
-                "head": {"w": jax.random.normal(k[2], (4, 2)), "b": 0.1 * jax.random.normal(k[3], (2,))}}
+        return {"blocks": [{"w": jax.random.normal(k[0], (D, H)), "b": 0.1 * jax.random.normal(k[1], (H,))}],
+                "head": {"w": jax.random.normal(k[2], (H, 2)), "b": 0.1 * jax.random.normal(k[3], (2,))}}
 
     def features(self, p, x):
         return jax.nn.softplus(x @ p["blocks"][0]["w"] + p["blocks"][0]["b"])
@@ -33,17 +33,21 @@ class Tiny:
         return self.features(p, x) @ p["head"]["w"] + p["head"]["b"]
 
 
+D, H = 2, 3  # inputs, features
+P = D * H + H + 2  # the linearised weights: W1, b1 and the head's bias (conjugate gradients solve in P steps)
 NET = Tiny()
 LAM = 0.3
 
 
-def _problem():
-    rng = np.random.default_rng(0)
-    theta0 = NET.init(jax.random.key(0))
-    psi = {"x": jnp.asarray(rng.normal(size=(3, 3))), "y": jnp.asarray(np.eye(2)[[0, 1, 0]] - 0.5
+def _problem(seed: int = 3):
+    """Seed 3: the images' implicit gradient is larger than their direct one, the labels' smaller (both
+    branches of RCIG's clipping are exercised)."""
+    rng = np.random.default_rng(seed)
+    theta0 = NET.init(jax.random.key(seed))
+    psi = {"x": jnp.asarray(rng.normal(size=(3, D))), "y": jnp.asarray(np.eye(2)[[0, 1, 0]] - 0.5
                                                                          + rng.normal(scale=0.3, size=(3, 2))),
            "log_temp": jnp.asarray(0.2)}
-    x_t = jnp.asarray(rng.normal(size=(7, 3)))
+    x_t = jnp.asarray(rng.normal(size=(7, D)))
     y_t = jnp.asarray(np.eye(2)[rng.integers(0, 2, 7)] - 0.5)
     w_t = jnp.asarray(rng.uniform(0.5, 1.5, 7))
     return theta0, psi, x_t, y_t, w_t
@@ -53,8 +57,8 @@ def _flat_jacobian(theta0, x):
     """``J (n k, P)``: the outputs' Jacobian in the linearised weights, explicit, columns in the order W1 (row
     major), b1, the head's bias (the head's weights are not linearised)."""
     def f(vec):
-        p = {"blocks": [{"w": vec[:12].reshape(3, 4), "b": vec[12:16]}],
-             "head": {"w": theta0["head"]["w"], "b": vec[16:18]}}
+        p = {"blocks": [{"w": vec[:D * H].reshape(D, H), "b": vec[D * H:D * H + H]}],
+             "head": {"w": theta0["head"]["w"], "b": vec[D * H + H:]}}
         return NET.apply(p, x).reshape(-1)
 
     at = jnp.concatenate([theta0["blocks"][0]["w"].reshape(-1), theta0["blocks"][0]["b"], theta0["head"]["b"]])
@@ -98,22 +102,22 @@ def test_inner_loss_and_its_solution_match_the_explicit_quadratic():
     big_a = jnp.kron(jnp.linalg.inv(phi_s @ phi_s.T + LAM * jnp.eye(3)), jnp.eye(2))
     delta_flat = jnp.asarray(np.random.default_rng(1).normal(size=j_s.shape[1]))
     # the same vector as a parameter tree: blocks' w, b, then the head's bias; the head's weights 0
-    sizes = [12, 4, 2]
+    sizes = [D * H, H, 2]
     parts = jnp.split(delta_flat, np.cumsum(sizes)[:-1])
-    delta = {"blocks": [{"b": parts[1], "w": parts[0].reshape(3, 4)}], "head": {"b": parts[2], "w": jnp.zeros((4, 2))}}
+    delta = {"blocks": [{"b": parts[1], "w": parts[0].reshape(D, H)}], "head": {"b": parts[2], "w": jnp.zeros((H, 2))}}
     r = y_s.reshape(-1) - j_s @ delta_flat
     want = 0.5 * (r @ big_a @ r + delta_flat @ delta_flat)
     assert float(inner_loss(delta, NET, theta0, x_s, y_s, LAM)) == pytest.approx(float(want), rel=1e-12)
     # conjugate gradients in as many steps as unknowns: the dense solution
     solved = jax.jit(lambda xs, ys: solve_inner(NET, theta0, xs, ys, LAM, steps=j_s.shape[1])[0])(x_s, y_s)
     hessian = solve_inner(NET, theta0, x_s, y_s, LAM, steps=1)[1]
-    dense = jnp.linalg.solve(j_s.T @ big_a @ j_s + jnp.eye(18), j_s.T @ big_a @ y_s.reshape(-1))
+    dense = jnp.linalg.solve(j_s.T @ big_a @ j_s + jnp.eye(P), j_s.T @ big_a @ y_s.reshape(-1))
     got = jnp.concatenate([solved["blocks"][0]["w"].reshape(-1), solved["blocks"][0]["b"], solved["head"]["b"]])
     np.testing.assert_allclose(np.asarray(got), np.asarray(dense), rtol=1e-8, atol=1e-10)
     assert float(jnp.abs(solved["head"]["w"]).max()) == 0.0
     hd = hessian(delta)
     got_hd = jnp.concatenate([hd["blocks"][0]["w"].reshape(-1), hd["blocks"][0]["b"], hd["head"]["b"]])
-    np.testing.assert_allclose(np.asarray(got_hd), np.asarray((j_s.T @ big_a @ j_s + jnp.eye(18)) @ delta_flat),
+    np.testing.assert_allclose(np.asarray(got_hd), np.asarray((j_s.T @ big_a @ j_s + jnp.eye(P)) @ delta_flat),
                                rtol=1e-10)
 
 
@@ -122,11 +126,11 @@ def test_implicit_gradient_equals_the_gradient_through_the_solved_and_the_unroll
     exact = jax.jit(jax.grad(_reference_loss))(psi, theta0, x_t, y_t, w_t)
     unrolled = jax.jit(jax.grad(lambda p: _reference_loss(p, theta0, x_t, y_t, w_t, unrolled_steps=20_000)))(psi)
 
-    def rcig(hvp_steps, clip):  # 18 unknowns: conjugate gradients in 18 steps solve exactly
-        return jax.jit(lambda p: rcig_gradients(p, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=18,
+    def rcig(hvp_steps, clip):  # P unknowns: conjugate gradients in P steps solve exactly
+        return jax.jit(lambda p: rcig_gradients(p, NET, theta0, None, x_t, y_t, w_t, lam=LAM, inner_steps=P,
                                                 hvp_steps=hvp_steps, clip=clip, margin=True))(psi)
 
-    got, value, _ = rcig(18, False)
+    got, value, _ = rcig(P, False)
     assert float(value) == pytest.approx(float(_reference_loss(psi, theta0, x_t, y_t, w_t)), rel=1e-10)
     for name in ("x", "y", "log_temp"):
         np.testing.assert_allclose(np.asarray(got[name]), np.asarray(exact[name]), rtol=1e-7, atol=1e-10,
@@ -140,7 +144,7 @@ def test_implicit_gradient_equals_the_gradient_through_the_solved_and_the_unroll
     np.testing.assert_allclose(np.asarray(direct["log_temp"]), np.asarray(exact["log_temp"]), rtol=1e-9)
     # RCIG's clipping: an array's implicit part larger than its direct part is scaled to the direct part's norm,
     # a smaller one is left alone (here: the images' is larger, the labels' smaller); the temperature has none
-    clipped, _, _ = rcig(18, True)
+    clipped, _, _ = rcig(P, True)
     np.testing.assert_allclose(np.asarray(clipped["log_temp"]), np.asarray(exact["log_temp"]), rtol=1e-9)
     scaled = []
     for name in ("x", "y"):
