@@ -15,24 +15,38 @@ cores): --steps, --target-batch, lr 0.02 (KIP default), reg 1e-6, fixed labels, 
 50 steps on 2000 held-out images (keeps the best step), smart-pick defaults (rescoring every 50 steps,
 a random candidate pool of 10000 images, floor 0.1, class-balanced, no reweighting).
 
+4. ``rfad`` and ``dc`` (issue 32: the seed's claim on the methods it was made for), not run unless named:
+   RFAD with init in {real, gaussian-coreset, kmeans-coreset, kcenter} x sampler in {uniform, smart-pick}, DC
+   with init in {real, kmeans-coreset, kcenter}, each at its method's default options but for an equal
+   wall-clock budget per cell (``BUDGET_MINUTES``: RFAD 15 / DC 30 minutes at ipc 1, as the issue asks; RFAD 30
+   / DC 60 at ipc 10, our choice), which counts the init's and smart-pick's own seconds, with the steps left
+   unbounded so the budget is what stops every run. Each cell is one ``kdistill distill`` process (the command is
+   in its row; the run folder under ``runs/distil_boost``), then ``--nets`` ConvNets under DC's protocol
+   (``kdistill evaluate --model convnet``). Seeds are the outer loop, so a partial run still compares every
+   cell at the same number of seeds. The whole grid (2 datasets x ipc 1 and 10 x 3 seeds) is about 60 hours
+   of a 2-core CPU: ``--max-hours`` starts no cell after its time, and later invocations add the missing rows.
+
 Usage (each invocation merges its rows into benchmarks/results/distil_boost.json, skipping rows
 already there with the same settings unless --fresh, and rewrites distil_boost.md):
-  .venv/bin/python benchmarks/distil_boost.py --fresh              # everything again, defaults below
+  .venv/bin/python benchmarks/distil_boost.py --fresh              # the KIP parts again, defaults below
   .venv/bin/python benchmarks/distil_boost.py                      # only the rows not in the file yet
   .venv/bin/python benchmarks/distil_boost.py --parts coresets --datasets mnist --seeds 0
+  .venv/bin/python benchmarks/distil_boost.py --parts rfad dc --ipcs 1 --seeds 0 --max-hours 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
+from _common import RESULTS, evaluate_copy, kdistill_cli, load_json, markdown_table, write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import load  # noqa: E402
@@ -44,8 +58,16 @@ SAMPLERS = ("uniform", "smart-pick")
 KERNEL = "fc-ntk"
 
 
+# RFAD and DC (part 4): the inits and samplers each method takes, and the budget per cell (minutes)
+BOOST_INITS = {"rfad": INITS, "dc": ("real", "kmeans-coreset", "kcenter")}
+BOOST_SAMPLERS = {"rfad": SAMPLERS, "dc": ("uniform",)}  # DC has no target batch to pick
+BUDGET_MINUTES = {("rfad", 1): 15, ("dc", 1): 30, ("rfad", 10): 30, ("dc", 10): 60}
+RUNS = Path("runs/distil_boost")
+
+
 def _key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in ("part", "dataset", "ipc", "init", "sampler", "seed", "steps", "target_batch"))
+    return tuple(row.get(k) for k in ("part", "dataset", "ipc", "init", "sampler", "seed", "steps", "target_batch",
+                                      "budget"))
 
 
 def _coreset_row(ds, name, ipc, init, seed) -> dict:
@@ -71,6 +93,68 @@ def _kip_row(ds, name, ipc, init, sampler, seed, args, time_limit=0.0, part="ste
             "load": os.getloadavg()[0]}
 
 
+def _boost_budget(method: str, ipc: int, minutes: float | None) -> int:
+    """Seconds of learning per cell: ``--minutes`` when given, else ``BUDGET_MINUTES``."""
+    return int(round(60 * (minutes if minutes else BUDGET_MINUTES[(method, ipc)])))
+
+
+def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: int, args) -> dict:
+    """One RFAD or DC cell: the set made in its own process at an equal wall-clock budget, its KRR accuracy (the
+    run's summary) and ``args.nets`` ConvNets trained on it under DC's protocol."""
+    budget = _boost_budget(method, ipc, args.minutes)
+    out = RUNS / f"{method}_{name}_{ipc}_{init}_{sampler}_{seed}_{budget}s"
+    flags = ["distill", "--dataset", name, "--ipc", str(ipc), "--method", method, "--init", init,
+             *(["--sampler", sampler] if method == "rfad" else []), "--seed", str(seed), "--steps", "1000000",
+             "--learn-time-limit", str(budget), "--no-full", "--no-baseline", "--out", str(out)]
+    load = os.getloadavg()[0]
+    print(f"making {out} ({budget} s) ...", flush=True)
+    _, _ = kdistill_cli(*flags, *(["--force"] if out.exists() else []))
+    s = json.loads((out / "summary.json").read_text())
+    info = s["method_info"]
+    eval_seconds, res = evaluate_copy(out, "--model", "convnet", "--seeds", str(args.nets))
+    return {"part": method, "dataset": name, "ipc": ipc, "init": init, "sampler": sampler, "seed": seed,
+            "budget": budget, "command": "kdistill " + " ".join(flags), "test_acc": s["test_accuracy"],
+            "kernel": s.get("kernel"), "convnet": res["mean"], "convnet_accuracies": res["accuracies"],
+            "convnet_seconds": round(eval_seconds, 1), "steps_run": info["steps_run"], "best_step": info["best_step"],
+            "learn_seconds": s["seconds"].get("distill"), "init_seconds": info["init_seconds"],
+            "sampler_seconds": info["sampler_seconds"], "load": load}
+
+
+def _boost_markdown(rows: list[dict]) -> list[str]:
+    """The RFAD and DC tables: per dataset, ipc, init and sampler, mean ± std over the seeds of the sets' KRR
+    accuracy and of their ConvNets' (each set's mean over its networks)."""
+    out = []
+    for method, title in (("rfad", "RFAD"), ("dc", "DC")):
+        sel = [r for r in rows if r["part"] == method]
+        if not sel:
+            continue
+        budgets = sorted({(r["ipc"], r["budget"]) for r in sel})
+        nets = sorted({len(r["convnet_accuracies"]) for r in sel})
+        loads = [r["load"] for r in sel]
+        out += [f"## {title}: inits{' and samplers' if method == 'rfad' else ''} at an equal wall-clock budget", "",
+                f"{title}'s default options, steps unbounded, learning capped at "
+                + ", ".join(f"{b / 60:g} min at ipc {i}" for i, b in budgets)
+                + f" (the init's and the sampler's own seconds included). KRR: the run's own kernel "
+                f"({sel[0]['kernel']}); ConvNet: DC's protocol (`kdistill evaluate --model convnet`), "
+                f"{'/'.join(map(str, nets))} network(s) per set. Mean ± std over seeds (n marks fewer than 3). "
+                f"Load average (1 min) before the cells: {min(loads):.2f} .. {max(loads):.2f}. Each row's "
+                "command is in distil_boost.json; regenerate with `.venv/bin/python benchmarks/distil_boost.py "
+                "--parts rfad dc`.", ""]
+        table = []
+        for key in sorted({(r["dataset"], r["ipc"], r["budget"], r["init"], r["sampler"]) for r in sel},
+                          key=lambda k: (k[0], k[1], k[2], INITS.index(k[3]), SAMPLERS.index(k[4]))):
+            rs = [r for r in sel if (r["dataset"], r["ipc"], r["budget"], r["init"], r["sampler"]) == key]
+            table.append({"dataset": key[0], "ipc": key[1], "init": key[3], "sampler": key[4],
+                          "KRR": _mean_std(r["test_acc"] for r in rs),
+                          "ConvNet (DC)": _mean_std(r["convnet"] for r in rs),
+                          "steps": f"{np.mean([r['steps_run'] for r in rs]):.0f}",
+                          "init s": f"{np.mean([r['init_seconds'] for r in rs]):.1f}",
+                          "sampler s": f"{np.mean([r['sampler_seconds'] for r in rs]):.1f}"})
+        out += [markdown_table(table, ["dataset", "ipc", "init", "sampler", "KRR", "ConvNet (DC)", "steps",
+                                       "init s", "sampler s"]), ""]
+    return out
+
+
 def _mean_std(vals) -> str:
     v = np.asarray([x for x in vals if x is not None], dtype=float)
     if v.size == 0:
@@ -81,9 +165,9 @@ def _mean_std(vals) -> str:
 def _markdown(rows: list[dict], meta: dict) -> str:
     out = ["# Distil-Boost ablation (coreset inits, SMART-PICK)", "",
            f"Machine: {meta['machine'].get('cpu')}, {meta['machine'].get('cores')} cores; JAX "
-           f"{meta['versions'].get('jax')}; kernel {KERNEL}; accuracy = KRR on the full test set, mean ± std over "
-           "seeds (%). Regenerate: `.venv/bin/python benchmarks/distil_boost.py --fresh` (settings in the script's "
-           "docstring and in distil_boost.json).", ""]
+           f"{meta['versions'].get('jax')}. KIP sections: kernel {KERNEL}; accuracy = KRR on the full test set, "
+           "mean ± std over seeds (%). Regenerate: `.venv/bin/python benchmarks/distil_boost.py --fresh` (settings "
+           "in the script's docstring and in distil_boost.json).", ""]
     core = [r for r in rows if r["part"] == "coresets"]
     if core:
         out += ["## Coresets alone (no learning) vs random real images", ""]
@@ -145,8 +229,9 @@ def _markdown(rows: list[dict], meta: dict) -> str:
             table.append({"piece": "KIP run, uniform vs smart-pick (mean s)", "seconds (mean)":
                           f"{np.mean(uni):.1f} vs {np.mean(sp):.1f}", "share of KIP run": ""})
         out += [markdown_table(table, ["piece", "seconds (mean)", "share of KIP run"]), ""]
-        loads = [r["load"] for r in rows if "load" in r]
+        loads = [r["load"] for r in steps + [r for r in rows if r["part"] == "wallclock"] if "load" in r]
         out += [f"Load average (1 min) during the KIP runs: {min(loads):.2f} .. {max(loads):.2f}.", ""]
+    out += _boost_markdown(rows)
     return "\n".join(out)
 
 
@@ -159,12 +244,26 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--target-batch", type=int, default=1000)
+    ap.add_argument("--nets", type=int, default=3, help="rfad/dc: ConvNets trained on each set (DC's protocol)")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="rfad/dc: learning minutes per cell instead of BUDGET_MINUTES (a row records its budget)")
+    ap.add_argument("--max-hours", type=float, default=0.0, help="rfad/dc: start no cell after this long (0: no limit)")
     ap.add_argument("--fresh", action="store_true",
-                    help="recompute every row (the file is replaced as the rows come) instead of skipping those there")
+                    help="recompute every row of the selected --parts (the others are kept) instead of skipping "
+                         "those there")
     args = ap.parse_args()
+    unknown = set(args.parts) - {"coresets", "steps", "wallclock", "rfad", "dc"}
+    if unknown:
+        ap.error(f"unknown parts {sorted(unknown)}: choose among coresets, steps, wallclock, rfad, dc")
+    if args.nets < 1 or args.minutes < 0 or args.max_hours < 0:
+        ap.error("--nets must be at least 1, --minutes and --max-hours at least 0")
+    if {"rfad", "dc"} & set(args.parts) and not args.minutes and not set(args.ipcs) <= {1, 10}:
+        ap.error("rfad/dc budgets are set for ipc 1 and 10 (BUDGET_MINUTES): give --minutes for other ipcs")
 
     path = RESULTS / "distil_boost.json"
-    payload = load_json(path) if path.exists() and not args.fresh else {"rows": []}
+    payload = load_json(path) if path.exists() else {"rows": []}
+    if args.fresh:  # the parts not named keep their rows (RFAD's and DC's took hours)
+        payload["rows"] = [r for r in payload["rows"] if r["part"] not in args.parts]
     rows: list[dict] = payload["rows"]
     done = {_key(r) for r in rows}
     meta = {"machine": machine_info(), "versions": versions()}
@@ -178,9 +277,9 @@ def main() -> None:
         done.add(_key(row))
         save()
         print({k: row[k] for k in row if k in ("part", "dataset", "ipc", "init", "sampler", "seed", "test_acc",
-                                                 "kip_seconds", "steps_run")}, flush=True)
+                                                 "kip_seconds", "steps_run", "convnet")}, flush=True)
 
-    for name in args.datasets:
+    for name in args.datasets if {"coresets", "steps", "wallclock"} & set(args.parts) else ():
         ds = load(name)
         if "coresets" in args.parts:
             for ipc in args.coreset_ipcs:
@@ -213,6 +312,22 @@ def main() -> None:
                         if _key(probe) not in done:
                             add(_kip_row(ds, name, ipc, init, "smart-pick", seed, args,
                                          time_limit=uniform["kip_seconds"], part="wallclock"))
+    deadline = time.monotonic() + 3600 * args.max_hours if args.max_hours else None
+    for seed in args.seeds:  # outermost: a partial run compares every cell at the same seeds
+        for method in [p for p in args.parts if p in BOOST_INITS]:
+            for name in args.datasets:
+                for ipc in args.ipcs:
+                    for init in BOOST_INITS[method]:
+                        for sampler in BOOST_SAMPLERS[method]:
+                            probe = {"part": method, "dataset": name, "ipc": ipc, "init": init, "sampler": sampler,
+                                     "seed": seed, "budget": _boost_budget(method, ipc, args.minutes)}
+                            if _key(probe) in done:
+                                continue
+                            if deadline is not None and time.monotonic() > deadline:
+                                save()
+                                print(f"--max-hours {args.max_hours} spent: stopping before the next cell")
+                                return
+                            add(_boost_row(method, name, ipc, init, sampler, seed, args))
     save()
     print(f"wrote {RESULTS / 'distil_boost.md'}")
 

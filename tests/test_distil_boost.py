@@ -365,6 +365,62 @@ def test_smart_pick_kip_is_deterministic_and_resumes_exactly(digits, tmp_path, m
     assert lost.history["loss"][10:] != full.history["loss"][10:]
 
 
+def test_rfad_scores_each_example_by_its_platt_loss_in_one_draw_that_stays(digits, monkeypatch):
+    """RFAD's smart-pick scores: each candidate's cross-entropy of exp(log_temp) x the support set's ridge
+    predictions, in the features of one draw of the training networks that no call changes (NumPy
+    re-computation; the support set and 150 candidates go through the networks as two blocks)."""
+    from kdistill.methods import _rfad, rfad_method
+    from kdistill.methods._rfad import rfad_features
+
+    monkeypatch.setattr(_rfad, "SCORE_BLOCK", 100)
+    ds, x = digits
+    kernel = from_spec("rf-convnet:models=2,width=4,depth=1")
+    method = rfad_method(kernel, lr=0.01, reg=5e-3, seed=3)
+    x_s, y_s = x[:10], one_hot(ds.y_train[:10], 10) - 0.1
+    state = method.init(x_s, y_s)
+    state["params"]["log_temp"] = jax.numpy.asarray(0.7)
+    cand, labels = x[:150], ds.y_train[:150]
+    got = method.scores(state, cand, one_hot(labels, 10))
+    # the draw: RFAD's stream of networks (seed 3), folded with the scores' own constant
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(3), 0x72666164), 0x73636F72)
+    feats = rfad_features(kernel)
+    phi_both = np.asarray(feats(np.concatenate([x_s, cand]), key=key), np.float64)
+    phi_s, phi = phi_both[:10], phi_both[10:]
+    k_ss = phi_s @ phi_s.T
+    pred = phi @ phi_s.T @ np.linalg.solve(k_ss + 5e-3 * np.trace(k_ss) / 10 * np.eye(10), y_s)
+    logits = np.exp(0.7) * pred
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(got, -log_p[np.arange(len(cand)), labels], rtol=1e-8)
+    np.testing.assert_array_equal(method.scores(state, cand, one_hot(labels, 10)), got)
+    # another support set scores the same candidates otherwise (the scores follow the state)
+    other = method.init(x[10:20], one_hot(ds.y_train[10:20], 10) - 0.1)
+    assert not np.allclose(method.scores(other, cand, one_hot(labels, 10)), got, rtol=1e-3)
+
+
+def test_smart_pick_rfad_is_deterministic_and_resumes_exactly(digits, tmp_path, monkeypatch):
+    from kdistill.methods import _rfad, rfad_method
+
+    monkeypatch.setattr(_rfad, "SCORE_BLOCK", 100)  # the target batch's shape: compiled once for both
+    ds, x = digits
+    settings = DriverSettings(steps=12, target_batch=100, val_every=4, val_size=100, checkpoint_every=5,
+                              sampler="smart-pick", pick_every=7, pick_pool=300, hold_batch=2)
+
+    def run(**kw):
+        method = rfad_method(from_spec("rf-convnet:models=1,width=4,depth=1"), lr=0.01, reg=5e-3, redraw_every=2,
+                             learn_labels=True)
+        return run_iterative(method, x, ds.y_train, num_classes=10, ipc=1, seed=0, settings=settings, **kw)
+
+    full = run()
+    assert full.sampler_seconds > 0 and full.steps_run == 12
+    with pytest.raises(_Crash):
+        run(checkpoint=tmp_path / "c.npz", on_checkpoint=_crash_at_10)
+    resumed = run(checkpoint=tmp_path / "c.npz", resume=True)
+    assert _timeless(resumed.history) == _timeless(full.history)
+    np.testing.assert_array_equal(resumed.images, full.images)
+    np.testing.assert_array_equal(resumed.labels, full.labels)
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 
 

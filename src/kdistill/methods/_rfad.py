@@ -159,6 +159,10 @@ def _predictions(phi_s, y_s, phi_t, reg):
     return (phi_t @ phi_s.T) @ alpha
 
 
+SCORE_BLOCK = 1000
+"""Candidates per pass through the networks when smart-pick rescores (one compiled shape, bounded memory)."""
+
+
 def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = False, loss: str = "platt",
                 redraw_every: int = 1, seed: int = 0, draw_models: int | None = None,
                 draw_width: int | None = None, executor=None, split: bool | None = None,
@@ -234,7 +238,31 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
         alpha = krr.solve(phi_s @ phi_s.T, np.asarray(y_s), reg=reg).alpha
         return krr.accuracy(cache["phi_val"] @ (phi_s.T @ alpha).astype(np.float32), labels_val)
 
-    return IterativeMethod("rfad", init, step, support, validate, hint=f"lower --lr or raise --reg (reg={reg})")
+    score_key = jax.random.fold_in(base_key, 0x73636F72)  # "scor": smart-pick's draw, the same at every rescoring
+
+    def scores(state, x, y):
+        """Each example's RFAD loss under the current support set (what smart-pick draws by), in the features of
+        one draw of the training networks that never changes (a resumed run rescores alike). The support set and
+        the candidates go through the networks together, in blocks of ``SCORE_BLOCK`` rows, the last one padded:
+        one compiled shape."""
+        x_s, y_s = support(state)
+        both = np.concatenate([np.asarray(x_s), np.asarray(x, np.asarray(x_s).dtype)])
+        blocks = []
+        for start in range(0, len(both), SCORE_BLOCK):
+            block = both[start:start + SCORE_BLOCK]
+            padded = np.zeros((SCORE_BLOCK, *both.shape[1:]), both.dtype)
+            padded[:len(block)] = block
+            blocks.append(np.asarray(window_features(jnp.asarray(padded), score_key))[:len(block)])
+        phi = jnp.asarray(np.concatenate(blocks))
+        m = len(x_s)
+        pred = _predictions(phi[:m], jnp.asarray(y_s, phi.dtype), phi[m:], reg)
+        params = {k: state["params"].get(k, v) for k, v in the_loss.init.items()}
+        one = jnp.ones(1, pred.dtype)
+        per = jax.vmap(lambda p, t: the_loss.fn(p[None], t[None], one, params))(pred, jnp.asarray(y, pred.dtype))
+        return np.asarray(per)
+
+    return IterativeMethod("rfad", init, step, support, validate, hint=f"lower --lr or raise --reg (reg={reg})",
+                           scores=scores)
 
 
 DEFAULT_KERNEL = "rf-convnet:models=16,width=64,depth=3,stem=0"

@@ -60,8 +60,8 @@ class SmartPick:
                  every: int = 50, pool: int = 10_000, floor: float = 0.1, unbiased: bool = False,
                  per_class: bool = True):
         if scores is None:
-            raise InvalidInputError("--sampler smart-pick needs a method that scores examples by their loss (kip); "
-                                    "use --sampler uniform")
+            raise InvalidInputError("--sampler smart-pick needs a method that scores examples by their loss "
+                                    "(kip, rfad); use --sampler uniform")
         if batch_size < num_classes:
             raise InvalidInputError(f"target batch {batch_size} is smaller than the number of classes {num_classes}")
         self.labels = np.asarray(labels)
