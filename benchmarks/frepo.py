@@ -181,8 +181,9 @@ def random(args) -> None:
 
 
 def profile(args) -> None:
-    """Median seconds of one step of the method (defaults but the target batch) on MNIST at ``--ipc`` after two
-    warm-up steps, the target features alone, and one validation."""
+    """Median seconds of one step of the method (defaults but the target batch and, for rcig, ``--cg-steps``) on
+    MNIST at ``--ipc`` after two warm-up steps, the target features alone, and one validation (unless
+    ``--no-validation``)."""
     import jax
     import jax.numpy as jnp
 
@@ -197,8 +198,10 @@ def profile(args) -> None:
     x = (x - x.mean()) / x.std()
     y = np.eye(10, dtype=np.float32)[ds.y_train] - 0.1
     idx = np.concatenate([np.flatnonzero(ds.y_train == c)[:args.ipc] for c in range(10)])
+    cg = {"inner_steps": args.cg_steps, "hvp_steps": args.cg_steps} if METHOD == "rcig" and args.cg_steps else {}
     build = {"frepo": lambda: frepo_method(num_classes=10, input_shape=x.shape[1:], steps=1000),
-             "rcig": lambda: rcig_method(num_classes=10, input_shape=x.shape[1:])}[METHOD]
+             "rcig": lambda: rcig_method(num_classes=10, input_shape=x.shape[1:], **cg)}[METHOD]
+    cg_note = f", {args.cg_steps} CG steps per solve" if cg else ""
     rng = np.random.default_rng(0)
 
     def median_seconds(fn, repeats=5):
@@ -225,9 +228,12 @@ def profile(args) -> None:
         features = jax.jit(net.features)
         xb = jnp.asarray(x[:batch])
         feat_s = median_seconds(lambda r: features(params, xb))
-        _merge({"kind": "profile", "what": f"step, ipc {args.ipc}, target batch {batch}", "seconds": round(step_s, 3),
+        _merge({"kind": "profile", "what": f"step, ipc {args.ipc}, target batch {batch}{cg_note}",
+                "seconds": round(step_s, 3),
                 "target_features_seconds": round(feat_s, 3), "loadavg_before": [round(v, 2) for v in load_before],
                 "machine": machine_info()}, PROFILE_KEY)
+    if args.no_validation:
+        return
     load_before = os.getloadavg()
     x_s, y_s = method.support(box["state"])
     t = time.perf_counter()
@@ -339,6 +345,9 @@ def main() -> None:
     f = sub.add_parser("profile")
     f.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     f.add_argument("--ipc", type=int, default=1)
+    f.add_argument("--cg-steps", type=int, default=0,
+                   help="rcig: conjugate-gradient steps of both solves (0: the defaults, 20 each)")
+    f.add_argument("--no-validation", action="store_true", help="time the steps only")
     sub.add_parser("render")
     args = p.parse_args()
     global METHOD
