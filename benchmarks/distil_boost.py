@@ -108,7 +108,7 @@ def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: 
              "--learn-time-limit", str(budget), "--no-full", "--no-baseline", "--out", str(out)]
     load = os.getloadavg()[0]
     print(f"making {out} ({budget} s) ...", flush=True)
-    _, _ = kdistill_cli(*flags, *(["--force"] if out.exists() else []))
+    kdistill_cli(*flags, *(["--force"] if out.exists() else []))
     s = json.loads((out / "summary.json").read_text())
     info = s["method_info"]
     eval_seconds, res = evaluate_copy(out, "--model", "convnet", "--seeds", str(args.nets))

@@ -196,10 +196,7 @@ def kip_method(kernel: Kernel | KernelFn, *, lr: float, reg: float, learn_labels
         x_s, y_s = support(state)
         model = krr.fit(eval_fn, np.asarray(x_s), np.asarray(y_s), reg=reg)
         pred = jnp.asarray(krr.predict(eval_fn, model, x, executor=executor))
-        params = {k: state["params"].get(k, v) for k, v in the_loss.init.items()}
-        one = jnp.ones(1, pred.dtype)
-        per = jax.vmap(lambda p, t: the_loss.fn(p[None], t[None], one, params))(pred, jnp.asarray(y, pred.dtype))
-        return np.asarray(per)
+        return np.asarray(the_loss.per_example(pred, y, state["params"]))
 
     return IterativeMethod(name, init, step, support, validate,
                            hint=f"lower --lr or raise the ridge (reg={reg})", scores=scores)

@@ -256,10 +256,7 @@ def rfad_method(kernel: Kernel, *, lr: float, reg: float, learn_labels: bool = F
         phi = jnp.asarray(np.concatenate(blocks))
         m = len(x_s)
         pred = _predictions(phi[:m], jnp.asarray(y_s, phi.dtype), phi[m:], reg)
-        params = {k: state["params"].get(k, v) for k, v in the_loss.init.items()}
-        one = jnp.ones(1, pred.dtype)
-        per = jax.vmap(lambda p, t: the_loss.fn(p[None], t[None], one, params))(pred, jnp.asarray(y, pred.dtype))
-        return np.asarray(per)
+        return np.asarray(the_loss.per_example(pred, y, state["params"]))
 
     return IterativeMethod("rfad", init, step, support, validate, hint=f"lower --lr or raise --reg (reg={reg})",
                            scores=scores)

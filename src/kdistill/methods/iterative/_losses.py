@@ -49,6 +49,13 @@ class Loss:
     init: Mapping[str, float]
     doc: str
 
+    def per_example(self, pred, targets, learned: Mapping[str, Any]):
+        """Each row's loss ``(b,)`` (weight 1), what smart-pick draws by; ``learned`` holds the loss's parameters
+        (one that is missing takes its initial value)."""
+        params = {k: learned.get(k, v) for k, v in self.init.items()}
+        one = jnp.ones(1, pred.dtype)
+        return jax.vmap(lambda p, t: self.fn(p[None], t[None], one, params))(pred, jnp.asarray(targets, pred.dtype))
+
 
 LOSSES: dict[str, Loss] = {
     "mse": Loss("mse", mse, {}, "1/2 squared error of the KRR predictions (KIP)"),
