@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,9 @@ BIN = Path(sys.executable).parent
 ONE_THREAD = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 RF = "rf-convnet:models=2,width=8,depth=1,stem=0"
+# the tests on the module's Dask cluster run in one pytest-xdist worker: one cluster to start, and its workers
+# keep what they compiled for the next test
+ON_CLUSTER = pytest.mark.xdist_group("dask_cluster")
 
 
 def _digits(n=400, seed=0):
@@ -139,6 +143,7 @@ def cluster():
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)  # the scheduler file and the processes' log
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +161,7 @@ def _assert_same(a: kdistill.io.DistilledSet, b, tol=1e-6):
     assert a.summary["test_accuracy"] == pytest.approx(b.summary["test_accuracy"], abs=1e-12)
 
 
+@ON_CLUSTER
 @pytest.mark.slow
 def test_block_maps_equal_the_local_ones(executor, rng):
     x = rng.normal(size=(700, 6, 6, 1))
@@ -199,12 +205,13 @@ def test_block_maps_equal_the_local_ones(executor, rng):
 
 
 # label-solve's distributed run is compared with the single-process one by
-# test_cli_workers_runs_a_local_cluster_with_the_same_result (through the CLI, on a local cluster)
+# test_cli_workers_runs_a_local_cluster_with_the_same_result (through the CLI, on a local cluster), RFAD's by
+# test_a_worker_killed_mid_run_leaves_the_result_unchanged (its steps and validations, a worker lost mid-run)
+@ON_CLUSTER
 @pytest.mark.slow
 @pytest.mark.parametrize("method,kernel,options", [
     ("analytic", "fcnn:width=256", {}),
     ("kip", "fc-ntk", {"steps": 10, "target_batch": 100, "val_every": 5, "learn_labels": True, "lr": 0.01}),
-    ("rfad", RF, {"steps": 10, "target_batch": 100, "val_every": 10, "learn_labels": True}),
 ])
 def test_distributed_run_equals_the_single_process_run(cluster, method, kernel, options):
     x, y, xt, yt = _digits()
@@ -220,6 +227,7 @@ def test_distributed_run_equals_the_single_process_run(cluster, method, kernel, 
     assert local.summary["executor"] == "local (this process)"
 
 
+@ON_CLUSTER
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["rfad", "kip"])
 def test_bytes_per_step_follow_the_model_and_not_the_target_images(executor, method):
@@ -281,6 +289,7 @@ def busy_machine():
         p.wait()
 
 
+@ON_CLUSTER
 @pytest.mark.slow  # a Dask cluster to start: once, in the float64 pass (nothing here depends on the precision)
 def test_a_call_waits_for_a_worker_when_none_is_registered(executor, monkeypatch):
     """Between a worker's death and its nanny's restart (long on a busy machine) the scheduler may list no
@@ -298,6 +307,7 @@ def test_a_call_waits_for_a_worker_when_none_is_registered(executor, monkeypatch
     assert len(calls) >= 3
 
 
+@ON_CLUSTER
 @pytest.mark.slow  # a Dask cluster to start: once, in the float64 pass (nothing here depends on the precision)
 def test_no_worker_left_is_one_line(executor, monkeypatch):
     from kdistill.errors import DistributedError
@@ -309,6 +319,7 @@ def test_no_worker_left_is_one_line(executor, monkeypatch):
     assert "no workers left" in str(info.value) and "\n" not in str(info.value)
 
 
+@ON_CLUSTER
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_leaves_the_result_unchanged(cluster, busy_machine):
     """SIGKILL one of the two workers during a step while every core is busy: the run equals the
@@ -382,6 +393,7 @@ def test_a_service_that_is_not_a_dask_scheduler_is_refused_in_seconds(tmp_path):
     assert seconds < 100 and not (tmp_path / "run").exists()
 
 
+@ON_CLUSTER
 @pytest.mark.slow  # a Dask cluster to start: once, in the float64 pass (nothing here depends on the precision)
 def test_the_scheduler_handshake_works_inside_a_running_event_loop(cluster):
     """A Jupyter cell runs inside an event loop, where asyncio.run fails: the handshake runs in a thread of
@@ -420,6 +432,7 @@ def test_a_malformed_scheduler_address_prints_one_line_and_nothing_else(tmp_path
         "scheduler` prints, port 8786 by default)"], r.stderr
 
 
+@ON_CLUSTER
 @pytest.mark.slow
 def test_a_worker_with_another_kdistill_version_is_refused(cluster, tmp_path):
     from kdistill.parallel._dask import DaskExecutor

@@ -255,18 +255,18 @@ KIP_ARGS = ["distill", "--dataset", "digits", "--method", "kip", "--kernel", "rb
 
 
 # The killed run: the library with a checkpoint hook that SIGKILLs its own process right after the
-# checkpoint of step 40 is on disk (a known step, whatever the host's speed).
+# checkpoint of step 10 is on disk (a known step, whatever the host's speed).
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from kdistill.data import load
     from kdistill.methods import RunConfig
     from kdistill.runs import run_to_dir
     out, precision = sys.argv[1], sys.argv[2]
-    opts = dict(steps=120, target_batch=600, val_every=25, checkpoint_every=10, learn_labels=True)
+    opts = dict(steps=30, target_batch=600, val_every=10, checkpoint_every=10, learn_labels=True)
     config = RunConfig(method="kip", kernel="rbf", ipc=3, seed=5, full_reference=False, baseline=False,
                        precision=precision, val_size=300, options=opts)
     def hook(step):
-        if step == 40:
+        if step == 10:
             os.kill(os.getpid(), signal.SIGKILL)
     run_to_dir(out, load("digits"), config, dataset_ref="digits", on_checkpoint=hook)
 """)
@@ -366,7 +366,7 @@ def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone
     elsewhere.mkdir()
     r = subprocess.run([_exe(), "distill", "--resume", "../copy"], cwd=elsewhere, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "copy" / "history.json").read_text())["step"] == list(range(120))
+    assert json.loads((tmp_path / "copy" / "history.json").read_text())["step"] == list(range(30))
     assert (orig / "checkpoint.npz").read_bytes() == before and not (orig / "summary.json").exists()
 
 
