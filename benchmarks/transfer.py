@@ -10,8 +10,9 @@ distillation seconds from the run's ``summary.json``, then trains finite ConvNet
 the set to a scratch folder, so the run folder's ``summary.json`` keeps its own state.
 
 Every set and every evaluation is one row of ``results/transfer.json`` (with its command, seconds and the load
-average before it); a cell whose row exists is not run again (``--redo`` runs it again), so the table grows
-over sessions and ``--max-hours`` stops before starting a job once the time is spent. ``render`` rebuilds the
+average before it); a cell whose row exists with at least ``--seeds`` networks is not run again (``--redo``
+runs it and its set again), so the table grows over sessions and ``--max-hours`` stops before starting a job once
+the time is spent. ``render`` rebuilds the
 markdown from the JSON with the published numbers beside each row; a cell never run reads ``not run``.
 
 Usage (one heavy job at a time; the rows record the load average):
@@ -126,8 +127,8 @@ def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -
     key = dict(kind="eval", dataset=set_row["dataset"], ipc=set_row["ipc"], method=set_row["method"],
                protocol=protocol, width=w)
     old = _find(_rows(), **key)
-    if old is not None and not redo:
-        return old
+    if old is not None and not redo and len(old["accuracies"]) >= seeds:
+        return old  # a row with fewer networks than asked for is replaced
     folder = Path(set_row["folder"])
     flags = ["--model", protocol, "--seeds", str(seeds), *(["--width", str(w)] if w else [])]
     load_before = [round(v, 2) for v in os.getloadavg()]
