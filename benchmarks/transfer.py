@@ -12,8 +12,8 @@ the set to a scratch folder, so the run folder's ``summary.json`` keeps its own 
 Every set and every evaluation is one row of ``results/transfer.json`` (with its command, seconds and the load
 average before it); a cell whose row exists with at least ``--seeds`` networks is not run again (``--redo``
 runs it and its set again), so the table grows over sessions and ``--max-hours`` stops before starting a job once
-the time is spent. ``render`` rebuilds the
-markdown from the JSON with the published numbers beside each row; a cell never run reads ``not run``.
+the time is spent. ``render`` rebuilds the markdown from the JSON with the published numbers beside each row; a
+cell never run reads ``not run``.
 
 Usage (one heavy job at a time; the rows record the load average):
   .venv/bin/python benchmarks/transfer.py run                      # everything missing: days on 2 cores

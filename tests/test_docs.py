@@ -174,8 +174,8 @@ def test_readme_commands_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KDISTILL_DATA", str(tmp_path / "data"))
     monkeypatch.setitem(kdistill.cli.DEMO, "dataset", "digits")
-    # DC's matching step for two classes at a time, not ten: a fifth of the unrolled program to compile (about
-    # 4 s of this test); test_dc.py::test_classes_beyond_one_group_give_the_same_step shows the grouping changes
+    # DC's matching step for two classes at a time, not ten: a fifth of the unrolled program to compile (most
+    # of that command's time); test_dc.py::test_classes_beyond_one_group_give_the_same_step shows the grouping changes
     # nothing
     monkeypatch.setattr("kdistill.methods._dc._GROUP", 2)
     digits = load("digits")
