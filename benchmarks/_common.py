@@ -78,11 +78,13 @@ def evaluate_copy(run_dir: Path, *flags: str) -> tuple[float, dict]:
 
 
 def merged_rows(name: str, row: dict, key: tuple[str, ...]) -> list[dict]:
-    """The rows of ``results/<name>.json`` with ``row`` added, replacing the row that has the same ``key``
-    fields."""
+    """The rows of ``results/<name>.json`` with ``row`` in the place of the row that has the same ``key``
+    fields, or added at the end."""
     path = RESULTS / f"{name}.json"
     rows = load_json(path).get("rows", []) if path.exists() else []
-    return [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)] + [row]
+    ident = tuple(row.get(k) for k in key)
+    at = next((i for i, r in enumerate(rows) if tuple(r.get(k) for k in key) == ident), len(rows))
+    return rows[:at] + [row] + [r for r in rows[at + 1:] if tuple(r.get(k) for k in key) != ident]
 
 
 def matmul_seconds(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:

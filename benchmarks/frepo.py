@@ -8,10 +8,12 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
 - ``run``: one ``kdistill distill --method <method>`` per training seed, each in its own process with
   ``--learn-time-limit`` (its defaults unless ``--extra`` adds flags), then the kept set under DC's protocol
   (``kdistill evaluate --model convnet``) and FRePo's (``--model convnet-frepo``, with and without its
-  augmentation; for rcig also RCIG's, FRePo's at lr 1e-4; ``--protocols`` to choose), ``--eval-seeds`` networks each; the row holds the mean +- std over
-  the training seeds of each seed's mean, and every number. ``--reuse`` evaluates a finished run folder again,
-  keeping the evaluations on record (in frepo.json, or made by ``kdistill evaluate`` with ``--eval-seeds``
-  networks and recorded in the run folder's summary.json) whose augmentation is still the protocol's.
+  augmentation; for rcig also RCIG's, FRePo's at lr 1e-4; ``--protocols`` to choose), ``--eval-seeds`` networks
+  each; the row holds the mean +- std over the training seeds of each seed's mean, and every number. A seed
+  already in the row (same key, ``--extra`` and evaluations) is kept unless ``--redo``, and the row is written
+  after every seed. ``--reuse`` evaluates a finished run folder again, keeping the evaluations on record (in
+  frepo.json, or made by ``kdistill evaluate`` with ``--eval-seeds`` networks and recorded in the run folder's
+  summary.json) whose augmentation is still the protocol's.
 - ``random``: class-balanced random real images under FRePo's protocol, kept in frepo.json for both methods
   (DC's protocol's random rows are in dc.json, measured by ``benchmarks/dc.py random``; they are shown beside
   these).
@@ -100,10 +102,22 @@ def _augment(flags: list[str], dataset: str) -> str:
 
 
 def run(args) -> None:
+    if args.seeds < 1 or args.eval_seeds < 1:
+        raise SystemExit("--seeds and --eval-seeds must be at least 1")
     extra = shlex.split(args.extra)
     base = Path(tempfile.mkdtemp(prefix=f"kdistill-{METHOD}-")) if args.keep is None else args.keep
+    wanted = args.protocols or OWN[METHOD]
+    on_record = next((r for r in _rows() if r["kind"] == "run" and r.get("extra", "") == args.extra and all(
+        r.get(k) == v for k, v in (("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes),
+                                   ("tag", args.tag)))), {"seeds": []})
     seeds = []
     for seed in range(args.seeds):
+        kept = next((e for e in on_record["seeds"] if e["seed"] == seed and all(
+            len(e.get(model, {}).get("accuracies", ())) == args.eval_seeds for model in wanted)), None)
+        if kept is not None and not (args.redo or args.reuse):  # this seed is on record with these settings
+            print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
+            seeds.append(kept)
+            continue
         load_before = os.getloadavg()
         out = base / f"{METHOD}_{args.dataset}_ipc{args.ipc}_{args.minutes:g}min_{args.tag}_seed{seed}"
         cmd = ["distill", "--dataset", args.dataset, "--method", METHOD, "--ipc", str(args.ipc), "--seed", str(seed),
@@ -154,12 +168,19 @@ def run(args) -> None:
         entry["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
         print(json.dumps({k: v for k, v in entry.items() if k != "val"}), flush=True)
         seeds.append(entry)
-    row = {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "tag": args.tag,
-           "extra": args.extra, "seeds": seeds, "krr": _mean_std([s["krr_accuracy"] for s in seeds]),
-           **{model: _mean_std([s[model]["mean"] for s in seeds]) for model in PROTOCOLS
-              if all(model in s for s in seeds)},  # (--protocols may leave one out)
-           "machine": machine_info(), "versions": versions()}
-    _merge(row, RUN_KEY)
+        # written after every seed, so an interrupted run keeps the seeds it finished (later seeds of an earlier
+        # row with this key are kept too until this run reaches them)
+        rest = [e for e in on_record["seeds"] if e["seed"] > seed]
+        _merge(_run_row(args, seeds + rest), RUN_KEY)
+    _merge(_run_row(args, seeds), RUN_KEY)
+
+
+def _run_row(args, seeds: list[dict]) -> dict:
+    return {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "tag": args.tag,
+            "extra": args.extra, "seeds": seeds, "krr": _mean_std([s["krr_accuracy"] for s in seeds]),
+            **{model: _mean_std([s[model]["mean"] for s in seeds]) for model in PROTOCOLS
+               if all(model in s for s in seeds)},  # (--protocols may leave one out)
+            "machine": machine_info(), "versions": versions()}
 
 
 class _RandomRows:
@@ -336,6 +357,8 @@ def main() -> None:
     r.add_argument("--protocols", nargs="+", default=None, choices=list(PROTOCOLS),
                    help="the evaluations to run (default: the method's three, OWN; FRePo's protocol takes about 17 "
                         "minutes per network at ipc 10 here)")
+    r.add_argument("--redo", action="store_true", help="distil again the seeds already on record under this key "
+                   "(dataset, ipc, minutes, tag) with the same --extra and evaluations; without it they are kept")
     r.add_argument("--reuse", action="store_true", help="a seed whose run folder under --keep holds a finished set "
                    "is evaluated, not distilled again (its load average before is then unknown)")
     q = sub.add_parser("random")
