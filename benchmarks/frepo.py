@@ -316,6 +316,10 @@ def render(rows: list[dict] | None = None) -> None:
     for r in runs:
         lines.append(f"## {r['dataset']} ipc {r['ipc']}, {r['minutes']:g} min, {r['tag']}")
         lines.append("")
+        if r.get("extra"):
+            lines += [f"Flags beyond the defaults: `{r['extra']}`.", ""]
+        if r.get("note"):
+            lines += [r["note"], ""]
         for s in r["seeds"]:
             lines.append(f"- seed {s['seed']}: `{s['command']}`: {s['steps']} steps (best {s['best_step']}), "
                          f"{s['seconds_distill']} s, load before {s['loadavg_before'] or 'n/a (evaluated with --reuse)'}, after the "
@@ -324,7 +328,7 @@ def render(rows: list[dict] | None = None) -> None:
                          + "; ".join(f"{m} {_pct(s[m])}% ({s[m]['augment']}, {s[m]['epochs']} epochs, "
                                      f"{s[m]['accuracies']})" for m in PROTOCOLS if m in s)
                          + "".join(f"; superseded: {m} {_pct(s[m])}% ({s[m]['accuracies']})" for m in s if "@" in m)
-                         + f"; validation {s['val']}")
+                         + f"; validation {[tuple(v) for v in s['val']]}")
         lines.append("")
     profiles = [r for r in rows if r["kind"] == "profile"]
     if profiles:
