@@ -170,9 +170,12 @@ def run(args) -> None:
         seeds.append(entry)
         # written after every seed, so an interrupted run keeps the seeds it finished (later seeds of an earlier
         # row with this key are kept too until this run reaches them)
-        rest = [e for e in on_record["seeds"] if e["seed"] > seed]
-        _merge(_run_row(args, seeds + rest), RUN_KEY)
-    _merge(_run_row(args, seeds), RUN_KEY)
+        _merge(_run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] > seed]), RUN_KEY)
+    # seeds on record past --seeds stay in the row; so does its note while none of its seeds was run again
+    row = _run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] >= args.seeds])
+    if "note" in on_record and all(any(e is k for k in on_record["seeds"]) for e in row["seeds"]):
+        row["note"] = on_record["note"]
+    _merge(row, RUN_KEY)
 
 
 def _run_row(args, seeds: list[dict]) -> dict:
