@@ -10,7 +10,10 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   (``kdistill evaluate --model convnet``) and FRePo's (``--model convnet-frepo``, with and without its
   augmentation; for rcig also RCIG's, FRePo's at lr 1e-4; ``--protocols`` to choose), ``--eval-seeds`` networks
   each; the row holds the mean +- std over the training seeds of each seed's mean, and every number. A seed
-  already in the row (same key, ``--extra`` and evaluations) is kept unless ``--redo``, and the row is written
+  already in the row (same key and ``--extra``, and every requested evaluation under today's augmentation with at
+  least ``--eval-seeds`` networks) is kept unless ``--redo``, or ``--reuse`` finds its run folder; a row under the
+  same key with another ``--extra`` stops the run unless ``--redo``. Seeds are matched by flags, not code version:
+  when a default changes, the rows made under the old one should name it in their ``extra``. The row is written
   after every seed. ``--reuse`` evaluates a finished run folder again, keeping the evaluations on record (in
   frepo.json, or made by ``kdistill evaluate`` with ``--eval-seeds`` networks and recorded in the run folder's
   summary.json) whose augmentation is still the protocol's.
@@ -107,19 +110,26 @@ def run(args) -> None:
     extra = shlex.split(args.extra)
     base = Path(tempfile.mkdtemp(prefix=f"kdistill-{METHOD}-")) if args.keep is None else args.keep
     wanted = args.protocols or OWN[METHOD]
-    on_record = next((r for r in _rows() if r["kind"] == "run" and r.get("extra", "") == args.extra and all(
-        r.get(k) == v for k, v in (("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes),
-                                   ("tag", args.tag)))), {"seeds": []})
+    same_key = [r for r in _rows() if r["kind"] == "run" and all(r.get(k) == v for k, v in (
+        ("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes), ("tag", args.tag)))]
+    if same_key and shlex.split(same_key[0].get("extra", "")) != extra and not args.redo:
+        raise SystemExit(f"the row {args.dataset} ipc {args.ipc} {args.minutes:g} min tag {args.tag!r} on record was "
+                         f"made with --extra {same_key[0].get('extra', '')!r}, not {args.extra!r}: use another --tag, "
+                         "or --redo to replace that row")
+    on_record = same_key[0] if same_key and not args.redo else {"seeds": []}
     seeds = []
     for seed in range(args.seeds):
+        out = base / f"{METHOD}_{args.dataset}_ipc{args.ipc}_{args.minutes:g}min_{args.tag}_seed{seed}"
+        # kept: a seed on record evaluated by every requested protocol, as it is today, with enough networks
+        # (matched by flags, not by code version: after a default changes, the old row's --extra should name it)
         kept = next((e for e in on_record["seeds"] if e["seed"] == seed and all(
-            len(e.get(model, {}).get("accuracies", ())) == args.eval_seeds for model in wanted)), None)
-        if kept is not None and not (args.redo or args.reuse):  # this seed is on record with these settings
+            len(e.get(model, {}).get("accuracies", ())) >= args.eval_seeds
+            and e[model].get("augment") == _augment(PROTOCOLS[model][0], args.dataset) for model in wanted)), None)
+        if kept is not None and not (args.reuse and (out / "distilled.npz").exists()):
             print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
             seeds.append(kept)
             continue
         load_before = os.getloadavg()
-        out = base / f"{METHOD}_{args.dataset}_ipc{args.ipc}_{args.minutes:g}min_{args.tag}_seed{seed}"
         cmd = ["distill", "--dataset", args.dataset, "--method", METHOD, "--ipc", str(args.ipc), "--seed", str(seed),
                "--learn-time-limit", str(int(args.minutes * 60)), "--no-full", "--no-baseline", "--out", str(out),
                "--force", *extra]
@@ -173,14 +183,18 @@ def run(args) -> None:
         _merge(_run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] > seed]), RUN_KEY)
     # seeds on record past --seeds stay in the row; so does its note while none of its seeds was run again
     row = _run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] >= args.seeds])
-    if "note" in on_record and all(any(e is k for k in on_record["seeds"]) for e in row["seeds"]):
-        row["note"] = on_record["note"]
+    if "note" in on_record:
+        if all(any(e is k for k in on_record["seeds"]) for e in row["seeds"]):
+            row["note"] = on_record["note"]
+        else:
+            print(f"the row's note was dropped (its seeds changed): {on_record['note']}", flush=True)
     _merge(row, RUN_KEY)
 
 
 def _run_row(args, seeds: list[dict]) -> dict:
     return {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "tag": args.tag,
-            "extra": args.extra, "seeds": seeds, "krr": _mean_std([s["krr_accuracy"] for s in seeds]),
+            "extra": shlex.join(shlex.split(args.extra)), "seeds": seeds,
+            "krr": _mean_std([s["krr_accuracy"] for s in seeds]),
             **{model: _mean_std([s[model]["mean"] for s in seeds]) for model in PROTOCOLS
                if all(model in s for s in seeds)},  # (--protocols may leave one out)
             "machine": machine_info(), "versions": versions()}
@@ -214,7 +228,7 @@ def profile(args) -> None:
     from kdistill import nets
     from kdistill.data import load
     from kdistill.methods._frepo import frepo_method
-    from kdistill.methods._rcig import rcig_method
+    from kdistill.methods._rcig import RCIGSettings, rcig_method
     from kdistill.methods.iterative import Batch
 
     ds = load("mnist")
@@ -225,7 +239,7 @@ def profile(args) -> None:
     cg = {"inner_steps": args.cg_steps, "hvp_steps": args.cg_steps} if METHOD == "rcig" and args.cg_steps else {}
     build = {"frepo": lambda: frepo_method(num_classes=10, input_shape=x.shape[1:], steps=1000),
              "rcig": lambda: rcig_method(num_classes=10, input_shape=x.shape[1:], **cg)}[METHOD]
-    cg_note = f", {args.cg_steps} CG steps per solve" if cg else ""
+    cg_note = f", {args.cg_steps or RCIGSettings().inner_steps} CG steps per solve" if METHOD == "rcig" else ""
     rng = np.random.default_rng(0)
 
     def median_seconds(fn, repeats=5):
@@ -364,8 +378,10 @@ def main() -> None:
     r.add_argument("--protocols", nargs="+", default=None, choices=list(PROTOCOLS),
                    help="the evaluations to run (default: the method's three, OWN; FRePo's protocol takes about 17 "
                         "minutes per network at ipc 10 here)")
-    r.add_argument("--redo", action="store_true", help="distil again the seeds already on record under this key "
-                   "(dataset, ipc, minutes, tag) with the same --extra and evaluations; without it they are kept")
+    r.add_argument("--redo", action="store_true", help="replace the row on record under this key (dataset, ipc, "
+                   "minutes, tag): its seeds are distilled again; without it a seed on record with the same --extra "
+                   "and evaluations is kept (with --reuse: unless its run folder under --keep holds its set), and "
+                   "a row with another --extra is an error")
     r.add_argument("--reuse", action="store_true", help="a seed whose run folder under --keep holds a finished set "
                    "is evaluated, not distilled again (its load average before is then unknown)")
     q = sub.add_parser("random")
@@ -376,7 +392,7 @@ def main() -> None:
     f.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     f.add_argument("--ipc", type=int, default=1)
     f.add_argument("--cg-steps", type=int, default=0,
-                   help="rcig: conjugate-gradient steps of both solves (0: the defaults, 20 each)")
+                   help="rcig: conjugate-gradient steps of both solves (0: the defaults)")
     f.add_argument("--no-validation", action="store_true", help="time the steps only")
     sub.add_parser("render")
     args = p.parse_args()

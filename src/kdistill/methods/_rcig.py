@@ -55,10 +55,12 @@ labels                 learned, centred one-hot        the same
 steps                  10,000 (CLI default)            5000, for a time-limited run
 =====================  ==============================  ==========================================
 
-Five conjugate-gradient steps per solve, not 20, by an equal-wall-clock ablation on this CPU
-(``benchmarks/results/rcig.md``, MNIST 1 image per class, 15 minutes, distillation seeds 0-2): 5 steps make a
-step about 1.45 times cheaper (191-194 steps against 131-134), and each seed's set came out better, by 2.1 to 2.6
-points of KRR accuracy and 1.5 to 1.8 points under DC's finite protocol.
+Five conjugate-gradient steps per solve, not 20, from an equal-wall-clock ablation in one setting on this CPU
+(``benchmarks/results/rcig.md``: MNIST, 1 image per class, 15 minutes, distillation seeds 0-2): 5 steps made a step
+about 1.45 times cheaper (191-194 steps against 131-134), and each seed's set came out better, by 2.1 to 2.6
+points of KRR accuracy and 1.5 to 1.8 points under DC's finite protocol (inside each set's spread over its
+networks). Every run was still improving at its last step; 60 minutes, 10 images per class and Fashion-MNIST are
+untested.
 
 The convolutions run as XLA's (``conv="xla"``): the linearised model needs forward-mode derivatives, which
 kdistill's faster convolution (a custom VJP) does not define; the target batch's backward pass, the step's
