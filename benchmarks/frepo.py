@@ -117,7 +117,7 @@ def run(args) -> None:
                          f"made with --extra {same_key[0].get('extra', '')!r}, not {args.extra!r}: use another --tag, "
                          "or --redo to replace that row")
     on_record = same_key[0] if same_key and not args.redo else {"seeds": []}
-    seeds = []
+    seeds, changed = [], False  # changed: a seed was distilled or evaluated here
     for seed in range(args.seeds):
         out = base / f"{METHOD}_{args.dataset}_ipc{args.ipc}_{args.minutes:g}min_{args.tag}_seed{seed}"
         # kept: a seed on record evaluated by every requested protocol, as it is today, with enough networks
@@ -129,7 +129,7 @@ def run(args) -> None:
             print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
             seeds.append(kept)
             continue
-        load_before = os.getloadavg()
+        load_before, changed = os.getloadavg(), True
         cmd = ["distill", "--dataset", args.dataset, "--method", METHOD, "--ipc", str(args.ipc), "--seed", str(seed),
                "--learn-time-limit", str(int(args.minutes * 60)), "--no-full", "--no-baseline", "--out", str(out),
                "--force", *extra]
@@ -184,7 +184,7 @@ def run(args) -> None:
     # seeds on record past --seeds stay in the row; so does its note while none of its seeds was run again
     row = _run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] >= args.seeds])
     if "note" in on_record:
-        if all(any(e is k for k in on_record["seeds"]) for e in row["seeds"]):
+        if not changed:
             row["note"] = on_record["note"]
         else:
             print(f"the row's note was dropped (its seeds changed): {on_record['note']}", flush=True)
