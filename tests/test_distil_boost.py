@@ -202,6 +202,29 @@ def _picker(labels, batch, phi, *, k, **kw):
                      scores=_fixed_scores(phi), every=10**9, **kw)
 
 
+def test_refreshes_by_elapsed_steps_when_the_batch_is_held():
+    """RFAD's ``redraw_every`` R calls the sampler only at multiples of R: scores are refreshed at the first such
+    step ``every`` or more after the last refresh (0, 6, 12, ... for R = 3, every 5), not every lcm(R, every)."""
+    labels = np.repeat(np.arange(2), 10)
+    calls = []
+    sp = SmartPick(labels, 4, num_classes=2, seed=0, x=np.arange(20), targets=one_hot(labels, 2), every=5,
+                   scores=lambda state, x, y: (calls.append(state), np.ones(len(x)))[1])
+    refreshed = []
+    for step in range(0, 31, 3):
+        sp(step, step)
+        refreshed.append(sp.refreshed)
+    assert calls == [0, 6, 12, 18, 24, 30]
+    assert refreshed == [0, 0, 6, 6, 12, 12, 18, 18, 24, 24, 30]
+    # without a held batch: exactly every 5 steps, as before
+    sp1 = SmartPick(labels, 4, num_classes=2, seed=0, x=np.arange(20), targets=one_hot(labels, 2), every=5,
+                    scores=lambda state, x, y: np.ones(len(x)))
+    seen = set()
+    for step in range(23):
+        sp1(step, None)
+        seen.add(sp1.refreshed)
+    assert sorted(seen) == [0, 5, 10, 15, 20]
+
+
 def test_draws_follow_the_probabilities_chi_square():
     k, per, steps, floor = 3, 8, 3000, 0.2
     labels = np.repeat(np.arange(k), per)

@@ -7,7 +7,7 @@ what the set still gets wrong. Here (``--sampler smart-pick``):
 - ``phi`` is the method's own per-example loss (:attr:`IterativeMethod.scores`; KIP: the squared error,
   or Platt's cross-entropy, of the KRR prediction from the current support set).
 - Scoring every example costs an n x m kernel, so scores are refreshed every ``pick_every`` steps
-  (from the state at that step), optionally on a random candidate pool of ``pick_pool`` images (the
+  (from the state at that step; with a held batch, at the first held step ``pick_every`` or more after the last), optionally on a random candidate pool of ``pick_pool`` images (the
   others cannot be drawn until the next refresh).
 - A floor keeps every candidate drawable: ``P = (1 - floor) phi / sum phi + floor / n``.
 - By default batches stay class-balanced (the uniform sampler's counts per class, drawn within each
@@ -96,7 +96,9 @@ class SmartPick:
         self.seconds += time.perf_counter() - t0
 
     def __call__(self, step: int, state: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        if self.refreshed < 0 or (step % self.every == 0 and step != self.refreshed):
+        # by elapsed steps, not step % every: a method that holds its batch (RFAD's redraw_every R) calls only at
+        # multiples of R, where step % every == 0 would refresh every lcm(R, every) steps
+        if self.refreshed < 0 or step - self.refreshed >= self.every:
             self.refresh(step, state)
         rng = np.random.default_rng([self.seed, step])
         drawable = np.flatnonzero(self.p > 0)
