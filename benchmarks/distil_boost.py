@@ -32,6 +32,7 @@ already there with the same settings unless --fresh, and rewrites distil_boost.m
   .venv/bin/python benchmarks/distil_boost.py                      # only the rows not in the file yet
   .venv/bin/python benchmarks/distil_boost.py --parts coresets --datasets mnist --seeds 0
   .venv/bin/python benchmarks/distil_boost.py --parts rfad dc --ipcs 1 --seeds 0 --max-hours 2
+  .venv/bin/python benchmarks/distil_boost.py --report                   # distil_boost.md from the json, nothing run
 """
 
 from __future__ import annotations
@@ -140,18 +141,29 @@ def _boost_markdown(rows: list[dict]) -> list[str]:
                 f"Load average (1 min) before the cells: {min(loads):.2f} .. {max(loads):.2f}. Each row's "
                 "command is in distil_boost.json; regenerate with `.venv/bin/python benchmarks/distil_boost.py "
                 "--parts rfad dc`.", ""]
+        out[-2] += (" Paired: the mean over seeds of (this cell - real/uniform at the same seed, dataset, ipc and "
+                    "budget), KRR / ConvNet points; networks: each seed's ConvNet accuracies.")
         table = []
-        for key in sorted({(r["dataset"], r["ipc"], r["budget"], r["init"], r["sampler"]) for r in sel},
+        cell = lambda r: (r["dataset"], r["ipc"], r["budget"], r["init"], r["sampler"])  # noqa: E731
+        for key in sorted({cell(r) for r in sel},
                           key=lambda k: (k[0], k[1], k[2], INITS.index(k[3]), SAMPLERS.index(k[4]))):
-            rs = [r for r in sel if (r["dataset"], r["ipc"], r["budget"], r["init"], r["sampler"]) == key]
+            rs = sorted((r for r in sel if cell(r) == key), key=lambda r: r["seed"])
+            base = {r["seed"]: r for r in sel if cell(r) == (*key[:3], "real", "uniform")}
+            pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+            paired = "" if key[3:] == ("real", "uniform") or not pairs else (
+                f"{100 * np.mean([a['test_acc'] - b['test_acc'] for a, b in pairs]):+.2f} / "
+                f"{100 * np.mean([a['convnet'] - b['convnet'] for a, b in pairs]):+.2f} (n={len(pairs)})")
             table.append({"dataset": key[0], "ipc": key[1], "init": key[3], "sampler": key[4],
                           "KRR": _mean_std(r["test_acc"] for r in rs),
                           "ConvNet (DC)": _mean_std(r["convnet"] for r in rs),
+                          "paired vs real/uniform": paired,
+                          "networks": "; ".join("/".join(f"{100 * a:.1f}" for a in r["convnet_accuracies"])
+                                                for r in rs),
                           "steps": f"{np.mean([r['steps_run'] for r in rs]):.0f}",
                           "init s": f"{np.mean([r['init_seconds'] for r in rs]):.1f}",
                           "sampler s": f"{np.mean([r['sampler_seconds'] for r in rs]):.1f}"})
-        out += [markdown_table(table, ["dataset", "ipc", "init", "sampler", "KRR", "ConvNet (DC)", "steps",
-                                       "init s", "sampler s"]), ""]
+        out += [markdown_table(table, ["dataset", "ipc", "init", "sampler", "KRR", "ConvNet (DC)",
+                                       "paired vs real/uniform", "networks", "steps", "init s", "sampler s"]), ""]
     return out
 
 
@@ -248,6 +260,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="rfad/dc: learning minutes per cell instead of BUDGET_MINUTES (a row records its budget)")
     ap.add_argument("--max-hours", type=float, default=0.0, help="rfad/dc: start no cell after this long (0: no limit)")
+    ap.add_argument("--report", action="store_true",
+                    help="rewrite distil_boost.md from distil_boost.json and run nothing")
     ap.add_argument("--fresh", action="store_true",
                     help="recompute every row of the selected --parts (the others are kept) instead of skipping "
                          "those there")
@@ -267,6 +281,13 @@ def main() -> None:
     rows: list[dict] = payload["rows"]
     done = {_key(r) for r in rows}
     meta = {"machine": machine_info(), "versions": versions()}
+    if args.report:  # the rows' own machine and versions stay in the json; only the markdown is rewritten
+        from kdistill._atomic import write_bytes
+
+        write_bytes(RESULTS / "distil_boost.md",
+                    (_markdown(rows, {k: payload.get(k, v) for k, v in meta.items()}) + "\n").encode())
+        print(f"wrote {RESULTS / 'distil_boost.md'}")
+        return
 
     def save():
         payload.update(meta, settings={"kernel": KERNEL, "steps": args.steps, "target_batch": args.target_batch})
