@@ -121,6 +121,11 @@ def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: 
             "sampler_seconds": info["sampler_seconds"], "load": load}
 
 
+def _cell(r: dict) -> tuple:
+    """An RFAD/DC row's cell: everything but the seed."""
+    return r["dataset"], r["ipc"], r["budget"], r["init"], r["sampler"]
+
+
 def _boost_markdown(rows: list[dict]) -> list[str]:
     """The RFAD and DC tables: per dataset, ipc, init and sampler, mean ± std over the seeds of the sets' KRR
     accuracy and of their ConvNets' (each set's mean over its networks)."""
@@ -144,11 +149,10 @@ def _boost_markdown(rows: list[dict]) -> list[str]:
         out[-2] += (" Paired: the mean over seeds of (this cell - real/uniform at the same seed, dataset, ipc and "
                     "budget), KRR / ConvNet points; networks: each seed's ConvNet accuracies.")
         table = []
-        cell = lambda r: (r["dataset"], r["ipc"], r["budget"], r["init"], r["sampler"])  # noqa: E731
-        for key in sorted({cell(r) for r in sel},
+        for key in sorted({_cell(r) for r in sel},
                           key=lambda k: (k[0], k[1], k[2], INITS.index(k[3]), SAMPLERS.index(k[4]))):
-            rs = sorted((r for r in sel if cell(r) == key), key=lambda r: r["seed"])
-            base = {r["seed"]: r for r in sel if cell(r) == (*key[:3], "real", "uniform")}
+            rs = sorted((r for r in sel if _cell(r) == key), key=lambda r: r["seed"])
+            base = {r["seed"]: r for r in sel if _cell(r) == (*key[:3], "real", "uniform")}
             pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
             paired = "" if key[3:] == ("real", "uniform") or not pairs else (
                 f"{100 * np.mean([a['test_acc'] - b['test_acc'] for a, b in pairs]):+.2f} / "

@@ -7,8 +7,9 @@ what the set still gets wrong. Here (``--sampler smart-pick``):
 - ``phi`` is the method's own per-example loss (:attr:`IterativeMethod.scores`; KIP: the squared error,
   or Platt's cross-entropy, of the KRR prediction from the current support set).
 - Scoring every example costs an n x m kernel, so scores are refreshed every ``pick_every`` steps
-  (from the state at that step; with a held batch, at the first held step ``pick_every`` or more after the last), optionally on a random candidate pool of ``pick_pool`` images (the
-  others cannot be drawn until the next refresh).
+  (from the state at that step; with a held batch, at the first held step ``pick_every`` or more after
+  the last), optionally on a random candidate pool of ``pick_pool`` images (the others cannot be drawn
+  until the next refresh).
 - A floor keeps every candidate drawable: ``P = (1 - floor) phi / sum phi + floor / n``.
 - By default batches stay class-balanced (the uniform sampler's counts per class, drawn within each
   class by ``P``); ``pick_global`` draws from the whole pool.
