@@ -25,6 +25,8 @@ a random candidate pool of 10000 images, floor 0.1, class-balanced, no reweighti
    (``kdistill evaluate --model convnet``). Seeds are the outer loop, so a partial run still compares every
    cell at the same number of seeds. The whole grid (2 datasets x ipc 1 and 10 x 3 seeds) is about 60 hours
    of a 2-core CPU: ``--max-hours`` starts no cell after its time, and later invocations add the missing rows.
+   ``--inits`` and ``--samplers`` pick cells; the RFAD sampler variants ``smart-pick-unbiased`` and
+   ``smart-pick-global`` (SMART-PICK with ``--pick-unbiased`` / ``--pick-global``) run only when named.
 
 Usage (each invocation merges its rows into benchmarks/results/distil_boost.json, skipping rows
 already there with the same settings unless --fresh, and rewrites distil_boost.md):
@@ -32,6 +34,7 @@ already there with the same settings unless --fresh, and rewrites distil_boost.m
   .venv/bin/python benchmarks/distil_boost.py                      # only the rows not in the file yet
   .venv/bin/python benchmarks/distil_boost.py --parts coresets --datasets mnist --seeds 0
   .venv/bin/python benchmarks/distil_boost.py --parts rfad dc --ipcs 1 --seeds 0 --max-hours 2
+  .venv/bin/python benchmarks/distil_boost.py --parts rfad --ipcs 1 --inits real --samplers smart-pick-unbiased
   .venv/bin/python benchmarks/distil_boost.py --report                   # distil_boost.md from the json, nothing run
 """
 
@@ -62,6 +65,10 @@ KERNEL = "fc-ntk"
 # RFAD and DC (part 4): the inits and samplers each method takes, and the budget per cell (minutes)
 BOOST_INITS = {"rfad": INITS, "dc": ("real", "kmeans-coreset", "kcenter")}
 BOOST_SAMPLERS = {"rfad": SAMPLERS, "dc": ("uniform",)}  # DC has no target batch to pick
+# RFAD sampler variants run only when named in --samplers (the paper is silent on these choices; see the README)
+SAMPLER_FLAGS = {"uniform": ["--sampler", "uniform"], "smart-pick": ["--sampler", "smart-pick"],
+                 "smart-pick-unbiased": ["--sampler", "smart-pick", "--pick-unbiased"],
+                 "smart-pick-global": ["--sampler", "smart-pick", "--pick-global"]}
 BUDGET_MINUTES = {("rfad", 1): 15, ("dc", 1): 30, ("rfad", 10): 30, ("dc", 10): 60}
 RUNS = Path("runs/distil_boost")
 
@@ -105,7 +112,7 @@ def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: 
     budget = _boost_budget(method, ipc, args.minutes)
     out = RUNS / f"{method}_{name}_{ipc}_{init}_{sampler}_{seed}_{budget}s"
     flags = ["distill", "--dataset", name, "--ipc", str(ipc), "--method", method, "--init", init,
-             *(["--sampler", sampler] if method == "rfad" else []), "--seed", str(seed), "--steps", "1000000",
+             *(SAMPLER_FLAGS[sampler] if method == "rfad" else []), "--seed", str(seed), "--steps", "1000000",
              "--learn-time-limit", str(budget), "--no-full", "--no-baseline", "--out", str(out)]
     load = os.getloadavg()[0]
     print(f"making {out} ({budget} s) ...", flush=True)
@@ -150,7 +157,7 @@ def _boost_markdown(rows: list[dict]) -> list[str]:
                     "budget), KRR / ConvNet points; networks: each seed's ConvNet accuracies.")
         table = []
         for key in sorted({_cell(r) for r in sel},
-                          key=lambda k: (k[0], k[1], k[2], INITS.index(k[3]), SAMPLERS.index(k[4]))):
+                          key=lambda k: (k[0], k[1], k[2], INITS.index(k[3]), list(SAMPLER_FLAGS).index(k[4]))):
             rs = sorted((r for r in sel if _cell(r) == key), key=lambda r: r["seed"])
             base = {r["seed"]: r for r in sel if _cell(r) == (*key[:3], "real", "uniform")}
             pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
@@ -232,13 +239,15 @@ def _markdown(rows: list[dict], meta: dict) -> str:
             rs = [r for r in steps if r["init"] == init]
             if rs:
                 share = np.mean([r["init_seconds"] / r["kip_seconds"] for r in rs])
-                table.append({"piece": f"init {init}", "seconds (mean)": f"{np.mean([r['init_seconds'] for r in rs]):.3f}",
+                table.append({"piece": f"init {init}",
+                              "seconds (mean)": f"{np.mean([r['init_seconds'] for r in rs]):.3f}",
                               "share of KIP run": f"{100 * share:.2f}%"})
         rs = [r for r in steps if r["sampler"] == "smart-pick"]
         if rs:
             share = np.mean([r["sampler_seconds"] / r["kip_seconds"] for r in rs])
-            table.append({"piece": "smart-pick rescoring", "seconds (mean)":
-                          f"{np.mean([r['sampler_seconds'] for r in rs]):.2f}", "share of KIP run": f"{100 * share:.1f}%"})
+            table.append({"piece": "smart-pick rescoring",
+                          "seconds (mean)": f"{np.mean([r['sampler_seconds'] for r in rs]):.2f}",
+                          "share of KIP run": f"{100 * share:.1f}%"})
         uni = [r["kip_seconds"] for r in steps if r["sampler"] == "uniform"]
         sp = [r["kip_seconds"] for r in steps if r["sampler"] == "smart-pick"]
         if uni and sp:
@@ -264,6 +273,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="rfad/dc: learning minutes per cell instead of BUDGET_MINUTES (a row records its budget)")
     ap.add_argument("--max-hours", type=float, default=0.0, help="rfad/dc: start no cell after this long (0: no limit)")
+    ap.add_argument("--inits", nargs="+", choices=INITS, default=None,
+                    help="rfad/dc: only these inits (default: each method's own list)")
+    ap.add_argument("--samplers", nargs="+", choices=list(SAMPLER_FLAGS), default=None,
+                    help="rfad: only these samplers (default: uniform smart-pick; the smart-pick-* variants add "
+                         "--pick-unbiased or --pick-global)")
     ap.add_argument("--report", action="store_true",
                     help="rewrite distil_boost.md from distil_boost.json and run nothing")
     ap.add_argument("--fresh", action="store_true",
@@ -342,8 +356,9 @@ def main() -> None:
         for method in [p for p in args.parts if p in BOOST_INITS]:
             for name in args.datasets:
                 for ipc in args.ipcs:
-                    for init in BOOST_INITS[method]:
-                        for sampler in BOOST_SAMPLERS[method]:
+                    for init in [i for i in BOOST_INITS[method] if args.inits is None or i in args.inits]:
+                        for sampler in (BOOST_SAMPLERS[method] if method == "dc" or args.samplers is None
+                                        else args.samplers):
                             probe = {"part": method, "dataset": name, "ipc": ipc, "init": init, "sampler": sampler,
                                      "seed": seed, "budget": _boost_budget(method, ipc, args.minutes)}
                             if _key(probe) in done:
