@@ -152,7 +152,7 @@ def _boost_markdown(rows: list[dict]) -> list[str]:
                 f"{'/'.join(map(str, nets))} network(s) per set. Mean ± std over seeds (n marks fewer than 3). "
                 f"Load average (1 min) before the cells: {min(loads):.2f} .. {max(loads):.2f}. Each row's "
                 "command is in distil_boost.json; regenerate with `.venv/bin/python benchmarks/distil_boost.py "
-                "--parts rfad dc`.", ""]
+                "--parts rfad dc` (the smart-pick-* variant rows: add `--samplers` with their names).", ""]
         out[-2] += (" Paired: the mean over seeds of (this cell - real/uniform at the same seed, dataset, ipc and "
                     "budget), KRR / ConvNet points; networks: each seed's ConvNet accuracies.")
         table = []
