@@ -154,28 +154,37 @@ def _boost_markdown(rows: list[dict]) -> list[str]:
                 "command is in distil_boost.json; regenerate with `.venv/bin/python benchmarks/distil_boost.py "
                 "--parts rfad dc` (the smart-pick-* variant rows: add `--samplers` with their names).", ""]
         out[-2] += (" Paired: the mean over seeds of (this cell - real/uniform at the same seed, dataset, ipc and "
-                    "budget), KRR / ConvNet points; networks: each seed's ConvNet accuracies.")
+                    "budget), KRR / ConvNet points; same init: against uniform from the same start instead; "
+                    "networks: each seed's ConvNet accuracies.")
         table = []
         for key in sorted({_cell(r) for r in sel},
                           key=lambda k: (k[0], k[1], k[2], INITS.index(k[3]), list(SAMPLER_FLAGS).index(k[4]))):
             rs = sorted((r for r in sel if _cell(r) == key), key=lambda r: r["seed"])
-            base = {r["seed"]: r for r in sel if _cell(r) == (*key[:3], "real", "uniform")}
-            pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
-            paired = "" if key[3:] == ("real", "uniform") or not pairs else (
-                f"{100 * np.mean([a['test_acc'] - b['test_acc'] for a, b in pairs]):+.2f} / "
-                f"{100 * np.mean([a['convnet'] - b['convnet'] for a, b in pairs]):+.2f} (n={len(pairs)})")
+            real = "" if key[3:] == ("real", "uniform") else _paired(rs, sel, (*key[:3], "real", "uniform"))
+            same = "" if key[4] == "uniform" else _paired(rs, sel, (*key[:4], "uniform"))
             table.append({"dataset": key[0], "ipc": key[1], "init": key[3], "sampler": key[4],
                           "KRR": _mean_std(r["test_acc"] for r in rs),
                           "ConvNet (DC)": _mean_std(r["convnet"] for r in rs),
-                          "paired vs real/uniform": paired,
+                          "paired vs real/uniform": real, "paired vs uniform, same init": same,
                           "networks": "; ".join("/".join(f"{100 * a:.1f}" for a in r["convnet_accuracies"])
                                                 for r in rs),
                           "steps": f"{np.mean([r['steps_run'] for r in rs]):.0f}",
                           "init s": f"{np.mean([r['init_seconds'] for r in rs]):.1f}",
                           "sampler s": f"{np.mean([r['sampler_seconds'] for r in rs]):.1f}"})
         out += [markdown_table(table, ["dataset", "ipc", "init", "sampler", "KRR", "ConvNet (DC)",
-                                       "paired vs real/uniform", "networks", "steps", "init s", "sampler s"]), ""]
+                                       "paired vs real/uniform", "paired vs uniform, same init", "networks",
+                                       "steps", "init s", "sampler s"]), ""]
     return out
+
+
+def _paired(rs: list[dict], rows: list[dict], base_cell: tuple) -> str:
+    """Mean over the seeds ``rs`` shares with ``base_cell`` of (row - base row), KRR / ConvNet points."""
+    base = {r["seed"]: r for r in rows if _cell(r) == base_cell}
+    pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+    if not pairs:
+        return ""
+    return (f"{100 * np.mean([a['test_acc'] - b['test_acc'] for a, b in pairs]):+.2f} / "
+            f"{100 * np.mean([a['convnet'] - b['convnet'] for a, b in pairs]):+.2f} (n={len(pairs)})")
 
 
 def _mean_std(vals) -> str:
