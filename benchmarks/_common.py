@@ -102,3 +102,23 @@ def matmul_seconds(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a jitted ``(n, n) @ (n, n)`` ``jnp.dot`` on JAX's default device, best of ``repeats``
+    after a warm-up: the machine's speed, measured in the run it is compared with. (The project's 2-core CPUs
+    have differed by 2-4x between sessions: 91-190 GFLOP/s on 2026-12-04, 375 on 2026-12-06, so a budget in
+    minutes buys different numbers of steps on different days.)"""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    dot = jax.jit(jnp.dot).lower(a, a).compile()
+    dot(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dot(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best / 1e9

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, write_results  # noqa: E402
+from _common import gemm_gflops, markdown_table, write_results  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -85,14 +85,6 @@ def _call(fn, args) -> float:
     t = time.perf_counter()
     jax.block_until_ready(fn(*args))
     return time.perf_counter() - t
-
-
-def gemm_gflops(repeats: int = 5) -> float:
-    """float32 GFLOP/s of a jitted (2048 x 2048) @ (2048 x 2048) jnp.dot, median of ``repeats`` after a warm-up."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((GEMM_N, GEMM_N), dtype=np.float32))
-    fn = jax.jit(jnp.dot).lower(a, a).compile()
-    _call(fn, (a, a))
-    return 2.0 * GEMM_N**3 / float(np.median([_call(fn, (a, a)) for _ in range(repeats)])) / 1e9
 
 
 def _input_grad_xla(g, w):
@@ -213,7 +205,7 @@ def main(argv=None):
 
     started = time.perf_counter()
     load_before = _load()
-    gemm_before = gemm_gflops()
+    gemm_before = gemm_gflops(GEMM_N)
     print(f"GEMM {gemm_before:.0f} GFLOP/s, load {load_before}", flush=True)
     rows, summaries = [], []
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else SHAPES
@@ -223,7 +215,7 @@ def main(argv=None):
         summaries.append(s)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}, flush=True)
     nets = bench_nets(args.repeats, 4 * args.budget) if args.nets else []
-    gemm_after = gemm_gflops()
+    gemm_after = gemm_gflops(GEMM_N)
     mach = machine_info()
     mach["lscpu_model_name"] = _lscpu_model()
     out = {"machine": mach, "versions": versions(), "command": " ".join([sys.executable] + sys.argv),

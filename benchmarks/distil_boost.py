@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, evaluate_copy, kdistill_cli, load_json, markdown_table, write_results  # noqa: E402
+from _common import RESULTS, evaluate_copy, gemm_gflops, kdistill_cli, load_json, markdown_table  # noqa: E402
+from _common import write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 from kdistill.data import load  # noqa: E402
@@ -114,8 +115,8 @@ def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: 
     flags = ["distill", "--dataset", name, "--ipc", str(ipc), "--method", method, "--init", init,
              *(SAMPLER_FLAGS[sampler] if method == "rfad" else []), "--seed", str(seed), "--steps", "1000000",
              "--learn-time-limit", str(budget), "--no-full", "--no-baseline", "--out", str(out)]
-    load = os.getloadavg()[0]
-    print(f"making {out} ({budget} s) ...", flush=True)
+    load, gemm = os.getloadavg()[0], round(gemm_gflops(), 1)
+    print(f"making {out} ({budget} s, float32 GEMM {gemm} GFLOP/s) ...", flush=True)
     kdistill_cli(*flags, *(["--force"] if out.exists() else []))
     s = json.loads((out / "summary.json").read_text())
     info = s["method_info"]
@@ -125,7 +126,7 @@ def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: 
             "kernel": s.get("kernel"), "convnet": res["mean"], "convnet_accuracies": res["accuracies"],
             "convnet_seconds": round(eval_seconds, 1), "steps_run": info["steps_run"], "best_step": info["best_step"],
             "learn_seconds": s["seconds"].get("distill"), "init_seconds": info["init_seconds"],
-            "sampler_seconds": info["sampler_seconds"], "load": load}
+            "sampler_seconds": info["sampler_seconds"], "load": load, "gemm_gflops_before": gemm}
 
 
 def _cell(r: dict) -> tuple:

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import RESULTS, gemm_gflops, load_json, markdown_table, merged_rows, write_results  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
@@ -129,12 +129,12 @@ def run(args) -> None:
             print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
             seeds.append(kept)
             continue
-        load_before, changed = os.getloadavg(), True
+        load_before, gemm, changed = os.getloadavg(), round(gemm_gflops(), 1), True
         cmd = ["distill", "--dataset", args.dataset, "--method", METHOD, "--ipc", str(args.ipc), "--seed", str(seed),
                "--learn-time-limit", str(int(args.minutes * 60)), "--no-full", "--no-baseline", "--out", str(out),
                "--force", *extra]
         if args.reuse and (out / "distilled.npz").exists():  # evaluate a finished run again (same command)
-            seconds, load_before = None, None
+            seconds, load_before, gemm = None, None, None
         else:
             seconds, _ = _kdistill(*cmd)
         summary = json.loads((out / "summary.json").read_text())
@@ -144,6 +144,7 @@ def run(args) -> None:
                  "krr_accuracy": summary["test_accuracy"], "seconds_distill": round(summary["seconds"]["distill"], 1),
                  "process_seconds": None if seconds is None else round(seconds, 1),
                  "loadavg_before": None if load_before is None else [round(v, 2) for v in load_before],
+                 "gemm_gflops_before": gemm,
                  "val": list(zip(history.get("val_step", []), history.get("val_accuracy", []))),
                  "command": "kdistill " + " ".join(cmd)}
         old = next((e for r in _rows() if r["kind"] == "run" and all(r.get(k) == v for k, v in (
@@ -339,7 +340,9 @@ def render(rows: list[dict] | None = None) -> None:
             lines += [r["note"], ""]
         for s in r["seeds"]:
             lines.append(f"- seed {s['seed']}: `{s['command']}`: {s['steps']} steps (best {s['best_step']}), "
-                         f"{s['seconds_distill']} s, load before {s['loadavg_before'] or 'n/a (evaluated with --reuse)'}, after the "
+                         f"{s['seconds_distill']} s, load before {s['loadavg_before'] or 'n/a (evaluated with --reuse)'}"
+                         + (f", float32 GEMM {s['gemm_gflops_before']} GFLOP/s before" if s.get("gemm_gflops_before")
+                            else "") + ", after the "
                          f"evaluations {s['loadavg_after']}; KRR "
                          f"{100 * s['krr_accuracy']:.2f}%; "
                          + "; ".join(f"{m} {_pct(s[m])}% ({s[m]['augment']}, {s[m]['epochs']} epochs, "

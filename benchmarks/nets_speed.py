@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
+from _common import RESULTS, gemm_gflops, load_json, markdown_table, write_results  # noqa: E402
 from rfad_speed import convnet_flops  # noqa: E402
 
 import jax  # noqa: E402
@@ -67,18 +67,6 @@ PARTS = ("sgd_step", "dc_match_round", "rfad")  # --only's names; "rfad" is the 
 REPO = Path(__file__).resolve().parent.parent
 TORCH_NETS = Path(__file__).resolve().parent / "torch_nets.py"
 DEFAULT_TORCH = REPO / ".venv-torch" / "bin" / "python"  # what `make torch-env` builds
-
-
-def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
-    dot = jax.jit(jnp.dot).lower(a, a).compile()
-    dot(a, a).block_until_ready()
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        dot(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best / 1e9
 
 
 def conv_gflop(width: int, depth: int, stem: bool) -> float:
