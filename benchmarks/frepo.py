@@ -252,7 +252,7 @@ def profile(args) -> None:
         return float(np.median(times[2:]))
 
     for batch in args.batches:
-        load_before = os.getloadavg()
+        load_before, gemm = os.getloadavg(), round(gemm_gflops(), 1)
         method = build()
         box = {"state": method.init(x[idx], y[idx])}
 
@@ -270,6 +270,7 @@ def profile(args) -> None:
         _merge({"kind": "profile", "what": f"step, ipc {args.ipc}, target batch {batch}{cg_note}",
                 "seconds": round(step_s, 3),
                 "target_features_seconds": round(feat_s, 3), "loadavg_before": [round(v, 2) for v in load_before],
+                "gemm_gflops_before": gemm,
                 "machine": machine_info()}, PROFILE_KEY)
     if args.no_validation:
         return
@@ -353,8 +354,10 @@ def render(rows: list[dict] | None = None) -> None:
     profiles = [r for r in rows if r["kind"] == "profile"]
     if profiles:
         lines += [f"## Where the time goes (`benchmarks/frepo.py --method {METHOD} profile`, MNIST, default network)", "",
+                  "float32 GEMM GFLOP/s before each row (`gemm_gflops_before`, recorded since 2026-12-06) tells "
+                  "machines apart: the project's 2-core machines have differed about 2x in speed between sessions.", "",
                   markdown_table(profiles, ["what", "seconds", "target_features_seconds", "first_call_seconds",
-                                            "loadavg_before"]), ""]
+                                            "loadavg_before", "gemm_gflops_before"]), ""]
     if randoms:
         lines += ["## Random real images under FRePo's protocol", "",
                   markdown_table([{"dataset": v["dataset"], "ipc": v["ipc"], "mean %": _pct(v), "seeds": v["seeds"],

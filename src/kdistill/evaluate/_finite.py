@@ -22,8 +22,8 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
 - ``mlp``, ``alexnet``, ``vgg11``, ``resnet18``: DC's protocol, the same as ``convnet``'s (DC and DC-BENCH
   train every architecture of their cross-architecture tables with it), DC's augmentation on MNIST included.
 - ``fc``: cross-entropy, as ``convnet`` but with a cosine schedule.
-- ``convnet-frepo`` (FRePo, arXiv:2206.00719, ``script/eval.py`` of its code; RCIG's ``eval.py`` is the same
-  but for its lr 1e-4): FRePo's ConvNet (128/256/512 channels, no normalisation), MSE on the stored labels
+- ``convnet-frepo`` (FRePo, arXiv:2206.00719, ``script/eval.py`` of its code; RCIG's ``eval.py`` is close,
+  see below): FRePo's ConvNet (128/256/512 channels, no normalisation), MSE on the stored labels
   ``0.5 * mean_i ||f(x_i) - y_i||^2``, Adam (b1 0.9) at lr 3e-4 without weight decay, a linear warm-up from 0
   over 500 steps then a cosine to 1% of the lr, batch ``min(m, 500)``, and FRePo's number of steps by set
   size (``epochs=None``: :func:`frepo_steps`: 1000 for 10 images, 2000 up to 100, 5000 up to 500, 10000 up
@@ -31,7 +31,12 @@ Protocols (defaults per model in :data:`PROTOCOLS`, every one overridable):
   rotate, translate and cutout per batch, parameters per image; flips on neither digits nor Fashion-MNIST).
   A 60-minute FRePo set on MNIST at ipc 1 scores 83.9% with it, 90.2% without and 78.9% with DSA's
   stronger families (``"dsa"``, this protocol's stand-in before ``"frepo"`` existed;
-  ``benchmarks/results/frepo.md``).
+  ``benchmarks/results/frepo.md``). RCIG's ``eval.py`` (``yolky/RCIG``) builds the same network, loss and
+  schedule at lr 1e-4, but with its own step count ``n`` (1000 for 10 images, 2000 for any other size) its
+  training loop runs ``n // 200`` rounds of 500 steps: 2500 Adam steps for 10 images, 5000 otherwise, the
+  cosine reaching 1% at step ``n`` and staying there; it reports the accuracy without and with augmentation
+  (its MNIST and Fashion-MNIST config: crop, rotate, translate, cutout). ``--lr 1e-4`` with FRePo's steps and
+  augmentation is the stand-in here (``benchmarks/results/rcig.md``'s "RCIG's protocol").
 - ``convnet-rfad`` (RFAD, arXiv:2210.12067, ``eval_distilled_set.py --run_finite --use_best_hypers`` and
   ``training.py``'s ``train_network`` in its code, ``yolky/RFAD``): RFAD's ConvNet (width 1024, no
   normalisation, He-normal initialisation), trained *centred*: the network's output minus that of its own
