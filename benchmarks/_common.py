@@ -106,9 +106,8 @@ def matmul_seconds(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:
 
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     """float32 GFLOP/s of a jitted ``(n, n) @ (n, n)`` ``jnp.dot`` on JAX's default device, best of ``repeats``
-    after a warm-up: the machine's speed, measured in the run it is compared with. (The project's 2-core CPUs
-    have differed by 2-4x between sessions: 91-190 GFLOP/s on 2026-12-04, 375 on 2026-12-06, so a budget in
-    minutes buys different numbers of steps on different days.)"""
+    after a warm-up: the machine's speed, recorded beside results measured on it (the project's 2-core machines
+    have differed about 2x between sessions, so a budget in minutes buys different numbers of steps)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
