@@ -72,7 +72,17 @@ PROFILE_KEY = ("kind", "what")
 PROTOCOLS = {"convnet": (["--model", "convnet"], "DC's protocol %"),
              "convnet-frepo": (["--model", "convnet-frepo"], "FRePo's protocol %"),
              "convnet-frepo/none": (["--model", "convnet-frepo", "--augment", "none"], "FRePo's, no augmentation %"),
-             "convnet-frepo/lr1e-4": (["--model", "convnet-frepo", "--lr", "1e-4"], "RCIG's protocol %")}
+             "convnet-frepo/lr1e-4": (["--model", "convnet-frepo", "--lr", "1e-4"], "RCIG's protocol %"),
+             # DC's protocol with one setting changed (``--protocols`` names them; shown in their own table): which
+             # of its differences from FRePo's and RCIG's protocols costs a set with learned labels its accuracy
+             "convnet/none": (["--model", "convnet", "--augment", "none"], "no augmentation"),
+             "convnet/frepo-aug": (["--model", "convnet", "--augment", "frepo"], "FRePo's augmentation"),
+             "convnet/mse": (["--model", "convnet", "--loss", "mse"], "MSE on the stored labels"),
+             "convnet/T1": (["--model", "convnet", "--label-temperature", "1"], "softmax(labels / 1)"),
+             "convnet/T0.3": (["--model", "convnet", "--label-temperature", "0.3"], "softmax(labels / 0.3)"),
+             "convnet/1000ep": (["--model", "convnet", "--epochs", "1000"], "1000 epochs (DSA's and DM's)")}
+VARIANTS = [m for m in PROTOCOLS if m.startswith("convnet/")]
+"""DC's protocol, one setting changed at a time (not in the main table)."""
 OWN = {"frepo": ["convnet", "convnet-frepo", "convnet-frepo/none"],
        "rcig": ["convnet", "convnet-frepo/lr1e-4", "convnet-frepo/none"]}
 """The evaluations each method's run makes by default."""
@@ -102,6 +112,25 @@ def _augment(flags: list[str], dataset: str) -> str:
 
     given = flags[flags.index("--augment") + 1] if "--augment" in flags else None
     return resolve_augment(given, dataset, flags[flags.index("--model") + 1])[0]
+
+
+_FLAG_SETTINGS = {"--lr": ("lr", float), "--loss": ("loss", str), "--label-temperature": ("label_temperature", float),
+                  "--epochs": ("epochs", int)}
+
+
+def _same_settings(done: dict, flags: list[str], dataset: str) -> bool:
+    """Whether an evaluation recorded in a run folder's summary.json (the last ``kdistill evaluate`` of its model)
+    was made with these flags: learning rate, loss, label temperature, epochs (when set) and augmentation as
+    ``kdistill evaluate <flags>`` would train today."""
+    from kdistill.evaluate import finite_settings
+
+    model = flags[flags.index("--model") + 1]
+    given = {name: cast(flags[flags.index(flag) + 1]) for flag, (name, cast) in _FLAG_SETTINGS.items()
+             if flag in flags}
+    want = finite_settings(model, **given).as_dict()
+    got = done["settings"]
+    return (got["augment"] == _augment(flags, dataset) and all(got[k] == want[k] for k in ("lr", "loss",
+            "label_temperature")) and (want["epochs"] is None or done["epochs"] == want["epochs"]))
 
 
 def run(args) -> None:
@@ -151,6 +180,9 @@ def run(args) -> None:
             ("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes), ("tag", args.tag)))
             for e in r["seeds"] if e["seed"] == seed), {}) if args.reuse and seconds is None else {}
         entry.update({k: v for k, v in old.items() if "@" in k})  # evaluations superseded earlier
+        for k in ("process_seconds", "loadavg_before", "gemm_gflops_before"):  # --reuse: the distillation's, on record
+            if entry[k] is None and old.get(k) is not None:
+                entry[k] = old[k]
         recorded = summary.get("finite", {}) if args.reuse and seconds is None else {}
         for model, (flags, _) in PROTOCOLS.items():
             if model not in (args.protocols or OWN[METHOD]):
@@ -160,7 +192,7 @@ def run(args) -> None:
                 continue
             net = flags[flags.index("--model") + 1]
             done = recorded.get(net)
-            if done and done["settings"]["augment"] == _augment(flags, args.dataset) \
+            if done and _same_settings(done, flags, args.dataset) \
                     and done["seeds"] == args.eval_seeds:  # --reuse: made by `kdistill evaluate` in the run folder
                 entry[model] = {"mean": done["mean"], "std": done["std"], "accuracies": done["accuracies"],
                                 "epochs": done["epochs"], "augment": done["settings"]["augment"],
@@ -320,7 +352,8 @@ def render(rows: list[dict] | None = None) -> None:
                for model, (_, col) in PROTOCOLS.items()},
             **{name: pub.get(key, "") for name, pub in published.items()},
         })
-    shown = [PROTOCOLS[m][1] for m in PROTOCOLS if m in OWN[METHOD] or any(m in r for r in runs)]
+    shown = [PROTOCOLS[m][1] for m in PROTOCOLS
+             if m not in VARIANTS and (m in OWN[METHOD] or any(m in r for r in runs))]
     cols = ["dataset", "ipc", "minutes", "tag", "seeds", "steps", "KRR %", "DC's protocol %", "random real, DC's %",
             *[c for c in shown if c != "DC's protocol %"], "random real, FRePo's %", *published]
     lines = [f"# {TITLES[METHOD]} on a 2-core CPU (issue {30 if METHOD == 'frepo' else 31})", "",
@@ -351,6 +384,21 @@ def render(rows: list[dict] | None = None) -> None:
                          + "".join(f"; superseded: {m} {_pct(s[m])}% ({s[m]['accuracies']})" for m in s if "@" in m)
                          + f"; validation {[tuple(v) for v in s['val']]}")
         lines.append("")
+    variants = [(r, s) for r in runs for s in r["seeds"] if any(m in s for m in VARIANTS)]
+    if variants:
+        used = [m for m in VARIANTS if any(m in s for _, s in variants)]
+        lines += ["## DC's protocol, one setting changed", "",
+                  "The same kept sets under `kdistill evaluate --model convnet` with one flag changed (`--protocols "
+                  + " ".join(used) + " --reuse`): mean ± std over the evaluation networks. Beside them the set's "
+                  "DC's protocol and RCIG's (FRePo's network and schedule at lr 1e-4, MSE on the stored labels).", "",
+                  markdown_table([{"set": f"{r['dataset']} ipc {r['ipc']}, {r['minutes']:g} min, {r['tag']}, seed "
+                                   f"{s['seed']}", "DC's protocol %": _pct(s.get("convnet")),
+                                   **{f"{PROTOCOLS[m][1]} (`{' '.join(PROTOCOLS[m][0][2:])}`) %": _pct(s.get(m))
+                                      for m in used},
+                                   "RCIG's protocol %": _pct(s.get("convnet-frepo/lr1e-4"))} for r, s in variants],
+                                 ["set", "DC's protocol %",
+                                  *[f"{PROTOCOLS[m][1]} (`{' '.join(PROTOCOLS[m][0][2:])}`) %" for m in used],
+                                  "RCIG's protocol %"]), ""]
     profiles = [r for r in rows if r["kind"] == "profile"]
     if profiles:
         lines += [f"## Where the time goes (`benchmarks/frepo.py --method {METHOD} profile`, MNIST, default network)", "",
