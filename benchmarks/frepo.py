@@ -16,7 +16,11 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   when a default changes, the rows made under the old one should name it in their ``extra``. The row is written
   after every seed. ``--reuse`` evaluates a finished run folder again, keeping the evaluations on record (in
   frepo.json, or made by ``kdistill evaluate`` with ``--eval-seeds`` networks and recorded in the run folder's
-  summary.json) whose augmentation is still the protocol's.
+  summary.json) made with the same settings (lr, loss, label temperature, training length, width, depth and
+  augmentation as ``kdistill evaluate`` with those flags gives today), and the distillation's seconds, load and
+  GEMM rate. An evaluation with flags beyond ``--model`` (RCIG's protocol, the ``convnet/...`` variants of DC's)
+  is made on a scratch copy of the set, so the run folder's summary.json and report keep each model's own
+  protocol.
 - ``random``: class-balanced random real images under FRePo's protocol, kept in frepo.json for both methods
   (DC's protocol's random rows are in dc.json, measured by ``benchmarks/dc.py random``; they are shown beside
   these).
@@ -44,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, gemm_gflops, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import RESULTS, evaluate_copy, gemm_gflops, load_json, markdown_table, merged_rows  # noqa: E402
+from _common import write_results  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
@@ -80,7 +85,7 @@ PROTOCOLS = {"convnet": (["--model", "convnet"], "DC's protocol %"),
              "convnet/mse": (["--model", "convnet", "--loss", "mse"], "MSE on the stored labels"),
              "convnet/T1": (["--model", "convnet", "--label-temperature", "1"], "softmax(labels / 1)"),
              "convnet/T0.3": (["--model", "convnet", "--label-temperature", "0.3"], "softmax(labels / 0.3)"),
-             "convnet/1000ep": (["--model", "convnet", "--epochs", "1000"], "1000 epochs (DSA's and DM's)")}
+             "convnet/1000ep": (["--model", "convnet", "--epochs", "1000"], "1000 epochs, DSA's and DM's")}
 VARIANTS = [m for m in PROTOCOLS if m.startswith("convnet/")]
 """DC's protocol, one setting changed at a time (not in the main table)."""
 OWN = {"frepo": ["convnet", "convnet-frepo", "convnet-frepo/none"],
@@ -122,15 +127,15 @@ def _same_settings(done: dict, flags: list[str], dataset: str) -> bool:
     """Whether an evaluation recorded in a run folder's summary.json (the last ``kdistill evaluate`` of its model)
     was made with these flags: learning rate, loss, label temperature, epochs (when set) and augmentation as
     ``kdistill evaluate <flags>`` would train today."""
-    from kdistill.evaluate import finite_settings
+    from kdistill.evaluate import finite_settings, resolve_epochs
 
     model = flags[flags.index("--model") + 1]
     given = {name: cast(flags[flags.index(flag) + 1]) for flag, (name, cast) in _FLAG_SETTINGS.items()
              if flag in flags}
-    want = finite_settings(model, **given).as_dict()
+    want = resolve_epochs(finite_settings(model, **given), done["m"]).as_dict()
     got = done["settings"]
-    return (got["augment"] == _augment(flags, dataset) and all(got[k] == want[k] for k in ("lr", "loss",
-            "label_temperature")) and (want["epochs"] is None or done["epochs"] == want["epochs"]))
+    return (got["augment"] == _augment(flags, dataset) and done["epochs"] == want["epochs"]
+            and all(got[k] == want[k] for k in ("lr", "loss", "label_temperature", "width", "depth")))
 
 
 def run(args) -> None:
@@ -180,6 +185,7 @@ def run(args) -> None:
             ("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes), ("tag", args.tag)))
             for e in r["seeds"] if e["seed"] == seed), {}) if args.reuse and seconds is None else {}
         entry.update({k: v for k, v in old.items() if "@" in k})  # evaluations superseded earlier
+        entry.update({k: v for k, v in old.items() if k in PROTOCOLS and k not in wanted})  # not asked for: kept
         for k in ("process_seconds", "loadavg_before", "gemm_gflops_before"):  # --reuse: the distillation's, on record
             if entry[k] is None and old.get(k) is not None:
                 entry[k] = old[k]
@@ -202,9 +208,12 @@ def run(args) -> None:
             if model in old:  # made under another augmentation: kept, shown as superseded
                 entry[f"{model}@{old[model]['augment']}"] = old[model]
             t = time.perf_counter()
-            _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds),
-                                  "--json")
-            res = json.loads(stdout.strip().splitlines()[-1])
+            if len(flags) > 2:  # not the model's own protocol: the run folder's record of that model stays its own
+                _, res = evaluate_copy(out, *flags, "--seeds", str(args.eval_seeds))
+            else:
+                _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds),
+                                      "--json")
+                res = json.loads(stdout.strip().splitlines()[-1])
             entry[model] = {"mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                             "epochs": res["epochs"], "augment": res["settings"]["augment"],
                             "label_mode": res["label_mode"], "seconds": round(time.perf_counter() - t, 1)}
@@ -388,8 +397,9 @@ def render(rows: list[dict] | None = None) -> None:
     if variants:
         used = [m for m in VARIANTS if any(m in s for _, s in variants)]
         lines += ["## DC's protocol, one setting changed", "",
-                  "The same kept sets under `kdistill evaluate --model convnet` with one flag changed (`--protocols "
-                  + " ".join(used) + " --reuse`): mean ± std over the evaluation networks. Beside them the set's "
+                  "The same kept sets under `kdistill evaluate --model convnet` with one flag changed (`run ... "
+                  "--protocols convnet convnet-frepo/lr1e-4 " + " ".join(used) + " --reuse`): mean ± std over the "
+                  "evaluation networks. Beside them the set's "
                   "DC's protocol and RCIG's (FRePo's network and schedule at lr 1e-4, MSE on the stored labels).", "",
                   markdown_table([{"set": f"{r['dataset']} ipc {r['ipc']}, {r['minutes']:g} min, {r['tag']}, seed "
                                    f"{s['seed']}", "DC's protocol %": _pct(s.get("convnet")),
@@ -437,7 +447,8 @@ def main() -> None:
                    "and evaluations is kept (with --reuse: unless its run folder under --keep holds its set), and "
                    "a row with another --extra is an error")
     r.add_argument("--reuse", action="store_true", help="a seed whose run folder under --keep holds a finished set "
-                   "is evaluated, not distilled again (its load average before is then unknown)")
+                   "is evaluated, not distilled again (its distillation's seconds, load and GEMM rate are those "
+                   "on record, if any)")
     q = sub.add_parser("random")
     q.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
     q.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
