@@ -396,6 +396,7 @@ def render(rows: list[dict] | None = None) -> None:
     variants = [(r, s) for r in runs for s in r["seeds"] if any(m in s for m in VARIANTS)]
     if variants:
         used = [m for m in VARIANTS if any(m in s for _, s in variants)]
+        head = {m: f"{PROTOCOLS[m][1]} (`{' '.join(PROTOCOLS[m][0][2:])}`) %" for m in used}  # label, its flags
         lines += ["## DC's protocol, one setting changed", "",
                   "The same kept sets under `kdistill evaluate --model convnet` with one flag changed (`run ... "
                   "--protocols convnet convnet-frepo/lr1e-4 " + " ".join(used) + " --reuse`): mean ± std over the "
@@ -403,12 +404,9 @@ def render(rows: list[dict] | None = None) -> None:
                   "DC's protocol and RCIG's (FRePo's network and schedule at lr 1e-4, MSE on the stored labels).", "",
                   markdown_table([{"set": f"{r['dataset']} ipc {r['ipc']}, {r['minutes']:g} min, {r['tag']}, seed "
                                    f"{s['seed']}", "DC's protocol %": _pct(s.get("convnet")),
-                                   **{f"{PROTOCOLS[m][1]} (`{' '.join(PROTOCOLS[m][0][2:])}`) %": _pct(s.get(m))
-                                      for m in used},
+                                   **{head[m]: _pct(s.get(m)) for m in used},
                                    "RCIG's protocol %": _pct(s.get("convnet-frepo/lr1e-4"))} for r, s in variants],
-                                 ["set", "DC's protocol %",
-                                  *[f"{PROTOCOLS[m][1]} (`{' '.join(PROTOCOLS[m][0][2:])}`) %" for m in used],
-                                  "RCIG's protocol %"]), ""]
+                                 ["set", "DC's protocol %", *head.values(), "RCIG's protocol %"]), ""]
     profiles = [r for r in rows if r["kind"] == "profile"]
     if profiles:
         lines += [f"## Where the time goes (`benchmarks/frepo.py --method {METHOD} profile`, MNIST, default network)", "",
