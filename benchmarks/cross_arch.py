@@ -62,6 +62,7 @@ def _merge(rows: list[dict]) -> list[dict]:
 
 def run(args) -> None:
     from kdistill._machine import machine_info, versions
+    from kdistill.evaluate import finite_record_key
 
     sets: list[tuple[str, Path]] = []
     tmp = args.keep_random or Path(tempfile.mkdtemp(prefix="kdistill-cross-"))
@@ -89,8 +90,8 @@ def run(args) -> None:
             load = os.getloadavg()
             t = time.perf_counter()
             printed = _kdistill(*cmd).strip().splitlines()[-1]
-            res = (json.loads((path.parent / "summary.json").read_text())["finite"][model] if in_run
-                   else json.loads(printed))
+            res = (json.loads((path.parent / "summary.json").read_text())["finite"][
+                       finite_record_key(model, args.dataset, epochs=args.epochs)] if in_run else json.loads(printed))
             row = {"dataset": args.dataset, "ipc": args.ipc, "set": name, "model": model,
                    "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"], "seeds": res["seeds"],
                    "epochs": res["epochs"], "augment": res["settings"]["augment"], "width": res["settings"]["width"],

@@ -31,7 +31,7 @@ from kdistill.evaluate import (
     train_and_evaluate,
     training_targets,
 )
-from kdistill.evaluate import resolve_augment
+from kdistill.evaluate import finite_record_key, resolve_augment
 from kdistill.nets import augment_batch
 from kdistill.nets import crop_flip as _crop_flip
 from kdistill.nets import dc_augment as _dc_augment
@@ -252,13 +252,35 @@ def test_cli_evaluate_model_writes_summary(run_dir):
     assert res["preprocess"] == "standardize" and res["settings"]["augment"] == "none"
     assert res["settings"]["flip"] is False
     after = json.loads((run_dir / "summary.json").read_text())
-    assert after["finite"]["fc"]["accuracies"] == res["accuracies"]
+    key = f"fc (epochs {kw['epochs']}, width {kw['width']})"  # not fc's protocol: recorded under what differs
+    assert res["recorded_as"] == key and after["finite"][key]["accuracies"] == res["accuracies"]
+    assert "fc" not in after["finite"]
     for k, v in before.items():  # existing keys untouched
         assert after[k] == v
     assert "Finite networks trained on the distilled set" in (run_dir / "report.html").read_text()  # refreshed
     # the KRR path and its --json output are unchanged
     r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--json")
     assert r.exit_code == 0 and "test_accuracy" in json.loads(r.stdout)
+
+
+def test_finite_record_key_names_what_differs_from_the_protocol():
+    assert finite_record_key("convnet") == "convnet"
+    # given settings equal to the protocol's (augment as resolved for the dataset) leave the name as it is
+    assert finite_record_key("convnet", "mnist", epochs=300, width=128, lr=0.01, augment="dc", loss="xent",
+                             label_temperature=0.1) == "convnet"
+    assert finite_record_key("convnet-frepo", "mnist", augment="auto", loss="mse", lr=3e-4) == "convnet-frepo"
+    assert finite_record_key("convnet", "mnist", augment="none") == "convnet (augment none)"
+    assert finite_record_key("convnet", "cifar10", augment="none") == "convnet"  # DC's protocol: none off MNIST
+    assert finite_record_key("convnet", "mnist", label_temperature=0.3, loss="mse", lr=1e-3) == \
+        "convnet (lr 0.001, loss mse, label temperature 0.3)"
+    assert finite_record_key("convnet-frepo", lr=1e-4, epochs=1000) == "convnet-frepo (epochs 1000, lr 0.0001)"
+    # protocols that set lr per set (from the NTK, from RFAD's table): a given lr is always another protocol
+    assert finite_record_key("convnet-kip", lr=0.5) == "convnet-kip (lr 0.5)"
+    assert finite_record_key("convnet-rfad", "mnist", lr=1e-3) == "convnet-rfad (lr 0.001)"
+    with pytest.raises(InvalidInputError, match="unknown finite-network settings"):
+        finite_record_key("convnet", seeds=3)
+    with pytest.raises(InvalidInputError):
+        finite_record_key("no-such-net")
 
 
 def test_cli_evaluate_convnet_frepo_runs_frepos_protocol(run_dir):
@@ -276,9 +298,15 @@ def test_cli_evaluate_loss_and_label_temperature(run_dir):
     f, kw = str(run_dir / "distilled.npz"), TINY["fc"]
     common = ("--dataset", "digits", "--model", "fc", "--width", str(kw["width"]), "--epochs", str(kw["epochs"]),
               "--seeds", "1", "--json")
+    before = json.loads((run_dir / "summary.json").read_text()).get("finite", {})
     r = _run("evaluate", f, *common, "--loss", "mse")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
+    # recorded beside the run's other evaluations, none of which it replaces
+    after = json.loads((run_dir / "summary.json").read_text())["finite"]
+    key = f"fc (epochs {kw['epochs']}, width {kw['width']}, loss mse)"
+    assert res["recorded_as"] == key and after[key]["settings"]["loss"] == "mse"
+    assert {k: v for k, v in after.items() if k != key} == {k: v for k, v in before.items() if k != key}
     api = finite_evaluate_file(run_dir / "distilled.npz", load("digits"), model="fc", seeds=1, width=kw["width"],
                                epochs=kw["epochs"], loss="mse")
     assert res["settings"]["loss"] == "mse" and res["label_mode"] == "stored labels (MSE)"

@@ -66,7 +66,8 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
 def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, loss,
              label_temperature, as_json, data_dir):
     """Test accuracy of any distilled-set file on a dataset's full test set: KRR, or with --model a
-    finite network trained on the set (mean ± std over seeds, also stored in FILE's run summary.json)."""
+    finite network trained on the set (mean ± std over seeds, also stored in FILE's run summary.json under
+    the model's name, plus the given settings that differ from its protocol's)."""
     if model is None:
         from ..errors import InvalidInputError
 
@@ -155,7 +156,7 @@ def _recorded_path(recorded: str, record: Path) -> str:
 def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
                      data_dir, **overrides):
     from ..errors import CorruptFileError, InvalidInputError
-    from ..evaluate import finite_evaluate_file, finite_settings
+    from ..evaluate import finite_evaluate_file, finite_record_key, finite_settings
     from ..runs import record_finite_result, refresh_report
 
     if kernel is not None or reg is not None:
@@ -168,13 +169,15 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
     res = finite_evaluate_file(file, _load_dataset(dataset_name, data_dir), model=model, seeds=seeds, epochs=epochs,
                                width=width, lr=lr, augment=augment, preprocess=preprocess, progress=not as_json,
                                **overrides)
+    # an evaluation under other settings than the protocol's is recorded beside the protocol's, not in its place
+    key = finite_record_key(model, res["dataset"], epochs=epochs, width=width, lr=lr, augment=augment, **overrides)
     try:
-        summary_path = record_finite_result(file.parent, model, res)
+        summary_path = record_finite_result(file.parent, key, res)
     except CorruptFileError as e:  # a summary.json that is not a JSON object: the result is printed only
         click.echo(f"note: {e}", err=True)
         summary_path = None
     if summary_path is not None:
-        res["summary"] = str(summary_path)
+        res["summary"], res["recorded_as"] = str(summary_path), key
     if res["diverged_seeds"]:
         click.echo(f"note: training diverged (loss NaN/inf) for seeds {res['diverged_seeds']}; the images may be "
                    "far outside the usual input scale, or the learning rate too high for them", err=True)
@@ -186,5 +189,7 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
                    f"{res['dataset']} over {res['seeds']} seeds ({res['epochs']} epochs, width {s['width']}, "
                    f"augment {s['augment']}, labels: {res['label_mode']}, "
                    f"{res['seconds_per_seed']:.1f} s per seed, m={res['m']})")
+        if summary_path is not None:
+            click.echo(f"recorded in {summary_path} as {key!r}")
     if summary_path is not None:  # keep the run's report (if it has one) in step
         refresh_report(file.parent)

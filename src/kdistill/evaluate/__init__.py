@@ -18,6 +18,7 @@ from ._finite import PROTOCOLS as PROTOCOLS
 from ._finite import resolve_augment as resolve_augment
 from ._finite import FiniteSettings as FiniteSettings
 from ._finite import finite_settings as finite_settings
+from ._finite import finite_record_key as finite_record_key
 from ._finite import training_targets as training_targets
 from ._finite import train as train
 from ._finite import accuracy as accuracy

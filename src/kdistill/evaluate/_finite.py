@@ -121,6 +121,7 @@ __all__ = [
     "resolve_augment",
     "FiniteSettings",
     "finite_settings",
+    "finite_record_key",
     "learning_rate",
     "training_targets",
     "train",
@@ -354,6 +355,40 @@ def resolve_augment(augment: str | None, dataset_name: str | None, model: str = 
     if model == "convnet-frepo" and name == "fashion_mnist":  # FRePo flips CIFAR only (its script/eval.py)
         return augment, False
     return augment, "flip" in nets.dsa_strategy(name)
+
+
+_KEY_SETTINGS = (("epochs", "epochs"), ("width", "width"), ("depth", "depth"), ("lr", "lr"), ("augment", "augment"),
+                 ("loss", "loss"), ("label_temperature", "label temperature"))
+
+
+def finite_record_key(model: str, dataset_name: str | None = None, **given: Any) -> str:
+    """The name under which a run's ``summary.json`` records an evaluation of ``model`` with the settings
+    ``given`` (``None`` values: the protocol's): the model's name when every given setting is the protocol's,
+    else the name and the settings that differ, e.g. ``"convnet (loss mse, label temperature 0.3)"``, so an
+    evaluation under other settings is recorded beside the protocol's rather than in its place.
+
+    ``augment`` is compared as resolved for ``dataset_name`` (:func:`resolve_augment`); a given ``lr`` always
+    differs for the models whose protocol sets it per set (``convnet-kip`` from the NTK, ``convnet-rfad`` from
+    RFAD's table), and a given ``epochs`` for those that take FRePo's steps by set size.
+    """
+    unknown = set(given) - {name for name, _ in _KEY_SETTINGS}
+    if unknown:
+        raise InvalidInputError(f"unknown finite-network settings {sorted(unknown)}; valid: "
+                                f"{', '.join(name for name, _ in _KEY_SETTINGS)}")
+    default = finite_settings(model)
+    parts = []
+    for name, shown in _KEY_SETTINGS:
+        value = given.get(name)
+        if value is None:
+            continue
+        if name == "augment":
+            value = resolve_augment(value, dataset_name, model)[0]
+            if value == resolve_augment(None, dataset_name, model)[0]:
+                continue
+        elif not (name == "lr" and (default.lr_ntk or model == "convnet-rfad")) and value == getattr(default, name):
+            continue
+        parts.append(f"{shown} {value:g}" if isinstance(value, float) else f"{shown} {value}")
+    return f"{model} ({', '.join(parts)})" if parts else model
 
 
 def learning_rate(s: FiniteSettings, step: int, steps_per_epoch: int) -> float:

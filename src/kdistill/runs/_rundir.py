@@ -181,10 +181,11 @@ def write_run_outputs(out: str | Path, result: RunResult, dataset: Dataset, *, r
     return summary
 
 
-def record_finite_result(run_dir: str | Path, model: str, result: Mapping[str, Any]) -> Path | None:
+def record_finite_result(run_dir: str | Path, name: str, result: Mapping[str, Any]) -> Path | None:
     """Store a finite-network result (what :func:`kdistill.evaluate.finite_evaluate_file` returns) in
-    ``run_dir/summary.json`` under ``"finite"`` -> ``model`` (replacing an earlier one of that model; every
-    other key stays as it was). Returns the summary.json written, or None when ``run_dir`` has none (a file
+    ``run_dir/summary.json`` under ``"finite"`` -> ``name`` (replacing an earlier one of that name; every
+    other key stays as it was). ``kdistill evaluate`` names it with :func:`kdistill.evaluate.finite_record_key`:
+    the model, plus the settings that differ from its protocol's. Returns the summary.json written, or None when ``run_dir`` has none (a file
     outside a run directory). A summary.json that is not a JSON object is left alone: CorruptFileError."""
     summary_path = Path(run_dir) / "summary.json"
     if not summary_path.exists():
@@ -196,7 +197,7 @@ def record_finite_result(run_dir: str | Path, model: str, result: Mapping[str, A
     if not isinstance(summary, dict):
         raise CorruptFileError(f"{summary_path} is not a JSON object; result not recorded there")
     finite = summary.get("finite") if isinstance(summary.get("finite"), dict) else {}
-    finite[model] = dict(result)
+    finite[name] = dict(result)
     summary["finite"] = finite
     write_json(summary_path, summary)
     return summary_path
