@@ -166,11 +166,11 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
     finite_settings(model, epochs=epochs, width=width, lr=lr, **overrides)  # bad settings fail before the data
     if not file.exists():
         raise InvalidInputError(f"{file}: no such file")
-    res = finite_evaluate_file(file, _load_dataset(dataset_name, data_dir), model=model, seeds=seeds, epochs=epochs,
-                               width=width, lr=lr, augment=augment, preprocess=preprocess, progress=not as_json,
-                               **overrides)
+    dataset = _load_dataset(dataset_name, data_dir)
     # an evaluation under other settings than the protocol's is recorded beside the protocol's, not in its place
-    key = finite_record_key(model, res["dataset"], epochs=epochs, width=width, lr=lr, augment=augment, **overrides)
+    key = finite_record_key(model, dataset.name, epochs=epochs, width=width, lr=lr, augment=augment, **overrides)
+    res = finite_evaluate_file(file, dataset, model=model, seeds=seeds, epochs=epochs, width=width, lr=lr,
+                               augment=augment, preprocess=preprocess, progress=not as_json, **overrides)
     try:
         summary_path = record_finite_result(file.parent, key, res)
     except CorruptFileError as e:  # a summary.json that is not a JSON object: the result is printed only

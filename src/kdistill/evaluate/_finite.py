@@ -376,16 +376,15 @@ def finite_record_key(model: str, dataset_name: str | None = None, **given: Any)
         raise InvalidInputError(f"unknown finite-network settings {sorted(unknown)}; valid: "
                                 f"{', '.join(name for name, _ in _KEY_SETTINGS)}")
     default = finite_settings(model)
+    default_values = {**default.as_dict(), "augment": resolve_augment(None, dataset_name, model)[0]}
+    if default.lr_ntk or model == "convnet-rfad":
+        default_values["lr"] = None  # set per set: no given lr is the protocol's
     parts = []
     for name, shown in _KEY_SETTINGS:
         value = given.get(name)
-        if value is None:
-            continue
-        if name == "augment":
+        if name == "augment" and value is not None:
             value = resolve_augment(value, dataset_name, model)[0]
-            if value == resolve_augment(None, dataset_name, model)[0]:
-                continue
-        elif not (name == "lr" and (default.lr_ntk or model == "convnet-rfad")) and value == getattr(default, name):
+        if value is None or value == default_values[name]:
             continue
         parts.append(f"{shown} {value:g}" if isinstance(value, float) else f"{shown} {value}")
     return f"{model} ({', '.join(parts)})" if parts else model

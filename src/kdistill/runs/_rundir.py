@@ -185,8 +185,8 @@ def record_finite_result(run_dir: str | Path, name: str, result: Mapping[str, An
     """Store a finite-network result (what :func:`kdistill.evaluate.finite_evaluate_file` returns) in
     ``run_dir/summary.json`` under ``"finite"`` -> ``name`` (replacing an earlier one of that name; every
     other key stays as it was). ``kdistill evaluate`` names it with :func:`kdistill.evaluate.finite_record_key`:
-    the model, plus the settings that differ from its protocol's. Returns the summary.json written, or None when ``run_dir`` has none (a file
-    outside a run directory). A summary.json that is not a JSON object is left alone: CorruptFileError."""
+    the model, plus the settings that differ from its protocol's. Returns the summary.json written, or None
+    when ``run_dir`` has none (a file outside a run directory). A summary.json that is not a JSON object is left alone: CorruptFileError."""
     summary_path = Path(run_dir) / "summary.json"
     if not summary_path.exists():
         return None
