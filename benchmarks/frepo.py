@@ -222,24 +222,29 @@ def run(args) -> None:
         seeds.append(entry)
         # written after every seed, so an interrupted run keeps the seeds it finished (later seeds of an earlier
         # row with this key are kept too until this run reaches them)
-        _merge(_run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] > seed]), RUN_KEY)
-    # seeds on record past --seeds stay in the row; so does its note while none of its seeds was run again
-    row = _run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] >= args.seeds])
-    if "note" in on_record:
-        if not changed:
-            row["note"] = on_record["note"]
-        else:
-            print(f"the row's note was dropped (its seeds changed): {on_record['note']}", flush=True)
-    _merge(row, RUN_KEY)
+        _merge(_run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] > seed], on_record), RUN_KEY)
+    # seeds on record past --seeds stay in the row
+    _merge(_run_row(args, seeds + [e for e in on_record["seeds"] if e["seed"] >= args.seeds], on_record), RUN_KEY)
+    if changed and "note" in on_record:
+        print(f"the row's note, written for seed(s) {_note_seeds(on_record)}, is kept: edit it in {METHOD}.json "
+              "if it should describe the new seeds too", flush=True)
 
 
-def _run_row(args, seeds: list[dict]) -> dict:
+def _note_seeds(row: dict) -> list[int]:
+    """The seeds a row's note was written for: those it names, else the row's."""
+    return row.get("note_seeds", [e["seed"] for e in row["seeds"]])
+
+
+def _run_row(args, seeds: list[dict], on_record: dict) -> dict:
+    """The row of ``seeds``; the note of the row on record is kept, with the seeds it was written for (seeds run
+    again or added later may not be described by it)."""
+    note = {"note": on_record["note"], "note_seeds": _note_seeds(on_record)} if "note" in on_record else {}
     return {"kind": "run", "dataset": args.dataset, "ipc": args.ipc, "minutes": args.minutes, "tag": args.tag,
             "extra": shlex.join(shlex.split(args.extra)), "seeds": seeds,
             "krr": _mean_std([s["krr_accuracy"] for s in seeds]),
             **{model: _mean_std([s[model]["mean"] for s in seeds]) for model in PROTOCOLS
                if all(model in s for s in seeds)},  # (--protocols may leave one out)
-            "machine": machine_info(), "versions": versions()}
+            **note, "machine": machine_info(), "versions": versions()}
 
 
 class _RandomRows:
@@ -380,7 +385,9 @@ def render(rows: list[dict] | None = None) -> None:
         if r.get("extra"):
             lines += [f"Flags beyond the defaults: `{r['extra']}`.", ""]
         if r.get("note"):
-            lines += [r["note"], ""]
+            written_for = _note_seeds(r)
+            lines += [r["note"] if written_for == [s["seed"] for s in r["seeds"]] else
+                      f"(Note written for seed(s) {', '.join(map(str, written_for))}.) {r['note']}", ""]
         for s in r["seeds"]:
             lines.append(f"- seed {s['seed']}: `{s['command']}`: {s['steps']} steps (best {s['best_step']}), "
                          f"{s['seconds_distill']} s, load before {s['loadavg_before'] or 'n/a (evaluated with --reuse)'}"

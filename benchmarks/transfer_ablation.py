@@ -10,6 +10,8 @@ folder's ``summary.json`` keeps its own evaluations. Rows merged into ``results/
 Usage:
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/kip_mnist_1 runs/xarch/rfad_mnist_1 \\
         [--model convnet] [--variants protocol no-aug mse mse-no-aug t1] [--seeds 3]
+  .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/bench/rcig_mnist_ipc1_60min_default_seed0 \\
+        --variants protocol t0.2 t0.3 t0.5 t1 t2 mse --seeds 3      # the label-temperature sweep
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/rfad_mnist_1 --model convnet-rfad \
         --variants w128 --seeds 3     # RFAD's protocol at width 128 (width 1024 is hours per network here)
   .venv/bin/python benchmarks/transfer_ablation.py render
@@ -38,12 +40,19 @@ VARIANTS = {
     "mse-no-aug": ["--loss", "mse", "--augment", "none"],
     "xent": ["--loss", "xent"],
     "xent-no-aug": ["--loss", "xent", "--augment", "none"],
+    "t0.2": ["--label-temperature", "0.2"],  # the sweep of the label temperature (table of its own)
+    "t0.3": ["--label-temperature", "0.3"],
+    "t0.5": ["--label-temperature", "0.5"],
     "t1": ["--label-temperature", "1"],
+    "t2": ["--label-temperature", "2"],
     "t1-no-aug": ["--label-temperature", "1", "--augment", "none"],
     "w128": ["--width", "128"],  # KIP's and RFAD's protocols at the width a 2-core CPU affords (theirs: 1024)
     "w256": ["--width", "256"],
 }
 """Variant name -> the ``kdistill evaluate`` flags added to ``--model M --seeds N``."""
+SWEEP = {"protocol": 0.1, "t0.2": 0.2, "t0.3": 0.3, "t0.5": 0.5, "t1": 1.0, "t2": 2.0}
+"""The label-temperature sweep under DC's protocol (``--model convnet``): variant -> T (``protocol`` is
+DEFAULT_LABEL_TEMPERATURE, 0.1); rendered as its own table for the sets with learned labels."""
 KEY = ("set", "model", "variant")
 
 
@@ -63,7 +72,7 @@ def _describe(run: Path) -> dict:
     cfg = doc.get("config", doc)
     return {"dataset": doc.get("dataset"), "method": cfg.get("method", doc.get("method")),
             "ipc": cfg.get("ipc", doc.get("ipc")), "labels": "fixed" if one_hot else "learned",
-            "m": int(labels.shape[0])}
+            "m": int(labels.shape[0]), "label_std": round(float(labels.std()), 4)}
 
 
 def run(args) -> None:
@@ -108,7 +117,7 @@ def render(rows: list[dict] | None = None) -> None:
              f"{machine_info()['cpu']}, {machine_info()['cores']} cores.", ""]
     for model in sorted({r["model"] for r in rows}):
         sub = [r for r in rows if r["model"] == model]
-        variants = [v for v in VARIANTS if any(r["variant"] == v for r in sub)]
+        variants = [v for v in VARIANTS if any(r["variant"] == v for r in sub) and (v not in SWEEP or v == "t1")]
         table = []
         for name in sorted({r["set"] for r in sub}):
             mine = {r["variant"]: r for r in sub if r["set"] == name}
@@ -119,7 +128,37 @@ def render(rows: list[dict] | None = None) -> None:
                              for v in variants}})
         lines += [f"## `--model {model}`", "",
                   markdown_table(table, ["set", "dataset", "method", "ipc", "labels", *variants]), ""]
+    lines += _sweep_table(rows)
     write_results("transfer_ablation", {"rows": rows}, "\n".join(lines))
+
+
+def _sweep_table(rows: list[dict]) -> list[str]:
+    """The label-temperature table: each learned-label set swept beyond T 0.1 and 1 under ``--model convnet``,
+    its accuracy at each T, with MSE on the stored labels beside, and the labels' standard deviation (the scale
+    that T divides)."""
+    sub = [r for r in rows if r["model"] == "convnet" and r["labels"] == "learned"]
+    swept = sorted({r["set"] for r in sub if r["variant"] in SWEEP and SWEEP[r["variant"]] not in (0.1, 1.0)})
+    if not swept:
+        return []
+    table = []
+    for name in swept:
+        mine = {r["variant"]: r for r in sub if r["set"] == name}
+        first = next(iter(mine.values()))
+        at = {v: mine[v] for v in SWEEP if v in mine}
+        best = max(at, key=lambda v: at[v]["mean"])
+        table.append({"set": name, "dataset": first["dataset"], "method": first["method"], "ipc": first["ipc"],
+                      "label std": f"{first['label_std']:.3f}" if "label_std" in first else "",
+                      **{f"T {t:g}": (f"{100 * at[v]['mean']:.2f} ± {100 * at[v]['std']:.2f}" if v in at else "")
+                         for v, t in SWEEP.items()},
+                      "MSE": f"{100 * mine['mse']['mean']:.2f} ± {100 * mine['mse']['std']:.2f}" if "mse" in mine
+                      else "", "best T": f"{SWEEP[best]:g}"})
+    return ["## The label temperature under DC's protocol (`--model convnet`, learned labels)", "",
+            "Cross-entropy on softmax(labels / T); T 0.1 is today's default (`protocol` above). Each column is "
+            "`--label-temperature T` (the `t0.2` ... `t2` rows of transfer_ablation.json); MSE is `--loss mse` on "
+            "the stored labels. label std: the standard deviation of the set's labels, the scale T divides.", "",
+            markdown_table(table, ["set", "dataset", "method", "ipc", "label std", *[f"T {t:g}" for t in
+                                                                                    SWEEP.values()],
+                                   "MSE", "best T"]), ""]
 
 
 def main() -> None:
