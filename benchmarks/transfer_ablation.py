@@ -5,7 +5,10 @@ under variants of one protocol: the protocol as it is, without augmentation, MSE
 a softer label temperature. The set is copied (with its sidecar) to a scratch folder first, so the run
 folder's ``summary.json`` keeps its own evaluations. Rows merged into ``results/transfer_ablation.json``
 (keyed by set, model and variant; a row with the same key is replaced) and rendered to
-``transfer_ablation.md`` with the seconds, the load average before each evaluation and the machine.
+``transfer_ablation.md`` with the seconds, the load average before each evaluation and the machine. A variant
+that ``benchmarks/frepo.py`` already evaluated in a kept run folder with the same flags and number of networks
+(frepo.json, rcig.json) is taken from there rather than trained again (the row names its ``source``):
+evaluations are deterministic given the flags and seeds.
 
 Usage:
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/kip_mnist_1 runs/xarch/rfad_mnist_1 \\
@@ -32,6 +35,7 @@ from _common import RESULTS, load_json, markdown_table, merged_rows, write_resul
 from _common import evaluate_copy  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
+from kdistill.evaluate._finite import DEFAULT_LABEL_TEMPERATURE  # noqa: E402
 
 VARIANTS = {
     "protocol": [],
@@ -75,6 +79,29 @@ def _describe(run: Path) -> dict:
             "m": int(labels.shape[0]), "label_std": round(float(labels.std()), 4)}
 
 
+def _on_record(run_dir: Path, flags: list[str], seeds: int) -> tuple[str, dict] | None:
+    """An evaluation of this run folder's set with exactly these ``kdistill evaluate`` flags and ``seeds``
+    networks that ``benchmarks/frepo.py`` already recorded (frepo.json or rcig.json, whose runs keep their
+    folders under ``--keep``): ``(file name, its entry)``, else None. Evaluations are deterministic given the
+    flags and seeds, so the entry stands for this variant (its own command, seconds and load are kept with it)."""
+    import frepo
+
+    out = str(run_dir)
+    for method in frepo.TITLES:
+        path = RESULTS / f"{method}.json"
+        for row in (load_json(path).get("rows", []) if path.exists() else []):
+            for entry in row.get("seeds", ()):
+                command = entry.get("command", "").split()
+                if "--out" not in command or Path(command[command.index("--out") + 1]).resolve() != \
+                        Path(out).resolve():
+                    continue
+                for model, (theirs, _) in frepo.PROTOCOLS.items():
+                    if sorted(zip(theirs[::2], theirs[1::2])) == sorted(zip(flags[::2], flags[1::2])) \
+                            and len(entry.get(model, {}).get("accuracies", ())) == seeds:
+                        return f"{method}.json", entry[model]
+    return None
+
+
 def run(args) -> None:
     for run_dir in args.sets:
         info = _describe(run_dir)
@@ -85,11 +112,24 @@ def run(args) -> None:
                 print(f"{name} {args.model} {variant}: skipped (MSE protocol: no label temperature)")
                 continue
             load_before = [round(v, 2) for v in os.getloadavg()]
-            flags = ["--model", args.model, *VARIANTS[variant], "--seeds", str(args.seeds)]
-            seconds, res = evaluate_copy(run_dir, *flags)
+            flags = ["--model", args.model, *VARIANTS[variant]]
+            command = f"kdistill evaluate {run_dir}/distilled.npz " + " ".join(flags + ["--seeds", str(args.seeds)])
+            known = _on_record(run_dir, flags, args.seeds)
+            if known is not None:  # made by frepo.py with the same flags and networks: not trained again
+                source, res = known
+                temperature = float(flags[flags.index("--label-temperature") + 1]) \
+                    if "--label-temperature" in flags else DEFAULT_LABEL_TEMPERATURE
+                row = {"set": name, **info, "model": args.model, "variant": variant, "command": command,
+                       "source": source, **{k: res[k] for k in ("mean", "std", "accuracies", "augment",
+                                                               "label_mode", "epochs", "seconds")},
+                       "loss": "mse" if "--loss" in flags else "xent", "label_temperature": temperature}
+                print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
+                      f"(from {source})", flush=True)
+                render(merged_rows("transfer_ablation", row, KEY))
+                continue
+            seconds, res = evaluate_copy(run_dir, *flags, "--seeds", str(args.seeds))
             s = res["settings"]
-            row = {"set": name, **info, "model": args.model, "variant": variant,
-                   "command": f"kdistill evaluate {run_dir}/distilled.npz " + " ".join(flags),
+            row = {"set": name, **info, "model": args.model, "variant": variant, "command": command,
                    "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                    "loss": s["loss"], "augment": s["augment"], "label_temperature": s["label_temperature"],
                    "label_mode": res["label_mode"], "epochs": res["epochs"], "seconds": round(seconds, 1),
