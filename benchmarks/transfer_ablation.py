@@ -90,7 +90,7 @@ def _on_record(run_dir: Path, flags: list[str], seeds: int) -> tuple[str, dict] 
     for method in frepo.TITLES:
         path = RESULTS / f"{method}.json"
         for row in (load_json(path).get("rows", []) if path.exists() else []):
-            for entry in row.get("seeds", ()):
+            for entry in (row["seeds"] if row.get("kind") == "run" else ()):  # (random rows count their seeds)
                 command = entry.get("command", "").split()
                 if "--out" not in command or Path(command[command.index("--out") + 1]).resolve() != \
                         Path(out).resolve():
