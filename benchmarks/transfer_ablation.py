@@ -35,6 +35,7 @@ from _common import RESULTS, load_json, markdown_table, merged_rows, write_resul
 from _common import evaluate_copy  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
+from kdistill.evaluate import finite_settings  # noqa: E402
 from kdistill.evaluate._finite import DEFAULT_LABEL_TEMPERATURE  # noqa: E402
 
 VARIANTS = {
@@ -79,14 +80,21 @@ def _describe(run: Path) -> dict:
             "m": int(labels.shape[0]), "label_std": round(float(labels.std()), 4)}
 
 
-def _on_record(run_dir: Path, flags: list[str], seeds: int) -> tuple[str, dict] | None:
+def _temperature(flags: list[str]) -> float:
+    return float(flags[flags.index("--label-temperature") + 1]) if "--label-temperature" in flags \
+        else DEFAULT_LABEL_TEMPERATURE
+
+
+def _on_record(run_dir: Path, flags: list[str], seeds: int, dataset: str) -> tuple[str, dict] | None:
     """An evaluation of this run folder's set with exactly these ``kdistill evaluate`` flags and ``seeds``
     networks that ``benchmarks/frepo.py`` already recorded (frepo.json or rcig.json, whose runs keep their
-    folders under ``--keep``): ``(file name, its entry)``, else None. Evaluations are deterministic given the
-    flags and seeds, so the entry stands for this variant (its own command, seconds and load are kept with it)."""
+    folders under ``--keep``), made with the augmentation and label temperature these flags give today:
+    ``(file name, its entry)``, else None. Evaluations are deterministic given the flags and seeds, so the entry
+    stands for this variant (its own seconds are kept with it)."""
     import frepo
 
     out = str(run_dir)
+    today = {"augment": frepo._augment(flags, dataset), "softmax": f"softmax(labels / {_temperature(flags):g})"}
     for method in frepo.TITLES:
         path = RESULTS / f"{method}.json"
         for row in (load_json(path).get("rows", []) if path.exists() else []):
@@ -96,9 +104,11 @@ def _on_record(run_dir: Path, flags: list[str], seeds: int) -> tuple[str, dict] 
                         Path(out).resolve():
                     continue
                 for model, (theirs, _) in frepo.PROTOCOLS.items():
+                    done = entry.get(model, {})
                     if sorted(zip(theirs[::2], theirs[1::2])) == sorted(zip(flags[::2], flags[1::2])) \
-                            and len(entry.get(model, {}).get("accuracies", ())) == seeds:
-                        return f"{method}.json", entry[model]
+                            and len(done.get("accuracies", ())) == seeds and done["augment"] == today["augment"] \
+                            and done["label_mode"] in (today["softmax"], "stored labels (MSE)", "one-hot"):
+                        return f"{method}.json", done
     return None
 
 
@@ -114,15 +124,14 @@ def run(args) -> None:
             load_before = [round(v, 2) for v in os.getloadavg()]
             flags = ["--model", args.model, *VARIANTS[variant]]
             command = f"kdistill evaluate {run_dir}/distilled.npz " + " ".join(flags + ["--seeds", str(args.seeds)])
-            known = _on_record(run_dir, flags, args.seeds)
+            known = _on_record(run_dir, flags, args.seeds, info["dataset"])
             if known is not None:  # made by frepo.py with the same flags and networks: not trained again
                 source, res = known
-                temperature = float(flags[flags.index("--label-temperature") + 1]) \
-                    if "--label-temperature" in flags else DEFAULT_LABEL_TEMPERATURE
                 row = {"set": name, **info, "model": args.model, "variant": variant, "command": command,
                        "source": source, **{k: res[k] for k in ("mean", "std", "accuracies", "augment",
                                                                "label_mode", "epochs", "seconds")},
-                       "loss": "mse" if "--loss" in flags else "xent", "label_temperature": temperature}
+                       "loss": flags[flags.index("--loss") + 1] if "--loss" in flags else finite_settings(args.model).loss,
+                       "label_temperature": _temperature(flags)}
                 print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
                       f"(from {source})", flush=True)
                 render(merged_rows("transfer_ablation", row, KEY))
