@@ -15,6 +15,9 @@ Usage:
         [--model convnet] [--variants protocol no-aug mse mse-no-aug t1] [--seeds 3]
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/bench/rcig_mnist_ipc1_60min_default_seed0 \\
         --variants protocol t0.2 t0.3 t0.5 t1 t2 mse --seeds 3      # the label-temperature sweep
+        # (RCIG's sets: benchmarks/frepo.py --method rcig run ... --keep runs/bench; RFAD's learned-label sets:
+        #  kdistill distill --dataset D --ipc 1 --method rfad --learn-labels --steps 1000000 --no-full
+        #  --learn-time-limit 1200 --out runs/tsweep/rfad-learned_D_1)
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/rfad_mnist_1 --model convnet-rfad \
         --variants w128 --seeds 3     # RFAD's protocol at width 128 (width 1024 is hours per network here)
   .venv/bin/python benchmarks/transfer_ablation.py render
@@ -77,7 +80,20 @@ def _describe(run: Path) -> dict:
     cfg = doc.get("config", doc)
     return {"dataset": doc.get("dataset"), "method": cfg.get("method", doc.get("method")),
             "ipc": cfg.get("ipc", doc.get("ipc")), "labels": "fixed" if one_hot else "learned",
-            "m": int(labels.shape[0]), "label_std": round(float(labels.std()), 4)}
+            "m": int(labels.shape[0]), "label_std": round(float(labels.std()), 4), **_distillation(run)}
+
+
+def _distillation(run: Path) -> dict:
+    """The set's own record from its summary.json (absent for sets written without one): KRR test accuracy,
+    distillation seconds and steps, when and on what machine it was made."""
+    path = run / "summary.json"
+    if not path.exists():
+        return {}
+    summary = json.loads(path.read_text())
+    return {"set_krr_accuracy": summary.get("test_accuracy"),
+            "set_distill_seconds": round(summary.get("seconds", {}).get("distill", float("nan")), 1),
+            "set_steps": summary.get("method_info", {}).get("steps_run"), "set_created": summary.get("created"),
+            "set_cpu": summary.get("machine", {}).get("cpu")}
 
 
 def _temperature(flags: list[str]) -> float:
@@ -196,6 +212,7 @@ def _sweep_table(rows: list[dict]) -> list[str]:
         at = {v: mine[v] for v in SWEEP if v in mine}
         best = max(at, key=lambda v: at[v]["mean"])
         table.append({"set": name, "dataset": first["dataset"], "method": first["method"], "ipc": first["ipc"],
+                      "KRR": f"{100 * first['set_krr_accuracy']:.2f}" if first.get("set_krr_accuracy") else "",
                       "label std": f"{first['label_std']:.3f}" if "label_std" in first else "",
                       **{f"T {t:g}": (f"{100 * at[v]['mean']:.2f} ± {100 * at[v]['std']:.2f}" if v in at else "")
                          for v, t in SWEEP.items()},
@@ -214,10 +231,10 @@ def _sweep_table(rows: list[dict]) -> list[str]:
     return ["## The label temperature under DC's protocol (`--model convnet`, learned labels)", "",
             "Cross-entropy on softmax(labels / T); T 0.1 is today's default (`protocol` above). Each column is "
             "`--label-temperature T` (the `t0.2` ... `t2` rows of transfer_ablation.json); MSE is `--loss mse` on "
-            "the stored labels. label std: the standard deviation of the set's labels, the scale T divides (not "
+            "the stored labels. KRR: the set's own test accuracy from its summary.json. label std: the standard deviation of the set's labels, the scale T divides (not "
             "recorded for the sets evaluated before the sweep, whose folders are gone). best T: the best of the T "
             "columns measured for that set.", "",
-            markdown_table(table, ["set", "dataset", "method", "ipc", "label std", *[f"T {t:g}" for t in
+            markdown_table(table, ["set", "dataset", "method", "ipc", "KRR", "label std", *[f"T {t:g}" for t in
                                                                                     SWEEP.values()],
                                    "MSE", "best T"]), "",
             "Mean over the sets of each method, dataset and ipc (a cell only where every set has that column):", "",
