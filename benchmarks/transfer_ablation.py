@@ -101,34 +101,44 @@ def _temperature(flags: list[str]) -> float:
         else DEFAULT_LABEL_TEMPERATURE
 
 
-def _on_record(run_dir: Path, flags: list[str], seeds: int, dataset: str) -> tuple[str, dict] | None:
-    """An evaluation of this run folder's set with exactly these ``kdistill evaluate`` flags and ``seeds``
-    networks that ``benchmarks/frepo.py`` already recorded (frepo.json or rcig.json, whose runs keep their
-    folders under ``--keep``), made with the augmentation and label temperature these flags give today:
-    ``(file name, its entry)``, else None. Evaluations are deterministic given the flags and seeds, so the entry
-    stands for this variant (its own seconds are kept with it)."""
+def _frepo_entries() -> list[tuple[str, Path, dict]]:
+    """Every distillation seed on record in frepo.json and rcig.json: ``(file name, its run folder, entry)``."""
     import frepo
 
-    out = str(run_dir)
-    today = {"augment": frepo._augment(flags, dataset), "softmax": f"softmax(labels / {_temperature(flags):g})"}
+    found = []
     for method in frepo.TITLES:
         path = RESULTS / f"{method}.json"
         for row in (load_json(path).get("rows", []) if path.exists() else []):
             for entry in (row["seeds"] if row.get("kind") == "run" else ()):  # (random rows count their seeds)
                 command = entry.get("command", "").split()
-                if "--out" not in command or Path(command[command.index("--out") + 1]).resolve() != \
-                        Path(out).resolve():
-                    continue
-                for model, (theirs, _) in frepo.PROTOCOLS.items():
-                    done = entry.get(model, {})
-                    if sorted(zip(theirs[::2], theirs[1::2])) == sorted(zip(flags[::2], flags[1::2])) \
-                            and len(done.get("accuracies", ())) == seeds and done["augment"] == today["augment"] \
-                            and done["label_mode"] in (today["softmax"], "stored labels (MSE)", "one-hot"):
-                        return f"{method}.json", done
+                if "--out" in command:
+                    found.append((f"{method}.json", Path(command[command.index("--out") + 1]).resolve(), entry))
+    return found
+
+
+def _on_record(records: list, run_dir: Path, flags: list[str], seeds: int, dataset: str) -> tuple[str, dict] | None:
+    """An evaluation of this run folder's set with exactly these ``kdistill evaluate`` flags and ``seeds``
+    networks among ``records`` (:func:`_frepo_entries`: what ``benchmarks/frepo.py`` recorded for the run folders
+    it kept under ``--keep``), made with the augmentation and label temperature these flags give today:
+    ``(file name, its entry)``, else None. Evaluations are deterministic given the flags and seeds, so the entry
+    stands for this variant (its own seconds are kept with it)."""
+    import frepo
+
+    today = {"augment": frepo._augment(flags, dataset), "softmax": f"softmax(labels / {_temperature(flags):g})"}
+    for source, folder, entry in records:
+        if folder != Path(run_dir).resolve():
+            continue
+        for model, (theirs, _) in frepo.PROTOCOLS.items():
+            done = entry.get(model, {})
+            if sorted(zip(theirs[::2], theirs[1::2])) == sorted(zip(flags[::2], flags[1::2])) \
+                    and len(done.get("accuracies", ())) == seeds and done["augment"] == today["augment"] \
+                    and done["label_mode"] in (today["softmax"], "stored labels (MSE)", "one-hot"):
+                return source, done
     return None
 
 
 def run(args) -> None:
+    records = _frepo_entries()
     for run_dir in args.sets:
         info = _describe(run_dir)
         name = _set_name(run_dir)
@@ -140,13 +150,14 @@ def run(args) -> None:
             load_before = [round(v, 2) for v in os.getloadavg()]
             flags = ["--model", args.model, *VARIANTS[variant]]
             command = f"kdistill evaluate {run_dir}/distilled.npz " + " ".join(flags + ["--seeds", str(args.seeds)])
-            known = _on_record(run_dir, flags, args.seeds, info["dataset"])
+            known = _on_record(records, run_dir, flags, args.seeds, info["dataset"])
             if known is not None:  # made by frepo.py with the same flags and networks: not trained again
                 source, res = known
                 row = {"set": name, **info, "model": args.model, "variant": variant, "command": command,
                        "source": source, **{k: res[k] for k in ("mean", "std", "accuracies", "augment",
                                                                "label_mode", "epochs", "seconds")},
-                       "loss": flags[flags.index("--loss") + 1] if "--loss" in flags else finite_settings(args.model).loss,
+                       "loss": flags[flags.index("--loss") + 1] if "--loss" in flags
+                       else finite_settings(args.model).loss,
                        "label_temperature": _temperature(flags)}
                 print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
                       f"(from {source})", flush=True)
@@ -189,12 +200,16 @@ def render(rows: list[dict] | None = None) -> None:
             first = next(iter(mine.values()))
             table.append({"set": name, "dataset": first["dataset"], "method": first["method"], "ipc": first["ipc"],
                           "labels": first["labels"],
-                          **{v: (f"{100 * mine[v]['mean']:.2f} ± {100 * mine[v]['std']:.2f}" if v in mine else "")
-                             for v in variants}})
+                          **{v: _cell(mine.get(v)) for v in variants}})
         lines += [f"## `--model {model}`", "",
                   markdown_table(table, ["set", "dataset", "method", "ipc", "labels", *variants]), ""]
     lines += _sweep_table(rows)
     write_results("transfer_ablation", {"rows": rows}, "\n".join(lines))
+
+
+def _cell(row: dict | None) -> str:
+    """A table cell: the row's mean ± std in %, or empty."""
+    return f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}" if row else ""
 
 
 def _sweep_table(rows: list[dict]) -> list[str]:
@@ -214,10 +229,8 @@ def _sweep_table(rows: list[dict]) -> list[str]:
         table.append({"set": name, "dataset": first["dataset"], "method": first["method"], "ipc": first["ipc"],
                       "KRR": f"{100 * first['set_krr_accuracy']:.2f}" if first.get("set_krr_accuracy") else "",
                       "label std": f"{first['label_std']:.3f}" if "label_std" in first else "",
-                      **{f"T {t:g}": (f"{100 * at[v]['mean']:.2f} ± {100 * at[v]['std']:.2f}" if v in at else "")
-                         for v, t in SWEEP.items()},
-                      "MSE": f"{100 * mine['mse']['mean']:.2f} ± {100 * mine['mse']['std']:.2f}" if "mse" in mine
-                      else "", "best T": f"{SWEEP[best]:g}"})
+                      **{f"T {t:g}": _cell(at.get(v)) for v, t in SWEEP.items()},
+                      "MSE": _cell(mine.get("mse")), "best T": f"{SWEEP[best]:g}"})
     groups = {}
     for r in table:
         groups.setdefault((r["method"], r["dataset"], r["ipc"]), []).append(r["set"])
@@ -231,7 +244,8 @@ def _sweep_table(rows: list[dict]) -> list[str]:
     return ["## The label temperature under DC's protocol (`--model convnet`, learned labels)", "",
             "Cross-entropy on softmax(labels / T); T 0.1 is today's default (`protocol` above). Each column is "
             "`--label-temperature T` (the `t0.2` ... `t2` rows of transfer_ablation.json); MSE is `--loss mse` on "
-            "the stored labels. KRR: the set's own test accuracy from its summary.json. label std: the standard deviation of the set's labels, the scale T divides (not "
+            "the stored labels. KRR: the set's own test accuracy from its summary.json. label std: the standard "
+            "deviation of the set's labels, the scale T divides (not "
             "recorded for the sets evaluated before the sweep, whose folders are gone). best T: the best of the T "
             "columns measured for that set.", "",
             markdown_table(table, ["set", "dataset", "method", "ipc", "KRR", "label std", *[f"T {t:g}" for t in
