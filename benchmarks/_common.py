@@ -87,6 +87,23 @@ def merged_rows(name: str, row: dict, key: tuple[str, ...]) -> list[dict]:
     return rows[:at] + [row] + [r for r in rows[at + 1:] if tuple(r.get(k) for k in key) != ident]
 
 
+OLD_TEMPERATURE_MARK = "†"
+OLD_TEMPERATURE_NOTE = (
+    "† learned labels trained as softmax(labels / 0.1), the default label temperature of `kdistill evaluate` until "
+    "2026-12-07; today's default is 0.5, 2.6 to 19.9 points higher on the sets swept in transfer_ablation.md's "
+    "label-temperature table. The cell was not re-evaluated (its set's folder is gone, or it has not been redone).")
+
+
+def old_temperature(label_mode: str | None, command: str = "") -> bool:
+    """Whether an evaluation trained on learned labels at a label temperature it did not ask for that is not
+    today's default: ``label_mode`` as ``kdistill evaluate`` reports it (``softmax(labels / T)``), ``command`` the
+    evaluation's command line (one that names ``--label-temperature`` chose its T)."""
+    from kdistill.evaluate._finite import DEFAULT_LABEL_TEMPERATURE
+
+    return (bool(label_mode) and label_mode.startswith("softmax(labels / ") and "--label-temperature" not in command
+            and label_mode != f"softmax(labels / {DEFAULT_LABEL_TEMPERATURE:g})")
+
+
 def matmul_seconds(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:
     """Best seconds of a NumPy ``(m, k) @ (k, n)`` product in ``dtype`` (after one warm-up): this machine's
     reference for ratios measured in the same run."""

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, RESULTS, load_json, markdown_table  # noqa: E402
+from _common import old_temperature, write_results  # noqa: E402
 
 MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
 KEY = ("dataset", "ipc", "set", "model", "epochs")
@@ -106,10 +107,19 @@ def run(args) -> None:
             render(_merge(rows))  # after every cell: a killed run keeps what it finished
 
 
+def _old_temperature(r: dict) -> bool:
+    """Whether the cell trained learned labels at an earlier default label temperature (the label mode is in the
+    line ``kdistill evaluate`` printed: ``labels: softmax(labels / T),``)."""
+    printed = r.get("printed") or ""
+    mode = printed.split("labels: ", 1)[1].split(",", 1)[0] if "labels: " in printed else None
+    return old_temperature(mode, r.get("command", ""))
+
+
 def _cell(r: dict | None) -> str:
     if r is None:
         return ""
-    return f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}"
+    mark = f" {OLD_TEMPERATURE_MARK}" if _old_temperature(r) else ""
+    return f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}{mark}"
 
 
 def render(rows: list[dict]) -> None:
@@ -131,6 +141,8 @@ def render(rows: list[dict]) -> None:
         md += [f"## {dataset}, ipc {ipc}", "", markdown_table(table, ["set", *models]), ""]
     cols = ["dataset", "ipc", "set", "model", "mean", "std", "seeds", "epochs", "augment", "width",
             "seconds_per_seed", "loadavg_before", "loadavg_after", "command"]
+    if any(_old_temperature(r) for r in rows):
+        md += [OLD_TEMPERATURE_NOTE, ""]
     md += ["## Every cell", "", markdown_table(rows, cols), ""]
     if rows:
         m = rows[-1]["machine"]

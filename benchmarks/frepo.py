@@ -10,7 +10,8 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   (``kdistill evaluate --model convnet``) and FRePo's (``--model convnet-frepo``, with and without its
   augmentation; for rcig also RCIG's, FRePo's at lr 1e-4; ``--protocols`` to choose), ``--eval-seeds`` networks
   each; the row holds the mean +- std over the training seeds of each seed's mean, and every number. A seed
-  already in the row (same key and ``--extra``, and every requested evaluation under today's augmentation with at
+  already in the row (same key and ``--extra``, and every requested evaluation under today's augmentation and
+  label temperature with at
   least ``--eval-seeds`` networks) is kept unless ``--redo``, or ``--reuse`` finds its run folder; a row under the
   same key with another ``--extra`` stops the run unless ``--redo``. Seeds are matched by flags, not code version:
   when a default changes, the rows made under the old one should name it in their ``extra``. The row is written
@@ -49,10 +50,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, evaluate_copy, gemm_gflops, load_json, markdown_table, merged_rows  # noqa: E402
-from _common import write_results  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, old_temperature, write_results  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
+from kdistill.evaluate._finite import DEFAULT_LABEL_TEMPERATURE  # noqa: E402
 
 # Published finite ConvNet accuracies (%). FRePo: arXiv:2206.00719 Table 1 as recalled; not confirmed here (the
 # stored copy of the paper is its abstract only). DC: DC's README Table 1 (confirmed, benchmarks/dc.py).
@@ -85,6 +87,8 @@ PROTOCOLS = {"convnet": (["--model", "convnet"], "DC's protocol %"),
              "convnet/mse": (["--model", "convnet", "--loss", "mse"], "MSE on the stored labels"),
              "convnet/T1": (["--model", "convnet", "--label-temperature", "1"], "softmax(labels / 1)"),
              "convnet/T0.3": (["--model", "convnet", "--label-temperature", "0.3"], "softmax(labels / 0.3)"),
+             # the default label temperature until 2026-12-07 (evaluations made then were moved here from "convnet")
+             "convnet/T0.1": (["--model", "convnet", "--label-temperature", "0.1"], "softmax(labels / 0.1)"),
              "convnet/1000ep": (["--model", "convnet", "--epochs", "1000"], "1000 epochs, DSA's and DM's")}
 VARIANTS = [m for m in PROTOCOLS if m.startswith("convnet/")]
 """DC's protocol, one setting changed at a time (not in the main table)."""
@@ -117,6 +121,13 @@ def _augment(flags: list[str], dataset: str) -> str:
 
     given = flags[flags.index("--augment") + 1] if "--augment" in flags else None
     return resolve_augment(given, dataset, flags[flags.index("--model") + 1])[0]
+
+
+def _current(done: dict, flags: list[str], dataset: str) -> bool:
+    """Whether an evaluation on record was made as ``kdistill evaluate <flags>`` trains today: the same augmentation
+    and, for learned labels under cross-entropy, the label temperature of today's default unless the flags set it."""
+    return done.get("augment") == _augment(flags, dataset) and not old_temperature(done.get("label_mode"),
+                                                                                   " ".join(flags))
 
 
 _FLAG_SETTINGS = {"--lr": ("lr", float), "--loss": ("loss", str), "--label-temperature": ("label_temperature", float),
@@ -158,7 +169,7 @@ def run(args) -> None:
         # (matched by flags, not by code version: after a default changes, the old row's --extra should name it)
         kept = next((e for e in on_record["seeds"] if e["seed"] == seed and all(
             len(e.get(model, {}).get("accuracies", ())) >= args.eval_seeds
-            and e[model].get("augment") == _augment(PROTOCOLS[model][0], args.dataset) for model in wanted)), None)
+            and _current(e[model], PROTOCOLS[model][0], args.dataset) for model in wanted)), None)
         if kept is not None and not (args.reuse and (out / "distilled.npz").exists()):
             print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
             seeds.append(kept)
@@ -193,7 +204,7 @@ def run(args) -> None:
         for model, (flags, _) in PROTOCOLS.items():
             if model not in (args.protocols or OWN[METHOD]):
                 continue
-            if model in old and old[model]["augment"] == _augment(flags, args.dataset):
+            if model in old and _current(old[model], flags, args.dataset):
                 entry[model] = old[model]  # --reuse: this evaluation, under today's protocol, is on record
                 continue
             net = flags[flags.index("--model") + 1]
@@ -205,8 +216,10 @@ def run(args) -> None:
                                 "label_mode": done["label_mode"],
                                 "seconds": round(done["seconds_per_seed"] * done["seeds"], 1)}
                 continue
-            if model in old:  # made under another augmentation: kept, shown as superseded
-                entry[f"{model}@{old[model]['augment']}"] = old[model]
+            if model in old:  # made under another augmentation or label temperature: kept, shown as superseded
+                was = old[model]["augment"] if old[model]["augment"] != _augment(flags, args.dataset) \
+                    else old[model]["label_mode"]
+                entry[f"{model}@{was}"] = old[model]
             t = time.perf_counter()
             if len(flags) > 2:  # not the model's own protocol: the run folder's record of that model stays its own
                 _, res = evaluate_copy(out, *flags, "--seeds", str(args.eval_seeds))
@@ -342,6 +355,25 @@ def _pct(d: dict | None) -> str:
     return "" if not d else f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
 
 
+def _mark(d: dict | None, model: str) -> str:
+    """`` †`` for one seed's evaluation made at an earlier default label temperature than ``model``'s flags give
+    today (see OLD_TEMPERATURE_NOTE), else empty."""
+    return f" {OLD_TEMPERATURE_MARK}" if d and old_temperature(d.get("label_mode"), " ".join(PROTOCOLS[model][0])) \
+        else ""
+
+
+def _protocol_cell(r: dict, model: str) -> str:
+    """The main table's cell of ``model`` for a row: one seed's mean ± std over its networks, or with several seeds
+    the mean ± std of their means. DC's protocol not yet evaluated at today's label temperature shows the
+    evaluation at T 0.1 (``convnet/T0.1``), marked."""
+    one = r["seeds"][0] if len(r["seeds"]) == 1 else None
+    d = one.get(model) if one else r.get(model)
+    if d is None and model == "convnet":
+        old = one.get("convnet/T0.1") if one else r.get("convnet/T0.1")
+        return f"{_pct(old)} {OLD_TEMPERATURE_MARK}" if old else ""
+    return _pct(d) + (_mark(d, model) if one else "")
+
+
 def render(rows: list[dict] | None = None) -> None:
     if rows is None:
         rows = _rows()
@@ -362,8 +394,7 @@ def render(rows: list[dict] | None = None) -> None:
             "KRR %": f"{100 * r['krr']['mean']:.2f}" if len(r["seeds"]) == 1 else _pct(r["krr"]),
             "random real, DC's %": _pct(dc_random.get(key)), "random real, FRePo's %": _pct(current.get(key)),
             # one set: the std is over its evaluation networks; several: over the sets' means
-            **{col: _pct(r["seeds"][0].get(model) if len(r["seeds"]) == 1 else r.get(model))
-               for model, (_, col) in PROTOCOLS.items()},
+            **{col: _protocol_cell(r, model) for model, (_, col) in PROTOCOLS.items()},
             **{name: pub.get(key, "") for name, pub in published.items()},
         })
     shown = [PROTOCOLS[m][1] for m in PROTOCOLS
@@ -374,11 +405,15 @@ def render(rows: list[dict] | None = None) -> None:
              f"Finite ConvNet test accuracy of `kdistill distill --method {METHOD}` sets: mean ± std over the training "
              "seeds of each set's mean over its evaluation networks (with one training seed: mean ± std over that set's "
              "evaluation networks). DC's protocol: `kdistill evaluate --model "
-             "convnet` (DC's ConvNet, cross-entropy on softmax(labels / 0.1), DC's augmentation on MNIST); FRePo's: "
+             f"convnet` (DC's ConvNet, cross-entropy on softmax(labels / {DEFAULT_LABEL_TEMPERATURE:g}), DC's "
+             "augmentation on MNIST); FRePo's: "
              "`--model convnet-frepo` (module docstring of kdistill.evaluate). KRR: the run's rf-convnet kernel. "
              "Random real under DC's protocol from dc.json (5 seeds). Published numbers marked unconfirmed could "
              "not be checked against the papers here.", "",
              markdown_table(table, cols), ""]
+    if any(OLD_TEMPERATURE_MARK in line[c] for line in table for c in cols if isinstance(line[c], str)):
+        lines += [OLD_TEMPERATURE_NOTE + " Such a cell shows the row's `convnet/T0.1` evaluation; `run` with the "
+                  "row's flags and `--reuse` re-evaluates a seed whose run folder is kept.", ""]
     for r in runs:
         lines.append(f"## {r['dataset']} ipc {r['ipc']}, {r['minutes']:g} min, {r['tag']}")
         lines.append("")
@@ -411,7 +446,7 @@ def render(rows: list[dict] | None = None) -> None:
                   "DC's protocol and RCIG's (FRePo's network and schedule at lr 1e-4, MSE on the stored labels).", "",
                   markdown_table([{"set": f"{r['dataset']} ipc {r['ipc']}, {r['minutes']:g} min, {r['tag']}, seed "
                                    f"{s['seed']}", "DC's protocol %": _pct(s.get("convnet")),
-                                   **{head[m]: _pct(s.get(m)) for m in used},
+                                   **{head[m]: _pct(s.get(m)) + _mark(s.get(m), m) for m in used},
                                    "RCIG's protocol %": _pct(s.get("convnet-frepo/lr1e-4"))} for r, s in variants],
                                  ["set", "DC's protocol %", *head.values(), "RCIG's protocol %"]), ""]
     profiles = [r for r in rows if r["kind"] == "profile"]

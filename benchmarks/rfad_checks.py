@@ -15,6 +15,7 @@ output) this computes:
 
 Usage:  .venv/bin/python benchmarks/rfad_checks.py RUN_DIR [--nngp-test 300] [--finite-seeds 3]
         [--no-label-solve]
+        .venv/bin/python benchmarks/rfad_checks.py --render
 Rows merge into benchmarks/results/rfad_checks.json (keyed by the run directory's name; parts skipped this time
 keep their earlier results) and rfad_checks.md.
 """
@@ -32,7 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, write_results  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, RESULTS, load_json, markdown_table  # noqa: E402
+from _common import old_temperature, write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
 
@@ -69,11 +71,19 @@ def nngp_check(run: Path, n_test: int) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path)
+    ap.add_argument("run", type=Path, nargs="?", help="the run folder to check (omitted with --render)")
+    ap.add_argument("--render", action="store_true", help="only rebuild rfad_checks.md from rfad_checks.json")
     ap.add_argument("--nngp-test", type=int, default=300)
     ap.add_argument("--finite-seeds", type=int, default=3)
     ap.add_argument("--no-label-solve", action="store_true")
     args = ap.parse_args(argv)
+    if args.render:
+        path = RESULTS / "rfad_checks.json"
+        doc = load_json(path) if path.exists() else {"rows": []}
+        render(doc["rows"], doc.get("machine"), doc.get("versions"))
+        return
+    if args.run is None:
+        ap.error("name a run folder, or --render")
     run = args.run.resolve()
     summary = json.loads((run / "summary.json").read_text())
     dataset, ipc, kernel = summary["dataset"], summary["ipc"], summary["kernel"]
@@ -104,11 +114,22 @@ def main(argv=None):
     old = [r for r in (load_json(path)["rows"] if path.exists() else [])]
     # a part skipped this time (--nngp-test 0, --finite-seeds 0, --no-label-solve) keeps its earlier result
     row = {**next((r for r in old if r["run"] == row["run"]), {}), **row}
-    rows = [r for r in old if r["run"] != row["run"]] + [row]
-    mach = machine_info()
+    render([r for r in old if r["run"] != row["run"]] + [row])
+
+
+def render(rows: list[dict], mach: dict | None = None, vers: dict | None = None) -> None:
+    """Write rfad_checks.json and .md; ``mach`` and ``vers``: the machine and versions of the last check (today's
+    when None)."""
+    mach = mach or machine_info()
     cols = ["run", "dataset", "ipc", "kernel", "rfad_test_acc", "nngp_test_images", "rf_subset_acc", "nngp_subset_acc",
             "nngp_subset_seconds", "finite_acc_mean", "finite_acc_std", "finite_augment", "finite_seconds",
             "label_solve_acc"]
+
+    def stale(r: dict) -> bool:  # finite: learned labels at an earlier default label temperature
+        return old_temperature((r.get("finite") or {}).get("label_mode"))
+
+    shown = [{**r, "finite_acc_mean": f"{r['finite_acc_mean']:.4f}".rstrip("0") + f" {OLD_TEMPERATURE_MARK}"}
+             if stale(r) else r for r in rows]
     md = ["# Checks of RFAD sets (issue 12)", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, JAX {mach['jax_backend']}. Each row: "
           "`.venv/bin/python benchmarks/rfad_checks.py RUN` on a run kept by `benchmarks/rfad.py --keep`. "
@@ -116,8 +137,10 @@ def main(argv=None):
           "with the run's fixed random-feature kernel / the exact convnet-nngp it estimates. finite: DC's ConvNet "
           "(width 128, instance norm) trained on the set, 300 epochs, mean and std over seeds. label_solve: random "
           "real images at the same ipc with closed-form labels under the run's kernel.", "",
-          markdown_table(rows, cols)]
-    js, mdp = write_results("rfad_checks", {"machine": mach, "versions": versions(), "rows": rows}, "\n".join(md))
+          markdown_table(shown, cols), ""]
+    if any(stale(r) for r in rows):
+        md += [OLD_TEMPERATURE_NOTE, ""]
+    js, mdp = write_results("rfad_checks", {"machine": mach, "versions": vers or versions(), "rows": rows}, "\n".join(md))
     print(f"wrote {js} and {mdp}")
 
 

@@ -14,7 +14,7 @@ Usage:
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/kip_mnist_1 runs/xarch/rfad_mnist_1 \\
         [--model convnet] [--variants protocol no-aug mse mse-no-aug t1] [--seeds 3]
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/bench/rcig_mnist_ipc1_60min_default_seed0 \\
-        --variants protocol t0.2 t0.3 t0.5 t1 t2 mse --seeds 3      # the label-temperature sweep
+        --variants protocol t0.1 t0.2 t0.3 t1 t2 mse --seeds 3      # the label-temperature sweep (protocol: T 0.5)
         # (RCIG's sets: benchmarks/frepo.py --method rcig run ... --keep runs/bench; RFAD's learned-label sets:
         #  kdistill distill --dataset D --ipc 1 --method rfad --learn-labels --steps 1000000 --no-full
         #  --learn-time-limit 1200 --out runs/tsweep/rfad-learned_D_1)
@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
-from _common import evaluate_copy  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, evaluate_copy, old_temperature  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
 from kdistill.evaluate import finite_settings  # noqa: E402
@@ -48,7 +48,9 @@ VARIANTS = {
     "mse-no-aug": ["--loss", "mse", "--augment", "none"],
     "xent": ["--loss", "xent"],
     "xent-no-aug": ["--loss", "xent", "--augment", "none"],
-    "t0.2": ["--label-temperature", "0.2"],  # the sweep of the label temperature (table of its own)
+    "t0.1": ["--label-temperature", "0.1"],  # the sweep of the label temperature (table of its own); 0.1 was the
+    "t0.1-no-aug": ["--label-temperature", "0.1", "--augment", "none"],  # default until 2026-12-07
+    "t0.2": ["--label-temperature", "0.2"],
     "t0.3": ["--label-temperature", "0.3"],
     "t0.5": ["--label-temperature", "0.5"],
     "t1": ["--label-temperature", "1"],
@@ -58,9 +60,11 @@ VARIANTS = {
     "w256": ["--width", "256"],
 }
 """Variant name -> the ``kdistill evaluate`` flags added to ``--model M --seeds N``."""
-SWEEP = {"protocol": 0.1, "t0.2": 0.2, "t0.3": 0.3, "t0.5": 0.5, "t1": 1.0, "t2": 2.0}
-"""The label-temperature sweep under DC's protocol (``--model convnet``): variant -> T (``protocol`` is
-DEFAULT_LABEL_TEMPERATURE, 0.1); rendered as its own table for the sets with learned labels."""
+SWEEP = {"t0.1": 0.1, "t0.2": 0.2, "t0.3": 0.3, "t0.5": 0.5, "t1": 1.0, "t2": 2.0}
+"""The label-temperature sweep under DC's protocol (``--model convnet``): variant -> T, rendered as its own table for
+the sets with learned labels. Today's default (DEFAULT_LABEL_TEMPERATURE, 0.5 since 2026-12-07) is also the
+``protocol`` variant; the rows made as ``protocol`` under the earlier default, 0.1, were renamed ``t0.1`` (and
+``no-aug`` ``t0.1-no-aug``), their commands given the flag, ``renamed_from`` naming what they were."""
 KEY = ("set", "model", "variant")
 
 
@@ -183,9 +187,11 @@ def render(rows: list[dict] | None = None) -> None:
     lines = ["# What transfers to a finite network (issue 29)", "",
              "Finite-network test accuracy (mean ± std over the evaluation networks, %) of distilled sets under one "
              "protocol and its variants: `protocol` as `kdistill evaluate --model M` runs it (DC's for `convnet`: "
-             "cross-entropy on the labels, learned labels as softmax(labels / 0.1), DC's crop/scale/rotate on "
-             "MNIST; FRePo's for `convnet-frepo`: MSE, FRePo's augmentation), `no-aug` (`--augment none`), `mse` "
-             "(`--loss mse`: MSE on the stored labels), `xent` (`--loss xent`), `t1` (`--label-temperature 1`), "
+             f"cross-entropy on the labels, learned labels as softmax(labels / {DEFAULT_LABEL_TEMPERATURE:g}), DC's "
+             "crop/scale/rotate on MNIST; FRePo's for `convnet-frepo`: MSE, FRePo's augmentation), `no-aug` "
+             "(`--augment none`), `mse` (`--loss mse`: MSE on the stored labels), `xent` (`--loss xent`), `t0.1` "
+             "and `t1` (`--label-temperature`; 0.1 was the default until 2026-12-07: the sets evaluated before then "
+             "have `t0.1` and `t0.1-no-aug` where they had `protocol` and `no-aug`), "
              "`w128`/`w256` (`--width`: KIP's `convnet-kip` and RFAD's `convnet-rfad` protocols are width 1024, "
              "hours per network on a 2-core CPU, so they run narrower here; their learning rates are their own: "
              "KIP's NTK estimate, RFAD's tuned table). "
@@ -193,18 +199,26 @@ def render(rows: list[dict] | None = None) -> None:
              f"{machine_info()['cpu']}, {machine_info()['cores']} cores.", ""]
     for model in sorted({r["model"] for r in rows}):
         sub = [r for r in rows if r["model"] == model]
-        variants = [v for v in VARIANTS if any(r["variant"] == v for r in sub) and (v not in SWEEP or v == "t1")]
+        variants = [v for v in VARIANTS if any(r["variant"] == v for r in sub)
+                    and (v not in SWEEP or v in ("t0.1", "t1"))]
         table = []
         for name in sorted({r["set"] for r in sub}):
             mine = {r["variant"]: r for r in sub if r["set"] == name}
             first = next(iter(mine.values()))
             table.append({"set": name, "dataset": first["dataset"], "method": first["method"], "ipc": first["ipc"],
                           "labels": first["labels"],
-                          **{v: _cell(mine.get(v)) for v in variants}})
+                          **{v: _cell(mine.get(v)) + _mark(mine.get(v)) for v in variants}})
         lines += [f"## `--model {model}`", "",
                   markdown_table(table, ["set", "dataset", "method", "ipc", "labels", *variants]), ""]
+    if any(_mark(r) for r in rows):
+        lines += [OLD_TEMPERATURE_NOTE, ""]
     lines += _sweep_table(rows)
     write_results("transfer_ablation", {"rows": rows}, "\n".join(lines))
+
+
+def _mark(row: dict | None) -> str:
+    """`` †`` for a row made at an earlier default label temperature than its variant's flags give today."""
+    return f" {OLD_TEMPERATURE_MARK}" if row and old_temperature(row.get("label_mode"), row.get("command", "")) else ""
 
 
 def _cell(row: dict | None) -> str:
@@ -217,7 +231,7 @@ def _sweep_table(rows: list[dict]) -> list[str]:
     its accuracy at each T, with MSE on the stored labels beside, and the labels' standard deviation (the scale
     that T divides)."""
     sub = [r for r in rows if r["model"] == "convnet" and r["labels"] == "learned"]
-    swept = sorted({r["set"] for r in sub if r["variant"] in SWEEP and r["variant"] != "protocol"})
+    swept = sorted({r["set"] for r in sub if r["variant"] in SWEEP and r["variant"] != "t0.1"})
     if not swept:
         return []
     table = []
@@ -242,8 +256,9 @@ def _sweep_table(rows: list[dict]) -> list[str]:
             cells[col] = f"{100 * np.mean(means):.2f}" if len(means) == len(names) else ""
         summary.append({"method": method, "dataset": dataset, "ipc": ipc, "sets": len(names), **cells})
     return ["## The label temperature under DC's protocol (`--model convnet`, learned labels)", "",
-            "Cross-entropy on softmax(labels / T); T 0.1 is today's default (`protocol` above). Each column is "
-            "`--label-temperature T` (the `t0.2` ... `t2` rows of transfer_ablation.json); MSE is `--loss mse` on "
+            f"Cross-entropy on softmax(labels / T); T {DEFAULT_LABEL_TEMPERATURE:g} is today's default (`protocol` "
+            "above; 0.1 until 2026-12-07, when this table moved it). Each column is "
+            "`--label-temperature T` (the `t0.1` ... `t2` rows of transfer_ablation.json); MSE is `--loss mse` on "
             "the stored labels. KRR: the set's own test accuracy from its summary.json. label std: the standard "
             "deviation of the set's labels, the scale T divides (not "
             "recorded for the sets evaluated before the sweep, whose folders are gone). best T: the best of the T "

@@ -267,12 +267,14 @@ def test_finite_record_key_names_what_differs_from_the_protocol():
     assert finite_record_key("convnet") == "convnet"
     # given settings equal to the protocol's (augment as resolved for the dataset) leave the name as it is
     assert finite_record_key("convnet", "mnist", epochs=300, width=128, lr=0.01, augment="dc", loss="xent",
-                             label_temperature=0.1) == "convnet"
+                             label_temperature=0.5) == "convnet"
     assert finite_record_key("convnet-frepo", "mnist", augment="auto", loss="mse", lr=3e-4) == "convnet-frepo"
     assert finite_record_key("convnet", "mnist", augment="none") == "convnet (augment none)"
     assert finite_record_key("convnet", "cifar10", augment="none") == "convnet"  # DC's protocol: none off MNIST
     assert finite_record_key("convnet", "mnist", label_temperature=0.3, loss="mse", lr=1e-3) == \
         "convnet (lr 0.001, loss mse, label temperature 0.3)"
+    # the temperature before 2026-12-07 is recorded beside today's default, not in its place
+    assert finite_record_key("convnet", "mnist", label_temperature=0.1) == "convnet (label temperature 0.1)"
     assert finite_record_key("convnet-frepo", lr=1e-4, epochs=1000) == "convnet-frepo (epochs 1000, lr 0.0001)"
     # protocols that set lr per set (from the NTK, from RFAD's table): a given lr is always another protocol
     assert finite_record_key("convnet-kip", lr=0.5) == "convnet-kip (lr 0.5)"
@@ -316,14 +318,14 @@ def test_cli_evaluate_loss_and_label_temperature(run_dir):
     learned = dataclasses.replace(learned, labels=learned.labels * 0.8 + 0.05)
     soft = run_dir.parent / "learned.npz"
     io.save(soft, learned)
-    r = _run("evaluate", str(soft), *common, "--label-temperature", "0.5")
+    r = _run("evaluate", str(soft), *common, "--label-temperature", "0.1")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     api = finite_evaluate_file(soft, load("digits"), model="fc", seeds=1, width=kw["width"], epochs=kw["epochs"],
-                               label_temperature=0.5)
-    hot = finite_evaluate_file(soft, load("digits"), model="fc", seeds=1, width=kw["width"], epochs=kw["epochs"])
-    assert res["label_mode"] == "softmax(labels / 0.5)" and res["accuracies"] == api["accuracies"]
-    assert hot["label_mode"] == "softmax(labels / 0.1)" and hot["final_losses"] != res["final_losses"]
+                               label_temperature=0.1)
+    default = finite_evaluate_file(soft, load("digits"), model="fc", seeds=1, width=kw["width"], epochs=kw["epochs"])
+    assert res["label_mode"] == "softmax(labels / 0.1)" and res["accuracies"] == api["accuracies"]
+    assert default["label_mode"] == "softmax(labels / 0.5)" and default["final_losses"] != res["final_losses"]
     assert "label_temperature" in error_line(_run("evaluate", f, *common, "--label-temperature", "0"))
     assert "--loss" in error_line(_run("evaluate", f, "--dataset", "digits", "--loss", "mse"))
 

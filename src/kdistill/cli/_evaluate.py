@@ -60,7 +60,8 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
                    "or mse-mean (the mean over classes, PyTorch's MSELoss, RFAD's) [default: the protocol's: mse for "
                    "convnet-kip and convnet-frepo, mse-mean for convnet-rfad, xent for the others].")
 @click.option("--label-temperature", type=float, default=None,
-              help="--model with xent: T of softmax(labels / T) for learned (real-valued) labels [default: 0.1].")
+              help="--model with xent: T of softmax(labels / T) for learned (real-valued) labels [default: 0.5, "
+                   "the best of a measured sweep; 0.1 before 2026-12-07].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
 @_data_dir_option
 def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, loss,
