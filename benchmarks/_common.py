@@ -88,20 +88,35 @@ def merged_rows(name: str, row: dict, key: tuple[str, ...]) -> list[dict]:
 
 
 OLD_TEMPERATURE_MARK = "†"
-OLD_TEMPERATURE_NOTE = (
-    "† learned labels trained as softmax(labels / 0.1), the default label temperature of `kdistill evaluate` until "
-    "2026-12-07; today's default is 0.5, 2.6 to 19.9 points higher on the sets swept in transfer_ablation.md's "
-    "label-temperature table. The cell was not re-evaluated (its set's folder is gone, or it has not been redone).")
+FIRST_TEMPERATURE = 0.1
+"""The default label temperature of ``kdistill evaluate`` until 2026-12-07."""
+
+
+def old_temperature_note() -> str:
+    """The footnote of a cell marked :data:`OLD_TEMPERATURE_MARK`."""
+    from kdistill.evaluate._finite import DEFAULT_LABEL_TEMPERATURE
+
+    return (f"{OLD_TEMPERATURE_MARK} learned labels trained as softmax(labels / T) at a T other than today's "
+            f"default {DEFAULT_LABEL_TEMPERATURE:g}, without asking for it: {FIRST_TEMPERATURE:g}, the default of "
+            "`kdistill evaluate` until 2026-12-07 (0.5 since; 2.6 to 19.9 points higher on the sets swept in "
+            "transfer_ablation.md's label-temperature table). The cell was not re-evaluated: its set's folder is "
+            "gone, or it has not been redone.")
+
+
+def label_temperature(flags: list[str]) -> float:
+    """The label temperature ``kdistill evaluate <flags>`` trains learned labels with today."""
+    from kdistill.evaluate._finite import DEFAULT_LABEL_TEMPERATURE
+
+    return float(flags[flags.index("--label-temperature") + 1]) if "--label-temperature" in flags \
+        else DEFAULT_LABEL_TEMPERATURE
 
 
 def old_temperature(label_mode: str | None, command: str = "") -> bool:
-    """Whether an evaluation trained on learned labels at a label temperature it did not ask for that is not
-    today's default: ``label_mode`` as ``kdistill evaluate`` reports it (``softmax(labels / T)``), ``command`` the
-    evaluation's command line (one that names ``--label-temperature`` chose its T)."""
-    from kdistill.evaluate._finite import DEFAULT_LABEL_TEMPERATURE
-
-    return (bool(label_mode) and label_mode.startswith("softmax(labels / ") and "--label-temperature" not in command
-            and label_mode != f"softmax(labels / {DEFAULT_LABEL_TEMPERATURE:g})")
+    """Whether an evaluation trained learned labels at another temperature than its command gives today:
+    ``label_mode`` as ``kdistill evaluate`` reports it (``softmax(labels / T)``; other modes never are),
+    ``command`` the evaluation's command line or flags (``--label-temperature T``, else today's default)."""
+    return (bool(label_mode) and label_mode.startswith("softmax(labels / ")
+            and label_mode != f"softmax(labels / {label_temperature(command.split()):g})")
 
 
 def matmul_seconds(m: int, k: int, n: int, dtype, repeats: int = 5) -> float:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, RESULTS, load_json, markdown_table  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, RESULTS, load_json, markdown_table, old_temperature_note  # noqa: E402
 from _common import old_temperature, write_results  # noqa: E402
 
 MODELS = ("convnet", "mlp", "alexnet", "vgg11", "resnet18")
@@ -142,7 +142,7 @@ def render(rows: list[dict]) -> None:
     cols = ["dataset", "ipc", "set", "model", "mean", "std", "seeds", "epochs", "augment", "width",
             "seconds_per_seed", "loadavg_before", "loadavg_after", "command"]
     if any(_old_temperature(r) for r in rows):
-        md += [OLD_TEMPERATURE_NOTE, ""]
+        md += [old_temperature_note(), ""]
     md += ["## Every cell", "", markdown_table(rows, cols), ""]
     if rows:
         m = rows[-1]["machine"]

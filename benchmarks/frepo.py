@@ -10,9 +10,10 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   (``kdistill evaluate --model convnet``) and FRePo's (``--model convnet-frepo``, with and without its
   augmentation; for rcig also RCIG's, FRePo's at lr 1e-4; ``--protocols`` to choose), ``--eval-seeds`` networks
   each; the row holds the mean +- std over the training seeds of each seed's mean, and every number. A seed
-  already in the row (same key and ``--extra``, and every requested evaluation under today's augmentation and
-  label temperature with at
-  least ``--eval-seeds`` networks) is kept unless ``--redo``, or ``--reuse`` finds its run folder; a row under the
+  already in the row (same key and ``--extra``, and every requested evaluation under today's augmentation
+  and label temperature with at least ``--eval-seeds`` networks) is kept unless ``--redo``, or ``--reuse`` finds
+  its run folder; so is a seed whose run folder is gone and whose evaluations differ from today's only by the
+  label temperature, with a warning (it has ``convnet/T0.1`` where ``convnet`` is asked for). A row under the
   same key with another ``--extra`` stops the run unless ``--redo``. Seeds are matched by flags, not code version:
   when a default changes, the rows made under the old one should name it in their ``extra``. The row is written
   after every seed. ``--reuse`` evaluates a finished run folder again, keeping the evaluations on record (in
@@ -50,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, evaluate_copy, gemm_gflops, load_json, markdown_table, merged_rows  # noqa: E402
-from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, old_temperature, write_results  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, old_temperature, old_temperature_note, write_results  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
@@ -145,8 +146,18 @@ def _same_settings(done: dict, flags: list[str], dataset: str) -> bool:
              if flag in flags}
     want = resolve_epochs(finite_settings(model, **given), done["m"]).as_dict()
     got = done["settings"]
+    # the label temperature matters only to learned labels under cross-entropy
+    softmax = want["loss"] == "xent" and done.get("label_mode", "").startswith("softmax(")
     return (got["augment"] == _augment(flags, dataset) and done["epochs"] == want["epochs"]
-            and all(got[k] == want[k] for k in ("lr", "loss", "label_temperature", "width", "depth")))
+            and all(got[k] == want[k] for k in ("lr", "loss", "width", "depth", *(("label_temperature",) * softmax))))
+
+
+def _temperature_variants(model: str) -> list[str]:
+    """The evaluations of PROTOCOLS that are ``model``'s with the label temperature set (``convnet`` ->
+    ``convnet/T1``, ``convnet/T0.3``, ``convnet/T0.1``)."""
+    flags = PROTOCOLS[model][0]
+    return [name for name, (theirs, _) in PROTOCOLS.items() if "--label-temperature" not in flags
+            and theirs[-2:-1] == ["--label-temperature"] and theirs[:-2] == flags]
 
 
 def run(args) -> None:
@@ -155,6 +166,10 @@ def run(args) -> None:
     extra = shlex.split(args.extra)
     base = Path(tempfile.mkdtemp(prefix=f"kdistill-{METHOD}-")) if args.keep is None else args.keep
     wanted = args.protocols or OWN[METHOD]
+
+    def complete(e: dict, model: str) -> bool:  # a seed's evaluation with at least --eval-seeds networks
+        return len(e.get(model, {}).get("accuracies", ())) >= args.eval_seeds
+
     same_key = [r for r in _rows() if r["kind"] == "run" and all(r.get(k) == v for k, v in (
         ("dataset", args.dataset), ("ipc", args.ipc), ("minutes", args.minutes), ("tag", args.tag)))]
     if same_key and shlex.split(same_key[0].get("extra", "")) != extra and not args.redo:
@@ -168,10 +183,22 @@ def run(args) -> None:
         # kept: a seed on record evaluated by every requested protocol, as it is today, with enough networks
         # (matched by flags, not by code version: after a default changes, the old row's --extra should name it)
         kept = next((e for e in on_record["seeds"] if e["seed"] == seed and all(
-            len(e.get(model, {}).get("accuracies", ())) >= args.eval_seeds
-            and _current(e[model], PROTOCOLS[model][0], args.dataset) for model in wanted)), None)
+            complete(e, model) and _current(e[model], PROTOCOLS[model][0], args.dataset) for model in wanted)), None)
+        # a seed whose run folder is gone and whose only stale evaluations were made at an earlier default label
+        # temperature (each with an evaluation at a set temperature, such as convnet/T0.1) is kept, not distilled
+        # again: it cannot be re-evaluated
+        stale = next((e for e in on_record["seeds"] if kept is None and e["seed"] == seed
+                      and not (out / "distilled.npz").exists() and all(
+                          complete(e, model) and _current(e[model], PROTOCOLS[model][0], args.dataset)
+                          or any(complete(e, v) for v in _temperature_variants(model)) for model in wanted)), None)
+        if stale is not None:
+            print(f"seed {seed}: kept from {METHOD}.json without an evaluation at today's label temperature for "
+                  f"{[m for m in wanted if not complete(stale, m)]}: its run folder {out} is gone (--redo distills it "
+                  "again)", flush=True)
+            kept = stale
         if kept is not None and not (args.reuse and (out / "distilled.npz").exists()):
-            print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
+            if stale is None:
+                print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
             seeds.append(kept)
             continue
         load_before, gemm, changed = os.getloadavg(), round(gemm_gflops(), 1), True
@@ -217,9 +244,12 @@ def run(args) -> None:
                                 "seconds": round(done["seconds_per_seed"] * done["seeds"], 1)}
                 continue
             if model in old:  # made under another augmentation or label temperature: kept, shown as superseded
-                was = old[model]["augment"] if old[model]["augment"] != _augment(flags, args.dataset) \
-                    else old[model]["label_mode"]
-                entry[f"{model}@{was}"] = old[model]
+                if old[model]["augment"] != _augment(flags, args.dataset):
+                    entry[f"{model}@{old[model]['augment']}"] = old[model]
+                else:  # filed as the evaluation at that temperature (convnet/T0.1), else by its label mode
+                    at = [v for v in _temperature_variants(model) if not old_temperature(
+                        old[model]["label_mode"], " ".join(PROTOCOLS[v][0]))]
+                    entry.setdefault(at[0] if at else f"{model}@{old[model]['label_mode']}", old[model])
             t = time.perf_counter()
             if len(flags) > 2:  # not the model's own protocol: the run folder's record of that model stays its own
                 _, res = evaluate_copy(out, *flags, "--seeds", str(args.eval_seeds))
@@ -357,7 +387,7 @@ def _pct(d: dict | None) -> str:
 
 def _mark(d: dict | None, model: str) -> str:
     """`` †`` for one seed's evaluation made at an earlier default label temperature than ``model``'s flags give
-    today (see OLD_TEMPERATURE_NOTE), else empty."""
+    today (see :func:`_common.old_temperature_note`), else empty."""
     return f" {OLD_TEMPERATURE_MARK}" if d and old_temperature(d.get("label_mode"), " ".join(PROTOCOLS[model][0])) \
         else ""
 
@@ -371,7 +401,7 @@ def _protocol_cell(r: dict, model: str) -> str:
     if d is None and model == "convnet":
         old = one.get("convnet/T0.1") if one else r.get("convnet/T0.1")
         return f"{_pct(old)} {OLD_TEMPERATURE_MARK}" if old else ""
-    return _pct(d) + (_mark(d, model) if one else "")
+    return _pct(d) + (f" {OLD_TEMPERATURE_MARK}" if d and any(_mark(s.get(model), model) for s in r["seeds"]) else "")
 
 
 def render(rows: list[dict] | None = None) -> None:
@@ -411,9 +441,7 @@ def render(rows: list[dict] | None = None) -> None:
              "Random real under DC's protocol from dc.json (5 seeds). Published numbers marked unconfirmed could "
              "not be checked against the papers here.", "",
              markdown_table(table, cols), ""]
-    if any(OLD_TEMPERATURE_MARK in line[c] for line in table for c in cols if isinstance(line[c], str)):
-        lines += [OLD_TEMPERATURE_NOTE + " Such a cell shows the row's `convnet/T0.1` evaluation; `run` with the "
-                  "row's flags and `--reuse` re-evaluates a seed whose run folder is kept.", ""]
+    note_at = len(lines)  # the footnote of the cells marked in any table goes here
     for r in runs:
         lines.append(f"## {r['dataset']} ipc {r['ipc']}, {r['minutes']:g} min, {r['tag']}")
         lines.append("")
@@ -463,6 +491,11 @@ def render(rows: list[dict] | None = None) -> None:
                                    "load": v["loadavg"]}
                                   for v in sorted(randoms, key=lambda v: (v["dataset"], v["ipc"], v["augment"]))],
                                  ["dataset", "ipc", "mean %", "seeds", "augment", "epochs", "s per seed", "load"]), ""]
+    if any(OLD_TEMPERATURE_MARK in line for line in lines):
+        lines[note_at:note_at] = [
+            old_temperature_note() + " In the first table such a cell is the row's `convnet/T0.1` evaluation, shown "
+            "where not every seed has one at today's temperature; `run` with the row's flags, `--protocols convnet` "
+            "and `--reuse` re-evaluates the seeds whose run folders are kept.", ""]
     write_results(METHOD, {"rows": rows}, "\n".join(lines))
 
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, RESULTS, load_json, markdown_table  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, RESULTS, load_json, markdown_table, old_temperature_note  # noqa: E402
 from _common import old_temperature, write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
@@ -128,8 +128,8 @@ def render(rows: list[dict], mach: dict | None = None, vers: dict | None = None)
     def stale(r: dict) -> bool:  # finite: learned labels at an earlier default label temperature
         return old_temperature((r.get("finite") or {}).get("label_mode"))
 
-    shown = [{**r, "finite_acc_mean": f"{r['finite_acc_mean']:.4f}".rstrip("0") + f" {OLD_TEMPERATURE_MARK}"}
-             if stale(r) else r for r in rows]
+    shown = [{**r, "finite_acc_mean": markdown_table([r], ["finite_acc_mean"]).rsplit("| ", 1)[1].rstrip(" |")
+              + f" {OLD_TEMPERATURE_MARK}"} if stale(r) else r for r in rows]  # (the table's own number format)
     md = ["# Checks of RFAD sets (issue 12)", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, JAX {mach['jax_backend']}. Each row: "
           "`.venv/bin/python benchmarks/rfad_checks.py RUN` on a run kept by `benchmarks/rfad.py --keep`. "
@@ -139,8 +139,9 @@ def render(rows: list[dict], mach: dict | None = None, vers: dict | None = None)
           "real images at the same ipc with closed-form labels under the run's kernel.", "",
           markdown_table(shown, cols), ""]
     if any(stale(r) for r in rows):
-        md += [OLD_TEMPERATURE_NOTE, ""]
-    js, mdp = write_results("rfad_checks", {"machine": mach, "versions": vers or versions(), "rows": rows}, "\n".join(md))
+        md += [old_temperature_note(), ""]
+    js, mdp = write_results("rfad_checks", {"machine": mach, "versions": vers or versions(), "rows": rows},
+                            "\n".join(md))
     print(f"wrote {js} and {mdp}")
 
 

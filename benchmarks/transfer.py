@@ -11,9 +11,9 @@ the set to a scratch folder, so the run folder's ``summary.json`` keeps its own 
 
 Every set and every evaluation is one row of ``results/transfer.json`` (with its command, seconds and the load
 average before it); a cell whose row exists with at least ``--seeds`` networks is not run again (``--redo``
-runs it and its set again) unless it trained learned labels at an earlier default label temperature (such cells
-are marked in the table until re-evaluated), so the table grows over sessions and ``--max-hours`` stops before
-starting a job once the time is spent. ``render`` rebuilds the markdown from the JSON with the published numbers beside each row; a
+runs it and its set again; a cell made at an earlier default label temperature is marked in the table until
+then), so the table grows over sessions and ``--max-hours`` stops before starting a job once the time is
+spent. ``render`` rebuilds the markdown from the JSON with the published numbers beside each row; a
 cell never run reads ``not run``.
 
 Usage (one heavy job at a time; the rows record the load average):
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
-from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, evaluate_copy, old_temperature  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, evaluate_copy, old_temperature, old_temperature_note  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
@@ -128,8 +128,8 @@ def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -
     key = dict(kind="eval", dataset=set_row["dataset"], ipc=set_row["ipc"], method=set_row["method"],
                protocol=protocol, width=w)
     old = _find(_rows(), **key)
-    if old is not None and not redo and len(old["accuracies"]) >= seeds and not _old_temperature(old):
-        return old  # a row with fewer networks than asked for, or made at an earlier label temperature, is replaced
+    if old is not None and not redo and len(old["accuracies"]) >= seeds:
+        return old  # a row with fewer networks than asked for is replaced
     folder = Path(set_row["folder"])
     flags = ["--model", protocol, "--seeds", str(seeds), *(["--width", str(w)] if w else [])]
     load_before = [round(v, 2) for v in os.getloadavg()]
@@ -201,8 +201,8 @@ def render(rows: list[dict] | None = None) -> None:
                   markdown_table(table, ["set", "what", "KRR", "minutes", *(head[c] for c in cols)]), "",
                   "Published: " + "; ".join(f"{k} {v}" for k, v in pub.items()) + ".", ""]
     if any(_old_temperature(r) for r in rows if r["kind"] == "eval"):
-        lines += [OLD_TEMPERATURE_NOTE + " `run` re-evaluates such a cell (remaking the set first where its "
-                  "folder is gone).", ""]
+        lines += [old_temperature_note() + " `run --redo` with the cell's dataset, ipc and method remakes its set "
+                  "and every cell of it (re-evaluating one cell of a remade set would mix two sets in a row).", ""]
     write_results("transfer", {"rows": rows}, "\n".join(lines))
 
 

@@ -35,7 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
-from _common import OLD_TEMPERATURE_MARK, OLD_TEMPERATURE_NOTE, evaluate_copy, old_temperature  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, evaluate_copy, label_temperature, old_temperature  # noqa: E402
+from _common import old_temperature_note  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
 from kdistill.evaluate import finite_settings  # noqa: E402
@@ -48,8 +49,9 @@ VARIANTS = {
     "mse-no-aug": ["--loss", "mse", "--augment", "none"],
     "xent": ["--loss", "xent"],
     "xent-no-aug": ["--loss", "xent", "--augment", "none"],
-    "t0.1": ["--label-temperature", "0.1"],  # the sweep of the label temperature (table of its own); 0.1 was the
-    "t0.1-no-aug": ["--label-temperature", "0.1", "--augment", "none"],  # default until 2026-12-07
+    # the sweep of the label temperature (a table of its own); 0.1 was the default until 2026-12-07
+    "t0.1": ["--label-temperature", "0.1"],
+    "t0.1-no-aug": ["--label-temperature", "0.1", "--augment", "none"],
     "t0.2": ["--label-temperature", "0.2"],
     "t0.3": ["--label-temperature", "0.3"],
     "t0.5": ["--label-temperature", "0.5"],
@@ -100,11 +102,6 @@ def _distillation(run: Path) -> dict:
             "set_cpu": summary.get("machine", {}).get("cpu")}
 
 
-def _temperature(flags: list[str]) -> float:
-    return float(flags[flags.index("--label-temperature") + 1]) if "--label-temperature" in flags \
-        else DEFAULT_LABEL_TEMPERATURE
-
-
 def _frepo_entries() -> list[tuple[str, Path, dict]]:
     """Every distillation seed on record in frepo.json and rcig.json: ``(file name, its run folder, entry)``."""
     import frepo
@@ -128,7 +125,7 @@ def _on_record(records: list, run_dir: Path, flags: list[str], seeds: int, datas
     stands for this variant (its own seconds are kept with it)."""
     import frepo
 
-    today = {"augment": frepo._augment(flags, dataset), "softmax": f"softmax(labels / {_temperature(flags):g})"}
+    today = {"augment": frepo._augment(flags, dataset), "softmax": f"softmax(labels / {label_temperature(flags):g})"}
     for source, folder, entry in records:
         if folder != Path(run_dir).resolve():
             continue
@@ -162,7 +159,7 @@ def run(args) -> None:
                                                                "label_mode", "epochs", "seconds")},
                        "loss": flags[flags.index("--loss") + 1] if "--loss" in flags
                        else finite_settings(args.model).loss,
-                       "label_temperature": _temperature(flags)}
+                       "label_temperature": label_temperature(flags)}
                 print(f"{name} {args.model} {variant}: {100 * res['mean']:.2f} +- {100 * res['std']:.2f}% "
                       f"(from {source})", flush=True)
                 render(merged_rows("transfer_ablation", row, KEY))
@@ -190,8 +187,8 @@ def render(rows: list[dict] | None = None) -> None:
              f"cross-entropy on the labels, learned labels as softmax(labels / {DEFAULT_LABEL_TEMPERATURE:g}), DC's "
              "crop/scale/rotate on MNIST; FRePo's for `convnet-frepo`: MSE, FRePo's augmentation), `no-aug` "
              "(`--augment none`), `mse` (`--loss mse`: MSE on the stored labels), `xent` (`--loss xent`), `t0.1` "
-             "and `t1` (`--label-temperature`; 0.1 was the default until 2026-12-07: the sets evaluated before then "
-             "have `t0.1` and `t0.1-no-aug` where they had `protocol` and `no-aug`), "
+             "and `t1` (`--label-temperature`; 0.1 was the default until 2026-12-07: the learned-label sets evaluated "
+             "before then have `t0.1` and `t0.1-no-aug` where they had `protocol` and `no-aug`), "
              "`w128`/`w256` (`--width`: KIP's `convnet-kip` and RFAD's `convnet-rfad` protocols are width 1024, "
              "hours per network on a 2-core CPU, so they run narrower here; their learning rates are their own: "
              "KIP's NTK estimate, RFAD's tuned table). "
@@ -211,7 +208,7 @@ def render(rows: list[dict] | None = None) -> None:
         lines += [f"## `--model {model}`", "",
                   markdown_table(table, ["set", "dataset", "method", "ipc", "labels", *variants]), ""]
     if any(_mark(r) for r in rows):
-        lines += [OLD_TEMPERATURE_NOTE, ""]
+        lines += [old_temperature_note(), ""]
     lines += _sweep_table(rows)
     write_results("transfer_ablation", {"rows": rows}, "\n".join(lines))
 
@@ -226,6 +223,16 @@ def _cell(row: dict | None) -> str:
     return f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}" if row else ""
 
 
+def _with_protocol_as_sweep(mine: dict[str, dict]) -> dict[str, dict]:
+    """One set's rows by variant, with its ``protocol`` row also standing for the sweep's variant of the temperature
+    it trained at (today's default) where that variant was not run itself: the two are the same evaluation."""
+    p = mine.get("protocol")
+    for v, t in SWEEP.items():
+        if p is not None and v not in mine and p.get("label_mode") == f"softmax(labels / {t:g})":
+            mine = {**mine, v: p}
+    return mine
+
+
 def _sweep_table(rows: list[dict]) -> list[str]:
     """The label-temperature table: each learned-label set evaluated at a T other than 0.1 under ``--model convnet``,
     its accuracy at each T, with MSE on the stored labels beside, and the labels' standard deviation (the scale
@@ -236,7 +243,7 @@ def _sweep_table(rows: list[dict]) -> list[str]:
         return []
     table = []
     for name in swept:
-        mine = {r["variant"]: r for r in sub if r["set"] == name}
+        mine = _with_protocol_as_sweep({r["variant"]: r for r in sub if r["set"] == name})
         first = next(iter(mine.values()))
         at = {v: mine[v] for v in SWEEP if v in mine}
         best = max(at, key=lambda v: at[v]["mean"])
@@ -249,10 +256,11 @@ def _sweep_table(rows: list[dict]) -> list[str]:
     for r in table:
         groups.setdefault((r["method"], r["dataset"], r["ipc"]), []).append(r["set"])
     summary = []
+    by_set = {name: _with_protocol_as_sweep({r["variant"]: r for r in sub if r["set"] == name}) for name in swept}
     for (method, dataset, ipc), names in groups.items():
         cells = {}
         for col, variant in [*((f"T {t:g}", v) for v, t in SWEEP.items()), ("MSE", "mse")]:
-            means = [r["mean"] for r in sub if r["set"] in names and r["variant"] == variant]
+            means = [by_set[n][variant]["mean"] for n in names if variant in by_set[n]]
             cells[col] = f"{100 * np.mean(means):.2f}" if len(means) == len(names) else ""
         summary.append({"method": method, "dataset": dataset, "ipc": ipc, "sets": len(names), **cells})
     return ["## The label temperature under DC's protocol (`--model convnet`, learned labels)", "",

@@ -64,8 +64,11 @@ mean-centred one-hot row (``y + 1/k`` is one-hot, KIP's convention) is turned
 back into that one-hot row; any other (learned, real-valued) row gives
 ``softmax(y / T)`` with ``T = label_temperature`` (default 0.5). Learned labels
 in this package are regression targets on the centred one-hot scale (the true
-class about 1 above the others), so soft rows grade continuously into the one-hot
-case rather than being argmaxed away. The default is measured, not borrowed:
+class about 1 above the others); they are softened, not argmaxed, so what they say
+about the other classes reaches the network. The rule is not continuous at the
+one-hot case: an exactly centred one-hot row trains as one-hot, a learned row next
+to it as ``softmax(y / T)`` (at T 0.5 about 45% on its class). A set's labels are
+all fixed or all learned, so one set does not mix the two. The default is measured, not borrowed:
 ``benchmarks/transfer_ablation.py``'s label-temperature sweep (T 0.1 to 2 and MSE
 on eight learned-label sets of RCIG and RFAD, MNIST and Fashion-MNIST, ipc 1 and
 10, ``benchmarks/results/transfer_ablation.md``) found T 0.5 the best temperature
