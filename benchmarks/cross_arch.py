@@ -97,7 +97,7 @@ def run(args) -> None:
                    "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"], "seeds": res["seeds"],
                    "epochs": res["epochs"], "augment": res["settings"]["augment"], "width": res["settings"]["width"],
                    "seconds_per_seed": round(res["seconds_per_seed"], 1), "seconds": round(time.perf_counter() - t, 1),
-                   "diverged_seeds": res.get("diverged_seeds", []),
+                   "diverged_seeds": res.get("diverged_seeds", []), "label_mode": res.get("label_mode"),
                    "loadavg_before": [round(v, 2) for v in load], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
                    "command": "kdistill " + hide(" ".join(cmd)), "printed": hide(printed) if in_run else None,
                    "file": None if name == "random" else str(path), "machine": machine_info(), "versions": versions()}
@@ -108,10 +108,10 @@ def run(args) -> None:
 
 
 def _old_temperature(r: dict) -> bool:
-    """Whether the cell trained learned labels at an earlier default label temperature (the label mode is in the
-    line ``kdistill evaluate`` printed: ``labels: softmax(labels / T),``)."""
+    """Whether the cell trained learned labels at an earlier default label temperature (the row's label mode; rows
+    made before it was recorded: the line ``kdistill evaluate`` printed, ``labels: softmax(labels / T),``)."""
     printed = r.get("printed") or ""
-    mode = printed.split("labels: ", 1)[1].split(",", 1)[0] if "labels: " in printed else None
+    mode = r.get("label_mode") or (printed.split("labels: ", 1)[1].split(",", 1)[0] if "labels: " in printed else None)
     return old_temperature(mode, r.get("command", ""))
 
 
