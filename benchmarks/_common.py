@@ -21,12 +21,14 @@ class Timer:
         self.seconds = time.perf_counter() - self._t
 
 
-def markdown_table(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.4f}".rstrip("0").rstrip(".")
-        return "" if v is None else str(v)
+def fmt(v: Any) -> str:
+    """A markdown table cell: floats to 4 decimals (4 significant digits when tiny or huge), None empty."""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.4f}".rstrip("0").rstrip(".")
+    return "" if v is None else str(v)
 
+
+def markdown_table(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OLD_TEMPERATURE_MARK, RESULTS, load_json, markdown_table, old_temperature_note  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, RESULTS, fmt, load_json, markdown_table, old_temperature_note  # noqa: E402
 from _common import old_temperature, write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
@@ -128,8 +128,8 @@ def render(rows: list[dict], mach: dict | None = None, vers: dict | None = None)
     def stale(r: dict) -> bool:  # finite: learned labels at an earlier default label temperature
         return old_temperature((r.get("finite") or {}).get("label_mode"))
 
-    shown = [{**r, "finite_acc_mean": markdown_table([r], ["finite_acc_mean"]).rsplit("| ", 1)[1].rstrip(" |")
-              + f" {OLD_TEMPERATURE_MARK}"} if stale(r) else r for r in rows]  # (the table's own number format)
+    shown = [{**r, "finite_acc_mean": f"{fmt(r['finite_acc_mean'])} {OLD_TEMPERATURE_MARK}"} if stale(r) else r
+             for r in rows]
     md = ["# Checks of RFAD sets (issue 12)", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, JAX {mach['jax_backend']}. Each row: "
           "`.venv/bin/python benchmarks/rfad_checks.py RUN` on a run kept by `benchmarks/rfad.py --keep`. "
