@@ -227,6 +227,8 @@ def run(args) -> None:
         for k in ("process_seconds", "loadavg_before", "gemm_gflops_before"):  # --reuse: the distillation's, on record
             if entry[k] is None and old.get(k) is not None:
                 entry[k] = old[k]
+        if old.get("loadavg_after") is not None:  # --reuse: the load after the run's first evaluations stays on record
+            entry["loadavg_after_first"] = old.get("loadavg_after_first", old["loadavg_after"])
         recorded = summary.get("finite", {}) if args.reuse and seconds is None else {}
         for model, (flags, _) in PROTOCOLS.items():
             if model not in (args.protocols or OWN[METHOD]):
@@ -456,7 +458,9 @@ def render(rows: list[dict] | None = None) -> None:
                          f"{s['seconds_distill']} s, load before {s['loadavg_before'] or 'n/a (evaluated with --reuse)'}"
                          + (f", float32 GEMM {s['gemm_gflops_before']} GFLOP/s before" if s.get("gemm_gflops_before")
                             else "") + ", after the "
-                         f"evaluations {s['loadavg_after']}; KRR "
+                         f"evaluations {s['loadavg_after']}"
+                         + (f" (after the run's first evaluations {s['loadavg_after_first']})"
+                            if s.get("loadavg_after_first") else "") + "; KRR "
                          f"{100 * s['krr_accuracy']:.2f}%; "
                          + "; ".join(f"{m} {_pct(s[m])}% ({s[m]['augment']}, {s[m]['epochs']} epochs, "
                                      f"{s[m]['accuracies']})" for m in PROTOCOLS if m in s)

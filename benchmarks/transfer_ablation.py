@@ -125,15 +125,15 @@ def _on_record(records: list, run_dir: Path, flags: list[str], seeds: int, datas
     stands for this variant (its own seconds are kept with it)."""
     import frepo
 
-    today = {"augment": frepo._augment(flags, dataset), "softmax": f"softmax(labels / {label_temperature(flags):g})"}
+    augment = frepo._augment(flags, dataset)
     for source, folder, entry in records:
         if folder != Path(run_dir).resolve():
             continue
         for model, (theirs, _) in frepo.PROTOCOLS.items():
             done = entry.get(model, {})
             if sorted(zip(theirs[::2], theirs[1::2])) == sorted(zip(flags[::2], flags[1::2])) \
-                    and len(done.get("accuracies", ())) == seeds and done["augment"] == today["augment"] \
-                    and done["label_mode"] in (today["softmax"], "stored labels (MSE)", "one-hot"):
+                    and len(done.get("accuracies", ())) == seeds and done["augment"] == augment \
+                    and not old_temperature(done["label_mode"], " ".join(flags)):
                 return source, done
     return None
 
