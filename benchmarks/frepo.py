@@ -228,8 +228,7 @@ def run(args) -> None:
         for k in ("process_seconds", "loadavg_before", "gemm_gflops_before"):  # --reuse: the distillation's, on record
             if entry[k] is None and old.get(k) is not None:
                 entry[k] = old[k]
-        if old.get("loadavg_after") is not None:  # --reuse: the load after the run's first evaluations stays on record
-            entry["loadavg_after_first"] = old.get("loadavg_after_first", old["loadavg_after"])
+        evaluated = False
         recorded = summary.get("finite", {}) if args.reuse and seconds is None else {}
         for model, (flags, _) in PROTOCOLS.items():
             if model not in (args.protocols or OWN[METHOD]):
@@ -253,7 +252,7 @@ def run(args) -> None:
                     at = [v for v in _temperature_variants(model) if not old_temperature(
                         old[model]["label_mode"], " ".join(PROTOCOLS[v][0]))]
                     entry.setdefault(at[0] if at else f"{model}@{old[model]['label_mode']}", old[model])
-            t = time.perf_counter()
+            t, evaluated = time.perf_counter(), True
             if len(flags) > 2:  # not the model's own protocol: the run folder's record of that model stays its own
                 _, res = evaluate_copy(out, *flags, "--seeds", str(args.eval_seeds))
             else:
@@ -263,7 +262,12 @@ def run(args) -> None:
             entry[model] = {"mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                             "epochs": res["epochs"], "augment": res["settings"]["augment"],
                             "label_mode": res["label_mode"], "seconds": round(time.perf_counter() - t, 1)}
-        entry["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+        if evaluated or not old:
+            if old.get("loadavg_after") is not None:  # --reuse: the load after the run's first evaluations is kept
+                entry["loadavg_after_first"] = old.get("loadavg_after_first", old["loadavg_after"])
+            entry["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+        else:  # --reuse with every evaluation on record: so are the loads
+            entry.update({k: old[k] for k in ("loadavg_after", "loadavg_after_first") if k in old})
         print(json.dumps({k: v for k, v in entry.items() if k != "val"}), flush=True)
         seeds.append(entry)
         # written after every seed, so an interrupted run keeps the seeds it finished (later seeds of an earlier
@@ -384,8 +388,10 @@ def _dc_random() -> dict:
     return {(r["dataset"], r["ipc"]): r for r in rows if r.get("kind") == "random"}
 
 
-def _pct(d: dict | None) -> str:
-    return "" if not d else f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"
+def _pct(d: dict | None, unit: str = "") -> str:
+    if d and len(d.get("accuracies", ())) == 1:  # one network: no spread to show
+        return f"{100 * d['mean']:.2f}{unit} (1 network)"
+    return "" if not d else f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}{unit}"
 
 
 def _mark(d: dict | None, model: str) -> str:
@@ -465,9 +471,9 @@ def render(rows: list[dict] | None = None) -> None:
                          + (f" (after the run's first evaluations {s['loadavg_after_first']})"
                             if s.get("loadavg_after_first") else "") + "; KRR "
                          f"{100 * s['krr_accuracy']:.2f}%; "
-                         + "; ".join(f"{m} {_pct(s[m])}% ({s[m]['augment']}, {s[m]['epochs']} epochs, "
+                         + "; ".join(f"{m} {_pct(s[m], '%')} ({s[m]['augment']}, {s[m]['epochs']} epochs, "
                                      f"{s[m]['accuracies']})" for m in PROTOCOLS if m in s)
-                         + "".join(f"; superseded: {m} {_pct(s[m])}% ({s[m]['accuracies']})" for m in s if "@" in m)
+                         + "".join(f"; superseded: {m} {_pct(s[m], '%')} ({s[m]['accuracies']})" for m in s if "@" in m)
                          + f"; validation {[tuple(v) for v in s['val']]}")
         lines.append("")
     variants = [(r, s) for r in runs for s in r["seeds"] if any(m in s for m in VARIANTS)]
