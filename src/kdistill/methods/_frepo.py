@@ -36,19 +36,22 @@ ridge                  1e-6 x tr(K_SS) / m         the same
 target batch           1024                        256 (a step in 0.6 s instead of 2.5-3.2 s here)
 labels                 learned, init (one-hot-1/k) the same, with the label margin
                        / sqrt(k/10)
-steps                  500,000 (README runs)       5000 (about 55 minutes at ipc 1 here)
+steps                  500,000 (README runs)       5000 (30 to 55 minutes at ipc 1 here)
 augmentation           none while distilling, but  none (no flipped copies: left out for now)
                        flipped copies of the
                        support set on CIFAR
 target images          shuffled training images    class-balanced batches (the driver's sampler)
 =====================  ==========================  ===========================================
 
-On MNIST an hour of these defaults gives, at 1 image per class (5000 steps), a set that FRePo's ConvNet
-learns to 83.9% under FRePo's protocol (90.2% without its augmentation) and DC's ConvNet to 78.1% under DC's;
-at 10 images per class (1220 steps: each validation there trains for about 590 s, half of the hour), 98.0%
-under FRePo's protocol and 96.4% under DC's (``benchmarks/results/frepo.md``; FRePo reports 93.0% and 98.6%,
-recalled and unconfirmed, after far more steps). On Fashion-MNIST at 10 images per class (1273 steps) DC's
-ConvNet learns the set to 79.7% (KRR 84.2%, random real 74.5%; FRePo reports 86.2%, unconfirmed).
+On MNIST an hour of these defaults (this project's 2-core machines have differed about 2x in speed) gives, at
+1 image per class (5000 steps, 30 minutes on the faster machine), a set that FRePo's ConvNet learns to 87.1%
+under FRePo's protocol (90.2% without its augmentation) and DC's ConvNet to 79.3% under DC's; at 10 images per
+class (3000 steps on the faster machine, 1220 on the slower: validations of up to 300 s and 590 s there take a
+third of the hour or more), 98.2% under FRePo's protocol and 97.6% under DC's (``benchmarks/results/frepo.md``;
+FRePo reports 93.0% and 98.6%, recalled and unconfirmed, after far more steps). On Fashion-MNIST at 1 image per
+class (5000 steps) FRePo's ConvNet learns the set to 65.7% (73.4% without its augmentation) and DC's to 67.7%
+(KRR 72.0%); at 10 (1273 steps, the slower machine) DC's ConvNet learns it to 79.7% at the label temperature
+0.1 (KRR 84.2%, random real 74.5%; FRePo reports 75.6% and 86.2%, unconfirmed).
 
 Validation (every 1000 steps, keeping the best set) trains the evaluation network (``convnet-frepo`` at the
 pool's width and depth) on the set for ``val_steps`` steps of Adam at a constant 3e-4 on batches of at most 500
