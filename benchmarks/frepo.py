@@ -389,9 +389,11 @@ def _dc_random() -> dict:
 
 
 def _pct(d: dict | None, unit: str = "") -> str:
-    if d and len(d.get("accuracies", ())) == 1:  # one network: no spread to show
+    if not d:
+        return ""
+    if len(d.get("accuracies", ())) == 1:  # one network: no spread to show
         return f"{100 * d['mean']:.2f}{unit} (1 network)"
-    return "" if not d else f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}{unit}"
+    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}{unit}"
 
 
 def _mark(d: dict | None, model: str) -> str:

@@ -389,7 +389,9 @@ def test_fashion_mnist_from_a_debian_package_layout(tmp_path: Path, monkeypatch)
 # (.ci/run runs `make data` first, and sets CI=true) must run it, so there its absence is a failure.
 @pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
-    reason="Debian package dataset-fashion-mnist not installed: run 'make data' as root (.ci/run does)",
+    reason="Debian package dataset-fashion-mnist not installed (root only: run 'make data' as root, as .ci/run "
+           "does); this test checks the real package's 70,000 images, the loader's Debian path is tested without "
+           "it by test_fashion_mnist_from_a_debian_package_layout",
 )
 def test_real_fashion_mnist_from_debian(tmp_path: Path) -> None:
     ds = load("fashion-mnist", data_dir=tmp_path)
