@@ -17,10 +17,12 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   same key with another ``--extra`` stops the run unless ``--redo``. Seeds are matched by flags, not code version:
   when a default changes, the rows made under the old one should name it in their ``extra``. The row is written
   after every seed. ``--reuse`` evaluates a finished run folder again, keeping the evaluations on record (in
-  frepo.json, or made by ``kdistill evaluate`` with ``--eval-seeds`` networks and recorded in the run folder's
-  summary.json) made with the same settings (lr, loss, label temperature, training length, width, depth and
-  augmentation as ``kdistill evaluate`` with those flags gives today), and the distillation's seconds, load and
-  GEMM rate. An evaluation with flags beyond ``--model`` (RCIG's protocol, the ``convnet/...`` variants of DC's)
+  frepo.json with at least ``--eval-seeds`` networks, or made by ``kdistill evaluate`` with ``--eval-seeds``
+  networks and recorded in the run folder's summary.json) made with the same settings (lr, loss, label
+  temperature, training length, width, depth and augmentation as ``kdistill evaluate`` with those flags gives
+  today), and the distillation's seconds, load and GEMM rate; a model's own protocol recorded in the run folder
+  with fewer networks grows to ``--eval-seeds`` by ``kdistill evaluate --add`` (only the missing seeds are
+  trained), any other evaluation with fewer networks is made again. An evaluation with flags beyond ``--model`` (RCIG's protocol, the ``convnet/...`` variants of DC's)
   is made on a scratch copy of the set, so the run folder's summary.json and report keep each model's own
   protocol.
 - ``random``: class-balanced random real images under FRePo's protocol, kept in frepo.json for both methods
@@ -233,12 +235,17 @@ def run(args) -> None:
         for model, (flags, _) in PROTOCOLS.items():
             if model not in (args.protocols or OWN[METHOD]):
                 continue
-            if model in old and _current(old[model], flags, args.dataset):
+            if model in old and _current(old[model], flags, args.dataset) and (
+                    len(old[model]["accuracies"]) >= args.eval_seeds or not (out / "distilled.npz").exists()):
                 entry[model] = old[model]  # --reuse: this evaluation, under today's protocol, is on record
                 continue
             net = flags[flags.index("--model") + 1]
             done = recorded.get(net)
-            if done and _same_settings(done, flags, args.dataset) \
+            add = []  # --reuse: networks recorded in the run folder under these settings are kept, the rest trained
+            if done and _same_settings(done, flags, args.dataset) and len(flags) == 2 \
+                    and done["seeds"] < args.eval_seeds:
+                add = ["--add"]
+            elif done and _same_settings(done, flags, args.dataset) \
                     and done["seeds"] == args.eval_seeds:  # --reuse: made by `kdistill evaluate` in the run folder
                 entry[model] = {"mean": done["mean"], "std": done["std"], "accuracies": done["accuracies"],
                                 "epochs": done["epochs"], "augment": done["settings"]["augment"],
@@ -257,7 +264,7 @@ def run(args) -> None:
                 _, res = evaluate_copy(out, *flags, "--seeds", str(args.eval_seeds))
             else:
                 _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds),
-                                      "--json")
+                                      *add, "--json")
                 res = json.loads(stdout.strip().splitlines()[-1])
             entry[model] = {"mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                             "epochs": res["epochs"], "augment": res["settings"]["augment"],

@@ -6,7 +6,9 @@ shared between tests so that each jitted step compiles once per model.
 
 import dataclasses
 import json
+import shutil
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -31,7 +33,7 @@ from kdistill.evaluate import (
     train_and_evaluate,
     training_targets,
 )
-from kdistill.evaluate import finite_record_key, resolve_augment
+from kdistill.evaluate import finite_record_key, merge_finite_results, resolve_augment
 from kdistill.nets import augment_batch
 from kdistill.nets import crop_flip as _crop_flip
 from kdistill.nets import dc_augment as _dc_augment
@@ -261,6 +263,63 @@ def test_cli_evaluate_model_writes_summary(run_dir):
     # the KRR path and its --json output are unchanged
     r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--json")
     assert r.exit_code == 0 and "test_accuracy" in json.loads(r.stdout)
+
+
+def test_cli_evaluate_add_trains_only_the_missing_networks(run_dir, tmp_path):
+    """--add keeps the networks on record and trains the rest: the record then equals one evaluation of all the
+    seeds (same accuracies), with the recorded network's own seconds (it was not trained again)."""
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    f, kw = str(run / "distilled.npz"), TINY["fc"]
+    common = ["--dataset", "digits", "--model", "fc", "--width", str(kw["width"]), "--epochs", str(kw["epochs"]),
+              "--json"]
+    key = f"fc (epochs {kw['epochs']}, width {kw['width']})"
+    whole = json.loads(_run("evaluate", f, *common, "--seeds", "3").stdout)
+    one = json.loads(_run("evaluate", f, *common, "--seeds", "1").stdout)  # replaces the record with one network
+    assert one["accuracies"] == whole["accuracies"][:1]
+    r = _run("evaluate", f, *common, "--seeds", "3", "--add")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert "adding seeds 1..2" in r.stderr and "first_seed" not in res
+    assert res["accuracies"] == whole["accuracies"] and res["seeds"] == 3
+    assert (res["mean"], res["std"]) == (pytest.approx(whole["mean"]), pytest.approx(whole["std"]))
+    assert res["seconds"][0] == one["seconds"][0] and len(res["seconds"]) == len(res["final_losses"]) == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finite"][key]["accuracies"] == whole["accuracies"]
+    # enough on record: nothing is trained, the record is what is printed
+    r = _run("evaluate", f, *common, "--seeds", "2", "--add")
+    assert "nothing trained" in r.stderr and json.loads(r.stdout)["accuracies"] == whole["accuracies"]
+    # a record made under other settings (a protocol default changed since) is refused before any training
+    summary["finite"][key]["settings"]["momentum"] = 0.5
+    (run / "summary.json").write_text(json.dumps(summary))
+    before = (run / "summary.json").read_bytes()
+    assert "other settings" in error_line(_run("evaluate", f, *common, "--seeds", "4", "--add"))
+    assert (run / "summary.json").read_bytes() == before
+    # a file outside a run folder has no record to add to; elsewhere --add is a finite-network option
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run / "distilled.npz", lone / "distilled.npz")
+    shutil.copy(run / "distilled.json", lone / "distilled.json")
+    assert "drop --add" in error_line(_run("evaluate", str(lone / "distilled.npz"), *common, "--add"))
+    assert "--add" in error_line(_run("evaluate", f, "--dataset", "digits", "--add"))
+
+
+def test_merge_refuses_results_that_are_not_one_evaluation():
+    base = {"model": "fc", "seeds": 2, "accuracies": [0.5, 0.6], "seconds": [1.0, 1.0], "final_losses": [0.1, None],
+            "settings": {"lr": 0.1, "shape": (1, 2)}, "m": 20, "epochs": 3}
+    new = {**base, "seeds": 1, "first_seed": 2, "accuracies": [0.7], "seconds": [2.0], "final_losses": [0.2],
+           "settings": {"lr": 0.1, "shape": [1, 2]}}  # as read back from JSON: the same settings
+    merged = merge_finite_results(base, new)
+    assert merged["accuracies"] == [0.5, 0.6, 0.7] and merged["diverged_seeds"] == [1]
+    assert merged["mean"] == pytest.approx(0.6) and merged["std"] == pytest.approx(np.std([0.5, 0.6, 0.7]))
+    assert merged["seconds_per_seed"] == pytest.approx(4 / 3) and "first_seed" not in merged
+    with pytest.raises(InvalidInputError, match="not 2"):
+        merge_finite_results(base, {**new, "first_seed": 1})
+    with pytest.raises(InvalidInputError, match="differs in settings"):
+        merge_finite_results(base, {**new, "settings": {"lr": 0.2, "shape": [1, 2]}})
+    with pytest.raises(InvalidInputError, match="differs in m"):
+        merge_finite_results(base, {**new, "m": 30})
+    with pytest.raises(InvalidInputError, match="does not hold networks"):
+        merge_finite_results({**base, "first_seed": 3}, new)
 
 
 def test_finite_record_key_names_what_differs_from_the_protocol():

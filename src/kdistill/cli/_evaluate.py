@@ -36,6 +36,9 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
                    "lr, label scale and weight decay RFAD's for the dataset and set size); fc (an MLP 2 x 256, DC's "
                    "protocol with a cosine lr).")
 @click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
+@click.option("--add", is_flag=True,
+              help="--model: keep the networks already recorded in the run's summary.json for this model and these "
+                   "settings (seeds 0..K-1) and train only seeds K..SEEDS-1; the record then holds all SEEDS.")
 @click.option("--epochs", type=int, default=None,
               help="--model: epochs [default: 300; convnet-frepo: FRePo's steps by set size, 1000 for 10 images; "
                    "its first 500 steps are the warm-up; convnet-rfad: 20000 steps at most].")
@@ -64,7 +67,7 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
                    "the best of a measured sweep; 0.1 before 2026-12-07].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a sentence.")
 @_data_dir_option
-def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, loss,
+def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, add, epochs, width, lr, augment, loss,
              label_temperature, as_json, data_dir):
     """Test accuracy of any distilled-set file on a dataset's full test set: KRR, or with --model a
     finite network trained on the set (mean ± std over seeds, also stored in FILE's run summary.json under
@@ -72,8 +75,8 @@ def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, 
     if model is None:
         from ..errors import InvalidInputError
 
-        given = [f"--{n}" for n, v in (("seeds", seeds), ("epochs", epochs), ("width", width), ("lr", lr),
-                                       ("augment", augment), ("loss", loss),
+        given = [f"--{n}" for n, v in (("seeds", seeds), ("add", add or None), ("epochs", epochs), ("width", width),
+                                       ("lr", lr), ("augment", augment), ("loss", loss),
                                        ("label-temperature", label_temperature)) if v is not None]
         if given:
             raise InvalidInputError(f"{', '.join(given)} apply to finite-network evaluation only; add --model")
@@ -94,7 +97,7 @@ def evaluate(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, 
         raise InvalidInputError("--kernel and --reg apply to KRR evaluation only; drop them or drop --model")
     dataset_name, data_dir = _recorded_dataset(file, dataset_name, data_dir)
     _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, 5 if seeds is None else seeds, epochs,
-                     width, lr, augment, as_json, data_dir, loss=loss, label_temperature=label_temperature)
+                     width, lr, augment, as_json, data_dir, add=add, loss=loss, label_temperature=label_temperature)
 
 
 def _same_dataset(a: str, b: str) -> bool:
@@ -154,10 +157,35 @@ def _recorded_path(recorded: str, record: Path) -> str:
     return str(path)
 
 
-def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
-                     data_dir, **overrides):
+def _recorded_networks(file: Path, key: str) -> dict | None:
+    """The finite result recorded as ``key`` in the summary.json of ``file``'s run folder (None: none yet), for
+    ``evaluate --add``; a file outside a run folder has nowhere to keep one."""
     from ..errors import CorruptFileError, InvalidInputError
-    from ..evaluate import finite_evaluate_file, finite_record_key, finite_settings
+
+    summary_path = file.parent / "summary.json"
+    if not summary_path.exists():
+        raise InvalidInputError(f"--add keeps networks recorded in a run's summary.json; {file.parent} has none "
+                                "(drop --add)")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict):
+        raise CorruptFileError(f"{summary_path} is not a JSON object; --add cannot read the recorded networks "
+                               "(drop --add)")
+    finite = summary.get("finite")
+    old = finite.get(key) if isinstance(finite, dict) else None
+    if old is not None and not (isinstance(old, dict) and isinstance(old.get("accuracies"), list)):
+        raise CorruptFileError(f"{summary_path}: the record {key!r} is not a finite result; --add cannot use it "
+                               "(drop --add to evaluate afresh)")
+    return old
+
+
+def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
+                     data_dir, add=False, **overrides):
+    from ..errors import CorruptFileError, InvalidInputError
+    from ..evaluate import finite_evaluate_file, finite_file_settings, finite_record_key, finite_settings
+    from ..evaluate import merge_finite_results
     from ..runs import record_finite_result, refresh_report
 
     if kernel is not None or reg is not None:
@@ -170,8 +198,24 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
     dataset = _load_dataset(dataset_name, data_dir)
     # an evaluation under other settings than the protocol's is recorded beside the protocol's, not in its place
     key = finite_record_key(model, dataset.name, epochs=epochs, width=width, lr=lr, augment=augment, **overrides)
-    res = finite_evaluate_file(file, dataset, model=model, seeds=seeds, epochs=epochs, width=width, lr=lr,
-                               augment=augment, preprocess=preprocess, progress=not as_json, **overrides)
+    given = dict(epochs=epochs, width=width, lr=lr, augment=augment, preprocess=preprocess, **overrides)
+    old = _recorded_networks(file, key) if add else None
+    have = len(old["accuracies"]) if old is not None else 0
+    if old is not None:
+        settings = finite_file_settings(file, dataset, model=model, **given)
+        if json.loads(json.dumps(settings)) != old.get("settings"):
+            raise InvalidInputError(f"--add: the networks recorded as {key!r} were trained under other settings "
+                                    "than these (a default changed since?); drop --add to evaluate afresh")
+    if have >= seeds:
+        click.echo(f"note: {key!r} already records {have} networks (--seeds {seeds}); nothing trained", err=True)
+        res = old
+    else:
+        if have:
+            click.echo(f"adding seeds {have}..{seeds - 1} to the {have} recorded as {key!r}", err=True)
+        res = finite_evaluate_file(file, dataset, model=model, seeds=seeds - have, first_seed=have,
+                                   progress=not as_json, **given)
+        if old is not None:
+            res = merge_finite_results(old, res)
     try:
         summary_path = record_finite_result(file.parent, key, res)
     except CorruptFileError as e:  # a summary.json that is not a JSON object: the result is printed only

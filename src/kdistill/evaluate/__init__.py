@@ -25,6 +25,8 @@ from ._finite import accuracy as accuracy
 from ._finite import train_and_evaluate as train_and_evaluate
 from ._finite import finite_accuracy as finite_accuracy
 from ._finite import finite_evaluate_file as finite_evaluate_file
+from ._finite import finite_file_settings as finite_file_settings
+from ._finite import merge_finite_results as merge_finite_results
 from ._finite import frepo_steps as frepo_steps
 from ._finite import rfad_hypers as rfad_hypers
 from ._finite import validation_split as validation_split

@@ -108,6 +108,7 @@ averages over its real images only (PyTorch's ``drop_last=False``). Augmentation
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -570,26 +571,31 @@ def train_and_evaluate(images, labels, x_test, y_test, *, model: str = "convnet"
 
 def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", seeds: int = 5,
                     epochs: int | None = None, progress: bool = False, x_val=None, y_val=None,
-                    **overrides: Any) -> dict:
-    """Train ``model`` with seeds ``0 .. seeds-1`` and summarise the test accuracies.
+                    first_seed: int = 0, **overrides: Any) -> dict:
+    """Train ``model`` with seeds ``first_seed .. first_seed + seeds - 1`` and summarise the test accuracies.
 
     Returns a JSON-able dict: ``mean``, ``std`` (population std over seeds, as DC
     reports), ``accuracies``, ``seeds``, ``epochs``, ``seconds_per_seed`` (wall
     clock of training + testing, the first seed including compilation),
     ``seconds``, ``label_mode``, ``final_losses`` (mean training loss of the last
     epoch per seed; ``None`` where it became NaN/inf), ``diverged_seeds`` (those
-    seeds: lower the lr) and the full ``settings``; for a protocol that validates (``x_val``, ``y_val``:
-    held-out images in the images' space), ``best_steps``, ``steps_run`` and ``val_accuracies`` per seed.
+    seeds: lower the lr; counted from ``first_seed``) and the full ``settings``; for a protocol that validates
+    (``x_val``, ``y_val``: held-out images in the images' space), ``best_steps``, ``steps_run`` and
+    ``val_accuracies`` per seed. ``first_seed`` > 0 trains further networks for an evaluation of seeds
+    ``0 .. first_seed-1`` (:func:`merge_finite_results` joins the two).
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise InvalidInputError(f"seeds must be an integer >= 1, got {seeds!r}")
+    if not isinstance(first_seed, int) or isinstance(first_seed, bool) or first_seed < 0:
+        raise InvalidInputError(f"first_seed must be an integer >= 0, got {first_seed!r}")
     x, y = _check_data(images, labels)
     s = resolve_epochs(finite_settings(model, epochs=epochs, **overrides), x.shape[0])
     x_test = _check_test(x_test, y_test, x.shape[1:], y.shape[1])
     accs, secs, final, mode, runs = [], [], [], "", []
-    for seed in range(seeds):
+    last_seed = first_seed + seeds
+    for seed in range(first_seed, last_seed):
         t0 = time.perf_counter()
-        res = train(x, y, s, seed=seed, progress=progress, description=f"{model} seed {seed + 1}/{seeds}",
+        res = train(x, y, s, seed=seed, progress=progress, description=f"{model} seed {seed + 1}/{last_seed}",
                     x_val=x_val, y_val=y_val)
         runs.append(res)
         accs.append(res.accuracy(x_test, y_test))
@@ -598,7 +604,7 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         final.append(last if math.isfinite(last) else None)
         mode = res.label_mode
         if progress:  # one line per seed stays in the scrollback and in logs, whatever the bar did
-            print(f"{model} seed {seed + 1}/{seeds}: test accuracy {100 * accs[-1]:.2f}% in {secs[-1]:.1f} s "
+            print(f"{model} seed {seed + 1}/{last_seed}: test accuracy {100 * accs[-1]:.2f}% in {secs[-1]:.1f} s "
                   f"(final loss {last:.4g})", file=sys.stderr, flush=True)
     estimated = {} if not s.lr_ntk else {"lrs": [r.settings.lr for r in runs]}
     validated = {} if not s.val_every else {
@@ -610,6 +616,7 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         "std": float(np.std(accs)),
         "accuracies": [float(a) for a in accs],
         "seeds": seeds,
+        **({"first_seed": first_seed} if first_seed else {}),
         "epochs": s.epochs,
         "seconds_per_seed": float(np.mean(secs)),
         "seconds": [round(v, 3) for v in secs],
@@ -617,7 +624,7 @@ def finite_accuracy(images, labels, x_test, y_test, *, model: str = "convnet", s
         "n_test": int(x_test.shape[0]),
         "label_mode": mode,
         "final_losses": final,
-        "diverged_seeds": [i for i, v in enumerate(final) if v is None],
+        "diverged_seeds": [first_seed + i for i, v in enumerate(final) if v is None],
         "settings": {**s.as_dict(), **({"lr": None} if s.lr_ntk else {})},  # estimated per seed: "lrs"
         **validated,
         **estimated,
@@ -634,17 +641,12 @@ def validation_split(dataset: Dataset, size: int = 5000, *, seed: int = 0) -> tu
     return idx, np.asarray(dataset.y_train)[idx]
 
 
-def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "convnet", seeds: int = 5,
-                         epochs: int | None = None, augment: str | None = None, preprocess: str | None = None,
-                         progress: bool = False, **overrides: Any) -> dict:
-    """:func:`finite_accuracy` of the distilled set in ``path`` on ``dataset``'s full test set.
-
-    Test images go through the preprocessing stored in the file (files without it
-    use ``preprocess`` fitted on the training set, default none). ``augment`` None or ``"auto"``:
-    the model's protocol for the dataset (:func:`resolve_augment`).
-    """
+def _file_plan(path, dataset: Dataset, model: str, epochs: int | None, augment: str | None,
+               preprocess: str | None, overrides: dict) -> tuple[Any, Any, dict]:
+    """``(the loaded set, its preprocessor, the settings' overrides)`` with which :func:`finite_evaluate_file`
+    trains ``model`` on the file: the protocol's augmentation for the dataset and RFAD's tuned settings."""
     augment, flip = resolve_augment(augment, dataset.name, model)
-    s = finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
+    finite_settings(model, epochs=epochs, **overrides)  # fail on bad settings before any work
     ds = io.load(path)
     prep = preprocessor_for(ds, dataset, path=path, preprocess=preprocess)
     tuned = {}
@@ -652,11 +654,68 @@ def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "co
         m, k = np.asarray(ds.labels).shape
         tuned = {name: v for name, v in rfad_hypers(dataset.name, m / max(k, 1)).items()
                  if overrides.get(name) is None}
+    return ds, prep, {"augment": augment, "flip": flip, **overrides, **tuned}
+
+
+def finite_file_settings(path: str | Path, dataset: Dataset, *, model: str = "convnet", epochs: int | None = None,
+                         augment: str | None = None, preprocess: str | None = None, **overrides: Any) -> dict:
+    """The ``settings`` that :func:`finite_evaluate_file` with these arguments records, without training."""
+    ds, _, kw = _file_plan(path, dataset, model, epochs, augment, preprocess, overrides)
+    s = resolve_epochs(finite_settings(model, epochs=epochs, **kw), int(np.asarray(ds.images).shape[0]))
+    return {**s.as_dict(), **({"lr": None} if s.lr_ntk else {})}
+
+
+def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "convnet", seeds: int = 5,
+                         epochs: int | None = None, augment: str | None = None, preprocess: str | None = None,
+                         progress: bool = False, first_seed: int = 0, **overrides: Any) -> dict:
+    """:func:`finite_accuracy` of the distilled set in ``path`` on ``dataset``'s full test set.
+
+    Test images go through the preprocessing stored in the file (files without it
+    use ``preprocess`` fitted on the training set, default none). ``augment`` None or ``"auto"``:
+    the model's protocol for the dataset (:func:`resolve_augment`).
+    """
+    ds, prep, kw = _file_plan(path, dataset, model, epochs, augment, preprocess, overrides)
+    s = finite_settings(model, epochs=epochs, **kw)
     val = {}
     if s.val_every or s.lr_ntk:  # a given lr has already turned lr_ntk off (finite_settings)
         idx, y_val = validation_split(dataset)
         val = {"x_val": prep.apply(dataset.x_train[idx]), "y_val": y_val}
     res = finite_accuracy(ds.images, ds.labels, prep.apply(dataset.x_test), dataset.y_test, model=model,
-                          seeds=seeds, epochs=epochs, augment=augment, flip=flip, progress=progress,
-                          **val, **{**overrides, **tuned})
+                          seeds=seeds, epochs=epochs, progress=progress, first_seed=first_seed, **val, **kw)
     return {"file": str(path), "dataset": dataset.name, "preprocess": prep.kind, **res}
+
+
+_PER_SEED = ("accuracies", "seconds", "final_losses", "best_steps", "steps_run", "val_accuracies", "lrs")
+"""The lists of a finite result with one entry per network, in seed order."""
+_SAME = ("model", "dataset", "preprocess", "epochs", "m", "n_test", "n_val", "label_mode", "settings")
+"""What two finite results must share to be one evaluation."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing a recorded result."""
+    return json.loads(json.dumps(value))
+
+
+def merge_finite_results(old: dict, new: dict) -> dict:
+    """One finite result from ``old`` (networks of seeds ``0 .. k-1``) and ``new`` (seeds ``k ..``, made with
+    ``first_seed=k``): the per-network lists joined, mean and std over all networks. Results that are not one
+    evaluation (other settings, data or seeds) raise :class:`~kdistill.errors.InvalidInputError`."""
+    k = len(old.get("accuracies") or [])
+    if old.get("first_seed", 0) != 0 or old.get("seeds") != k or k == 0:
+        raise InvalidInputError(f"the recorded evaluation does not hold networks 0..{max(k - 1, 0)} (seeds "
+                                f"{old.get('seeds')!r}, first seed {old.get('first_seed', 0)!r})")
+    if new.get("first_seed", 0) != k:
+        raise InvalidInputError(f"the new networks start at seed {new.get('first_seed', 0)}, not {k}, the "
+                                "first seed after the recorded ones")
+    differ = [name for name in _SAME if _plain(old.get(name)) != _plain(new.get(name))]
+    if differ:
+        raise InvalidInputError(f"the recorded evaluation differs in {', '.join(differ)}; evaluate again without "
+                                "adding to it")
+    merged = {**old, **{name: list(old.get(name) or []) + list(new[name]) for name in _PER_SEED
+                        if name in old or name in new}}
+    accs = merged["accuracies"]
+    merged.update(seeds=len(accs), mean=float(np.mean(accs)), std=float(np.std(accs)),
+                  seconds_per_seed=float(np.mean(merged["seconds"])),
+                  diverged_seeds=[i for i, v in enumerate(merged["final_losses"]) if v is None])
+    merged.pop("first_seed", None)
+    return merged
