@@ -22,7 +22,7 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   temperature, training length, width, depth and augmentation as ``kdistill evaluate`` with those flags gives
   today), and the distillation's seconds, load and GEMM rate; a model's own protocol recorded in the run folder
   with fewer networks grows to ``--eval-seeds`` by ``kdistill evaluate --add`` (only the missing seeds are
-  trained), any other evaluation with fewer networks is made again. An evaluation with flags beyond ``--model`` (RCIG's protocol, the ``convnet/...`` variants of DC's)
+  trained; all of them if it refuses the record), any other evaluation with fewer networks is made again. An evaluation with flags beyond ``--model`` (RCIG's protocol, the ``convnet/...`` variants of DC's)
   is made on a scratch copy of the set, so the run folder's summary.json and report keep each model's own
   protocol.
 - ``random``: class-balanced random real images under FRePo's protocol, kept in frepo.json for both methods
@@ -235,8 +235,8 @@ def run(args) -> None:
         for model, (flags, _) in PROTOCOLS.items():
             if model not in (args.protocols or OWN[METHOD]):
                 continue
-            if model in old and _current(old[model], flags, args.dataset) and (
-                    len(old[model]["accuracies"]) >= args.eval_seeds or not (out / "distilled.npz").exists()):
+            current = model in old and _current(old[model], flags, args.dataset)
+            if current and len(old[model]["accuracies"]) >= args.eval_seeds:
                 entry[model] = old[model]  # --reuse: this evaluation, under today's protocol, is on record
                 continue
             net = flags[flags.index("--model") + 1]
@@ -252,7 +252,7 @@ def run(args) -> None:
                                 "label_mode": done["label_mode"],
                                 "seconds": round(done["seconds_per_seed"] * done["seeds"], 1)}
                 continue
-            if model in old:  # made under another augmentation or label temperature: kept, shown as superseded
+            if model in old and not current:  # made under another augmentation or label temperature: superseded
                 if old[model]["augment"] != _augment(flags, args.dataset):
                     entry[f"{model}@{old[model]['augment']}"] = old[model]
                 else:  # filed as the evaluation at that temperature (convnet/T0.1), else by its label mode
@@ -263,12 +263,19 @@ def run(args) -> None:
             if len(flags) > 2:  # not the model's own protocol: the run folder's record of that model stays its own
                 _, res = evaluate_copy(out, *flags, "--seeds", str(args.eval_seeds))
             else:
-                _, stdout = _kdistill("evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds),
-                                      *add, "--json")
+                cmd = ["evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds), "--json"]
+                try:
+                    _, stdout = _kdistill(*cmd, *add)
+                except SystemExit as e:  # the record differs in a setting this script does not compare: afresh
+                    if not add:
+                        raise
+                    print(f"--add refused, evaluating all {args.eval_seeds} networks again: {e}", flush=True)
+                    _, stdout = _kdistill(*cmd)
                 res = json.loads(stdout.strip().splitlines()[-1])
             entry[model] = {"mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                             "epochs": res["epochs"], "augment": res["settings"]["augment"],
-                            "label_mode": res["label_mode"], "seconds": round(time.perf_counter() - t, 1)}
+                            "label_mode": res["label_mode"],
+                            "seconds": round(sum(res["seconds"]), 1) if add else round(time.perf_counter() - t, 1)}
         if evaluated or not old:
             if old.get("loadavg_after") is not None:  # --reuse: the load after the run's first evaluations is kept
                 entry["loadavg_after_first"] = old.get("loadavg_after_first", old["loadavg_after"])

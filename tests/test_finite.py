@@ -292,7 +292,8 @@ def test_cli_evaluate_add_trains_only_the_missing_networks(run_dir, tmp_path):
     summary["finite"][key]["settings"]["momentum"] = 0.5
     (run / "summary.json").write_text(json.dumps(summary))
     before = (run / "summary.json").read_bytes()
-    assert "other settings" in error_line(_run("evaluate", f, *common, "--seeds", "4", "--add"))
+    line = error_line(_run("evaluate", f, *common, "--seeds", "4", "--add"))
+    assert "momentum 0.5 recorded, 0.9 now" in line and "drop --add" in line
     assert (run / "summary.json").read_bytes() == before
     # a file outside a run folder has no record to add to; elsewhere --add is a finite-network option
     lone = tmp_path / "lone"
@@ -318,8 +319,14 @@ def test_merge_refuses_results_that_are_not_one_evaluation():
         merge_finite_results(base, {**new, "settings": {"lr": 0.2, "shape": [1, 2]}})
     with pytest.raises(InvalidInputError, match="differs in m"):
         merge_finite_results(base, {**new, "m": 30})
-    with pytest.raises(InvalidInputError, match="does not hold networks"):
+    with pytest.raises(InvalidInputError, match="one entry per network for seeds"):
         merge_finite_results({**base, "first_seed": 3}, new)
+    with pytest.raises(InvalidInputError, match="one entry per network for seeds"):  # a list short of the seeds
+        merge_finite_results({**base, "seconds": [1.0]}, new)
+    with pytest.raises(InvalidInputError, match="one entry per network in the lists"):  # a list the record lacks
+        merge_finite_results(base, {**new, "lrs": [0.1]})
+    with pytest.raises(InvalidInputError, match=r"file \(a.npz recorded, b.npz now\)"):
+        merge_finite_results({**base, "file": "run/a.npz"}, {**new, "file": "b.npz"})
 
 
 def test_finite_record_key_names_what_differs_from_the_protocol():

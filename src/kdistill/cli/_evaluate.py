@@ -38,7 +38,8 @@ from ._common import DATASET_HELP, _data_dir_option, _load_dataset, _parse_reg, 
 @click.option("--seeds", type=int, default=None, help="--model: train with seeds 0..SEEDS-1 [default: 5].")
 @click.option("--add", is_flag=True,
               help="--model: keep the networks already recorded in the run's summary.json for this model and these "
-                   "settings (seeds 0..K-1) and train only seeds K..SEEDS-1; the record then holds all SEEDS.")
+                   "settings (seeds 0..K-1) and train only seeds K..SEEDS-1; the record then holds all SEEDS (with "
+                   "K >= SEEDS nothing is trained and the record is printed as it is).")
 @click.option("--epochs", type=int, default=None,
               help="--model: epochs [default: 300; convnet-frepo: FRePo's steps by set size, 1000 for 10 images; "
                    "its first 500 steps are the warm-up; convnet-rfad: 20000 steps at most].")
@@ -184,8 +185,8 @@ def _recorded_networks(file: Path, key: str) -> dict | None:
 def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, epochs, width, lr, augment, as_json,
                      data_dir, add=False, **overrides):
     from ..errors import CorruptFileError, InvalidInputError
-    from ..evaluate import finite_evaluate_file, finite_file_settings, finite_record_key, finite_settings
-    from ..evaluate import merge_finite_results
+    from ..evaluate import check_addable, finite_evaluate_file, finite_file_settings, finite_record_key
+    from ..evaluate import finite_settings, merge_finite_results
     from ..runs import record_finite_result, refresh_report
 
     if kernel is not None or reg is not None:
@@ -200,14 +201,15 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
     key = finite_record_key(model, dataset.name, epochs=epochs, width=width, lr=lr, augment=augment, **overrides)
     given = dict(epochs=epochs, width=width, lr=lr, augment=augment, preprocess=preprocess, **overrides)
     old = _recorded_networks(file, key) if add else None
-    have = len(old["accuracies"]) if old is not None else 0
-    if old is not None:
-        settings = finite_file_settings(file, dataset, model=model, **given)
-        if json.loads(json.dumps(settings)) != old.get("settings"):
-            raise InvalidInputError(f"--add: the networks recorded as {key!r} were trained under other settings "
-                                    "than these (a default changed since?); drop --add to evaluate afresh")
+    have = 0
+    if old is not None:  # the networks on record must be of this evaluation: checked before any training
+        try:
+            have = check_addable(old, {**finite_file_settings(file, dataset, model=model, **given), "file": str(file)})
+        except InvalidInputError as e:
+            raise InvalidInputError(f"--add: {key!r} in {file.parent / 'summary.json'}: {e}") from None
     if have >= seeds:
-        click.echo(f"note: {key!r} already records {have} networks (--seeds {seeds}); nothing trained", err=True)
+        click.echo(f"note: {key!r} already records {have} networks (--seeds {seeds}); nothing trained, the record "
+                   "is printed as it is", err=True)
         res = old
     else:
         if have:
@@ -215,7 +217,11 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
         res = finite_evaluate_file(file, dataset, model=model, seeds=seeds - have, first_seed=have,
                                    progress=not as_json, **given)
         if old is not None:
-            res = merge_finite_results(old, res)
+            try:
+                res = merge_finite_results(old, res)
+            except InvalidInputError as e:
+                raise InvalidInputError(f"--add: {e}; the {seeds - have} new networks were not recorded "
+                                        f"(accuracies {res['accuracies']})") from None
     try:
         summary_path = record_finite_result(file.parent, key, res)
     except CorruptFileError as e:  # a summary.json that is not a JSON object: the result is printed only

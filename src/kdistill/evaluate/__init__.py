@@ -27,6 +27,7 @@ from ._finite import finite_accuracy as finite_accuracy
 from ._finite import finite_evaluate_file as finite_evaluate_file
 from ._finite import finite_file_settings as finite_file_settings
 from ._finite import merge_finite_results as merge_finite_results
+from ._finite import check_addable as check_addable
 from ._finite import frepo_steps as frepo_steps
 from ._finite import rfad_hypers as rfad_hypers
 from ._finite import validation_split as validation_split

@@ -659,10 +659,13 @@ def _file_plan(path, dataset: Dataset, model: str, epochs: int | None, augment: 
 
 def finite_file_settings(path: str | Path, dataset: Dataset, *, model: str = "convnet", epochs: int | None = None,
                          augment: str | None = None, preprocess: str | None = None, **overrides: Any) -> dict:
-    """The ``settings`` that :func:`finite_evaluate_file` with these arguments records, without training."""
-    ds, _, kw = _file_plan(path, dataset, model, epochs, augment, preprocess, overrides)
-    s = resolve_epochs(finite_settings(model, epochs=epochs, **kw), int(np.asarray(ds.images).shape[0]))
-    return {**s.as_dict(), **({"lr": None} if s.lr_ntk else {})}
+    """What :func:`finite_evaluate_file` with these arguments records about its networks, without training any:
+    ``model``, ``dataset``, ``preprocess``, ``epochs``, ``m`` and the full ``settings``."""
+    ds, prep, kw = _file_plan(path, dataset, model, epochs, augment, preprocess, overrides)
+    m = int(np.asarray(ds.images).shape[0])
+    s = resolve_epochs(finite_settings(model, epochs=epochs, **kw), m)
+    return {"model": model, "dataset": dataset.name, "preprocess": prep.kind, "epochs": s.epochs, "m": m,
+            "settings": {**s.as_dict(), **({"lr": None} if s.lr_ntk else {})}}
 
 
 def finite_evaluate_file(path: str | Path, dataset: Dataset, *, model: str = "convnet", seeds: int = 5,
@@ -696,23 +699,47 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def check_addable(old: dict, new: dict) -> int:
+    """The number ``k`` of networks (seeds ``0 .. k-1``) in the recorded finite result ``old``, after checking that
+    networks described by ``new`` (a result, or :func:`finite_file_settings` before training) would belong to the
+    same evaluation: the same file name and, of :data:`_SAME`, every field both give. Otherwise
+    :class:`~kdistill.errors.InvalidInputError` naming what differs."""
+    accs = old.get("accuracies")
+    k = len(accs) if isinstance(accs, list) else 0
+    if old.get("first_seed", 0) != 0 or old.get("seeds") != k or k == 0 or any(
+            not isinstance(old.get(name), list) or len(old[name]) != k for name in _PER_SEED if name in old):
+        raise InvalidInputError(f"the recorded evaluation does not hold one entry per network for seeds 0..k-1 "
+                                f"(seeds {old.get('seeds')!r}, first seed {old.get('first_seed', 0)!r}); drop --add "
+                                "to evaluate afresh")
+    differ = [name for name in _SAME if name in new and _plain(old.get(name)) != _plain(new[name])]
+    if "settings" in differ and isinstance(old.get("settings"), dict):
+        a, b = _plain(old["settings"]), _plain(new["settings"])
+        changed = [f"{n} {a.get(n)!r} recorded, {b.get(n)!r} now" for n in sorted(set(a) | set(b))
+                   if a.get(n) != b.get(n)]
+        differ[differ.index("settings")] = f"settings ({', '.join(changed)})"
+    if old.get("file") and new.get("file") and Path(old["file"]).name != Path(new["file"]).name:
+        differ.append(f"file ({Path(old['file']).name} recorded, {Path(new['file']).name} now)")
+    if differ:
+        raise InvalidInputError(f"the recorded evaluation differs in {'; '.join(differ)}: its networks were trained "
+                                "otherwise (a default changed since?); drop --add to evaluate afresh")
+    return k
+
+
 def merge_finite_results(old: dict, new: dict) -> dict:
     """One finite result from ``old`` (networks of seeds ``0 .. k-1``) and ``new`` (seeds ``k ..``, made with
     ``first_seed=k``): the per-network lists joined, mean and std over all networks. Results that are not one
-    evaluation (other settings, data or seeds) raise :class:`~kdistill.errors.InvalidInputError`."""
-    k = len(old.get("accuracies") or [])
-    if old.get("first_seed", 0) != 0 or old.get("seeds") != k or k == 0:
-        raise InvalidInputError(f"the recorded evaluation does not hold networks 0..{max(k - 1, 0)} (seeds "
-                                f"{old.get('seeds')!r}, first seed {old.get('first_seed', 0)!r})")
+    evaluation (other settings, data or seeds; :func:`check_addable`) raise
+    :class:`~kdistill.errors.InvalidInputError`."""
+    k = check_addable(old, {name: new.get(name) for name in _SAME} | {"file": new.get("file")})
     if new.get("first_seed", 0) != k:
         raise InvalidInputError(f"the new networks start at seed {new.get('first_seed', 0)}, not {k}, the "
                                 "first seed after the recorded ones")
-    differ = [name for name in _SAME if _plain(old.get(name)) != _plain(new.get(name))]
-    if differ:
-        raise InvalidInputError(f"the recorded evaluation differs in {', '.join(differ)}; evaluate again without "
-                                "adding to it")
-    merged = {**old, **{name: list(old.get(name) or []) + list(new[name]) for name in _PER_SEED
-                        if name in old or name in new}}
+    n = len(new.get("accuracies") or [])
+    if n == 0 or any((name in old) != (name in new) or len(new.get(name) or []) != n for name in _PER_SEED
+                     if name in old or name in new):
+        raise InvalidInputError("the new networks' result does not hold one entry per network in the lists the "
+                                "recorded one has")
+    merged = {**old, **{name: list(old[name]) + list(new[name]) for name in _PER_SEED if name in old}}
     accs = merged["accuracies"]
     merged.update(seeds=len(accs), mean=float(np.mean(accs)), std=float(np.std(accs)),
                   seconds_per_seed=float(np.mean(merged["seconds"])),
