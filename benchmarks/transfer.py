@@ -33,11 +33,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import RESULTS, gemm_gflops, load_json, markdown_table, merged_rows, write_results  # noqa: E402
 from _common import OLD_TEMPERATURE_MARK, evaluate_copy, old_temperature, old_temperature_note  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
-
-from kdistill._machine import machine_info  # noqa: E402
 
 RF_KERNEL = "rf-convnet:models=16,width=64,depth=3,stem=0"  # RFAD's default fixed kernel (kdistill.methods)
 SETS = {
@@ -108,19 +106,26 @@ def make_set(method: str, dataset: str, ipc: int, runs: Path, redo: bool) -> dic
     row = _find(_rows(), kind="set", dataset=dataset, ipc=ipc, method=method)
     if summary.exists() and row is not None and not redo:
         return row
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before, gemm = _before()
     seconds = None
     if redo or not summary.exists():
-        print(f"making {out} ...", flush=True)
+        print(f"making {out} (float32 GEMM {gemm} GFLOP/s) ...", flush=True)
         seconds, _ = _kdistill(*flags, *(["--force"] if out.exists() else []))
     s = json.loads(summary.read_text())
     row = {"kind": "set", "dataset": dataset, "ipc": ipc, "method": method, "protocol": None, "width": None,
            "what": SETS[method][0], "command": "kdistill " + " ".join(flags), "folder": str(out),
            "krr": s.get("test_accuracy"), "kernel": s.get("kernel"),
            "distill_seconds": (s.get("seconds") or {}).get("distill"), "process_seconds": seconds,
-           "loadavg_before": load_before}
+           "loadavg_before": load_before, "gemm_gflops_before": gemm}
     render(merged_rows("transfer", row, KEY))
     return row
+
+
+def _before() -> tuple[list[float], float]:
+    """The load average and this machine's float32 GEMM rate before a job (the GEMM first, so that the load
+    average is not its own)."""
+    gemm = round(gemm_gflops(), 1)
+    return [round(v, 2) for v in os.getloadavg()], gemm
 
 
 def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -> dict:
@@ -132,12 +137,14 @@ def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -
         return old  # a row with fewer networks than asked for is replaced
     folder = Path(set_row["folder"])
     flags = ["--model", protocol, "--seeds", str(seeds), *(["--width", str(w)] if w else [])]
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    print(f"evaluating {folder} under {protocol}{f' (width {w})' if w else ''} ...", flush=True)
+    load_before, gemm = _before()
+    print(f"evaluating {folder} under {protocol}{f' (width {w})' if w else ''} (float32 GEMM {gemm} GFLOP/s) ...",
+          flush=True)
     seconds, res = evaluate_copy(folder, *flags)
     row = {**key, "command": f"kdistill evaluate {folder}/distilled.npz " + " ".join(flags),
            "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"], "seconds": round(seconds, 1),
-           "loadavg_before": load_before, "loss": res["settings"]["loss"], "label_mode": res.get("label_mode"),
+           "loadavg_before": load_before, "gemm_gflops_before": gemm, "loss": res["settings"]["loss"],
+           "label_mode": res.get("label_mode"),
            **{k: res[k] for k in ("lrs", "best_steps", "steps_run") if k in res}}
     print(f"  {100 * row['mean']:.2f} +- {100 * row['std']:.2f}% ({seconds:.0f} s)", flush=True)
     render(merged_rows("transfer", row, KEY))
@@ -169,8 +176,8 @@ def render(rows: list[dict] | None = None) -> None:
     head = {("convnet", None): "DC's protocol"}
     head.update({(p, w): f"{'KIP' if p == 'convnet-kip' else 'RFAD'}'s protocol, width {w}" for p, w in cols[1:]})
     lines = ["# Distilled sets and the finite networks they train (issue 29)", "",
-             "One row per set: its KRR test accuracy (the method's own kernel), its distillation minutes on this "
-             "machine, and the test accuracy (%, mean ± std over the seeds) of ConvNets trained on it under each "
+             "One row per set: its KRR test accuracy (the method's own kernel), its distillation minutes on the "
+             "machine that made it, and the test accuracy (%, mean ± std over the seeds) of ConvNets trained on it under each "
              "published protocol: DC's (`kdistill evaluate --model convnet`: width 128, instance norm, "
              "cross-entropy, DC's augmentation on MNIST), KIP's (`--model convnet-kip`) and RFAD's "
              "(`--model convnet-rfad`), the last two at the width in the column (theirs is 1024). `not run`: "
@@ -178,8 +185,11 @@ def render(rows: list[dict] | None = None) -> None:
              "method's default options and its learning capped (iterative methods: "
              f"{', '.join(f'{m} min at ipc {i}' for i, m in MINUTES.items())}); regenerate with "
              "`.venv/bin/python benchmarks/transfer.py run` (`--help`: one cell group at a time). "
-             f"Machine: {machine_info()['cpu']}, {machine_info()['cores']} cores. Published numbers below each "
-             "table; * marks those not confirmed from the papers' tables (benchmarks/notes/finite_protocols.md).",
+             "Machines: 2-core AMD EPYCs, which have differed about 4x in speed between sessions; each row of "
+             "transfer.json records the load average before it and (rows made since 2026-12-07) the machine's "
+             "float32 GEMM rate (`gemm_gflops_before`), so minutes compare only between rows at similar rates, "
+             "while an accuracy under a protocol's fixed steps does not depend on the machine. "
+             "Published numbers below each table; * marks those not confirmed from the papers' tables (benchmarks/notes/finite_protocols.md).",
              ""]
     for dataset, ipc in sorted({(r["dataset"], r["ipc"]) for r in rows}, key=lambda k: (k[0] != "mnist", k)):
         table = []
