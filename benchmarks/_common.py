@@ -79,6 +79,30 @@ def evaluate_copy(run_dir: Path, *flags: str) -> tuple[float, dict]:
     return seconds, json.loads(stdout.strip().splitlines()[-1])
 
 
+def evaluate_in_run(run_dir: Path, *flags: str, seeds: int) -> tuple[float, dict, int]:
+    """``kdistill evaluate RUN_DIR/distilled.npz FLAGS --seeds SEEDS --json --add`` in the run folder itself, whose
+    summary.json then records the result under its own name (the model, plus the settings given that differ from
+    its protocol's, so a variant never replaces the protocol's record). A record of the same evaluation with fewer
+    networks grows by the missing seeds only, one with at least SEEDS is returned as it is (nothing trained); a
+    record made under other settings (an earlier default) is refused by ``--add`` before any training, and the
+    evaluation is then made afresh with every network. ``(seconds, the JSON result, networks trained here)``."""
+    summary = Path(run_dir) / "summary.json"
+    before = (load_json(summary).get("finite") or {}) if summary.exists() else {}
+    cmd = ["evaluate", str(Path(run_dir) / "distilled.npz"), *flags, "--seeds", str(seeds), "--json"]
+    try:
+        seconds, stdout = kdistill_cli(*cmd, "--add")
+    except SystemExit as e:
+        if "drop --add" not in str(e):
+            raise
+        print(f"--add refused, evaluating all {seeds} networks again: {str(e).splitlines()[-1]}", flush=True)
+        seconds, stdout = kdistill_cli(*cmd)
+        before = {}
+    res = json.loads(stdout.strip().splitlines()[-1])
+    old = before.get(res.get("recorded_as"), {}).get("accuracies") or []
+    kept = len(old) if res["accuracies"][: len(old)] == old else 0
+    return seconds, res, len(res["accuracies"]) - kept
+
+
 def merged_rows(name: str, row: dict, key: tuple[str, ...]) -> list[dict]:
     """The rows of ``results/<name>.json`` with ``row`` in the place of the row that has the same ``key``
     fields, or added at the end."""

@@ -17,14 +17,15 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   same key with another ``--extra`` stops the run unless ``--redo``. Seeds are matched by flags, not code version:
   when a default changes, the rows made under the old one should name it in their ``extra``. The row is written
   after every seed. ``--reuse`` evaluates a finished run folder again, keeping the evaluations on record (in
-  frepo.json with at least ``--eval-seeds`` networks, or made by ``kdistill evaluate`` with ``--eval-seeds``
-  networks and recorded in the run folder's summary.json) made with the same settings (lr, loss, label
+  frepo.json with at least ``--eval-seeds`` networks, or made by ``kdistill evaluate`` with at least
+  ``--eval-seeds`` networks and recorded in the run folder's summary.json) made with the same settings (lr, loss, label
   temperature, training length, width, depth and augmentation as ``kdistill evaluate`` with those flags gives
-  today), and the distillation's seconds, load and GEMM rate; a model's own protocol recorded in the run folder
-  with fewer networks grows to ``--eval-seeds`` by ``kdistill evaluate --add`` (only the missing seeds are
-  trained; all of them if it refuses the record), any other evaluation with fewer networks is made again. An evaluation with flags beyond ``--model`` (RCIG's protocol, the ``convnet/...`` variants of DC's)
-  is made on a scratch copy of the set, so the run folder's summary.json and report keep each model's own
-  protocol.
+  today), and the distillation's seconds, load and GEMM rate. Every evaluation is made in the run folder, whose
+  summary.json records it under its own name (the model plus the settings given that differ from its protocol's:
+  ``convnet (label temperature 0.1)``), so one recorded there with fewer networks grows to ``--eval-seeds`` by
+  ``kdistill evaluate --add`` (only the missing seeds are trained; all of them if it refuses the record).
+  Evaluations made before 2026-12-08 other than a model's own protocol were made on scratch copies and are not
+  in the run folders: they are made again when asked for with more networks.
 - ``random``: class-balanced random real images under FRePo's protocol, kept in frepo.json for both methods
   (DC's protocol's random rows are in dc.json, measured by ``benchmarks/dc.py random``; they are shown beside
   these).
@@ -52,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, evaluate_copy, gemm_gflops, load_json, markdown_table, merged_rows  # noqa: E402
+from _common import RESULTS, evaluate_in_run, gemm_gflops, load_json, markdown_table, merged_rows  # noqa: E402
 from _common import OLD_TEMPERATURE_MARK, old_temperature, old_temperature_note, write_results  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
@@ -155,6 +156,17 @@ def _same_settings(done: dict, flags: list[str], dataset: str) -> bool:
             and all(got[k] == want[k] for k in ("lr", "loss", "width", "depth", *(("label_temperature",) * softmax))))
 
 
+def _record_key(flags: list[str], dataset: str) -> str:
+    """The name under which ``kdistill evaluate <flags>`` records its result in a run folder's summary.json."""
+    from kdistill.evaluate import finite_record_key
+
+    given = {name: cast(flags[flags.index(flag) + 1]) for flag, (name, cast) in _FLAG_SETTINGS.items()
+             if flag in flags}
+    if "--augment" in flags:
+        given["augment"] = flags[flags.index("--augment") + 1]
+    return finite_record_key(flags[flags.index("--model") + 1], dataset, **given)
+
+
 def _temperature_variants(model: str) -> list[str]:
     """The evaluations of PROTOCOLS that are ``model``'s with the label temperature set (``convnet`` ->
     ``convnet/T1``, ``convnet/T0.3``, ``convnet/T0.1``)."""
@@ -239,14 +251,9 @@ def run(args) -> None:
             if current and len(old[model]["accuracies"]) >= args.eval_seeds:
                 entry[model] = old[model]  # --reuse: this evaluation, under today's protocol, is on record
                 continue
-            net = flags[flags.index("--model") + 1]
-            done = recorded.get(net)
-            add = []  # --reuse: networks recorded in the run folder under these settings are kept, the rest trained
-            if done and _same_settings(done, flags, args.dataset) and len(flags) == 2 \
-                    and done["seeds"] < args.eval_seeds:
-                add = ["--add"]
-            elif done and _same_settings(done, flags, args.dataset) \
-                    and done["seeds"] == args.eval_seeds:  # --reuse: made by `kdistill evaluate` in the run folder
+            done = recorded.get(_record_key(flags, args.dataset))
+            if done and _same_settings(done, flags, args.dataset) \
+                    and done["seeds"] >= args.eval_seeds:  # --reuse: made by `kdistill evaluate` in the run folder
                 entry[model] = {"mean": done["mean"], "std": done["std"], "accuracies": done["accuracies"],
                                 "epochs": done["epochs"], "augment": done["settings"]["augment"],
                                 "label_mode": done["label_mode"],
@@ -259,23 +266,13 @@ def run(args) -> None:
                     at = [v for v in _temperature_variants(model) if not old_temperature(
                         old[model]["label_mode"], " ".join(PROTOCOLS[v][0]))]
                     entry.setdefault(at[0] if at else f"{model}@{old[model]['label_mode']}", old[model])
-            t, evaluated = time.perf_counter(), True
-            if len(flags) > 2:  # not the model's own protocol: the run folder's record of that model stays its own
-                _, res = evaluate_copy(out, *flags, "--seeds", str(args.eval_seeds))
-            else:
-                cmd = ["evaluate", str(out / "distilled.npz"), *flags, "--seeds", str(args.eval_seeds), "--json"]
-                try:
-                    _, stdout = _kdistill(*cmd, *add)
-                except SystemExit as e:  # the record differs in a setting this script does not compare: afresh
-                    if not add:
-                        raise
-                    print(f"--add refused, evaluating all {args.eval_seeds} networks again: {e}", flush=True)
-                    _, stdout = _kdistill(*cmd)
-                res = json.loads(stdout.strip().splitlines()[-1])
+            evaluated = True
+            # in the run folder (its record of this evaluation, if any, grows by the missing networks)
+            eval_s, res, trained = evaluate_in_run(out, *flags, seeds=args.eval_seeds)
             entry[model] = {"mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                             "epochs": res["epochs"], "augment": res["settings"]["augment"],
-                            "label_mode": res["label_mode"],
-                            "seconds": round(sum(res["seconds"]), 1) if add else round(time.perf_counter() - t, 1)}
+                            "label_mode": res["label_mode"],  # every network's seconds when some were on record
+                            "seconds": round(eval_s if trained == len(res["accuracies"]) else sum(res["seconds"]), 1)}
         if evaluated or not old:
             if old.get("loadavg_after") is not None:  # --reuse: the load after the run's first evaluations is kept
                 entry["loadavg_after_first"] = old.get("loadavg_after_first", old["loadavg_after"])

@@ -6,8 +6,9 @@ and is not made again while its folder holds a finished run), reads the set's KR
 distillation seconds from the run's ``summary.json``, then trains finite ConvNets on it under each named protocol
 (``kdistill evaluate FILE --model M --seeds N``): DC's (``convnet``), KIP's (``convnet-kip``) and RFAD's
 (``convnet-rfad``). KIP's and RFAD's protocols train width-1024 networks, hours each on a 2-core CPU: ``--width``
-(128 by default here; ``--width 1024`` on a GPU) runs them narrower and the table says so. The evaluation copies
-the set to a scratch folder, so the run folder's ``summary.json`` keeps its own state.
+(128 by default here; ``--width 1024`` on a GPU) runs them narrower and the table says so. The evaluation runs in
+the set's run folder, whose ``summary.json`` records it (since 2026-12-08; before, on a scratch copy), so a cell
+asked for with more networks later trains only the missing ones while the folder is kept (``--add``).
 
 Every set and every evaluation is one row of ``results/transfer.json`` (with its command, seconds and the load
 average before it); a cell whose row exists with at least ``--seeds`` networks is not run again (``--redo``
@@ -34,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, gemm_gflops, load_json, markdown_table, merged_rows, write_results  # noqa: E402
-from _common import OLD_TEMPERATURE_MARK, evaluate_copy, old_temperature, old_temperature_note  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, evaluate_in_run, old_temperature, old_temperature_note  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
 RF_KERNEL = "rf-convnet:models=16,width=64,depth=3,stem=0"  # RFAD's default fixed kernel (kdistill.methods)
@@ -134,13 +135,16 @@ def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -
                protocol=protocol, width=w)
     old = _find(_rows(), **key)
     if old is not None and not redo and len(old["accuracies"]) >= seeds:
-        return old  # a row with fewer networks than asked for is replaced
+        return old  # a row with fewer networks than asked for grows, or is replaced (evaluate_in_run)
     folder = Path(set_row["folder"])
-    flags = ["--model", protocol, "--seeds", str(seeds), *(["--width", str(w)] if w else [])]
+    flags = ["--model", protocol, *(["--width", str(w)] if w else [])]
     load_before, gemm = _before()
     print(f"evaluating {folder} under {protocol}{f' (width {w})' if w else ''} (float32 GEMM {gemm} GFLOP/s) ...",
           flush=True)
-    seconds, res = evaluate_copy(folder, *flags)
+    seconds, res, trained = evaluate_in_run(folder, *flags, seeds=seeds)
+    if trained < len(res["accuracies"]):  # some networks were on record in the run folder: all of their seconds
+        seconds = sum(res["seconds"])
+    flags += ["--seeds", str(seeds)]
     row = {**key, "command": f"kdistill evaluate {folder}/distilled.npz " + " ".join(flags),
            "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"], "seconds": round(seconds, 1),
            "loadavg_before": load_before, "gemm_gflops_before": gemm, "loss": res["settings"]["loss"],
