@@ -62,23 +62,6 @@ def kdistill_cli(*args: str) -> tuple[float, str]:
     return time.perf_counter() - t, out.stdout
 
 
-def evaluate_copy(run_dir: Path, *flags: str) -> tuple[float, dict]:
-    """``kdistill evaluate distilled.npz FLAGS --json`` on a scratch copy of a run folder's set (``distilled.npz``,
-    its sidecar and ``run.json``, which names the dataset), so the folder's ``summary.json`` keeps its own
-    evaluations: ``(seconds, the JSON result)``."""
-    import shutil
-    import tempfile
-
-    scratch = Path(tempfile.mkdtemp(prefix="kdistill-eval-"))
-    try:
-        for f in ("distilled.npz", "distilled.json", "run.json"):
-            shutil.copy2(Path(run_dir) / f, scratch / f)
-        seconds, stdout = kdistill_cli("evaluate", str(scratch / "distilled.npz"), *flags, "--json")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return seconds, json.loads(stdout.strip().splitlines()[-1])
-
-
 def evaluate_in_run(run_dir: Path, *flags: str, seeds: int) -> tuple[float, dict, int]:
     """``kdistill evaluate RUN_DIR/distilled.npz FLAGS --seeds SEEDS --json --add`` in the run folder itself, whose
     summary.json then records the result under its own name (the model, plus the settings given that differ from

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, evaluate_copy, gemm_gflops, kdistill_cli, load_json, markdown_table  # noqa: E402
+from _common import RESULTS, evaluate_in_run, gemm_gflops, kdistill_cli, load_json, markdown_table  # noqa: E402
 from _common import write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
@@ -120,7 +120,7 @@ def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: 
     kdistill_cli(*flags, *(["--force"] if out.exists() else []))
     s = json.loads((out / "summary.json").read_text())
     info = s["method_info"]
-    eval_seconds, res = evaluate_copy(out, "--model", "convnet", "--seeds", str(args.nets))
+    eval_seconds, res, _ = evaluate_in_run(out, "--model", "convnet", seeds=args.nets)  # a new folder: all trained
     return {"part": method, "dataset": name, "ipc": ipc, "init": init, "sampler": sampler, "seed": seed,
             "budget": budget, "command": "kdistill " + " ".join(flags), "test_acc": s["test_accuracy"],
             "kernel": s.get("kernel"), "convnet": res["mean"], "convnet_accuracies": res["accuracies"],

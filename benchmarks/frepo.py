@@ -24,7 +24,7 @@ Rows merged into benchmarks/results/<method>.json (a row with the same key is re
   summary.json records it under its own name (the model plus the settings given that differ from its protocol's:
   ``convnet (label temperature 0.1)``), so one recorded there with fewer networks grows to ``--eval-seeds`` by
   ``kdistill evaluate --add`` (only the missing seeds are trained; all of them if it refuses the record).
-  Evaluations made before 2026-12-08 other than a model's own protocol were made on scratch copies and are not
+  Evaluations made before 2026-12-07 other than a model's own protocol were made on scratch copies and are not
   in the run folders: they are made again when asked for with more networks.
 - ``random``: class-balanced random real images under FRePo's protocol, kept in frepo.json for both methods
   (DC's protocol's random rows are in dc.json, measured by ``benchmarks/dc.py random``; they are shown beside

@@ -7,7 +7,7 @@ distillation seconds from the run's ``summary.json``, then trains finite ConvNet
 (``kdistill evaluate FILE --model M --seeds N``): DC's (``convnet``), KIP's (``convnet-kip``) and RFAD's
 (``convnet-rfad``). KIP's and RFAD's protocols train width-1024 networks, hours each on a 2-core CPU: ``--width``
 (128 by default here; ``--width 1024`` on a GPU) runs them narrower and the table says so. The evaluation runs in
-the set's run folder, whose ``summary.json`` records it (since 2026-12-08; before, on a scratch copy), so a cell
+the set's run folder, whose ``summary.json`` records it (since 2026-12-07; before, on a scratch copy), so a cell
 asked for with more networks later trains only the missing ones while the folder is kept (``--add``).
 
 Every set and every evaluation is one row of ``results/transfer.json`` (with its command, seconds and the load

@@ -2,8 +2,10 @@
 
 Each given set (a run folder holding ``distilled.npz``) is evaluated with ``kdistill evaluate --model ...``
 under variants of one protocol: the protocol as it is, without augmentation, MSE instead of cross-entropy,
-a softer label temperature. The set is copied (with its sidecar) to a scratch folder first, so the run
-folder's ``summary.json`` keeps its own evaluations. Rows merged into ``results/transfer_ablation.json``
+a softer label temperature. Each evaluation runs in the set's run folder (since 2026-12-07; before, on a
+scratch copy), whose ``summary.json`` records it under its own name (the model plus the settings that differ from
+its protocol's), so one already recorded there (by this script, ``benchmarks/frepo.py`` or ``kdistill evaluate``)
+is kept, or grown by ``--add`` to ``--seeds`` networks. Rows merged into ``results/transfer_ablation.json``
 (keyed by set, model and variant; a row with the same key is replaced) and rendered to
 ``transfer_ablation.md`` with the seconds, the load average before each evaluation and the machine. A variant
 that ``benchmarks/frepo.py`` already evaluated in a kept run folder with the same flags and number of networks
@@ -35,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, load_json, markdown_table, merged_rows, write_results  # noqa: E402
-from _common import OLD_TEMPERATURE_MARK, evaluate_copy, label_temperature, old_temperature  # noqa: E402
+from _common import OLD_TEMPERATURE_MARK, evaluate_in_run, label_temperature, old_temperature  # noqa: E402
 from _common import old_temperature_note  # noqa: E402
 
 from kdistill._machine import machine_info  # noqa: E402
@@ -164,9 +166,13 @@ def run(args) -> None:
                       f"(from {source})", flush=True)
                 render(merged_rows("transfer_ablation", row, KEY))
                 continue
-            seconds, res = evaluate_copy(run_dir, *flags, "--seeds", str(args.seeds))
+            seconds, res, trained = evaluate_in_run(run_dir, *flags, seeds=args.seeds)
+            if trained < len(res["accuracies"]):  # networks on record in the run folder: all of their seconds
+                seconds = sum(res["seconds"])
             s = res["settings"]
             row = {"set": name, **info, "model": args.model, "variant": variant, "command": command,
+                   **({"source": f"{run_dir}/summary.json ({trained} of {len(res['accuracies'])} networks trained "
+                                 "here)"} if trained < len(res["accuracies"]) else {}),
                    "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                    "loss": s["loss"], "augment": s["augment"], "label_temperature": s["label_temperature"],
                    "label_mode": res["label_mode"], "epochs": res["epochs"], "seconds": round(seconds, 1),
