@@ -178,6 +178,8 @@ def render(rows: list[dict] | None = None) -> None:
     widths = sorted({r["width"] for r in rows if r["kind"] == "eval" and r["width"]})
     cols = [("convnet", None)] + [(p, w) for p in sorted(WIDE) for w in widths or [128]]
     head = {("convnet", None): "DC's protocol"}
+    gemm = [r["gemm_gflops_before"] for r in rows if r.get("gemm_gflops_before")]
+    gemm_range = f": {min(gemm):.0f} to {max(gemm):.0f} here" if gemm else ""
     head.update({(p, w): f"{'KIP' if p == 'convnet-kip' else 'RFAD'}'s protocol, width {w}" for p, w in cols[1:]})
     lines = ["# Distilled sets and the finite networks they train (issue 29)", "",
              "One row per set: its KRR test accuracy (the method's own kernel), its distillation minutes on the "
@@ -191,8 +193,10 @@ def render(rows: list[dict] | None = None) -> None:
              "`.venv/bin/python benchmarks/transfer.py run` (`--help`: one cell group at a time). "
              "Machines: 2-core AMD EPYCs, which have differed about 4x in speed between sessions; each row of "
              "transfer.json records the load average before it and (rows made since 2026-12-07) the machine's "
-             "float32 GEMM rate (`gemm_gflops_before`), so minutes compare only between rows at similar rates, "
-             "while an accuracy under a protocol's fixed steps does not depend on the machine. "
+             f"float32 GEMM rate (`gemm_gflops_before`, GFLOP/s, shown beside the minutes{gemm_range}; the runs in "
+             "rcig.json and frepo.json record 391 to 534), so minutes compare only between rows at similar rates, "
+             "and so do the sets of iterative methods stopped by their cap (a faster machine makes more steps), while "
+             "a set made in fixed steps and a network trained on it do not depend on the machine. "
              "Published numbers below each table; * marks those not confirmed from the papers' tables (benchmarks/notes/finite_protocols.md).",
              ""]
     for dataset, ipc in sorted({(r["dataset"], r["ipc"]) for r in rows}, key=lambda k: (k[0] != "mnist", k)):
@@ -203,7 +207,8 @@ def render(rows: list[dict] | None = None) -> None:
                 continue
             minutes = s.get("distill_seconds")
             line = {"set": method, "what": s["what"], "KRR": _pct(s.get("krr")),
-                    "minutes": "" if minutes is None else f"{minutes / 60:.1f}"}
+                    "minutes": "" if minutes is None else f"{minutes / 60:.1f}"
+                    + (f" (GEMM {s['gemm_gflops_before']:.0f})" if s.get("gemm_gflops_before") else "")}
             for p, w in cols:
                 e = _find(rows, kind="eval", dataset=dataset, ipc=ipc, method=method, protocol=p, width=w)
                 line[head[(p, w)]] = ("not run" if e is None else
