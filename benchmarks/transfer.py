@@ -183,8 +183,8 @@ def render(rows: list[dict] | None = None) -> None:
     head.update({(p, w): f"{'KIP' if p == 'convnet-kip' else 'RFAD'}'s protocol, width {w}" for p, w in cols[1:]})
     lines = ["# Distilled sets and the finite networks they train (issue 29)", "",
              "One row per set: its KRR test accuracy (the method's own kernel), its distillation minutes on the "
-             "machine that made it, and the test accuracy (%, mean ± std over the seeds) of ConvNets trained on it under each "
-             "published protocol: DC's (`kdistill evaluate --model convnet`: width 128, instance norm, "
+             "machine that made it, and the test accuracy (%, mean ± std over the seeds) of ConvNets trained on it "
+             "under each published protocol: DC's (`kdistill evaluate --model convnet`: width 128, instance norm, "
              "cross-entropy, DC's augmentation on MNIST), KIP's (`--model convnet-kip`) and RFAD's "
              "(`--model convnet-rfad`), the last two at the width in the column (theirs is 1024). `not run`: "
              "the cell has not been measured yet. Every set is made by the command in transfer.json with its "
@@ -197,7 +197,8 @@ def render(rows: list[dict] | None = None) -> None:
              "rcig.json and frepo.json record 391 to 534), so minutes compare only between rows at similar rates, "
              "and so do the sets of iterative methods stopped by their cap (a faster machine makes more steps), while "
              "a set made in fixed steps and a network trained on it do not depend on the machine. "
-             "Published numbers below each table; * marks those not confirmed from the papers' tables (benchmarks/notes/finite_protocols.md).",
+             "Published numbers below each table; * marks those not confirmed from the papers' tables "
+             "(benchmarks/notes/finite_protocols.md).",
              ""]
     for dataset, ipc in sorted({(r["dataset"], r["ipc"]) for r in rows}, key=lambda k: (k[0] != "mnist", k)):
         table = []
