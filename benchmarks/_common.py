@@ -68,7 +68,9 @@ def evaluate_in_run(run_dir: Path, *flags: str, seeds: int) -> tuple[float, dict
     its protocol's, so a variant never replaces the protocol's record). A record of the same evaluation with fewer
     networks grows by the missing seeds only, one with at least SEEDS is returned as it is (nothing trained); a
     record made under other settings (an earlier default) is refused by ``--add`` before any training, and the
-    evaluation is then made afresh with every network. ``(seconds, the JSON result, networks trained here)``."""
+    evaluation is then made afresh with every network. ``(seconds, the JSON result, networks trained here)``, the
+    seconds those of this call when it trained every network, else the sum of all the networks' own seconds (the
+    ones on record included)."""
     summary = Path(run_dir) / "summary.json"
     before = (load_json(summary).get("finite") or {}) if summary.exists() else {}
     cmd = ["evaluate", str(Path(run_dir) / "distilled.npz"), *flags, "--seeds", str(seeds), "--json"]
@@ -83,7 +85,16 @@ def evaluate_in_run(run_dir: Path, *flags: str, seeds: int) -> tuple[float, dict
     res = json.loads(stdout.strip().splitlines()[-1])
     old = before.get(res.get("recorded_as"), {}).get("accuracies") or []
     kept = len(old) if res["accuracies"][: len(old)] == old else 0
-    return seconds, res, len(res["accuracies"]) - kept
+    return (seconds if kept == 0 else sum(res["seconds"])), res, len(res["accuracies"]) - kept
+
+
+def load_and_gemm() -> tuple[list[float], float]:
+    """The load average (1, 5, 15 minutes) and this machine's float32 GEMM rate (:func:`gemm_gflops`, GFLOP/s),
+    recorded before a job; the GEMM is measured first, so that the load average is not its own."""
+    import os
+
+    gemm = round(gemm_gflops(), 1)
+    return [round(v, 2) for v in os.getloadavg()], gemm
 
 
 def merged_rows(name: str, row: dict, key: tuple[str, ...]) -> list[dict]:

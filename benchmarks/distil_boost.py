@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, evaluate_in_run, gemm_gflops, kdistill_cli, load_json, markdown_table  # noqa: E402
+from _common import RESULTS, evaluate_in_run, kdistill_cli, load_and_gemm, load_json, markdown_table  # noqa: E402
 from _common import write_results  # noqa: E402
 
 from kdistill._machine import machine_info, versions  # noqa: E402
@@ -115,7 +115,7 @@ def _boost_row(method: str, name: str, ipc: int, init: str, sampler: str, seed: 
     flags = ["distill", "--dataset", name, "--ipc", str(ipc), "--method", method, "--init", init,
              *(SAMPLER_FLAGS[sampler] if method == "rfad" else []), "--seed", str(seed), "--steps", "1000000",
              "--learn-time-limit", str(budget), "--no-full", "--no-baseline", "--out", str(out)]
-    load, gemm = os.getloadavg()[0], round(gemm_gflops(), 1)
+    (load, *_), gemm = load_and_gemm()
     print(f"making {out} ({budget} s, float32 GEMM {gemm} GFLOP/s) ...", flush=True)
     kdistill_cli(*flags, *(["--force"] if out.exists() else []))
     s = json.loads((out / "summary.json").read_text())

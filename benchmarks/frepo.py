@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, evaluate_in_run, gemm_gflops, load_json, markdown_table, merged_rows  # noqa: E402
+from _common import RESULTS, evaluate_in_run, load_and_gemm, load_json, markdown_table, merged_rows  # noqa: E402
 from _common import OLD_TEMPERATURE_MARK, old_temperature, old_temperature_note, write_results  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
@@ -139,6 +139,11 @@ _FLAG_SETTINGS = {"--lr": ("lr", float), "--loss": ("loss", str), "--label-tempe
                   "--epochs": ("epochs", int)}
 
 
+def _given(flags: list[str]) -> dict:
+    """The training settings these ``kdistill evaluate`` flags set (lr, loss, label temperature, epochs)."""
+    return {name: cast(flags[flags.index(flag) + 1]) for flag, (name, cast) in _FLAG_SETTINGS.items() if flag in flags}
+
+
 def _same_settings(done: dict, flags: list[str], dataset: str) -> bool:
     """Whether an evaluation recorded in a run folder's summary.json (the last ``kdistill evaluate`` of its model)
     was made with these flags: learning rate, loss, label temperature, epochs (when set) and augmentation as
@@ -146,9 +151,7 @@ def _same_settings(done: dict, flags: list[str], dataset: str) -> bool:
     from kdistill.evaluate import finite_settings, resolve_epochs
 
     model = flags[flags.index("--model") + 1]
-    given = {name: cast(flags[flags.index(flag) + 1]) for flag, (name, cast) in _FLAG_SETTINGS.items()
-             if flag in flags}
-    want = resolve_epochs(finite_settings(model, **given), done["m"]).as_dict()
+    want = resolve_epochs(finite_settings(model, **_given(flags)), done["m"]).as_dict()
     got = done["settings"]
     # the label temperature matters only to learned labels under cross-entropy
     softmax = want["loss"] == "xent" and done.get("label_mode", "").startswith("softmax(")
@@ -160,11 +163,8 @@ def _record_key(flags: list[str], dataset: str) -> str:
     """The name under which ``kdistill evaluate <flags>`` records its result in a run folder's summary.json."""
     from kdistill.evaluate import finite_record_key
 
-    given = {name: cast(flags[flags.index(flag) + 1]) for flag, (name, cast) in _FLAG_SETTINGS.items()
-             if flag in flags}
-    if "--augment" in flags:
-        given["augment"] = flags[flags.index("--augment") + 1]
-    return finite_record_key(flags[flags.index("--model") + 1], dataset, **given)
+    augment = {"augment": flags[flags.index("--augment") + 1]} if "--augment" in flags else {}
+    return finite_record_key(flags[flags.index("--model") + 1], dataset, **_given(flags), **augment)
 
 
 def _temperature_variants(model: str) -> list[str]:
@@ -216,7 +216,7 @@ def run(args) -> None:
                 print(f"seed {seed}: kept from {METHOD}.json (--redo to run it again)", flush=True)
             seeds.append(kept)
             continue
-        load_before, gemm, changed = os.getloadavg(), round(gemm_gflops(), 1), True
+        (load_before, gemm), changed = load_and_gemm(), True
         cmd = ["distill", "--dataset", args.dataset, "--method", METHOD, "--ipc", str(args.ipc), "--seed", str(seed),
                "--learn-time-limit", str(int(args.minutes * 60)), "--no-full", "--no-baseline", "--out", str(out),
                "--force", *extra]
@@ -268,11 +268,10 @@ def run(args) -> None:
                     entry.setdefault(at[0] if at else f"{model}@{old[model]['label_mode']}", old[model])
             evaluated = True
             # in the run folder (its record of this evaluation, if any, grows by the missing networks)
-            eval_s, res, trained = evaluate_in_run(out, *flags, seeds=args.eval_seeds)
+            eval_s, res, _ = evaluate_in_run(out, *flags, seeds=args.eval_seeds)
             entry[model] = {"mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"],
                             "epochs": res["epochs"], "augment": res["settings"]["augment"],
-                            "label_mode": res["label_mode"],  # every network's seconds when some were on record
-                            "seconds": round(eval_s if trained == len(res["accuracies"]) else sum(res["seconds"]), 1)}
+                            "label_mode": res["label_mode"], "seconds": round(eval_s, 1)}
         if evaluated or not old:
             if old.get("loadavg_after") is not None:  # --reuse: the load after the run's first evaluations is kept
                 entry["loadavg_after_first"] = old.get("loadavg_after_first", old["loadavg_after"])
@@ -359,7 +358,7 @@ def profile(args) -> None:
         return float(np.median(times[2:]))
 
     for batch in args.batches:
-        load_before, gemm = os.getloadavg(), round(gemm_gflops(), 1)
+        load_before, gemm = load_and_gemm()
         method = build()
         box = {"state": method.init(x[idx], y[idx])}
 

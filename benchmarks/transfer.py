@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, gemm_gflops, load_json, markdown_table, merged_rows, write_results  # noqa: E402
+from _common import RESULTS, load_and_gemm, load_json, markdown_table, merged_rows, write_results  # noqa: E402
 from _common import OLD_TEMPERATURE_MARK, evaluate_in_run, old_temperature, old_temperature_note  # noqa: E402
 from _common import kdistill_cli as _kdistill  # noqa: E402
 
@@ -107,7 +106,7 @@ def make_set(method: str, dataset: str, ipc: int, runs: Path, redo: bool) -> dic
     row = _find(_rows(), kind="set", dataset=dataset, ipc=ipc, method=method)
     if summary.exists() and row is not None and not redo:
         return row
-    load_before, gemm = _before()
+    load_before, gemm = load_and_gemm()
     seconds = None
     if redo or not summary.exists():
         print(f"making {out} (float32 GEMM {gemm} GFLOP/s) ...", flush=True)
@@ -122,13 +121,6 @@ def make_set(method: str, dataset: str, ipc: int, runs: Path, redo: bool) -> dic
     return row
 
 
-def _before() -> tuple[list[float], float]:
-    """The load average and this machine's float32 GEMM rate before a job (the GEMM first, so that the load
-    average is not its own)."""
-    gemm = round(gemm_gflops(), 1)
-    return [round(v, 2) for v in os.getloadavg()], gemm
-
-
 def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -> dict:
     w = width if protocol in WIDE else None
     key = dict(kind="eval", dataset=set_row["dataset"], ipc=set_row["ipc"], method=set_row["method"],
@@ -138,12 +130,10 @@ def evaluate(set_row: dict, protocol: str, width: int, seeds: int, redo: bool) -
         return old  # a row with fewer networks than asked for grows, or is replaced (evaluate_in_run)
     folder = Path(set_row["folder"])
     flags = ["--model", protocol, *(["--width", str(w)] if w else [])]
-    load_before, gemm = _before()
+    load_before, gemm = load_and_gemm()
     print(f"evaluating {folder} under {protocol}{f' (width {w})' if w else ''} (float32 GEMM {gemm} GFLOP/s) ...",
           flush=True)
-    seconds, res, trained = evaluate_in_run(folder, *flags, seeds=seeds)
-    if trained < len(res["accuracies"]):  # some networks were on record in the run folder: all of their seconds
-        seconds = sum(res["seconds"])
+    seconds, res, _ = evaluate_in_run(folder, *flags, seeds=seeds)
     flags += ["--seeds", str(seeds)]
     row = {**key, "command": f"kdistill evaluate {folder}/distilled.npz " + " ".join(flags),
            "mean": res["mean"], "std": res["std"], "accuracies": res["accuracies"], "seconds": round(seconds, 1),

@@ -167,8 +167,6 @@ def run(args) -> None:
                 render(merged_rows("transfer_ablation", row, KEY))
                 continue
             seconds, res, trained = evaluate_in_run(run_dir, *flags, seeds=args.seeds)
-            if trained < len(res["accuracies"]):  # networks on record in the run folder: all of their seconds
-                seconds = sum(res["seconds"])
             s = res["settings"]
             row = {"set": name, **info, "model": args.model, "variant": variant, "command": command,
                    **({"source": f"{run_dir}/summary.json ({trained} of {len(res['accuracies'])} networks trained "
