@@ -279,6 +279,10 @@ def test_evaluate_takes_the_recorded_dataset_refuses_another_and_accepts_reg_aut
     sel = auto["reg_selection"]
     assert auto["reg"] == sel["reg"] and max(sel["val_accuracy"]) == sel["val_accuracy"][sel["grid"].index(sel["reg"])]
     assert "reg must be 'auto' or a number" in error_line(_run("evaluate", file, "--reg", "x"))
+    # a mistyped path is reported as missing, not as a file without a recorded dataset
+    missing = str(random_run / "nothing" / "distilled.npz")
+    for extra in ([], ["--model", "convnet"]):
+        assert error_line(_run("evaluate", missing, *extra)) == f"error: {missing}: no such file"
 
 
 @pytest.mark.parametrize("method_args", [["--method", "random", "--ipc", "1"],

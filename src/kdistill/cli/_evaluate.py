@@ -117,6 +117,8 @@ def _recorded_dataset(file: Path, given: str | None, data_dir):
     from .. import io
     from ..errors import InvalidInputError
 
+    if not file.exists():  # before the record: a mistyped path is reported as such, not as a missing dataset
+        raise InvalidInputError(f"{file}: no such file")
     recorded, recorded_dir, record = None, None, None
     run_file = file.parent / "run.json"
     if run_file.exists() and (file.parent / "distilled.npz").resolve() == file.resolve():
