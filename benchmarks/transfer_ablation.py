@@ -88,6 +88,7 @@ def _describe(run: Path) -> dict:
     cfg = doc.get("config", doc)
     return {"dataset": doc.get("dataset"), "method": cfg.get("method", doc.get("method")),
             "ipc": cfg.get("ipc", doc.get("ipc")), "labels": "fixed" if one_hot else "learned",
+            "preprocess": cfg.get("preprocess", doc.get("preprocess")),
             "m": int(labels.shape[0]), "label_std": round(float(labels.std()), 4), **_distillation(run)}
 
 
@@ -214,6 +215,7 @@ def render(rows: list[dict] | None = None) -> None:
     if any(_mark(r) for r in rows):
         lines += [old_temperature_note(), ""]
     lines += _sweep_table(rows)
+    lines += _preprocess_table(rows)
     write_results("transfer_ablation", {"rows": rows}, "\n".join(lines))
 
 
@@ -281,6 +283,37 @@ def _sweep_table(rows: list[dict]) -> list[str]:
             "Mean over the sets of each method, dataset and ipc (a cell only where every set has that column):", "",
             markdown_table(summary, ["method", "dataset", "ipc", "sets", *[f"T {t:g}" for t in SWEEP.values()],
                                      "MSE"]), ""]
+
+
+def _preprocess_table(rows: list[dict]) -> list[str]:
+    """The ZCA ablation: sets of one method, dataset, ipc and label kind made under different ``--preprocess``
+    (the rows that record it, since 2026-12-08), each with its KRR accuracy and its networks' accuracy under
+    each model's protocol as it is (``protocol`` variant); one table row per group with more than one."""
+    sub = [r for r in rows if r["variant"] == "protocol" and r.get("preprocess")]
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in sub:
+        groups.setdefault((r["method"], r["dataset"], r["ipc"], r["labels"], r["model"]), {})[r["preprocess"]] = r
+    kinds = sorted({r["preprocess"] for r in sub})
+    table = []
+    for (method, dataset, ipc, labels, model), by in sorted(groups.items()):
+        if len(by) < 2:
+            continue
+        cells = {}
+        for k in kinds:
+            r = by.get(k)
+            cells[f"KRR, {k}"] = f"{100 * r['set_krr_accuracy']:.2f}" if r and r.get("set_krr_accuracy") else ""
+            cells[f"network, {k}"] = _cell(r)
+            cells[f"set, {k}"] = r["set"] if r else ""
+        table.append({"method": method, "dataset": dataset, "ipc": ipc, "labels": labels, "model": model, **cells})
+    if not table:
+        return []
+    cols = [c for k in kinds for c in (f"set, {k}", f"KRR, {k}", f"network, {k}")]
+    return ["## Preprocessing: the same method's sets made with and without ZCA", "",
+            "Each row: one method, dataset and ipc distilled with each `--preprocess` (`standardize`, kdistill's "
+            "default, and `zca`: KIP's per-image layer norm then ZCA), everything else at the method's defaults; KRR "
+            "is the set's own test accuracy, `network` the accuracy (mean ± std, %) of the networks the `model` "
+            "column's protocol trains on it, test images in the set's own preprocessing (read from its file).", "",
+            markdown_table(table, ["method", "dataset", "ipc", "labels", "model", *cols]), ""]
 
 
 def main() -> None:
