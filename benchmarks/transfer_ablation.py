@@ -22,6 +22,10 @@ Usage:
         #  --learn-time-limit 1200 --out runs/tsweep/rfad-learned_D_1)
   .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/xarch/rfad_mnist_1 --model convnet-rfad \
         --variants w128 --seeds 3     # RFAD's protocol at width 128 (width 1024 is hours per network here)
+  .venv/bin/python benchmarks/transfer_ablation.py run --sets runs/transfer/label-solve_mnist_1 \
+        runs/zca/label-solve_mnist_1_zca --variants protocol --seeds 3      # the ZCA ablation: pairs of sets
+        # made by benchmarks/transfer.py's command for the method (transfer.json) and the same command with
+        # --preprocess zca --out runs/zca/METHOD_DATASET_IPC_zca (random real: also with --preprocess standardize)
   .venv/bin/python benchmarks/transfer_ablation.py render
 """
 

@@ -141,3 +141,22 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After the run, the test files that took the most time (setup, call and teardown summed over their tests,
+    in worker-seconds: with pytest-xdist the workers' times add up to about the workers times the wall time),
+    so that where the suite's minutes go is visible in every ``make test`` log without a profiler."""
+    by_file: dict[str, list[float]] = {}
+    for reports in terminalreporter.stats.values():
+        for r in reports:
+            if getattr(r, "when", None) in ("setup", "call", "teardown") and hasattr(r, "duration"):
+                t = by_file.setdefault(r.nodeid.split("::", 1)[0], [0.0, 0])
+                t[0] += r.duration
+                t[1] += r.when == "call"
+    if not by_file:
+        return
+    total = sum(t for t, _ in by_file.values())
+    terminalreporter.write_sep("=", f"time by test file ({total:.0f} worker-seconds in all; the 12 largest)")
+    for name, (seconds, tests) in sorted(by_file.items(), key=lambda kv: -kv[1][0])[:12]:
+        terminalreporter.write_line(f"{seconds:8.1f} s {100 * seconds / total:5.1f}%  {tests:4d} tests  {name}")
