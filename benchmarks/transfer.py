@@ -105,7 +105,7 @@ def make_set(method: str, dataset: str, ipc: int, runs: Path, redo: bool) -> dic
     summary = out / "summary.json"
     row = _find(_rows(), kind="set", dataset=dataset, ipc=ipc, method=method)
     if summary.exists() and row is not None and not redo:
-        return row
+        return {**row, "folder": str(out)}  # evaluated where --runs puts it, whatever the working directory
     load_before, gemm = load_and_gemm()
     seconds = None
     if redo or not summary.exists():
