@@ -94,7 +94,9 @@ def _method_options(method: str, given: dict) -> dict:
                    "mean ± std over them (kdistill compare OUT shows them again). --time-limit is shared: each run "
                    "gets an equal part of what is left when it starts.")
 @click.option("--preprocess", type=click.Choice(["none", "standardize", "zca"]), default="standardize",
-              show_default=True, help="Input preprocessing (zca: KIP's layer norm + ZCA).")
+              show_default=True, help="Input preprocessing (zca: KIP's layer norm + ZCA; on MNIST and "
+                   "Fashion-MNIST it lowers the accuracy of ConvNets trained on the set, "
+                   "benchmarks/results/transfer_ablation.md).")
 @click.option("--reg", default="auto", show_default=True,
               help="Relative ridge of the model trained on the distilled set (lam = reg * tr(K)/m), or 'auto': "
                    "chosen on --val-size held-out training images (kip and label-solve: 1e-6, used for training "
