@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -91,8 +92,6 @@ def evaluate_in_run(run_dir: Path, *flags: str, seeds: int) -> tuple[float, dict
 def load_and_gemm() -> tuple[list[float], float]:
     """The load average (1, 5, 15 minutes) and this machine's float32 GEMM rate (:func:`gemm_gflops`, GFLOP/s),
     recorded before a job; the GEMM is measured first, so that the load average is not its own."""
-    import os
-
     gemm = round(gemm_gflops(), 1)
     return [round(v, 2) for v in os.getloadavg()], gemm
 

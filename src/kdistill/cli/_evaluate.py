@@ -196,8 +196,6 @@ def _evaluate_finite(file, dataset_name, kernel, reg, preprocess, model, seeds, 
     if not 1 <= seeds <= 1000:
         raise InvalidInputError(f"--seeds must be in 1 .. 1000, got {seeds}")
     finite_settings(model, epochs=epochs, width=width, lr=lr, **overrides)  # bad settings fail before the data
-    if not file.exists():
-        raise InvalidInputError(f"{file}: no such file")
     dataset = _load_dataset(dataset_name, data_dir)
     # an evaluation under other settings than the protocol's is recorded beside the protocol's, not in its place
     key = finite_record_key(model, dataset.name, epochs=epochs, width=width, lr=lr, augment=augment, **overrides)
