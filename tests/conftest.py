@@ -143,20 +143,54 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+# JAX's compile pipeline (tracing, lowering to MLIR, XLA's backend compile), in this process: most of the suite's
+# time on a CPU. Summed from JAX's own duration events; each test report carries what its phase added.
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_seconds = [0.0, 0.0]  # total so far, total at the last report
+
+
+def _count_compile(event, duration, **_):
+    if event in _COMPILE_EVENTS:
+        _compile_seconds[0] += duration
+
+
+try:
+    from jax import monitoring as _monitoring
+
+    _monitoring.register_event_duration_secs_listener(_count_compile)
+except (ImportError, AttributeError):  # a JAX without duration events: the summary shows no compile column
+    pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    # a property, not an attribute: pytest-xdist sends user_properties from the workers to the controller
+    outcome.get_result().user_properties.append(("jax_compile_s", _compile_seconds[0] - _compile_seconds[1]))
+    _compile_seconds[1] = _compile_seconds[0]
+
+
 def pytest_terminal_summary(terminalreporter):
     """After the run, the test files that took the most time (setup, call and teardown summed over their tests,
     in worker-seconds: with pytest-xdist the workers' times add up to about the workers times the wall time),
-    so that where the suite's minutes go is visible in every ``make test`` log without a profiler."""
+    and how much of it was JAX compiling in the test processes (CLI and Dask processes that tests start compile
+    too, uncounted), so that where the suite's minutes go is visible in every ``make test`` log without a
+    profiler."""
     by_file: dict[str, list[float]] = {}
     for reports in terminalreporter.stats.values():
         for r in reports:
             if getattr(r, "when", None) in ("setup", "call", "teardown") and hasattr(r, "duration"):
-                t = by_file.setdefault(r.nodeid.split("::", 1)[0], [0.0, 0])
+                t = by_file.setdefault(r.nodeid.split("::", 1)[0], [0.0, 0, 0.0])
                 t[0] += r.duration
                 t[1] += r.when == "call"
+                t[2] += sum(v for k, v in getattr(r, "user_properties", ()) if k == "jax_compile_s")
     if not by_file:
         return
-    total = sum(t for t, _ in by_file.values())
-    terminalreporter.write_sep("=", f"time by test file ({total:.0f} worker-seconds in all; the 12 largest)")
-    for name, (seconds, tests) in sorted(by_file.items(), key=lambda kv: -kv[1][0])[:12]:
-        terminalreporter.write_line(f"{seconds:8.1f} s {100 * seconds / total:5.1f}%  {tests:4d} tests  {name}")
+    total = sum(t[0] for t in by_file.values())
+    compiling = sum(t[2] for t in by_file.values())
+    terminalreporter.write_sep("=", f"time by test file ({total:.0f} worker-seconds in all, {compiling:.0f} of them "
+                                    f"JAX compiling in the test processes; the 12 largest)")
+    for name, (seconds, tests, comp) in sorted(by_file.items(), key=lambda kv: -kv[1][0])[:12]:
+        terminalreporter.write_line(f"{seconds:8.1f} s {100 * seconds / total:5.1f}%  compiling {comp:6.1f} s  "
+                                    f"{tests:4d} tests  {name}")

@@ -22,3 +22,22 @@ def test_xdist_groups_reach_the_scheduler(tmp_path):
     assert len(ids) == 3, r.stdout
     assert all(i.endswith("@g") for i in ids), (
         f"{ids}: xdist_group marks are ignored with this pytest; install the versions in constraints.txt")
+
+
+def test_the_summarys_compile_seconds_follow_jaxs_compile_events():
+    """The per-file summary's compile column sums JAX's duration events for tracing, lowering and XLA's compile
+    (tests/conftest.py). If JAX renamed them the column would read 0 everywhere: compiling a new function must
+    add to the count, and only by about the time it took."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    import conftest
+
+    before = conftest._compile_seconds[0]
+    t = time.perf_counter()
+    jax.jit(lambda a: jnp.cumsum(jnp.sin(a) * 3.0))(jnp.arange(7.0)).block_until_ready()  # a new program
+    took = time.perf_counter() - t
+    added = conftest._compile_seconds[0] - before
+    assert 0 < added <= took, (added, took)
