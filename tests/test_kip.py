@@ -12,8 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from _helpers import error_line
 from kdistill import krr
+from kdistill.cli import cli
 from kdistill.data import fit_preprocessor, load, one_hot
 from kdistill.errors import CorruptFileError, InvalidInputError
 from kdistill.kernels import from_spec
@@ -299,9 +302,8 @@ def test_resume_refuses_changed_settings(short_kip_run, tmp_path):
     before = (out / "distilled.npz").read_bytes()
     for extra, named in ((["--steps", "50"], "--steps"), (["--ipc", "7", "--kernel", "linear"], "--ipc, --kernel"),
                          (["--precision", "float32"], "--precision")):
-        r = subprocess.run([_exe(), "distill", "--resume", str(out), *extra], capture_output=True, text=True)
-        assert r.returncode == 2 and f"--resume continues the recorded run; drop {named} " in r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1
+        line = error_line(CliRunner().invoke(cli, ["distill", "--resume", str(out), *extra]))
+        assert f"--resume continues the recorded run; drop {named} " in line
     assert (out / "distilled.npz").read_bytes() == before
 
 
@@ -311,16 +313,12 @@ def test_resume_refuses_a_damaged_checkpoint(short_kip_run, tmp_path):
     out = _copy_run(short_kip_run, tmp_path)
     data = (out / "checkpoint.npz").read_bytes()
     (out / "checkpoint.npz").write_bytes(data[: len(data) - 200])
-    r = subprocess.run([_exe(), "distill", "--resume", str(out)], capture_output=True, text=True)
-    assert r.returncode == 2 and "checkpoint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "checkpoint" in error_line(CliRunner().invoke(cli, ["distill", "--resume", str(out)]))
 
 
 def test_label_solve_with_support_file(tmp_path, x64):
     """--support FILE: the labels are Label Solve's for exactly those images against the whole training set."""
-    from click.testing import CliRunner
-
     from kdistill import load_set
-    from kdistill.cli import cli
 
     src, out = tmp_path / "src", tmp_path / "ls"
     common = ["--dataset", "digits", "--kernel", "fc-nngp:depth=1", "--ipc", "2", "--no-full", "--reg", "1e-4"]
