@@ -339,10 +339,10 @@ def test_label_solve_with_support_file(tmp_path, x64):
 @pytest.mark.slow  # (the float64 pass only: suite time)
 def test_progress_lines_when_output_is_not_a_terminal(tmp_path):
     """`kdistill distill ... > log.txt` keeps progress: a line per validation with step, loss and accuracy."""
-    r = subprocess.run([_exe(), "distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1",
-                        "--steps", "20", "--target-batch", "200", "--val-every", "10", "--no-full",
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1",
+                                 "--steps", "20", "--target-batch", "200", "--val-every", "10", "--no-full",
+                                 "--out", str(tmp_path / "o")])  # stdout and stderr captured: not terminals
+    assert r.exit_code == 0, r.output
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kip step")]
     assert [ln.split()[2] for ln in lines] == ["0/20", "10/20", "20/20"]  # the starting set, then every 10
     h = json.loads((tmp_path / "o" / "history.json").read_text())
