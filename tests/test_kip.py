@@ -1,7 +1,6 @@
 """KIP and Label Solve: gradients, fixed points, optimality, determinism, the driver, kill-and-resume."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -275,17 +274,13 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _exe():
-    return os.path.join(os.path.dirname(sys.executable), "kdistill")
-
-
 @pytest.fixture(scope="module")
 def short_kip_run(tmp_path_factory):
     """A finished 20-step KIP run through the CLI; tests copy it before changing anything."""
     out = tmp_path_factory.mktemp("short") / "run"
     # no baseline: the tests resume it, never read its references
-    subprocess.run([_exe(), *[a if a != "120" else "20" for a in KIP_ARGS], "--no-baseline", "--out", str(out)],
-                   check=True, capture_output=True)
+    r = CliRunner().invoke(cli, [*[a if a != "120" else "20" for a in KIP_ARGS], "--no-baseline", "--out", str(out)])
+    assert r.exit_code == 0, r.output
     return out
 
 
@@ -351,7 +346,7 @@ def test_progress_lines_when_output_is_not_a_terminal(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone(tmp_path):
+def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone(tmp_path, monkeypatch):
     """--resume DIR resolves everything inside DIR: a copy resumed from elsewhere finishes, the original stays."""
     import shutil
 
@@ -362,8 +357,9 @@ def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone
     shutil.copytree(orig, tmp_path / "copy")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    r = subprocess.run([_exe(), "distill", "--resume", "../copy"], cwd=elsewhere, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(elsewhere)  # the killed run was another process: this one holds none of its state
+    r = CliRunner().invoke(cli, ["distill", "--resume", "../copy"])
+    assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "copy" / "history.json").read_text())["step"] == list(range(30))
     assert (orig / "checkpoint.npz").read_bytes() == before and not (orig / "summary.json").exists()
 
