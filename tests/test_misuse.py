@@ -218,20 +218,20 @@ def test_resume_works_from_a_moved_copy_and_another_directory(kip_run, tmp_path)
     assert not any(other.iterdir())
 
 
-def test_user_dataset_path_is_recorded_absolute_for_resume(tmp_path):
+def test_user_dataset_path_is_recorded_absolute_for_resume(tmp_path, monkeypatch):
     import numpy as np
 
     from kdistill.data import load
 
     d = load("digits")
     np.savez(tmp_path / "mine.npz", x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test)
-    r = subprocess.run([_exe(), *KIP[:1], "--dataset", "mine.npz", *KIP[3:], "--out", "run"], capture_output=True,
-                       text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path)
+    r = _run(*KIP[:1], "--dataset", "mine.npz", *KIP[3:], "--out", "run")
+    assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"] == str(tmp_path / "mine.npz")
-    r = subprocess.run([_exe(), "distill", "--resume", str(tmp_path / "run")], capture_output=True, text=True,
-                       cwd=tmp_path.parent)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path.parent)  # where mine.npz is not
+    r = _run("distill", "--resume", tmp_path / "run")
+    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize("field,value", [("lr", "abc"), ("steps", -5), ("ipc", "3"), ("kernel", 7)])
@@ -326,10 +326,10 @@ def test_report_on_history_of_wrong_types_is_one_line(run_copy):
 def test_summary_is_strict_json_and_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        r = subprocess.run([_exe(), *KIP, "--out", str(tmp_path / "o")], capture_output=True, text=True)
+        r = _run(*KIP, "--out", tmp_path / "o")
     finally:
         os.umask(old)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.output
     for p in (tmp_path / "o").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
         if p.suffix == ".json":
