@@ -163,6 +163,11 @@ except (ImportError, AttributeError):  # a JAX without duration events: the summ
     pass
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    _compile_seconds[1] = _compile_seconds[0]  # collection's compiles (module-level arrays) belong to no test
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
