@@ -144,7 +144,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 # JAX's compile pipeline (tracing, lowering to MLIR, XLA's backend compile), in this process: most of the suite's
-# time on a CPU. Summed from JAX's own duration events; each test report carries what its phase added.
+# time on a CPU. Summed from JAX's own duration events over all threads (a test whose local executor compiles in
+# several threads can show more compile seconds than it ran); each test report carries what its phase added.
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")
 _compile_seconds = [0.0, 0.0]  # total so far, total at the last report
