@@ -21,6 +21,16 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = True, magic: by
     return path
 
 
+def run_cli(*args, **kw):
+    """``kdistill ARGS`` in this process (click's CliRunner; each argument passed through ``str``); an exception
+    the CLI does not turn into its one-line error propagates instead of becoming a result."""
+    from click.testing import CliRunner
+
+    from kdistill.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
 def error_line(result, *, after_progress: bool = False) -> str:
     """The CLI's contract for bad input: exit 2, exactly one 'error: ...' line on stderr, no traceback.
     ``after_progress``: a failure late in a run, which may follow the run's own progress lines (``resuming

@@ -11,21 +11,15 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from _helpers import error_line
-from kdistill.cli import cli
-
-
-def _run(*args, env=None):
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+from _helpers import error_line, run_cli
 
 
 @pytest.fixture(scope="module")
 def random_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "5", "--kernel", "linear",
-             "--out", str(out), "--seed", "3")
+    r = run_cli("distill", "--dataset", "digits", "--method", "random", "--ipc", "5", "--kernel", "linear",
+                "--out", str(out), "--seed", "3")
     assert r.exit_code == 0, r.output
     return out
 
@@ -50,17 +44,17 @@ def test_distill_writes_files_and_summary(random_run):
 
 
 def test_reg_option(tmp_path):
-    r = _run("distill", "--dataset", "digits", "--ipc", "2", "--reg", "0.01", "--no-full", "--out", str(tmp_path))
+    r = run_cli("distill", "--dataset", "digits", "--ipc", "2", "--reg", "0.01", "--no-full", "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["reg"] == 0.01 and s["reg_selection"] is None and s["full_test_accuracy"] is None
     assert "not requested" in s["full_test_accuracy_note"]
-    assert "reg" in error_line(_run("distill", "--dataset", "digits", "--reg", "lots", "--out", str(tmp_path)))
+    assert "reg" in error_line(run_cli("distill", "--dataset", "digits", "--reg", "lots", "--out", str(tmp_path)))
 
 
 def test_evaluate_reproduces_distill_accuracy(random_run):
     s = json.loads((random_run / "summary.json").read_text())
-    r = _run("evaluate", str(random_run / "distilled.npz"), "--dataset", "digits", "--json")
+    r = run_cli("evaluate", str(random_run / "distilled.npz"), "--dataset", "digits", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["test_accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-12)
 
@@ -72,31 +66,31 @@ def test_evaluate_kip_style_file(tmp_path):
     ds = load("digits")
     idx = np.arange(0, 200)
     np.savez(tmp_path / "kip.npz", images=ds.x_train[idx], labels=np.eye(10, dtype=np.float32)[ds.y_train[idx]])
-    r = _run("evaluate", str(tmp_path / "kip.npz"), "--dataset", "digits", "--kernel", "rbf", "--json")
+    r = run_cli("evaluate", str(tmp_path / "kip.npz"), "--dataset", "digits", "--kernel", "rbf", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["test_accuracy"] > 0.8
 
 
 def test_analytic_cli_reproduces_full_model(tmp_path):
-    r = _run("distill", "--dataset", "digits", "--method", "analytic", "--kernel", "fcnn", "--ipc", "1",
-             "--out", str(tmp_path))
+    r = run_cli("distill", "--dataset", "digits", "--method", "analytic", "--kernel", "fcnn", "--ipc", "1",
+                "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["method_info"]["weight_cosine"] > 0.9999
     assert abs(s["test_accuracy"] - s["full_test_accuracy"]) <= 0.0005
     # evaluate recomputes features from the stored images with the stored absolute ridge
-    r = _run("evaluate", str(tmp_path / "distilled.npz"), "--dataset", "digits", "--json")
+    r = run_cli("evaluate", str(tmp_path / "distilled.npz"), "--dataset", "digits", "--json")
     assert json.loads(r.stdout)["test_accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-12)
 
 
 def test_show_draws_png(random_run, tmp_path):
-    r = _run("show", str(random_run / "distilled.npz"), "--out", str(tmp_path / "g.png"))
+    r = run_cli("show", str(random_run / "distilled.npz"), "--out", str(tmp_path / "g.png"))
     assert r.exit_code == 0, r.output
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_datasets_lists_everything(tmp_path):
-    r = _run("datasets", "--data-dir", str(tmp_path))
+    r = run_cli("datasets", "--data-dir", str(tmp_path))
     assert r.exit_code == 0
     for name in ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"):
         assert name in r.stdout
@@ -119,7 +113,7 @@ def test_datasets_lists_everything(tmp_path):
 )
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     env = {"KDISTILL_DATA": str(tmp_path / "empty")}
-    r = _run(*args, "--out", str(tmp_path / "out"), env=env)
+    r = run_cli(*args, "--out", str(tmp_path / "out"), env=env)
     assert needle in error_line(r)
     assert not (tmp_path / "out" / "summary.json").exists()
 
@@ -129,7 +123,7 @@ def test_nan_in_user_arrays(tmp_path):
     x = rng.random((20, 4, 4, 1)).astype(np.float32)
     x[3, 0, 0, 0] = np.nan
     np.savez(tmp_path / "mine.npz", x_train=x, y_train=np.arange(20) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
-    r = _run("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "1", "--out", str(tmp_path / "o"))
+    r = run_cli("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "1", "--out", str(tmp_path / "o"))
     assert "NaN" in error_line(r)
 
 
@@ -139,7 +133,7 @@ def test_user_arrays_work(tmp_path):
     y = np.arange(40) % 2
     x[y == 1] += 3.0  # two well separated clusters
     np.savez(tmp_path / "mine.npz", x_train=x / 4, y_train=y, x_test=x[:10] / 4, y_test=y[:10])
-    r = _run("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "3", "--out", str(tmp_path / "o"))
+    r = run_cli("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "3", "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["test_accuracy"] == 1.0
 
@@ -147,7 +141,7 @@ def test_user_arrays_work(tmp_path):
 def test_corrupt_and_malicious_files(tmp_path, random_run):
     data = (random_run / "distilled.npz").read_bytes()
     (tmp_path / "half.npz").write_bytes(data[:100])
-    assert "half.npz" in error_line(_run("evaluate", str(tmp_path / "half.npz"), "--dataset", "digits"))
+    assert "half.npz" in error_line(run_cli("evaluate", str(tmp_path / "half.npz"), "--dataset", "digits"))
     # a dataset pickle that tries to run code
     import pickle
 
@@ -167,8 +161,8 @@ def test_corrupt_and_malicious_files(tmp_path, random_run):
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)
             tar.addfile(info, _io.BytesIO(payload))
-    r = _run("distill", "--dataset", "cifar10", "--ipc", "1", "--out", str(tmp_path / "o"),
-             "--data-dir", str(tmp_path / "data"))
+    r = run_cli("distill", "--dataset", "cifar10", "--ipc", "1", "--out", str(tmp_path / "o"),
+                "--data-dir", str(tmp_path / "data"))
     assert "refusing" in error_line(r)
     assert not (tmp_path / "pwned").exists()
 
@@ -179,16 +173,16 @@ def test_evaluate_wrong_dataset_shape(random_run, tmp_path):
              x_test=rng.random((10, 5, 5, 1)), y_test=np.arange(10))
     # a bare set with no record of its dataset (like KIP's released files): the shapes decide
     (tmp_path / "bare.npz").write_bytes((random_run / "distilled.npz").read_bytes())
-    r = _run("evaluate", str(tmp_path / "bare.npz"), "--dataset", str(tmp_path / "mine.npz"), "--kernel", "linear")
+    r = run_cli("evaluate", str(tmp_path / "bare.npz"), "--dataset", str(tmp_path / "mine.npz"), "--kernel", "linear")
     assert "wrong --dataset" in error_line(r)
     # with its record, another dataset is refused before any shape is compared
-    r = _run("evaluate", str(random_run / "distilled.npz"), "--dataset", str(tmp_path / "mine.npz"))
+    r = run_cli("evaluate", str(random_run / "distilled.npz"), "--dataset", str(tmp_path / "mine.npz"))
     assert "was distilled from 'digits'" in error_line(r)
 
 
 def test_failed_run_keeps_previous_results(random_run):
     before = (random_run / "summary.json").read_bytes()
-    r = _run("distill", "--dataset", "digits", "--ipc", "999", "--out", str(random_run))
+    r = run_cli("distill", "--dataset", "digits", "--ipc", "999", "--out", str(random_run))
     error_line(r)
     assert (random_run / "summary.json").read_bytes() == before
 
@@ -204,7 +198,7 @@ def test_console_script_exit_status(tmp_path):
 def test_kernels_lists_every_family():
     from kdistill.kernels import families
 
-    r = _run("kernels")
+    r = run_cli("kernels")
     assert r.exit_code == 0
     for name in families():
         assert name in r.stdout
@@ -214,9 +208,9 @@ def test_float32_precision_matches_float64(tmp_path):
     """--precision float32 runs the kernels in float32 and lands on the same set for a simple method."""
     args = ["distill", "--dataset", "digits", "--method", "label-solve", "--kernel", "fc-ntk:depth=1", "--ipc", "2",
             "--no-full"]
-    r32 = _run(*args, "--precision", "float32", "--out", str(tmp_path / "a"))
+    r32 = run_cli(*args, "--precision", "float32", "--out", str(tmp_path / "a"))
     assert r32.exit_code == 0, r32.output
-    r64 = _run(*args, "--out", str(tmp_path / "b"))
+    r64 = run_cli(*args, "--out", str(tmp_path / "b"))
     assert r64.exit_code == 0, r64.output
     l32 = np.load(tmp_path / "a" / "distilled.npz")["labels"]
     l64 = np.load(tmp_path / "b" / "distilled.npz")["labels"]
@@ -233,12 +227,12 @@ def test_cli_in_process_leaves_x64_as_it_was(tmp_path, start, precision):
     before = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", start)
     try:
-        r = _run("distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1", "--steps", "2",
-                 "--target-batch", "50", "--val-every", "0", "--no-full", "--precision", precision,
-                 "--out", str(tmp_path / "o"))
+        r = run_cli("distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1", "--steps", "2",
+                    "--target-batch", "50", "--val-every", "0", "--no-full", "--precision", precision,
+                    "--out", str(tmp_path / "o"))
         assert r.exit_code == 0, r.output
         assert jax.config.jax_enable_x64 is start
-        r = _run("evaluate", str(tmp_path / "o" / "distilled.npz"), "--dataset", "digits", "--json")
+        r = run_cli("evaluate", str(tmp_path / "o" / "distilled.npz"), "--dataset", "digits", "--json")
         assert r.exit_code == 0, r.output
         assert jax.config.jax_enable_x64 is start
     finally:
@@ -253,36 +247,35 @@ def test_cli_in_process_leaves_x64_as_it_was(tmp_path, start, precision):
     (["evaluate"], "Missing argument"),
 ])
 def test_click_usage_errors_are_one_line_too(args, needle):
-    r = CliRunner().invoke(cli, args, catch_exceptions=False)
-    line = error_line(r)
+    line = error_line(run_cli(*args))
     assert needle in line and "--help" in line
 
 
 def test_default_out_is_a_new_named_folder_under_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for expected in ("runs/digits-random-ipc1", "runs/digits-random-ipc1-2"):
-        r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "1", "--no-full")
+        r = run_cli("distill", "--dataset", "digits", "--method", "random", "--ipc", "1", "--no-full")
         assert r.exit_code == 0, r.output
         assert (tmp_path / expected / "summary.json").exists()
 
 
 def test_evaluate_takes_the_recorded_dataset_refuses_another_and_accepts_reg_auto(random_run):
     file = str(random_run / "distilled.npz")
-    r = _run("evaluate", file, "--json")
+    r = run_cli("evaluate", file, "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["dataset"] == "digits"
     assert res["test_accuracy"] == json.loads((random_run / "summary.json").read_text())["test_accuracy"]
-    line = error_line(_run("evaluate", file, "--dataset", "fashion_mnist"))
+    line = error_line(run_cli("evaluate", file, "--dataset", "fashion_mnist"))
     assert "was distilled from 'digits', not 'fashion_mnist'" in line
-    auto = json.loads(_run("evaluate", file, "--reg", "auto", "--json").stdout)
+    auto = json.loads(run_cli("evaluate", file, "--reg", "auto", "--json").stdout)
     sel = auto["reg_selection"]
     assert auto["reg"] == sel["reg"] and max(sel["val_accuracy"]) == sel["val_accuracy"][sel["grid"].index(sel["reg"])]
-    assert "reg must be 'auto' or a number" in error_line(_run("evaluate", file, "--reg", "x"))
+    assert "reg must be 'auto' or a number" in error_line(run_cli("evaluate", file, "--reg", "x"))
     # a mistyped path is reported as missing, not as a file without a recorded dataset
     missing = str(random_run / "nothing" / "distilled.npz")
     for extra in ([], ["--model", "convnet"]):
-        assert error_line(_run("evaluate", missing, *extra)) == f"error: {missing}: no such file"
+        assert error_line(run_cli("evaluate", missing, *extra)) == f"error: {missing}: no such file"
 
 
 @pytest.mark.parametrize("method_args", [["--method", "random", "--ipc", "1"],
@@ -297,7 +290,7 @@ def test_the_free_space_check_asks_for_what_a_run_writes_within_2x(tmp_path, met
     from kdistill.runs._rundir import _disk_need
 
     out = tmp_path / "run"
-    r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", *method_args, "--no-full", "--out", str(out)])
+    r = run_cli("distill", "--dataset", "digits", *method_args, "--no-full", "--out", str(out))
     assert r.exit_code == 0, r.output
     written = sum(f.stat().st_size for f in out.iterdir())
     run = json.loads((out / "run.json").read_text())["config"]
@@ -317,7 +310,7 @@ def test_a_sidecar_naming_its_dataset_by_a_relative_path_reads_it_beside_the_sid
     y = np.arange(40) % 2
     x[y == 1] += 3.0
     np.savez(tmp_path / "mine.npz", x_train=x / 4, y_train=y, x_test=x[:10] / 4, y_test=y[:10])
-    r = _run("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "3", "--out", str(tmp_path / "o"))
+    r = run_cli("distill", "--dataset", str(tmp_path / "mine.npz"), "--ipc", "3", "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     shipped = tmp_path / "shipped"
     shipped.mkdir()
@@ -328,16 +321,16 @@ def test_a_sidecar_naming_its_dataset_by_a_relative_path_reads_it_beside_the_sid
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    r = _run("evaluate", str(shipped / "set.npz"), "--json")
+    r = run_cli("evaluate", str(shipped / "set.npz"), "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["test_accuracy"] == 1.0
     (shipped / "mine.npz").unlink()
-    line = error_line(_run("evaluate", str(shipped / "set.npz")))
+    line = error_line(run_cli("evaluate", str(shipped / "set.npz")))
     assert f"{shipped / 'set.json'} records the dataset 'mine.npz'" in line and "--dataset" in line
     # the sidecar as a run writes it (the file's stem), away from its run.json, with --dataset given
     (shipped / "set.json").write_text(json.dumps(side))
     assert side["dataset"] == "mine"
-    r = _run("evaluate", str(shipped / "set.npz"), "--dataset", str(tmp_path / "mine.npz"), "--json")
+    r = run_cli("evaluate", str(shipped / "set.npz"), "--dataset", str(tmp_path / "mine.npz"), "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["test_accuracy"] == 1.0
 
@@ -358,7 +351,7 @@ def test_a_sidecar_naming_its_dataset_by_a_relative_path_reads_it_beside_the_sid
     (["evaluate", "x.npz", "--seed", "1"], "did you mean '--seeds'? (kdistill evaluate --help lists them)"),
 ])
 def test_a_typo_gets_a_did_you_mean(tmp_path, args, needle):
-    line = error_line(_run(*args, "--out", str(tmp_path / "out")))
+    line = error_line(run_cli(*args, "--out", str(tmp_path / "out")))
     assert needle in line
 
 
@@ -369,7 +362,7 @@ def test_a_typo_gets_a_did_you_mean(tmp_path, args, needle):
     (["distill", "--dataset", "digits", "--zebra", "1"], "No such option '--zebra'; see kdistill distill --help"),
 ])
 def test_a_far_off_word_gets_no_suggestion_but_the_list(tmp_path, args, needle):
-    line = error_line(_run(*args, "--out", str(tmp_path / "out")))
+    line = error_line(run_cli(*args, "--out", str(tmp_path / "out")))
     assert needle in line and "did you mean" not in line.lower()
 
 
@@ -407,6 +400,6 @@ def test_analytic_kernels_are_one_list_that_matches_the_registry_the_readme_and_
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `analytic` |"))
     assert set(re.findall(r"`([^`]+)`", row.rstrip(" |").rsplit(" | ", 1)[1])) == set(KERNELS)
-    line = error_line(_run("distill", "--dataset", "digits", "--method", "analytic", "--kernel", "rbf",
-                           "--out", str(tmp_path / "o")))
+    line = error_line(run_cli("distill", "--dataset", "digits", "--method", "analytic", "--kernel", "rbf",
+                              "--out", str(tmp_path / "o")))
     assert f"({', '.join(KERNELS)})" in line

@@ -14,22 +14,16 @@ import subprocess
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from kdistill.cli import cli
 from kdistill.errors import InvalidInputError
 from kdistill.report import collect_runs, compare_html, group_runs, write_compare_html
 from kdistill.runs import record_finite_result
 
-from _helpers import colour_count, error_line
+from _helpers import colour_count, error_line, run_cli
 from test_report import CHROMIUM, needs_chromium
 
 PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def root(tmp_path_factory):
     for out, args in ((root / "seeds" / "seed-0", ["--method", "random", "--seed", "0"]),
                       (root / "seeds" / "seed-1", ["--method", "random", "--seed", "1"]),
                       (root / "analytic", ["--method", "analytic", "--kernel", "linear"])):
-        r = _run("distill", "--dataset", "digits", "--ipc", "1", "--no-full", *args, "--out", out)
+        r = run_cli("distill", "--dataset", "digits", "--ipc", "1", "--no-full", *args, "--out", out)
         assert r.exit_code == 0, r.output
     return root
 
@@ -70,7 +64,7 @@ def test_groups_are_mean_and_std_over_seeds_as_numpy_computes_them(root, tmp_pat
     assert groups[0].test_accuracy == (a["test_accuracy"], 0.0, 1)
     assert groups[0].baseline.mean == a["baseline"]["test_accuracy"]
     # the command prints both, in percent; --json has the same numbers as fractions
-    r = _run("compare", seeds, root / "analytic", "--json", tmp_path / "c.json")
+    r = run_cli("compare", seeds, root / "analytic", "--json", tmp_path / "c.json")
     assert r.exit_code == 0, r.output
     assert f"{100 * acc.mean():.2f} ± {100 * acc.std():.2f}%" in r.stdout
     assert f"{100 * fc.mean():.2f} ± {100 * fc.std():.2f}%" in r.stdout and "fc acc" in r.stdout
@@ -95,18 +89,18 @@ def test_runs_that_differ_in_a_setting_are_not_grouped(root, tmp_path):
         (d / "summary.json").write_text(json.dumps(s))
     groups = group_runs(collect_runs([tmp_path / "a0", tmp_path / "a1", tmp_path / "a2"]))
     assert sorted((g.label, g.seeds) for g in groups) == [("init=noise", (0, 1)), ("init=real", (2,))]
-    r = _run("compare", tmp_path / "a0", tmp_path / "a1", tmp_path / "a2")
+    r = run_cli("compare", tmp_path / "a0", tmp_path / "a1", tmp_path / "a2")
     assert r.exit_code == 0 and "init=real" in r.stdout and "settings" in r.stdout
 
 
 def test_globs_and_a_seeds_folder_expand(root):
-    r = _run("compare", root / "seeds")
+    r = run_cli("compare", root / "seeds")
     assert r.exit_code == 0, r.output
     assert "2 runs" in r.stdout and "seed-0" in r.stdout and "seed-1" in r.stdout and not r.stderr
-    r = _run("compare", f"{root}/*")  # quoted: the shell did not expand it; seeds/ is a folder of runs
+    r = run_cli("compare", f"{root}/*")  # quoted: the shell did not expand it; seeds/ is a folder of runs
     assert r.exit_code == 0, r.output
     assert "3 runs" in r.stdout and "analytic" in r.stdout and not r.stderr
-    r = _run("compare", f"{root}/s*", root / "seeds" / "seed-0")  # a run named twice is counted once
+    r = run_cli("compare", f"{root}/s*", root / "seeds" / "seed-0")  # a run named twice is counted once
     assert r.exit_code == 0 and "2 runs" in r.stdout and not r.stderr
 
 
@@ -124,7 +118,7 @@ def test_damaged_and_foreign_folders_are_skipped_with_one_line_warnings(root, tm
     unfinished = tmp_path / "unfinished"
     shutil.copytree(root / "analytic", unfinished)
     (unfinished / "summary.json").unlink()
-    r = _run("compare", root / "analytic", *(tmp_path / n for n in [*bad, "empty", "unfinished", "missing"]))
+    r = run_cli("compare", root / "analytic", *(tmp_path / n for n in [*bad, "empty", "unfinished", "missing"]))
     assert r.exit_code == 0, r.output
     warnings = r.stderr.strip().splitlines()
     assert all(w.startswith("warning: ") and w.endswith("; skipped") for w in warnings), warnings
@@ -133,10 +127,10 @@ def test_damaged_and_foreign_folders_are_skipped_with_one_line_warnings(root, tm
         assert sum(f"/{name}" in w for w in warnings) == 1, (name, warnings)
     assert "1 run" in r.stdout and "ipc is not an integer" in r.stderr and "not valid JSON" in r.stderr
     # nothing usable: one line, exit 2
-    r = _run("compare", tmp_path / "notjson", tmp_path / "empty")
+    r = run_cli("compare", tmp_path / "notjson", tmp_path / "empty")
     line = error_line(r)
     assert "no finished runs" in line and "notjson" in line and "empty" in line
-    assert "matches nothing" in error_line(_run("compare", tmp_path / "nothing-here-*"))
+    assert "matches nothing" in error_line(run_cli("compare", tmp_path / "nothing-here-*"))
     with pytest.raises(InvalidInputError):
         compare_html([])
 
@@ -150,7 +144,7 @@ def test_page_escapes_strings_from_run_folders(root, tmp_path):
     s["dataset"] = "<b>digits</b>"
     (d / "summary.json").write_text(json.dumps(s))
     out = tmp_path / "page.html"
-    r = _run("compare", d, root / "seeds", "--html", out)
+    r = run_cli("compare", d, root / "seeds", "--html", out)
     assert r.exit_code == 0, r.output
     text = out.read_text()
     assert "<script" not in text and "onerror=alert" not in text.replace("onerror=alert(2)&gt;", "")
@@ -167,16 +161,16 @@ def test_page_escapes_strings_from_run_folders(root, tmp_path):
 def test_existing_files_are_replaced_only_when_compare_wrote_them(root, tmp_path):
     page = tmp_path / "notes.html"
     page.write_text("<p>my notes</p>")
-    r = _run("compare", root / "seeds", "--html", page)
+    r = run_cli("compare", root / "seeds", "--html", page)
     assert "not written by kdistill compare" in error_line(r) and not r.stdout  # refused before any table
     assert page.read_text() == "<p>my notes</p>"
-    assert _run("compare", root / "seeds", "--html", page, "--force").exit_code == 0
+    assert run_cli("compare", root / "seeds", "--html", page, "--force").exit_code == 0
     assert "kdistill compare" in page.read_text()
-    assert _run("compare", root / "analytic", "--html", page).exit_code == 0  # its own page: replaced
+    assert run_cli("compare", root / "analytic", "--html", page).exit_code == 0  # its own page: replaced
     assert "1 run in 1 group" in page.read_text()
-    assert _run("compare", root / "seeds", "--json", tmp_path / "c.json").exit_code == 0
-    assert _run("compare", root / "seeds", "--json", tmp_path / "c.json").exit_code == 0
-    error_line(_run("compare", root / "seeds", "--json", page))  # a compare page is not a compare JSON
+    assert run_cli("compare", root / "seeds", "--json", tmp_path / "c.json").exit_code == 0
+    assert run_cli("compare", root / "seeds", "--json", tmp_path / "c.json").exit_code == 0
+    error_line(run_cli("compare", root / "seeds", "--json", page))  # a compare page is not a compare JSON
 
 
 @needs_chromium
@@ -216,6 +210,6 @@ def test_page_renders_with_both_plots_in_headless_chromium(root, tmp_path):
 def test_a_refused_json_target_leaves_no_html_written(root, tmp_path):
     """--html A --json B where B may not be replaced: refused in one line before A is written."""
     (tmp_path / "mine.json").write_text('{"not": "compare"}')
-    r = _run("compare", root, "--html", tmp_path / "page.html", "--json", tmp_path / "mine.json")
+    r = run_cli("compare", root, "--html", tmp_path / "page.html", "--json", tmp_path / "mine.json")
     assert "was not written by kdistill compare" in error_line(r)
     assert not (tmp_path / "page.html").exists() and (tmp_path / "mine.json").read_text() == '{"not": "compare"}'

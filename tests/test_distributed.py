@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from sklearn.datasets import load_digits
 
 import kdistill
 import jax
 
 from kdistill import krr
-from kdistill.cli import cli
 from kdistill.parallel._local import LOCAL
 from kdistill.kernels import from_spec
 from kdistill.methods.iterative._driver import DriverSettings, run_iterative
@@ -38,7 +36,7 @@ from kdistill.methods._kip import kip_method
 from kdistill.methods._label_solve import label_solve
 from kdistill.methods._rfad import rfad_method
 
-from _helpers import error_line
+from _helpers import error_line, run_cli
 from conftest import TOL, X64
 
 import distributed  # noqa: E402  (the [test] extra installs it: its absence is a failure, not a skip)
@@ -464,7 +462,7 @@ def test_a_worker_with_another_kdistill_version_is_refused(cluster, tmp_path):
 def test_cli_workers_runs_a_local_cluster_with_the_same_result(tmp_path):
     base = ["distill", "--dataset", "digits", "--method", "label-solve", "--kernel", "fc-ntk", "--ipc", "2",
             "--no-full", "--no-baseline", "--val-size", "100"]
-    one = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "one")])  # the single-process reference
+    one = run_cli(*base, "--out", str(tmp_path / "one"))  # the single-process reference
     assert one.exit_code == 0, one.output
     two = _cli(*base, "--workers", "2", "--out", str(tmp_path / "two"), timeout=300)  # a cluster: its own process
     assert two.returncode == 0, two.stderr[-2000:]
@@ -500,6 +498,6 @@ def test_more_local_workers_than_the_machine_holds_are_refused_before_any_starts
 
 @pytest.mark.slow
 def test_cli_workers_beyond_the_machine_exit_2(tmp_path):
-    line = error_line(CliRunner().invoke(cli, ["distill", "--dataset", "digits", "--workers", "1000", "--out",
-                                              str(tmp_path / "run")]))
+    line = error_line(run_cli("distill", "--dataset", "digits", "--workers", "1000", "--out",
+                                              str(tmp_path / "run")))
     assert "does not fit" in line and not (tmp_path / "run").exists()

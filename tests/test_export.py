@@ -10,25 +10,19 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from _helpers import error_line
+from _helpers import error_line, run_cli
 from kdistill import io
-from kdistill.cli import cli
 
 NAMES = ("images", "labels", "label_rows", "class_names")
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def run_file(tmp_path_factory):
     """A random ipc-1 set of digits, standardized (so pixel and preprocessed space differ): 10 images 8x8x1."""
     out = tmp_path_factory.mktemp("run") / "r"
-    r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "1", "--no-full", "--no-baseline",
-             "--out", out)
+    r = run_cli("distill", "--dataset", "digits", "--method", "random", "--ipc", "1", "--no-full", "--no-baseline",
+                "--out", out)
     assert r.exit_code == 0, r.output
     return out / "distilled.npz"
 
@@ -50,7 +44,7 @@ def _entries(folder):
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 def test_npz_holds_the_pixels_the_labels_and_the_class_names(run_file, tmp_path, layout):
     ds = io.load(run_file)
-    r = _run("export", run_file, "--out", tmp_path / "e.npz", "--layout", layout)
+    r = run_cli("export", run_file, "--out", tmp_path / "e.npz", "--layout", layout)
     assert r.exit_code == 0, r.output
     got = _read_npz(tmp_path / "e.npz")
     assert sorted(got) == sorted(NAMES)
@@ -74,7 +68,7 @@ def test_npz_holds_the_pixels_the_labels_and_the_class_names(run_file, tmp_path,
 def test_npy_folder_reads_without_kdistill(run_file, tmp_path):
     ds = io.load(run_file)
     folder = tmp_path / "exp"
-    r = _run("export", run_file, "--out", folder, "--format", "npy", "--layout", "nchw")
+    r = run_cli("export", run_file, "--out", folder, "--format", "npy", "--layout", "nchw")
     assert r.exit_code == 0, r.output
     got = _read_folder(folder)
     np.testing.assert_array_equal(got["images"], ds.pixels().transpose(0, 3, 1, 2))
@@ -82,7 +76,7 @@ def test_npy_folder_reads_without_kdistill(run_file, tmp_path):
     np.testing.assert_array_equal(got["label_rows"], ds.labels)
     assert _entries(tmp_path) == ["exp"]  # no staging folder left beside it
     # a fresh interpreter with numpy alone (kdistill never imported) reads both formats
-    assert _run("export", run_file, "--out", tmp_path / "e.npz").exit_code == 0
+    assert run_cli("export", run_file, "--out", tmp_path / "e.npz").exit_code == 0
     code = ("import sys, numpy as np; z = np.load(sys.argv[1], allow_pickle=False); "
             "f = {n: np.load(sys.argv[2] + '/' + n + '.npy', allow_pickle=False) for n in %r}; "
             "assert all((z[n] == f[n]).all() for n in ('labels', 'label_rows', 'class_names')); "
@@ -97,7 +91,7 @@ def test_no_pixels_gives_the_stored_images_and_soft_labels_stay_as_they_are(run_
     ds = io.load(run_file)
     soft = np.random.default_rng(0).normal(size=ds.labels.shape).astype(np.float32)  # learned labels, say
     io.save(tmp_path / "soft.npz", io.DistilledSet(ds.images, soft, dict(ds.meta), dict(ds.arrays)))
-    r = _run("export", tmp_path / "soft.npz", "--out", tmp_path / "e.npz", "--no-pixels")
+    r = run_cli("export", tmp_path / "soft.npz", "--out", tmp_path / "e.npz", "--no-pixels")
     assert r.exit_code == 0, r.output
     got = _read_npz(tmp_path / "e.npz")
     np.testing.assert_array_equal(got["images"], ds.images)
@@ -114,13 +108,13 @@ def test_a_flat_set_is_written_as_rows_and_refuses_nchw(tmp_path):
     x = rng.normal(size=(40, 5)) + np.repeat([[0.0], [3.0]], 20, axis=0)
     s = kdistill.distill(x, np.repeat(["a", "b"], 20), method="random", kernel="linear", ipc=2, reg=0.1)
     s.save(tmp_path / "flat.npz")
-    r = _run("export", tmp_path / "flat.npz", "--out", tmp_path / "e.npz")
+    r = run_cli("export", tmp_path / "flat.npz", "--out", tmp_path / "e.npz")
     assert r.exit_code == 0, r.output
     got = _read_npz(tmp_path / "e.npz")
     assert got["images"].shape == (4, 5)
     np.testing.assert_allclose(got["images"], s.pixels(), rtol=1e-6)  # float32 of the float64 rows
     assert list(got["class_names"]) == ["a", "b"] and "(4, 5) float32 flat" in r.stdout
-    line = error_line(_run("export", tmp_path / "flat.npz", "--out", tmp_path / "f.npz", "--layout", "nchw"))
+    line = error_line(run_cli("export", tmp_path / "flat.npz", "--out", tmp_path / "f.npz", "--layout", "nchw"))
     assert "flat rows" in line and "--layout nchw does not apply" in line
     assert not (tmp_path / "f.npz").exists()
 
@@ -128,18 +122,18 @@ def test_a_flat_set_is_written_as_rows_and_refuses_nchw(tmp_path):
 def test_an_existing_output_is_replaced_only_with_force_and_never_the_input(run_file, tmp_path):
     out = tmp_path / "e.npz"
     out.write_bytes(b"earlier")
-    assert "--force" in error_line(_run("export", run_file, "--out", out))
+    assert "--force" in error_line(run_cli("export", run_file, "--out", out))
     assert out.read_bytes() == b"earlier"
-    assert _run("export", run_file, "--out", out, "--force").exit_code == 0
+    assert run_cli("export", run_file, "--out", out, "--force").exit_code == 0
     assert sorted(_read_npz(out)) == sorted(NAMES)
-    assert "is the input" in error_line(_run("export", run_file, "--out", run_file, "--force"))
+    assert "is the input" in error_line(run_cli("export", run_file, "--out", run_file, "--force"))
     folder = tmp_path / "exp"
-    assert _run("export", run_file, "--out", folder, "--format", "npy").exit_code == 0
-    assert "--force" in error_line(_run("export", run_file, "--out", folder, "--format", "npy"))
-    assert _run("export", run_file, "--out", folder, "--format", "npy", "--no-pixels", "--force").exit_code == 0
+    assert run_cli("export", run_file, "--out", folder, "--format", "npy").exit_code == 0
+    assert "--force" in error_line(run_cli("export", run_file, "--out", folder, "--format", "npy"))
+    assert run_cli("export", run_file, "--out", folder, "--format", "npy", "--no-pixels", "--force").exit_code == 0
     np.testing.assert_array_equal(_read_folder(folder)["images"], io.load(run_file).images)
     # a folder holding anything else (here the run folder itself) is never replaced, even with --force
-    line = error_line(_run("export", run_file, "--out", run_file.parent, "--format", "npy", "--force"))
+    line = error_line(run_cli("export", run_file, "--out", run_file.parent, "--format", "npy", "--force"))
     assert "holds files an export does not write" in line and (run_file.parent / "summary.json").exists()
     assert _entries(tmp_path) == ["e.npz", "exp"]
 
@@ -148,7 +142,7 @@ def test_a_failed_write_leaves_no_half_export(run_file, tmp_path, monkeypatch):
     import kdistill._atomic
 
     folder = tmp_path / "exp"
-    assert _run("export", run_file, "--out", folder, "--format", "npy").exit_code == 0
+    assert run_cli("export", run_file, "--out", folder, "--format", "npy").exit_code == 0
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     calls = []
     real = kdistill._atomic.write_bytes
@@ -162,7 +156,7 @@ def test_a_failed_write_leaves_no_half_export(run_file, tmp_path, monkeypatch):
     monkeypatch.setattr(kdistill._atomic, "write_bytes", fail_on_third)
     for out in (tmp_path / "new", folder):
         calls.clear()
-        line = error_line(_run("export", run_file, "--out", out, "--format", "npy", "--no-pixels", "--force"))
+        line = error_line(run_cli("export", run_file, "--out", out, "--format", "npy", "--no-pixels", "--force"))
         assert "No space left on device" in line
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the earlier export, whole
     assert _entries(tmp_path) == ["exp"]  # no new folder, no staging folder
@@ -192,15 +186,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_file, tmp_path, mak
     if make is not None:
         make(src, run_file)
     for fmt, out in (("npz", tmp_path / "out" / "e.npz"), ("npy", tmp_path / "out" / "exp")):
-        line = error_line(_run("export", src, "--out", out, "--format", fmt))
+        line = error_line(run_cli("export", src, "--out", out, "--format", fmt))
         assert str(src.with_suffix("")) in line  # bad.npz, or its sidecar bad.json
     assert _entries(tmp_path) == ["in"]
 
 
 def test_bad_options_are_one_line_exit_2(run_file, tmp_path):
-    assert "'npq' is not one of" in error_line(_run("export", run_file, "--out", tmp_path / "e", "--format", "npq"))
-    assert "must end in .npz" in error_line(_run("export", run_file, "--out", tmp_path / "e.npy"))
-    assert "writes a folder" in error_line(_run("export", run_file, "--out", tmp_path / "e.npz", "--format", "npy"))
-    assert "'nwhc' is not one of" in error_line(_run("export", run_file, "--out", tmp_path / "e.npz", "--layout",
-                                                     "nwhc"))
+    assert "'npq' is not one of" in error_line(run_cli("export", run_file, "--out", tmp_path / "e", "--format", "npq"))
+    assert "must end in .npz" in error_line(run_cli("export", run_file, "--out", tmp_path / "e.npy"))
+    assert "writes a folder" in error_line(run_cli("export", run_file, "--out", tmp_path / "e.npz", "--format", "npy"))
+    assert "'nwhc' is not one of" in error_line(run_cli("export", run_file, "--out", tmp_path / "e.npz", "--layout",
+                                                        "nwhc"))
     assert _entries(tmp_path) == []

@@ -13,13 +13,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from sklearn.neighbors import KNeighborsClassifier
 
-from _helpers import error_line, tiny_digits
+from _helpers import error_line, run_cli, tiny_digits
 from kdistill import io
 from kdistill._io import DistilledSet
-from kdistill.cli import cli
 from kdistill.data import load, one_hot
 from kdistill.errors import InvalidInputError
 from kdistill.evaluate import (
@@ -58,10 +56,6 @@ def digits():
 def tiny(digits):
     """20 standardized digits images (2 per class) with centred one-hot labels, and the test set."""
     return tiny_digits(digits)[:5]
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.mark.parametrize("model", sorted(TINY))
@@ -232,8 +226,8 @@ def test_train_and_evaluate_and_finite_accuracy(tiny):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "2", "--kernel", "linear",
-             "--no-full", "--out", str(out), "--seed", "0")
+    r = run_cli("distill", "--dataset", "digits", "--method", "random", "--ipc", "2", "--kernel", "linear",
+                "--no-full", "--out", str(out), "--seed", "0")
     assert r.exit_code == 0, r.output
     return out
 
@@ -241,8 +235,8 @@ def run_dir(tmp_path_factory):
 def test_cli_evaluate_model_writes_summary(run_dir):
     before = json.loads((run_dir / "summary.json").read_text())
     kw = TINY["fc"]
-    r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--model", "fc", "--width",
-             str(kw["width"]), "--epochs", str(kw["epochs"]), "--seeds", "2", "--json")
+    r = run_cli("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--model", "fc", "--width",
+                str(kw["width"]), "--epochs", str(kw["epochs"]), "--seeds", "2", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["model"] == "fc" and res["seeds"] == 2 and res["mean"] == pytest.approx(np.mean(res["accuracies"]))
@@ -261,7 +255,7 @@ def test_cli_evaluate_model_writes_summary(run_dir):
         assert after[k] == v
     assert "Finite networks trained on the distilled set" in (run_dir / "report.html").read_text()  # refreshed
     # the KRR path and its --json output are unchanged
-    r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--json")
+    r = run_cli("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--json")
     assert r.exit_code == 0 and "test_accuracy" in json.loads(r.stdout)
 
 
@@ -273,10 +267,10 @@ def test_cli_evaluate_add_trains_only_the_missing_networks(run_dir, tmp_path):
     common = ["--dataset", "digits", "--model", "fc", "--width", str(kw["width"]), "--epochs", str(kw["epochs"]),
               "--json"]
     key = f"fc (epochs {kw['epochs']}, width {kw['width']})"
-    whole = json.loads(_run("evaluate", f, *common, "--seeds", "3").stdout)
-    one = json.loads(_run("evaluate", f, *common, "--seeds", "1").stdout)  # replaces the record with one network
+    whole = json.loads(run_cli("evaluate", f, *common, "--seeds", "3").stdout)
+    one = json.loads(run_cli("evaluate", f, *common, "--seeds", "1").stdout)  # replaces the record with one network
     assert one["accuracies"] == whole["accuracies"][:1]
-    r = _run("evaluate", f, *common, "--seeds", "3", "--add")
+    r = run_cli("evaluate", f, *common, "--seeds", "3", "--add")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert "adding seeds 1..2" in r.stderr and "first_seed" not in res
@@ -286,13 +280,13 @@ def test_cli_evaluate_add_trains_only_the_missing_networks(run_dir, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finite"][key]["accuracies"] == whole["accuracies"]
     # enough on record: nothing is trained, the record is what is printed
-    r = _run("evaluate", f, *common, "--seeds", "2", "--add")
+    r = run_cli("evaluate", f, *common, "--seeds", "2", "--add")
     assert "nothing trained" in r.stderr and json.loads(r.stdout)["accuracies"] == whole["accuracies"]
     # a record made under other settings (a protocol default changed since) is refused before any training
     summary["finite"][key]["settings"]["momentum"] = 0.5
     (run / "summary.json").write_text(json.dumps(summary))
     before = (run / "summary.json").read_bytes()
-    line = error_line(_run("evaluate", f, *common, "--seeds", "4", "--add"))
+    line = error_line(run_cli("evaluate", f, *common, "--seeds", "4", "--add"))
     assert "momentum 0.5 recorded, 0.9 now" in line and "drop --add" in line
     assert (run / "summary.json").read_bytes() == before
     # a file outside a run folder has no record to add to; elsewhere --add is a finite-network option
@@ -300,8 +294,8 @@ def test_cli_evaluate_add_trains_only_the_missing_networks(run_dir, tmp_path):
     lone.mkdir()
     shutil.copy(run / "distilled.npz", lone / "distilled.npz")
     shutil.copy(run / "distilled.json", lone / "distilled.json")
-    assert "drop --add" in error_line(_run("evaluate", str(lone / "distilled.npz"), *common, "--add"))
-    assert "--add" in error_line(_run("evaluate", f, "--dataset", "digits", "--add"))
+    assert "drop --add" in error_line(run_cli("evaluate", str(lone / "distilled.npz"), *common, "--add"))
+    assert "--add" in error_line(run_cli("evaluate", f, "--dataset", "digits", "--add"))
 
 
 def test_merge_refuses_results_that_are_not_one_evaluation():
@@ -352,8 +346,8 @@ def test_finite_record_key_names_what_differs_from_the_protocol():
 
 
 def test_cli_evaluate_convnet_frepo_runs_frepos_protocol(run_dir):
-    r = _run("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--model", "convnet-frepo", "--width",
-             "4", "--epochs", "3", "--seeds", "1", "--json")
+    r = run_cli("evaluate", str(run_dir / "distilled.npz"), "--dataset", "digits", "--model", "convnet-frepo", "--width",
+                "4", "--epochs", "3", "--seeds", "1", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     s = res["settings"]
@@ -367,7 +361,7 @@ def test_cli_evaluate_loss_and_label_temperature(run_dir):
     common = ("--dataset", "digits", "--model", "fc", "--width", str(kw["width"]), "--epochs", str(kw["epochs"]),
               "--seeds", "1", "--json")
     before = json.loads((run_dir / "summary.json").read_text()).get("finite", {})
-    r = _run("evaluate", f, *common, "--loss", "mse")
+    r = run_cli("evaluate", f, *common, "--loss", "mse")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     # recorded beside the run's other evaluations, none of which it replaces
@@ -384,7 +378,7 @@ def test_cli_evaluate_loss_and_label_temperature(run_dir):
     learned = dataclasses.replace(learned, labels=learned.labels * 0.8 + 0.05)
     soft = run_dir.parent / "learned.npz"
     io.save(soft, learned)
-    r = _run("evaluate", str(soft), *common, "--label-temperature", "0.1")
+    r = run_cli("evaluate", str(soft), *common, "--label-temperature", "0.1")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     api = finite_evaluate_file(soft, load("digits"), model="fc", seeds=1, width=kw["width"], epochs=kw["epochs"],
@@ -392,26 +386,26 @@ def test_cli_evaluate_loss_and_label_temperature(run_dir):
     default = finite_evaluate_file(soft, load("digits"), model="fc", seeds=1, width=kw["width"], epochs=kw["epochs"])
     assert res["label_mode"] == "softmax(labels / 0.1)" and res["accuracies"] == api["accuracies"]
     assert default["label_mode"] == "softmax(labels / 0.5)" and default["final_losses"] != res["final_losses"]
-    assert "label_temperature" in error_line(_run("evaluate", f, *common, "--label-temperature", "0"))
-    assert "--loss" in error_line(_run("evaluate", f, "--dataset", "digits", "--loss", "mse"))
+    assert "label_temperature" in error_line(run_cli("evaluate", f, *common, "--label-temperature", "0"))
+    assert "--loss" in error_line(run_cli("evaluate", f, "--dataset", "digits", "--loss", "mse"))
 
 
 def test_cli_evaluate_bad_model_and_mismatch(run_dir, tmp_path):
     f = str(run_dir / "distilled.npz")
-    line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "resnet50"))
+    line = error_line(run_cli("evaluate", f, "--dataset", "digits", "--model", "resnet50"))
     assert "resnet50" in line and "convnet, convnet-kip, convnet-frepo, convnet-rfad, mlp, fc, alexnet, vgg11, resnet18" in line
-    line = error_line(_run("evaluate", f, "--dataset", "digits", "--seeds", "3"))
+    line = error_line(run_cli("evaluate", f, "--dataset", "digits", "--seeds", "3"))
     assert "--model" in line
-    line = error_line(_run("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))
+    line = error_line(run_cli("evaluate", f, "--dataset", "digits", "--model", "convnet", "--seeds", "0"))
     assert "--seeds" in line
     big = DistilledSet(images=np.zeros((10, 28, 28, 1), np.float32), labels=one_hot(np.arange(10), 10))
     io.save(tmp_path / "mnist_shaped.npz", big)
-    line = error_line(_run("evaluate", str(tmp_path / "mnist_shaped.npz"), "--dataset", "digits", "--model",
+    line = error_line(run_cli("evaluate", str(tmp_path / "mnist_shaped.npz"), "--dataset", "digits", "--model",
                             "convnet"))
     assert "(28, 28, 1)" in line and "(8, 8, 1)" in line and "wrong --dataset" in line
     with pytest.raises(InvalidInputError, match="wrong --dataset"):
         finite_evaluate_file(tmp_path / "mnist_shaped.npz", load("digits"), model="convnet")
     three = DistilledSet(images=np.zeros((3, 8, 8, 1), np.float32), labels=one_hot(np.arange(3), 3))
     io.save(tmp_path / "three.npz", three)
-    line = error_line(_run("evaluate", str(tmp_path / "three.npz"), "--dataset", "digits", "--model", "fc"))
+    line = error_line(run_cli("evaluate", str(tmp_path / "three.npz"), "--dataset", "digits", "--model", "fc"))
     assert "3 classes" in line

@@ -22,21 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from _helpers import error_line
+from _helpers import error_line, run_cli
 from kdistill import io
-from kdistill.cli import cli
 from kdistill.data import Dataset, load, load_arrays
 from kdistill import _npz
 from kdistill.errors import CorruptFileError, InvalidInputError, UnsafeFileError
 
 NOT_NPZ = "not an .npz file (a zip archive of .npy arrays)"
 HUGE = (31_000_000, 28, 28)  # 24 GB of uint8 declared by a header in a file of a few kilobytes
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -98,8 +92,8 @@ def _distill_refuses(tmp_path: Path, bad: Path) -> str:
     (out / "summary.json").write_text('{"test_accuracy": 0.5}')
     (out / "distilled.npz").write_bytes(b"earlier result")
     before = _snapshot(out)
-    r = _run("distill", "--dataset", bad, "--ipc", "1", "--kernel", "linear", "--no-full", "--no-baseline",
-             "--out", out, "--force")
+    r = run_cli("distill", "--dataset", bad, "--ipc", "1", "--kernel", "linear", "--no-full", "--no-baseline",
+                "--out", out, "--force")
     line = error_line(r)
     assert _snapshot(out) == before
     return line
@@ -412,8 +406,8 @@ def _cli_refuses(path: Path, tmp_path: Path) -> list[str]:
     """evaluate, show and `distill --method label-solve --support` each refuse with one line and
     leave every file beside the set (and the would-be outputs) as they were."""
     before = _snapshot(path.parent)
-    lines = [error_line(_run("evaluate", path, "--dataset", "digits", "--kernel", "linear")),
-             error_line(_run("show", path, "--out", tmp_path / "grid.png"))]
+    lines = [error_line(run_cli("evaluate", path, "--dataset", "digits", "--kernel", "linear")),
+             error_line(run_cli("show", path, "--out", tmp_path / "grid.png"))]
     assert _snapshot(path.parent) == before
     assert not (tmp_path / "grid.png").exists()
     return lines
@@ -448,7 +442,7 @@ def test_set_not_an_npz(tmp_path, kind):
         for line in _cli_refuses(bad, tmp_path):
             assert NOT_NPZ in line
     else:
-        assert NOT_NPZ in error_line(_run("evaluate", bad, "--dataset", "digits", "--kernel", "linear"))
+        assert NOT_NPZ in error_line(run_cli("evaluate", bad, "--dataset", "digits", "--kernel", "linear"))
 
 
 @pytest.mark.parametrize(
@@ -489,8 +483,8 @@ def test_support_file_with_no_images(tmp_path):
     """`distill --method label-solve --support EMPTY.npz`: refused while loading the support file."""
     bad = _set_file(tmp_path, images=np.zeros((0, 8, 8, 1), np.float32), labels=np.zeros((0, 10), np.float32))
     out = tmp_path / "out"
-    r = _run("distill", "--dataset", "digits", "--method", "label-solve", "--support", bad, "--ipc", "1",
-             "--kernel", "linear", "--no-full", "--no-baseline", "--out", out)
+    r = run_cli("distill", "--dataset", "digits", "--method", "label-solve", "--support", bad, "--ipc", "1",
+                "--kernel", "linear", "--no-full", "--no-baseline", "--out", out)
     assert "holds no images" in error_line(r)
     assert not (out / "summary.json").exists()
 

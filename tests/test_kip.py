@@ -11,11 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from _helpers import error_line
+from _helpers import error_line, run_cli
 from kdistill import krr
-from kdistill.cli import cli
 from kdistill.data import fit_preprocessor, load, one_hot
 from kdistill.errors import CorruptFileError, InvalidInputError
 from kdistill.kernels import from_spec
@@ -255,7 +253,6 @@ KIP_ARGS = ["distill", "--dataset", "digits", "--method", "kip", "--kernel", "rb
             "--learn-labels", "--no-full", "--seed", "5"]
 
 
-
 # The killed run: the library with a checkpoint hook that SIGKILLs its own process right after the
 # checkpoint of step 10 is on disk (a known step, whatever the host's speed).
 KILL_SCRIPT = textwrap.dedent("""
@@ -279,7 +276,7 @@ def short_kip_run(tmp_path_factory):
     """A finished 20-step KIP run through the CLI; tests copy it before changing anything."""
     out = tmp_path_factory.mktemp("short") / "run"
     # no baseline: the tests resume it, never read its references
-    r = CliRunner().invoke(cli, [*[a if a != "120" else "20" for a in KIP_ARGS], "--no-baseline", "--out", str(out)])
+    r = run_cli(*[a if a != "120" else "20" for a in KIP_ARGS], "--no-baseline", "--out", str(out))
     assert r.exit_code == 0, r.output
     return out
 
@@ -297,7 +294,7 @@ def test_resume_refuses_changed_settings(short_kip_run, tmp_path):
     before = (out / "distilled.npz").read_bytes()
     for extra, named in ((["--steps", "50"], "--steps"), (["--ipc", "7", "--kernel", "linear"], "--ipc, --kernel"),
                          (["--precision", "float32"], "--precision")):
-        line = error_line(CliRunner().invoke(cli, ["distill", "--resume", str(out), *extra]))
+        line = error_line(run_cli("distill", "--resume", str(out), *extra))
         assert f"--resume continues the recorded run; drop {named} " in line
     assert (out / "distilled.npz").read_bytes() == before
 
@@ -308,7 +305,7 @@ def test_resume_refuses_a_damaged_checkpoint(short_kip_run, tmp_path):
     out = _copy_run(short_kip_run, tmp_path)
     data = (out / "checkpoint.npz").read_bytes()
     (out / "checkpoint.npz").write_bytes(data[: len(data) - 200])
-    assert "checkpoint" in error_line(CliRunner().invoke(cli, ["distill", "--resume", str(out)]))
+    assert "checkpoint" in error_line(run_cli("distill", "--resume", str(out)))
 
 
 def test_label_solve_with_support_file(tmp_path, x64):
@@ -317,10 +314,10 @@ def test_label_solve_with_support_file(tmp_path, x64):
 
     src, out = tmp_path / "src", tmp_path / "ls"
     common = ["--dataset", "digits", "--kernel", "fc-nngp:depth=1", "--ipc", "2", "--no-full", "--reg", "1e-4"]
-    r = CliRunner().invoke(cli, ["distill", "--method", "random", *common, "--seed", "4", "--out", str(src)])
+    r = run_cli("distill", "--method", "random", *common, "--seed", "4", "--out", str(src))
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["distill", "--method", "label-solve", *common, "--support",
-                                 str(src / "distilled.npz"), "--out", str(out)])
+    r = run_cli("distill", "--method", "label-solve", *common, "--support",
+                str(src / "distilled.npz"), "--out", str(out))
     assert r.exit_code == 0, r.output
     support, solved = load_set(src / "distilled.npz"), load_set(out / "distilled.npz")
     np.testing.assert_array_equal(solved.images, support.images)
@@ -334,9 +331,9 @@ def test_label_solve_with_support_file(tmp_path, x64):
 @pytest.mark.slow  # (the float64 pass only: suite time)
 def test_progress_lines_when_output_is_not_a_terminal(tmp_path):
     """`kdistill distill ... > log.txt` keeps progress: a line per validation with step, loss and accuracy."""
-    r = CliRunner().invoke(cli, ["distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1",
-                                 "--steps", "20", "--target-batch", "200", "--val-every", "10", "--no-full",
-                                 "--out", str(tmp_path / "o")])  # stdout and stderr captured: not terminals
+    r = run_cli("distill", "--dataset", "digits", "--method", "kip", "--kernel", "rbf", "--ipc", "1",
+                "--steps", "20", "--target-batch", "200", "--val-every", "10", "--no-full",
+                "--out", str(tmp_path / "o"))  # stdout and stderr captured: not terminals
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kip step")]
     assert [ln.split()[2] for ln in lines] == ["0/20", "10/20", "20/20"]  # the starting set, then every 10
@@ -358,7 +355,7 @@ def test_resume_of_a_copied_run_from_another_directory_leaves_the_original_alone
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the killed run was another process: this one holds none of its state
-    r = CliRunner().invoke(cli, ["distill", "--resume", "../copy"])
+    r = run_cli("distill", "--resume", "../copy")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "copy" / "history.json").read_text())["step"] == list(range(30))
     assert (orig / "checkpoint.npz").read_bytes() == before and not (orig / "summary.json").exists()

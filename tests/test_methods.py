@@ -6,12 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import kdistill
-from _helpers import error_line
+from _helpers import error_line, run_cli
 from kdistill import krr
-from kdistill.cli import cli
 from kdistill.data import load, one_hot
 from kdistill.errors import InvalidInputError, SpecError
 from kdistill.kernels import from_spec
@@ -19,10 +17,6 @@ from kdistill.methods import (MethodOutput, Option, RunConfig, get_method, metho
                               unregister_method)
 from kdistill.methods.iterative import platt
 from kdistill.runs import run
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture
@@ -46,27 +40,27 @@ def toy():
 
 
 def test_toy_method_is_listed_helped_validated_and_run(toy, tmp_path):
-    r = _run("methods")
+    r = run_cli("methods")
     assert r.exit_code == 0 and "toy" in r.stdout and "first images of every class" in r.stdout
     flat = " ".join(r.stdout.split())
     assert "--shift: added to every pixel [default: 0.0; >= -5; <= 5]" in r.stdout
     assert "default: 4000" in flat and "one of mse|platt" in flat  # defaults, choices and ranges are shown
-    r = _run("distill", "--method", "toy", "--help")
+    r = run_cli("distill", "--method", "toy", "--help")
     assert r.exit_code == 0
     assert "--shift" in r.stdout and "--repeat" in r.stdout and "--flip" in r.stdout
     assert "--learn-labels" not in r.stdout  # only the chosen method's options
-    assert "--learn-labels" in _run("distill", "--help").stdout  # all of them without --method
+    assert "--learn-labels" in run_cli("distill", "--help").stdout  # all of them without --method
 
     base = ["distill", "--dataset", "digits", "--method", "toy", "--ipc", "2", "--no-full", "--out", str(tmp_path)]
     for bad, needle in ((["--shift", "9"], "--shift must be >= -5 and <= 5, got 9.0"),
                         (["--shift", "nan"], "--shift must be a finite number"),
                         (["--repeat", "1.5"], "--repeat must be an integer"),
                         (["--lr", "0.1"], "--lr applies to --method dc / frepo / kip / rcig / rfad only, not toy")):
-        line = error_line(_run(*base, *bad))
+        line = error_line(run_cli(*base, *bad))
         assert needle in line, line
     assert not (tmp_path / "summary.json").exists()
 
-    r = _run(*base, "--shift", "0.5", "--repeat", "2", "--flip")
+    r = run_cli(*base, "--shift", "0.5", "--repeat", "2", "--flip")
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["config"]["options"] == {"shift": 0.5, "repeat": 2, "flip": True}
@@ -263,9 +257,9 @@ def test_registration_errors_are_caught_when_a_method_is_registered():
 
 def test_failed_run_leaves_the_earlier_run_json(tmp_path):
     base = ["distill", "--dataset", "digits", "--ipc", "1", "--no-full", "--out", str(tmp_path)]
-    assert _run(*base, "--method", "random").exit_code == 0
+    assert run_cli(*base, "--method", "random").exit_code == 0
     before = {f: (tmp_path / f).read_bytes() for f in ("run.json", "summary.json", "distilled.npz")}
-    error_line(_run(*base, "--method", "kip", "--kernel", "rbf", "--redraw-every", "1", "--steps", "2"))
+    error_line(run_cli(*base, "--method", "kip", "--kernel", "rbf", "--redraw-every", "1", "--steps", "2"))
     assert {f: (tmp_path / f).read_bytes() for f in before} == before
 
 
@@ -304,7 +298,7 @@ def test_an_init_or_sampler_registered_after_the_methods_is_among_their_choices(
         got = resolve_options("kip", {"init": "late-init", "sampler": "late-sampler"})
         assert got["init"] == "late-init" and got["sampler"] == "late-sampler"
         assert "late-init" in get_method("rfad").option("init").describe()
-        assert "late-sampler" in CliRunner().invoke(cli, ["methods"]).stdout
+        assert "late-sampler" in run_cli("methods").stdout
     finally:
         del INITS["late-init"], SAMPLERS["late-sampler"]
     with pytest.raises(InvalidInputError, match="--init must be one of real, noise"):

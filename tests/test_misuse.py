@@ -16,18 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from _helpers import error_line
-from kdistill.cli import cli
+from _helpers import error_line, run_cli
 
 D = ["distill", "--dataset", "digits", "--ipc", "1", "--no-full", "--no-baseline"]
 KIP = [*D, "--method", "kip", "--kernel", "rbf", "--steps", "20", "--target-batch", "200", "--val-every", "10",
        "--val-size", "200", "--checkpoint-every", "5"]
-
-
-def _run(*args, **kw):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
 def _exe():
@@ -42,7 +36,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def kip_run(tmp_path_factory):
     """A finished 20-step KIP run; tests copy it before touching it."""
     out = tmp_path_factory.mktemp("kip") / "base"
-    r = _run(*KIP, "--out", out)
+    r = run_cli(*KIP, "--out", out)
     assert r.exit_code == 0, r.output
     return out
 
@@ -54,20 +48,20 @@ def run_copy(kip_run, tmp_path):
 
 def test_an_earlier_run_is_refused_without_force_and_kept_byte_identical(run_copy):
     before = _snapshot(run_copy)
-    line = error_line(_run(*D, "--out", run_copy))
+    line = error_line(run_cli(*D, "--out", run_copy))
     assert "holds an earlier run" in line and "--force" in line and "--resume" in line
     assert _snapshot(run_copy) == before
 
 
 def test_force_replaces_the_whole_folder_no_stale_history_or_checkpoint(run_copy):
-    r = _run(*D, "--method", "analytic", "--out", run_copy, "--force")
+    r = run_cli(*D, "--method", "analytic", "--out", run_copy, "--force")
     assert r.exit_code == 0, r.output
     names = {p.name for p in run_copy.iterdir()}
     assert "history.json" not in names and "checkpoint.npz" not in names  # the old KIP run's files are gone
     assert json.loads((run_copy / "summary.json").read_text())["method"] == "analytic"
     assert json.loads((run_copy / "run.json").read_text())["config"]["method"] == "analytic"
     assert not list(run_copy.parent.glob(".victim*"))  # no leftovers beside it (lock, replaced copy)
-    line = error_line(_run("distill", "--resume", run_copy))  # analytic has no steps: nothing to resume
+    line = error_line(run_cli("distill", "--resume", run_copy))  # analytic has no steps: nothing to resume
     assert "holds an analytic run, which has no steps to continue" in line
 
 
@@ -79,7 +73,7 @@ BAD_SETTINGS = [["--method", "kip", "--lr", "nan"], ["--method", "kip", "--time-
 def test_a_failed_forced_run_changes_nothing(run_copy):
     before = _snapshot(run_copy)
     for bad in BAD_SETTINGS:
-        error_line(_run(*D, *bad, "--out", run_copy, "--force"))
+        error_line(run_cli(*D, *bad, "--out", run_copy, "--force"))
         assert _snapshot(run_copy) == before, bad
     r = subprocess.run([_exe(), "distill", "--resume", str(run_copy)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr  # still resumable
@@ -95,7 +89,7 @@ def test_a_run_failing_late_restores_the_replaced_run(run_copy, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(run_copy / "report.html"))
 
     monkeypatch.setattr(report, "write_report", full)
-    line = error_line(_run(*D, "--out", run_copy, "--force"))
+    line = error_line(run_cli(*D, "--out", run_copy, "--force"))
     assert "No space left on device" in line
     assert _snapshot(run_copy) == before
     assert sorted(p.name for p in run_copy.parent.iterdir()) == ["victim"]
@@ -107,7 +101,7 @@ def test_resume_that_fails_writing_keeps_every_earlier_output(run_copy, monkeypa
     keep = {k: v for k, v in _snapshot(run_copy).items() if k != "checkpoint.npz"}
     monkeypatch.setattr(report, "write_report",
                         lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
-    error_line(_run("distill", "--resume", run_copy), after_progress=True)  # after "resuming ... from step 20"
+    error_line(run_cli("distill", "--resume", run_copy), after_progress=True)  # after "resuming ... from step 20"
     after = _snapshot(run_copy)
     assert {k: after[k] for k in keep} == keep  # no mix of old and new outputs
     assert not (run_copy / ".kdistill-staging").exists()
@@ -118,7 +112,7 @@ def test_too_little_disk_is_refused_before_the_work(tmp_path, monkeypatch):
 
     real = sh.disk_usage
     monkeypatch.setattr(sh, "disk_usage", lambda p: real(p)._replace(free=1000))
-    line = error_line(_run(*D, "--out", tmp_path / "o"))
+    line = error_line(run_cli(*D, "--out", tmp_path / "o"))
     assert "MiB free" in line and not (tmp_path / "o").exists()
 
 
@@ -131,7 +125,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert f"in use by another kdistill run (pid {os.getpid()})" in p.stderr
     assert not out.exists()
-    assert _run(*D, "--out", out).exit_code == 0  # the lock went with its holder
+    assert run_cli(*D, "--out", out).exit_code == 0  # the lock went with its holder
 
 
 def test_two_runs_at_once_never_mix_their_files(tmp_path):
@@ -201,7 +195,7 @@ def test_killed_forced_run_leftovers_are_recovered(run_copy):
     aside = run_copy.parent / ".victim.kdistill-replaced"
     os.rename(run_copy, aside)
     run_copy.mkdir()  # the new run had begun, without a checkpoint yet
-    line = error_line(_run(*D, "--out", run_copy))
+    line = error_line(run_cli(*D, "--out", run_copy))
     assert "holds an earlier run" in line
     assert _snapshot(run_copy) == before and not aside.exists()
 
@@ -226,11 +220,11 @@ def test_user_dataset_path_is_recorded_absolute_for_resume(tmp_path, monkeypatch
     d = load("digits")
     np.savez(tmp_path / "mine.npz", x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test)
     monkeypatch.chdir(tmp_path)
-    r = _run(*KIP[:1], "--dataset", "mine.npz", *KIP[3:], "--out", "run")
+    r = run_cli(*KIP[:1], "--dataset", "mine.npz", *KIP[3:], "--out", "run")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"] == str(tmp_path / "mine.npz")
     monkeypatch.chdir(tmp_path.parent)  # where mine.npz is not
-    r = _run("distill", "--resume", tmp_path / "run")
+    r = run_cli("distill", "--resume", tmp_path / "run")
     assert r.exit_code == 0, r.output
 
 
@@ -243,7 +237,7 @@ def test_damaged_run_json_is_one_line(run_copy, field, value):
         doc["config"][field] = value
     (run_copy / "run.json").write_text(json.dumps(doc))
     before = _snapshot(run_copy)
-    line = error_line(_run("distill", "--resume", run_copy))
+    line = error_line(run_cli("distill", "--resume", run_copy))
     assert "run.json" in line and field in line
     assert _snapshot(run_copy) == before
 
@@ -257,21 +251,21 @@ def test_forged_checkpoint_step_is_refused(run_copy):
     meta["step"] = -50  # keep the old checksum: the forger cannot recompute it without the code
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(run_copy / "checkpoint.npz", **arrays)
-    line = error_line(_run("distill", "--resume", run_copy))
+    line = error_line(run_cli("distill", "--resume", run_copy))
     assert "checksum" in line
 
 
 @pytest.mark.parametrize("out", ["", " "])
 def test_empty_out_is_refused_and_nothing_is_written(tmp_path, out, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert "--out is empty" in error_line(_run(*D, "--out", out))
+    assert "--out is empty" in error_line(run_cli(*D, "--out", out))
     assert not any(tmp_path.iterdir())
 
 
 def test_a_folder_with_other_files_is_never_replaced(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     for extra in ([], ["--force"]):
-        line = error_line(_run(*D, "--out", tmp_path, *extra))
+        line = error_line(run_cli(*D, "--out", tmp_path, *extra))
         assert "did not write (notes.txt)" in line
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
@@ -286,7 +280,7 @@ def test_a_folder_with_other_files_is_never_replaced(tmp_path):
 def test_unwritable_output_fails_before_the_work(tmp_path, kip_run, cmd):
     (tmp_path / "afile").write_text("x")
     cmd = [c.format(file=tmp_path / "afile", npz=kip_run / "distilled.npz") for c in cmd]
-    line = error_line(_run(*cmd))
+    line = error_line(run_cli(*cmd))
     assert "not a writable folder" in line or "is a file" in line
 
 
@@ -294,13 +288,13 @@ def test_show_and_report_never_overwrite_their_inputs(run_copy):
     before = _snapshot(run_copy)
     for out, needle in (("distilled.npz", "must end in .png"), ("summary.json", "must end in .png"),
                         ("distilled.json", "must end in .png")):
-        assert needle in error_line(_run("show", run_copy / "distilled.npz", "--out", run_copy / out))
+        assert needle in error_line(run_cli("show", run_copy / "distilled.npz", "--out", run_copy / out))
     (run_copy / "notes.png").write_text("not an image")
-    assert "not a PNG" in error_line(_run("show", run_copy / "distilled.npz", "--out", run_copy / "notes.png"))
-    assert "max-per-row" in error_line(_run("show", run_copy / "distilled.npz", "--out", run_copy / "g.png",
-                                            "--max-per-row", "0"))
+    assert "not a PNG" in error_line(run_cli("show", run_copy / "distilled.npz", "--out", run_copy / "notes.png"))
+    assert "max-per-row" in error_line(run_cli("show", run_copy / "distilled.npz", "--out", run_copy / "g.png",
+                                               "--max-per-row", "0"))
     assert {k: v for k, v in _snapshot(run_copy).items() if k != "notes.png"} == before
-    assert _run("report", run_copy).exit_code == 0
+    assert run_cli("report", run_copy).exit_code == 0
     after = _snapshot(run_copy)
     assert {k: after[k] for k in before if k != "report.html"} == {k: v for k, v in before.items()
                                                                    if k != "report.html"}
@@ -313,20 +307,20 @@ def test_report_on_summary_of_wrong_types_is_one_line(run_copy, doc):
     s.update(doc)
     (run_copy / "summary.json").write_text(json.dumps(s))
     before = _snapshot(run_copy)
-    line = error_line(_run("report", run_copy))
+    line = error_line(run_cli("report", run_copy))
     assert "summary.json" in line and "wrong type" in line
     assert _snapshot(run_copy) == before
 
 
 def test_report_on_history_of_wrong_types_is_one_line(run_copy):
     (run_copy / "history.json").write_text(json.dumps({"step": [1, 2], "loss": ["a", {}]}))
-    assert "history.json" in error_line(_run("report", run_copy))
+    assert "history.json" in error_line(run_cli("report", run_copy))
 
 
 def test_summary_is_strict_json_and_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        r = _run(*KIP, "--out", tmp_path / "o")
+        r = run_cli(*KIP, "--out", tmp_path / "o")
     finally:
         os.umask(old)
     assert r.exit_code == 0, r.output
@@ -350,8 +344,8 @@ def test_dual_model_too_big_for_memory_is_refused_with_the_estimate(tmp_path, mo
     import kdistill._machine as machine
 
     monkeypatch.setattr(machine, "memory_bytes", lambda: 2**20)
-    line = error_line(_run("distill", "--dataset", "digits", "--ipc", "1", "--kernel", "fc-ntk", "--out",
-                           tmp_path / "o"))
+    line = error_line(run_cli("distill", "--dataset", "digits", "--ipc", "1", "--kernel", "fc-ntk", "--out",
+                              tmp_path / "o"))
     assert "of memory and this machine has 1 MiB free" in line and "--max-dual-n" in line and not (tmp_path / "o").exists()
 
 
@@ -455,7 +449,7 @@ def test_a_fresh_iterative_run_that_fails_late_keeps_its_progress(tmp_path):
 
 def test_demo_never_replaces_another_run(run_copy):
     before = _snapshot(run_copy)
-    line = error_line(_run("demo", "--out", run_copy))
+    line = error_line(run_cli("demo", "--out", run_copy))
     assert "not an earlier demo" in line
     assert _snapshot(run_copy) == before
 

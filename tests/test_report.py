@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from _helpers import colour_count
+from _helpers import colour_count, run_cli
 
-from kdistill.cli import cli
 from kdistill.errors import CorruptFileError, InvalidInputError
 from kdistill.report import report_html, write_report
 
@@ -35,15 +33,11 @@ needs_chromium = pytest.mark.skipif(
            "(Debian/Ubuntu) to render the reports; CI installs it and never skips")
 
 
-def _run(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    r = _run("distill", "--dataset", "digits", "--method", "random", "--ipc", "3", "--kernel", "linear",
-             "--no-full", "--out", str(out))
+    r = run_cli("distill", "--dataset", "digits", "--method", "random", "--ipc", "3", "--kernel", "linear",
+                "--no-full", "--out", str(out))
     assert r.exit_code == 0, r.output
     return out
 
@@ -68,7 +62,7 @@ def test_report_with_history_and_finite_results(run_dir, tmp_path):
     s["finite"] = {"convnet": {"mean": 0.8123, "std": 0.0101, "accuracies": [0.80, 0.82], "seeds": 2, "epochs": 300,
                                "seconds_per_seed": 12.5, "label_mode": "one-hot", "settings": {"width": 128}}}
     (d / "summary.json").write_text(json.dumps(s))
-    r = _run("report", str(d))
+    r = run_cli("report", str(d))
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == str(d / "report.html")
     text = (d / "report.html").read_text()
@@ -94,7 +88,7 @@ def test_report_errors(tmp_path, run_dir):
         report_html(tmp_path / "missing")
     with pytest.raises(InvalidInputError, match="neither summary.json nor distilled.npz"):
         report_html(tmp_path)
-    r = _run("report", str(tmp_path / "missing"))
+    r = run_cli("report", str(tmp_path / "missing"))
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
     d = tmp_path / "bad"
     shutil.copytree(run_dir, d)
@@ -145,10 +139,10 @@ def three_reports(tmp_path_factory):
         "c": ["--method", "random", "--ipc", "50", "--kernel", "linear", "--no-full"],
     }
     for name, args in cmds.items():
-        r = _run("distill", "--dataset", "digits", *args, "--out", str(root / name))
+        r = run_cli("distill", "--dataset", "digits", *args, "--out", str(root / name))
         assert r.exit_code == 0, r.output
-    r = _run("evaluate", str(root / "b" / "distilled.npz"), "--model", "fc", "--seeds", "1", "--epochs", "2",
-             "--width", "16")
+    r = run_cli("evaluate", str(root / "b" / "distilled.npz"), "--model", "fc", "--seeds", "1", "--epochs", "2",
+                "--width", "16")
     assert r.exit_code == 0, r.output
     return root
 
